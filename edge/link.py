@@ -1,0 +1,191 @@
+"""The agent's MQTT link: drains the outbox to the broker, with a bounded window in flight.
+
+paho-mqtt 2 silently overwrites queued QoS 1 messages once more than 65,535
+await acknowledgement (message ids wrap), so the link never has more than
+:attr:`MqttLink.max_inflight` messages handed to paho at once; the rest wait
+on disk in the outbox, where an outage of the broker costs nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.reasoncodes import ReasonCode
+
+from edge.outbox import Outbox
+from vigie import wire
+from vigie.mqtt import BrokerConfig, make_client
+
+__all__ = ["MqttLink"]
+
+log = logging.getLogger(__name__)
+
+
+class MqttLink:
+    """Publishes outbox rows and direct (QoS 0) messages; reconnects by itself."""
+
+    def __init__(
+        self,
+        broker: BrokerConfig,
+        outbox: Outbox,
+        *,
+        site: str,
+        device: str,
+        max_inflight: int = 100,
+    ) -> None:
+        self.broker = broker
+        self.outbox = outbox
+        self.site = site
+        self.device = device
+        self.max_inflight = max_inflight
+        self._status_topic = wire.topic(site, device, wire.Channel.STATUS)
+        self._client = make_client(broker, client_id=f"vigie-{site}-{device}")
+        self._client.max_inflight_messages_set(max_inflight)
+        self._client.will_set(
+            self._status_topic, self._status_payload("offline"), qos=1, retain=True
+        )
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_publish = self._on_publish
+        self._lock = threading.Lock()
+        self._inflight: dict[int, int] = {}  # paho mid -> outbox rowid
+        self._early: dict[int, float] = {}  # acks seen before their mid was recorded
+        self._connected = threading.Event()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._pump, name="outbox-pump", daemon=True)
+        self.published = 0
+
+    def _status_payload(self, state: str) -> bytes:
+        msg = wire.Status(site=self.site, device=self.device, ts=int(time.time()), state=state)  # type: ignore[arg-type]
+        return wire.encode(msg)
+
+    # -- lifecycle -----------------------------------------------------------------
+    def start(self) -> None:
+        """Connect in the background (retrying) and start draining the outbox."""
+        self._client.connect_async(self.broker.host, self.broker.port, keepalive=self.broker.keepalive)
+        self._client.loop_start()
+        self._thread.start()
+
+    def stop(self, drain_timeout: float = 0.0) -> int:
+        """Drain for up to ``drain_timeout`` seconds, say goodbye, disconnect.
+
+        Returns:
+            How many messages remain in the outbox (sent at the next start).
+        """
+        self.drain(drain_timeout)
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout=5)
+        if self._connected.is_set():
+            info = self._client.publish(self._status_topic, self._status_payload("offline"), qos=1, retain=True)
+            try:
+                info.wait_for_publish(timeout=2)
+            except (RuntimeError, ValueError):
+                pass
+        self._client.disconnect()
+        self._client.loop_stop()
+        return self.outbox.depth()
+
+    def drain(self, timeout: float) -> bool:
+        """Wait until the outbox is empty; True when it is."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.outbox.depth() == 0:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            self._wake.set()
+            time.sleep(0.05)
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    def notify(self) -> None:
+        """Tell the pump that new rows are in the outbox."""
+        self._wake.set()
+
+    def publish_direct(self, channel: wire.Channel, message: wire.Message) -> None:
+        """Send a message that is superseded by the next one (heartbeat): not kept when offline."""
+        if self._connected.is_set():
+            topic = wire.topic(self.site, self.device, channel)
+            self._client.publish(topic, wire.encode(message), qos=wire.QOS[channel])
+
+    # -- paho callbacks (network thread) ------------------------------------------
+    def _on_connect(
+        self, client: mqtt.Client, userdata: Any, flags: Any, reason: ReasonCode, props: Any
+    ) -> None:
+        if reason.is_failure:
+            log.warning("broker refused connection", extra={"reason": str(reason)})
+            return
+        log.info("connected to broker", extra={"host": self.broker.host, "port": self.broker.port})
+        client.publish(self._status_topic, self._status_payload("online"), qos=1, retain=True)
+        self._connected.set()
+        self._wake.set()
+
+    def _on_disconnect(
+        self, client: mqtt.Client, userdata: Any, flags: Any, reason: ReasonCode, props: Any
+    ) -> None:
+        self._connected.clear()
+        # Keep the in-flight map: paho re-sends those messages with the same
+        # ids after reconnecting, and their PUBACKs then clear the rows.
+        if not self._stop.is_set():
+            log.warning("broker connection lost; events wait in the outbox", extra={"reason": str(reason)})
+
+    def _on_publish(
+        self, client: mqtt.Client, userdata: Any, mid: int, reason: ReasonCode, props: Any
+    ) -> None:
+        # Called with paho's out-message lock held: never call into paho here.
+        with self._lock:
+            rowid = self._inflight.pop(mid, None)
+            if rowid is None:
+                # The ack beat the pump's bookkeeping (or it is a status message).
+                self._early[mid] = time.monotonic()
+        if rowid is not None:
+            self._acked(rowid)
+
+    def _acked(self, rowid: int) -> None:
+        self.outbox.ack([rowid])
+        self.published += 1
+        self._wake.set()
+
+    # -- pump thread -----------------------------------------------------------------
+    def _pump(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(timeout=1.0)
+            self._wake.clear()
+            if not self._connected.is_set():
+                continue
+            with self._lock:
+                busy = list(self._inflight.values())
+            room = self.max_inflight - len(busy)
+            for item in self.outbox.peek(room, exclude=busy):
+                if not self._connected.is_set():
+                    break
+                # Not under self._lock: paho calls _on_publish holding its own lock.
+                info = self._client.publish(item.topic, item.payload, qos=item.qos)
+                if info.rc != mqtt.MQTT_ERR_SUCCESS:
+                    break
+                if item.qos == 0:
+                    self._acked(item.rowid)
+                    continue
+                with self._lock:
+                    early = self._early.pop(info.mid, None) is not None
+                    if not early:
+                        self._inflight[info.mid] = item.rowid
+                if early:
+                    self._acked(item.rowid)
+            self._forget_stale_early_acks()
+
+    def _forget_stale_early_acks(self) -> None:
+        # An unmatched ack older than a few seconds belongs to a status message;
+        # drop it before paho's message ids could wrap round to it.
+        cutoff = time.monotonic() - 10.0
+        with self._lock:
+            for mid in [m for m, t in self._early.items() if t < cutoff]:
+                del self._early[mid]

@@ -1,0 +1,65 @@
+"""Frame sources behind one small protocol.
+
+A source yields :class:`Frame` objects (RGB pixels and a capture time).
+Pixels stay in the agent's memory; nothing here writes or sends them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from vigie.exceptions import ConfigError
+
+__all__ = ["Frame", "FrameSource", "open_source"]
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One captured image, RGB, H x W x 3 uint8, with its UTC capture time."""
+
+    rgb: npt.NDArray[np.uint8]
+    ts: float
+
+
+class FrameSource(Protocol):
+    """Iterate frames until the source ends (a file) or forever (a camera)."""
+
+    def frames(self) -> Iterator[Frame]:
+        """Yield frames in capture order."""
+        ...
+
+    def close(self) -> None:
+        """Release the device or file."""
+        ...
+
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
+
+
+def open_source(
+    spec: str, *, loop: bool = False, realtime: bool = False, fps_cap: float | None = None
+) -> FrameSource:
+    """Open a source from a path: a video file, an image, or a folder of images.
+
+    Raises:
+        ConfigError: when the path does not exist or is of an unknown kind.
+    """
+    from edge.sources.file import ImageFilesSource, VideoFileSource
+
+    path = Path(spec)
+    if path.is_dir():
+        images = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not images:
+            raise ConfigError(f"source folder {path} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        return ImageFilesSource(images, loop=loop, fps_cap=fps_cap)
+    if not path.is_file():
+        raise ConfigError(f"source {spec!r} does not exist: give a video file, an image or a folder of images")
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        return ImageFilesSource([path], loop=loop, fps_cap=fps_cap)
+    return VideoFileSource(path, loop=loop, realtime=realtime, fps_cap=fps_cap)

@@ -1,0 +1,3 @@
+"""The Vigie hub: ingest -> store -> REST API (fusion, learning, OTA campaigns come later)."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""The hub's REST API (FastAPI)."""
+
+__all__: list[str] = []

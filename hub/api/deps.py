@@ -1,0 +1,26 @@
+"""Shared route dependencies as ``Annotated`` aliases."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from hub.ingest import Ingestor
+from hub.store import SQLiteStore
+
+__all__ = ["IngestorDep", "StoreDep"]
+
+
+def get_store(request: Request) -> SQLiteStore:
+    store: SQLiteStore = request.app.state.store
+    return store
+
+
+def get_ingestor(request: Request) -> Ingestor | None:
+    ingestor: Ingestor | None = request.app.state.ingestor
+    return ingestor
+
+
+StoreDep = Annotated[SQLiteStore, Depends(get_store)]
+IngestorDep = Annotated[Ingestor | None, Depends(get_ingestor)]

@@ -1,0 +1,60 @@
+"""The FastAPI application: routers, lifespan (store and ingest), error bodies."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from hub.api.routes import devices, events, health
+from hub.config import HubSettings
+from hub.ingest import Ingestor
+from hub.store import SQLiteStore
+from vigie import __version__
+
+__all__ = ["create_app"]
+
+log = logging.getLogger(__name__)
+
+DESCRIPTION = """
+Vigie's hub API. Every event is anonymised on the device: counts of objects per
+zone and time window, never images, boxes or identities.
+
+* **events**: zone counts from every device, newest first, cursor-paginated.
+* **fleet**: devices, their status and heartbeats; messages quarantined per device.
+* **health**: liveness and ingest counters.
+"""
+
+
+def create_app(settings: HubSettings | None = None) -> FastAPI:
+    """Build the app; with no settings, read them from the environment (uvicorn factory)."""
+    settings = settings or HubSettings.from_env()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        store = SQLiteStore(settings.db)
+        ingestor = Ingestor(settings.broker, store, client_id=settings.client_id) if settings.ingest else None
+        app.state.store = store
+        app.state.ingestor = ingestor
+        if ingestor is not None:
+            ingestor.start()
+        log.info("hub started", extra={"db": str(settings.db), "ingest": settings.ingest})
+        try:
+            yield
+        finally:
+            if ingestor is not None:
+                ingestor.stop()
+            store.close()
+
+    app = FastAPI(
+        title="Vigie hub",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.include_router(health.router)
+    app.include_router(events.router)
+    app.include_router(devices.router)
+    return app

@@ -1,0 +1,41 @@
+"""Anonymised zone-count events."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Query
+
+from hub.api.deps import StoreDep
+from hub.api.schemas import EventPublic, EventsPublic
+from hub.store import EventQuery
+
+router = APIRouter(prefix="/v1/events", tags=["events"])
+
+
+@router.get("", response_model=EventsPublic, summary="List events, newest first")
+def list_events(
+    store: StoreDep,
+    site: Annotated[str | None, Query(description="Only this site.")] = None,
+    device: Annotated[str | None, Query(description="Only this device.")] = None,
+    zone: Annotated[str | None, Query(description="Only this zone.")] = None,
+    since: Annotated[int | None, Query(description="Windows starting at or after (UTC epoch s).")] = None,
+    until: Annotated[int | None, Query(description="Windows starting before (UTC epoch s).")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000, description="Page size.")] = 100,
+    cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page.")] = None,
+) -> EventsPublic:
+    """Events from every device, newest first, with cursor pagination."""
+    cursor_seq: int | None = None
+    if cursor is not None:
+        if not cursor.isdigit():
+            raise HTTPException(422, detail=f"cursor {cursor!r} is not one this API returned")
+        cursor_seq = int(cursor)
+    data, next_seq = store.list_events(
+        EventQuery(site=site, device=device, zone=zone, since=since, until=until, limit=limit,
+                   cursor=cursor_seq)
+    )
+    return EventsPublic(
+        data=[EventPublic(**row) for row in data],
+        count=len(data),
+        next_cursor=str(next_seq) if next_seq is not None else None,
+    )

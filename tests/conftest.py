@@ -1,0 +1,119 @@
+"""Shared fixtures: ../shared data, a private Mosquitto, the hub under uvicorn, agent processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from vigie.broker import LocalBroker, find_mosquitto, start_broker
+from vigie.netutil import free_port, wait_for_port
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared"
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+def need(path: Path) -> Path:
+    """Return a file under ../shared, or skip (fail under CI=true) when it is absent."""
+    if not path.exists():
+        message = f"{path} is missing: tests read real data from ../shared (see shared/README.md)"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+def need_service(ok: bool, what: str) -> None:
+    if not ok:
+        if IN_CI:
+            pytest.fail(f"{what} is required under CI=true")
+        pytest.skip(f"{what} is not available on this machine")
+
+
+@pytest.fixture(scope="session")
+def model_dir() -> Path:
+    need(SHARED / "models" / "mobilenet_ssd_v2_coco_quant_postprocess.tflite")
+    return SHARED / "models"
+
+
+@pytest.fixture(scope="session")
+def bus_jpg() -> Path:
+    return need(SHARED / "media" / "bus.jpg")
+
+
+@pytest.fixture(scope="session")
+def zidane_jpg() -> Path:
+    return need(SHARED / "media" / "zidane.jpg")
+
+
+@pytest.fixture(scope="session")
+def vtest_avi() -> Path:
+    return need(SHARED / "media" / "vtest.avi")
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[LocalBroker]:
+    """A private Mosquitto on a free port (not the system one), stopped after the test."""
+    need_service(find_mosquitto() is not None, "mosquitto")
+    b = start_broker(tmp_path / "broker", free_port())
+    yield b
+    b.stop()
+
+
+def cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "vigie", *args]
+
+
+@dataclass
+class Hub:
+    url: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def get(self, path: str) -> Any:
+        with urllib.request.urlopen(self.url + path, timeout=5) as resp:  # noqa: S310
+            return json.loads(resp.read())
+
+    def wait_for(self, path: str, predicate: Any, timeout: float = 30.0) -> Any:
+        deadline = time.monotonic() + timeout
+        last: Any = None
+        while time.monotonic() < deadline:
+            last = self.get(path)
+            if predicate(last):
+                return last
+            time.sleep(0.2)
+        raise AssertionError(f"{path} never satisfied the condition; last answer: {last}")
+
+
+@pytest.fixture
+def hub(tmp_path: Path, broker: LocalBroker) -> Iterator[Hub]:
+    """`vigie hub serve` under uvicorn, ingesting from the private broker."""
+    port = free_port()
+    log = tmp_path / "hub.log"
+    with log.open("wb") as fh:
+        proc = subprocess.Popen(
+            cli("hub", "serve", "--port", str(port), "--db", str(tmp_path / "hub.sqlite"),
+                "--broker", f"127.0.0.1:{broker.port}"),
+            stdout=fh, stderr=subprocess.STDOUT,
+        )
+    h = Hub(f"http://127.0.0.1:{port}", proc, log)
+    try:
+        assert wait_for_port(port, timeout=30), log.read_text()
+        h.wait_for("/healthz", lambda r: r["ingest"]["connected"], timeout=15)
+        yield h
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()

@@ -1,0 +1,60 @@
+"""REST API contract, with the ingest switched off (the end-to-end test covers it)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from hub.api.main import create_app
+from hub.config import HubSettings
+from tests.test_wire import event
+
+
+@pytest.fixture
+def client(tmp_path: Path) -> Iterator[TestClient]:
+    app = create_app(HubSettings(db=tmp_path / "hub.sqlite", ingest=False))
+    with TestClient(app) as c:
+        c.app.state.store.add_events([event(zone=f"z{i}") for i in range(5)], 1.0)  # type: ignore[attr-defined]
+        yield c
+
+
+def test_healthz(client: TestClient) -> None:
+    body = client.get("/healthz").json()
+    assert body["status"] == "ok"
+    assert body["store"] is True
+    assert body["ingest"] is None
+
+
+def test_events_pagination(client: TestClient) -> None:
+    first = client.get("/v1/events", params={"limit": 3}).json()
+    assert first["count"] == 3
+    second = client.get("/v1/events", params={"limit": 3, "cursor": first["next_cursor"]}).json()
+    assert second["count"] == 2 and second["next_cursor"] is None
+    zones = {e["zone"] for e in first["data"] + second["data"]}
+    assert zones == {f"z{i}" for i in range(5)}
+    assert first["data"][0]["counts"] == {"bus": 1, "person": 4}
+
+
+def test_bad_parameters_get_422_naming_the_parameter(client: TestClient) -> None:
+    r = client.get("/v1/events", params={"limit": 5000})
+    assert r.status_code == 422
+    assert r.json()["detail"][0]["loc"] == ["query", "limit"]
+    r = client.get("/v1/events", params={"cursor": "abc"})
+    assert r.status_code == 422
+    assert "cursor" in r.json()["detail"]
+
+
+def test_devices_and_quarantine(client: TestClient) -> None:
+    devices = client.get("/v1/devices").json()
+    assert devices["count"] == 1
+    assert devices["data"][0]["events"] == 5
+    assert client.get("/v1/quarantine").json() == {"data": [], "count": 0, "total": 0}
+
+
+def test_openapi_documents_the_routes(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    assert {"/v1/events", "/v1/devices", "/healthz", "/v1/quarantine"} <= set(spec["paths"])
+    assert client.get("/docs").status_code == 200

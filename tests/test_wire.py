@@ -1,0 +1,178 @@
+"""Wire protocol v1: round trips, and a clear error for every kind of bad payload."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import msgpack
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from vigie import wire
+from vigie.exceptions import WireError
+
+WINDOW = 1_700_000_040
+
+
+def event(**overrides: Any) -> wire.ZoneCountEvent:
+    fields: dict[str, Any] = {
+        "site": "vieux-port", "device": "cam-01", "zone": "quai", "id": wire.new_event_id(WINDOW),
+        "window_start": WINDOW, "window_s": 10, "frames": 50, "counts": {"person": 4, "bus": 1},
+        "mean_counts": {"person": 2.5, "bus": 0.2}, "model": "ssd-mobilenet-v2-coco-quant@1.0.0",
+    }
+    fields.update(overrides)
+    return wire.ZoneCountEvent(**fields)
+
+
+def raw_event(**overrides: Any) -> bytes:
+    body = msgpack.unpackb(wire.encode(event()))
+    body.update(overrides)
+    return bytes(msgpack.packb(body))
+
+
+def test_event_round_trip() -> None:
+    e = event()
+    assert wire.decode(wire.encode(e), wire.Channel.EVENT) == e
+
+
+def test_heartbeat_and_status_round_trip() -> None:
+    hb = wire.Heartbeat(site="s", device="d", ts=WINDOW, agent_version="0.1.0", model="m@1",
+                        uptime_s=5, fps=4.5, inference_ms=17.0, outbox_depth=0)
+    st_ = wire.Status(site="s", device="d", ts=WINDOW, state="online")
+    assert wire.decode(wire.encode(hb), wire.Channel.HEARTBEAT) == hb
+    assert wire.decode(wire.encode(st_), wire.Channel.STATUS) == st_
+
+
+def test_event_id_is_uuid7_carrying_only_the_window_start() -> None:
+    ids = {wire.new_event_id(WINDOW) for _ in range(1000)}
+    assert len(ids) == 1000
+    for value in list(ids)[:20]:
+        parsed = uuid.UUID(value)
+        assert parsed.version == 7
+        assert parsed.int >> 80 == WINDOW * 1000
+
+
+@pytest.mark.parametrize(
+    ("payload", "field", "words"),
+    [
+        (raw_event(v=2), "v", "unknown schema version 2"),
+        (raw_event(v="1"), "v", "unknown schema version"),
+        (raw_event(kind="selfie"), "kind", "unknown message kind"),
+        (raw_event(frames="50"), "frames", "valid integer"),
+        (raw_event(counts={"person": -1}), "counts.person", "greater than or equal"),
+        (raw_event(counts={"Person!": 1}), "counts.Person!", "pattern"),
+        (raw_event(bbox=[0.1, 0.2, 0.3, 0.4]), "bbox", "extra fields are refused"),
+        (raw_event(track_id=17), "track_id", "extra fields are refused"),
+        (raw_event(jpeg=b"\xff\xd8\xff\xe0"), "jpeg", "extra fields are refused"),
+        (raw_event(window_start=WINDOW + 3), "window_start", "not a multiple"),
+        (raw_event(window_s=7), "window_s", "not one of"),
+        (raw_event(id=str(uuid.uuid4())), "id", "UUIDv7"),
+        (raw_event(id=wire.new_event_id(WINDOW + 10)), "id", "time part"),
+        (raw_event(device="cam/01"), "device", "pattern"),
+        (raw_event(window_start=12), "window_start", "greater than or equal"),
+    ],
+)
+def test_bad_fields_are_named(payload: bytes, field: str, words: str) -> None:
+    with pytest.raises(WireError) as info:
+        wire.decode(payload)
+    assert info.value.field == field
+    assert words in info.value.reason
+
+
+def test_missing_field_is_named() -> None:
+    body = msgpack.unpackb(wire.encode(event()))
+    del body["zone"]
+    with pytest.raises(WireError) as info:
+        wire.decode(msgpack.packb(body))
+    assert info.value.field == "zone"
+    assert "required" in info.value.reason.lower()
+
+
+def test_truncated_payload() -> None:
+    good = wire.encode(event())
+    for cut in (1, len(good) // 2, len(good) - 1):
+        with pytest.raises(WireError) as info:
+            wire.decode(good[:cut])
+        assert info.value.field == "<payload>"
+        assert "truncated" in info.value.reason
+
+
+def test_oversized_payload_is_refused_before_unpacking() -> None:
+    with pytest.raises(WireError) as info:
+        wire.decode(b"\x00" * (wire.MAX_PAYLOAD_BYTES + 1))
+    assert "exceeds" in info.value.reason
+
+
+def test_encode_refuses_oversized_messages() -> None:
+    # The largest legal event (80 classes of 32-letter names) must fit the payload cap.
+    counts = {"x" * 30 + chr(97 + i // 26) + chr(97 + i % 26): 10_000 for i in range(80)}
+    big = event(counts=counts, mean_counts={k: 9999.99 for k in counts})
+    assert len(wire.encode(big)) < wire.MAX_PAYLOAD_BYTES
+    with pytest.raises(ValueError, match="at most 80"):
+        event(counts={**counts, "zz": 1}, mean_counts={})
+
+
+def test_not_msgpack_and_not_a_map() -> None:
+    with pytest.raises(WireError, match="not valid msgpack"):
+        wire.decode(b"\xc1\xc1\xc1")
+    with pytest.raises(WireError, match="expected a map"):
+        wire.decode(msgpack.packb([1, 2, 3]))
+    with pytest.raises(WireError, match="trailing bytes"):
+        wire.decode(wire.encode(event()) + b"\x00")
+
+
+def test_deep_nesting_is_refused() -> None:
+    # 6,000 nested one-element arrays: small on the wire, deadly for a naive recursive decoder.
+    head = b"\x83" + b"".join(msgpack.packb(x) for x in ("v", 1, "kind", "zone_count", "x"))
+    payload = head + b"\x91" * 6000 + b"\x01"
+    assert len(payload) < wire.MAX_PAYLOAD_BYTES
+    with pytest.raises(WireError):
+        wire.decode(payload)
+
+
+def test_kind_must_match_channel() -> None:
+    with pytest.raises(WireError) as info:
+        wire.decode(wire.encode(event()), wire.Channel.HEARTBEAT)
+    assert info.value.field == "kind"
+
+
+def test_topics() -> None:
+    t = wire.topic("vieux-port", "cam-01", wire.Channel.EVENT)
+    assert t == "vigie/v1/vieux-port/cam-01/event"
+    assert wire.parse_topic(t) == wire.TopicParts("vieux-port", "cam-01", wire.Channel.EVENT)
+    assert wire.subscription(wire.Channel.EVENT, "hub") == "$share/hub/vigie/v1/+/+/event"
+    for bad in ("vigie/v2/a/b/event", "vigie/v1/a/b", "vigie/v1/a/b/selfie", "vigie/v1/A/b/event",
+                "vigie/v1/a/b/event/x"):
+        with pytest.raises(WireError) as info:
+            wire.parse_topic(bad)
+        assert info.value.field == "<topic>"
+    with pytest.raises(WireError, match="slug"):
+        wire.topic("a/b", "c", wire.Channel.EVENT)
+    with pytest.raises(WireError, match="slug"):
+        wire.topic("a", "#", wire.Channel.EVENT)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.binary(max_size=600))
+def test_random_bytes_never_crash_the_decoder(data: bytes) -> None:
+    try:
+        wire.decode(data)
+    except WireError:
+        pass
+
+
+_leaf = st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats(allow_nan=True) | st.text(max_size=20) | st.binary(max_size=20)
+_values = st.recursive(_leaf, lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=8), c, max_size=4), max_leaves=20)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.dictionaries(st.sampled_from(["v", "kind", "id", "site", "device", "zone", "counts", "window_s",
+                                         "window_start", "frames", "mean_counts", "model", "ts", "x"]),
+                       _values, max_size=12))
+def test_random_maps_never_crash_the_decoder(body: dict[str, Any]) -> None:
+    try:
+        wire.decode(msgpack.packb(body, use_bin_type=True))
+    except WireError:
+        pass

@@ -1,0 +1,89 @@
+"""Start a local MQTT broker for the demo and the tests: Mosquitto, else amqtt.
+
+Both are bound to 127.0.0.1 only (amqtt would bind 0.0.0.0 by default).
+amqtt speaks MQTT 3.1.1 only: no v5, no shared subscriptions.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from vigie.exceptions import VigieError
+from vigie.netutil import wait_for_port
+
+__all__ = ["LocalBroker", "find_mosquitto", "start_broker"]
+
+
+@dataclass
+class LocalBroker:
+    """A broker process we started and must stop."""
+
+    kind: str
+    port: int
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def find_mosquitto() -> str | None:
+    """Path of the mosquitto binary (Debian puts it in /usr/sbin, often not on PATH)."""
+    return shutil.which("mosquitto") or next(
+        (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if Path(p).is_file()), None
+    )
+
+
+def start_broker(workdir: Path, port: int, *, prefer: str = "mosquitto", extra_conf: str = "") -> LocalBroker:
+    """Start a broker on 127.0.0.1:``port`` with its files under ``workdir``.
+
+    Raises:
+        VigieError: when no broker can be started (the message says what to install).
+    """
+    workdir.mkdir(parents=True, exist_ok=True)
+    log_path = workdir / "broker.log"
+    mosquitto = find_mosquitto() if prefer == "mosquitto" else None
+    if mosquitto:
+        conf = workdir / "mosquitto.conf"
+        conf.write_text(
+            f"listener {port} 127.0.0.1\n"
+            "allow_anonymous true\n"
+            "persistence true\n"
+            f"persistence_location {workdir}/\n"
+            "max_queued_messages 100000\n"
+            f"log_dest file {log_path}\n" + extra_conf
+        )
+        cmd = [mosquitto, "-c", str(conf)]
+        kind = "mosquitto"
+    else:
+        amqtt = shutil.which("amqtt") or str(Path(sys.executable).parent / "amqtt")
+        if not Path(amqtt).exists():
+            raise VigieError(
+                "no MQTT broker available: install Mosquitto (`sudo apt-get install mosquitto`) "
+                "or the embedded one (`pip install 'vigie[hub]'`, which brings amqtt)"
+            )
+        conf = workdir / "amqtt.yaml"
+        conf.write_text(
+            "listeners:\n  default:\n    type: tcp\n"
+            f"    bind: 127.0.0.1:{port}\n"
+            "plugins:\n  amqtt.plugins.authentication.AnonymousAuthPlugin:\n    allow_anonymous: true\n"
+        )
+        cmd = [amqtt, "-c", str(conf)]
+        kind = "amqtt"
+    with log_path.open("ab") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    broker = LocalBroker(kind, port, proc, log_path)
+    if not wait_for_port(port, timeout=15):
+        broker.stop()
+        raise VigieError(f"{kind} did not start on 127.0.0.1:{port}; see {log_path}")
+    return broker

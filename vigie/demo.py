@@ -1,0 +1,165 @@
+"""`vigie demo`: a broker, the hub and a few agents on real street footage, on this machine."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+from vigie.broker import LocalBroker, start_broker
+from vigie.exceptions import VigieError
+from vigie.netutil import free_port, port_is_free, wait_for_port
+
+__all__ = ["DEBIAN_FOOTAGE", "DemoOptions", "find_footage", "run_demo"]
+
+DEBIAN_FOOTAGE = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")
+# Zones for the second agent: the footage's left and right halves (where people stand).
+_SPLIT_ZONES = ("left=0,0;0.5,0;0.5,1;0,1", "right=0.5,0;1,0;1,1;0.5,1")
+
+
+@dataclass(frozen=True, slots=True)
+class DemoOptions:
+    agents: int = 2
+    duration: float | None = None
+    port: int = 8000
+    broker_port: int | None = None
+    footage: Path | None = None
+    model_dir: Path | None = None
+    workdir: Path | None = None
+    embedded_broker: bool = False
+
+
+def find_footage(explicit: Path | None) -> Path:
+    """The demo's video: given, or Debian's opencv-doc copy (installed on demand when root).
+
+    Raises:
+        VigieError: when no footage can be found, with the command that fixes it.
+    """
+    if explicit is not None:
+        if not explicit.is_file():
+            raise VigieError(f"footage {explicit} does not exist")
+        return explicit
+    if DEBIAN_FOOTAGE.is_file():
+        return DEBIAN_FOOTAGE
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        _say("installing Debian's opencv-doc for its street footage (vtest.avi) ...")
+        subprocess.run(["apt-get", "install", "-y", "-q", "opencv-doc"], check=False,
+                       stdout=subprocess.DEVNULL, env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+        if DEBIAN_FOOTAGE.is_file():
+            return DEBIAN_FOOTAGE
+    raise VigieError(
+        f"no demo footage: run `sudo apt-get install opencv-doc` (it provides {DEBIAN_FOOTAGE}) "
+        "or pass --footage VIDEO"
+    )
+
+
+def _say(text: str, stream: TextIO = sys.stderr) -> None:
+    print(f"[vigie demo] {text}", file=stream, flush=True)
+
+
+def _get_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=3) as resp:  # noqa: S310 (our own localhost hub)
+        return json.loads(resp.read())
+
+
+def _ensure_model(model_dir: Path | None) -> Path:
+    from edge import model_store
+
+    manifest = model_store.load_manifest()
+    if model_dir is not None:
+        model_store.locate(manifest, model_dir)
+        return model_dir
+    try:
+        model_store.locate(manifest)
+        return model_store.default_cache_dir()
+    except VigieError:
+        _say(f"fetching the detector {manifest.ref} (about 9 MB, once) ...")
+        return model_store.fetch(manifest)
+
+
+def run_demo(opts: DemoOptions) -> int:
+    """Run until Ctrl-C, SIGTERM or ``opts.duration``; returns an exit code."""
+    if not port_is_free(opts.port):
+        raise VigieError(f"port {opts.port} is taken on 127.0.0.1: stop what uses it or pass --port")
+    model_dir = _ensure_model(opts.model_dir)
+    footage = find_footage(opts.footage)
+    workdir = opts.workdir or Path(tempfile.mkdtemp(prefix="vigie-demo-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    broker_port = opts.broker_port or (1883 if port_is_free(1883) else free_port())
+
+    stop = threading.Event()
+    previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
+    broker: LocalBroker | None = None
+    children: list[tuple[str, subprocess.Popen[bytes]]] = []
+    cli = [sys.executable, "-m", "vigie"]
+    try:
+        broker = start_broker(workdir / "broker", broker_port,
+                              prefer="amqtt" if opts.embedded_broker else "mosquitto")
+        _say(f"broker: {broker.kind} on 127.0.0.1:{broker_port}")
+
+        def spawn(name: str, argv: list[str]) -> None:
+            log = (workdir / f"{name}.log").open("ab")
+            children.append((name, subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)))
+
+        spawn("hub", [*cli, "hub", "serve", "--port", str(opts.port), "--db", str(workdir / "hub.sqlite"),
+                      "--broker", f"127.0.0.1:{broker_port}"])
+        if not wait_for_port(opts.port, timeout=30):
+            raise VigieError(f"the hub did not start; see {workdir / 'hub.log'}")
+        for i in range(1, opts.agents + 1):
+            zones = [] if i % 2 else [a for z in _SPLIT_ZONES for a in ("--zone", z)]
+            spawn(f"cam-{i}", [
+                *cli, "edge", "run", "--site", "demo", "--device", f"cam-{i}", "--source", str(footage),
+                "--loop", "--realtime", "--fps-cap", "5", "--threads", "1", "--window", "10",
+                "--model-dir", str(model_dir), "--outbox", str(workdir / f"cam-{i}.outbox.sqlite"),
+                "--broker", f"127.0.0.1:{broker_port}", *zones,
+            ])
+        base = f"http://127.0.0.1:{opts.port}"
+        print(
+            f"\nVigie demo is running: {opts.agents} agents replaying {footage.name} in real time.\n"
+            f"  events  {base}/v1/events    (one per zone every 10 s, anonymised counts)\n"
+            f"  devices {base}/v1/devices\n"
+            f"  health  {base}/healthz\n"
+            f"  API     {base}/docs\n"
+            f"  logs    {workdir}\n"
+            "Press Ctrl-C to stop.\n",
+            flush=True,
+        )
+        started = time.monotonic()
+        while not stop.wait(10.0):
+            for name, proc in children:
+                if proc.poll() is not None:
+                    raise VigieError(f"{name} exited with code {proc.returncode}; see {workdir / name}.log")
+            try:
+                ingest = _get_json(f"{base}/healthz").get("ingest") or {}
+                _say(f"events stored: {ingest.get('stored', 0)}, quarantined: {ingest.get('quarantined', 0)}")
+            except OSError as exc:
+                _say(f"hub not answering: {exc}")
+            if opts.duration is not None and time.monotonic() - started >= opts.duration:
+                break
+        return 0
+    finally:
+        _say("stopping ...")
+        for _, proc in reversed(children):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for _, proc in reversed(children):
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if broker is not None:
+            broker.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        _say(f"stopped; databases and logs kept in {workdir}")

@@ -1,0 +1,47 @@
+"""Broker connection settings shared by the agent and the hub (paho-mqtt 2)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:
+    import paho.mqtt.client as mqtt
+
+__all__ = ["BrokerConfig", "make_client"]
+
+
+class BrokerConfig(BaseModel):
+    """Where the MQTT broker is and how to talk to it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    host: str = Field(default="127.0.0.1", description="Broker host name or address.")
+    port: int = Field(default=1883, ge=1, le=65535, description="Broker TCP port.")
+    username: str | None = Field(default=None, description="Per-device or hub user, when the broker asks.")
+    password: str | None = Field(default=None, description="Its password; never logged.", repr=False)
+    keepalive: int = Field(default=30, ge=5, le=3600, description="Seconds between pings.")
+    protocol: Literal["3.1.1", "5"] = Field(
+        default="3.1.1", description="MQTT version; 5 is needed for shared subscriptions."
+    )
+
+
+def make_client(
+    config: BrokerConfig, client_id: str, *, clean_session: bool = True, manual_ack: bool = False
+) -> mqtt.Client:
+    """A paho client configured from ``config``; not yet connected."""
+    # Imported here so that the wire protocol stays usable without paho installed.
+    import paho.mqtt.client as mqtt
+
+    v5 = config.protocol == "5"
+    client = mqtt.Client(
+        mqtt.CallbackAPIVersion.VERSION2,
+        client_id=client_id,
+        clean_session=None if v5 else clean_session,
+        protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
+        manual_ack=manual_ack,
+    )
+    if config.username:
+        client.username_pw_set(config.username, config.password)
+    client.reconnect_delay_set(min_delay=1, max_delay=30)
+    return client

@@ -1,0 +1,337 @@
+"""Wire protocol v1: the one place where a message's shape is defined.
+
+Edge agents encode with :func:`encode`; the hub decodes with :func:`decode`.
+Everything that crosses the network is one of the models below, packed with
+msgpack. The schema is also the privacy whitelist: a field that is not
+declared here cannot leave a device, because the agent only publishes
+what :func:`encode` accepts and the hub quarantines anything else.
+
+See ``docs/protocol.md`` for the human-readable version of this module.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Annotated, Any, Final, Literal
+
+import msgpack
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import PydanticCustomError
+
+from vigie.exceptions import WireError
+
+__all__ = [
+    "MAX_PAYLOAD_BYTES",
+    "QOS",
+    "SCHEMA_VERSION",
+    "TOPIC_ROOT",
+    "Channel",
+    "Heartbeat",
+    "Message",
+    "Status",
+    "TopicParts",
+    "ZoneCountEvent",
+    "coarsen",
+    "decode",
+    "encode",
+    "new_event_id",
+    "parse_topic",
+    "subscription",
+    "topic",
+]
+
+SCHEMA_VERSION: Final = 1
+TOPIC_ROOT: Final = "vigie/v1"
+#: Hard cap on one message, checked before unpacking. A zone-count event is
+#: about 200 bytes; 8 KiB leaves room for 80 classes and rejects anything
+#: that could carry an image.
+MAX_PAYLOAD_BYTES: Final = 8192
+#: Aggregation windows a device may use, in seconds. Coarse by design.
+WINDOW_CHOICES: Final = (10, 15, 30, 60, 300, 900, 3600)
+HEARTBEAT_GRANULARITY_S: Final = 10
+# Timestamps outside this range are clock faults, not data.
+_MIN_TS: Final = 1_577_836_800  # 2020-01-01T00:00:00Z
+_MAX_TS: Final = 4_102_444_800  # 2100-01-01T00:00:00Z
+
+
+class Channel(StrEnum):
+    """Last level of a topic: what kind of traffic it carries."""
+
+    EVENT = "event"
+    HEARTBEAT = "heartbeat"
+    STATUS = "status"
+    # Reserved for OTA campaigns (hub -> device notices, device -> hub progress).
+    OTA = "ota"
+    OTA_STATE = "ota-state"
+    # Reserved for hub -> device commands.
+    CMD = "cmd"
+
+
+#: Delivery guarantee per channel. Events must arrive (QoS 1 + idempotent id);
+#: heartbeats are superseded by the next one; status is retained and is also
+#: the agent's last will.
+QOS: Final[dict[Channel, int]] = {
+    Channel.EVENT: 1,
+    Channel.HEARTBEAT: 0,
+    Channel.STATUS: 1,
+    Channel.OTA: 1,
+    Channel.OTA_STATE: 1,
+    Channel.CMD: 1,
+}
+
+_ID_RE: Final = r"^[a-z0-9][a-z0-9-]{0,47}$"
+_ZONE_RE: Final = r"^[a-z0-9][a-z0-9_-]{0,31}$"
+_LABEL_RE: Final = r"^[a-z][a-z ]{0,31}$"
+_ID_PATTERN: Final = re.compile(_ID_RE)
+
+SiteId = Annotated[str, Field(pattern=_ID_RE, description="Site slug, e.g. `vieux-port`.")]
+DeviceId = Annotated[str, Field(pattern=_ID_RE, description="Device slug, unique in its site.")]
+ZoneId = Annotated[str, Field(pattern=_ZONE_RE, description="Zone name from the site config.")]
+Label = Annotated[str, Field(pattern=_LABEL_RE, description="Class name from the model's labels.")]
+EpochSeconds = Annotated[int, Field(ge=_MIN_TS, lt=_MAX_TS, description="UTC, seconds.")]
+
+
+@dataclass(frozen=True, slots=True)
+class TopicParts:
+    """The parsed levels of a ``vigie/v1/<site>/<device>/<channel>`` topic."""
+
+    site: str
+    device: str
+    channel: Channel
+
+
+def topic(site: str, device: str, channel: Channel) -> str:
+    """Build the topic a device publishes a channel on.
+
+    Raises:
+        WireError: when ``site`` or ``device`` is not a valid slug (this also
+            keeps MQTT wildcards and separators out of topics).
+    """
+    for name, value in (("site", site), ("device", device)):
+        if not _ID_PATTERN.match(value):
+            raise WireError(
+                name, f"{value!r} is not a slug: use 1-48 of a-z, 0-9 and '-', starting alphanumeric"
+            )
+    return f"{TOPIC_ROOT}/{site}/{device}/{channel.value}"
+
+
+def subscription(channel: Channel, share_group: str | None = None) -> str:
+    """Topic filter matching one channel of every device, optionally as an MQTT v5 shared subscription."""
+    base = f"{TOPIC_ROOT}/+/+/{channel.value}"
+    return f"$share/{share_group}/{base}" if share_group else base
+
+
+def parse_topic(value: str) -> TopicParts:
+    """Split a topic into site, device and channel.
+
+    Raises:
+        WireError: with field ``"<topic>"`` when the topic is not a v1 topic.
+    """
+    parts = value.split("/")
+    if len(parts) != 5 or f"{parts[0]}/{parts[1]}" != TOPIC_ROOT:
+        raise WireError("<topic>", f"{value!r} is not of the form {TOPIC_ROOT}/<site>/<device>/<channel>")
+    site, device, channel = parts[2], parts[3], parts[4]
+    if not _ID_PATTERN.match(site) or not _ID_PATTERN.match(device):
+        raise WireError("<topic>", f"{value!r} has a site or device that is not a slug")
+    try:
+        return TopicParts(site, device, Channel(channel))
+    except ValueError:
+        known = ", ".join(c.value for c in Channel)
+        raise WireError("<topic>", f"unknown channel {channel!r}; known: {known}") from None
+
+
+def coarsen(ts: float, window_s: int) -> int:
+    """Round a UTC timestamp down to the start of its window (seconds)."""
+    return int(ts) - int(ts) % window_s
+
+
+def new_event_id(window_start: int) -> str:
+    """A UUIDv7 whose time part is the *window start*, not the moment of sending.
+
+    A standard UUIDv7 embeds milliseconds, which would leak finer timing than
+    the coarsened timestamp it travels with; here the 48-bit time field holds
+    the window start, the rest is random, so ids stay unique and sortable.
+    """
+    ms = window_start * 1000
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (ms & ((1 << 48) - 1)) << 80
+    value |= 0x7 << 76  # version 7
+    value |= ((rand >> 68) & 0xFFF) << 64  # rand_a, 12 bits
+    value |= 0b10 << 62  # RFC 9562 variant
+    value |= rand & ((1 << 62) - 1)  # rand_b, 62 bits
+    return str(uuid.UUID(int=value))
+
+
+def _field_error(field: str, reason: str) -> PydanticCustomError:
+    # Cross-field checks have no location of their own; carry the field in the context.
+    return PydanticCustomError("vigie_field", "{reason}", {"field": field, "reason": reason})
+
+
+class _Message(BaseModel):
+    # strict: msgpack gives exact types, so "3" is not silently an int;
+    # forbid: an undeclared field is a privacy leak or a bug, never ignored.
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+    v: Literal[1] = Field(default=SCHEMA_VERSION, description="Schema version.")
+    site: SiteId
+    device: DeviceId
+
+
+class ZoneCountEvent(_Message):
+    """Objects counted in one zone over one window: the only detection output that leaves a device."""
+
+    kind: Literal["zone_count"] = "zone_count"
+    id: str = Field(description="UUIDv7 whose time part is `window_start`; the hub's idempotency key.")
+    zone: ZoneId
+    window_start: EpochSeconds = Field(description="Start of the window, a multiple of `window_s`.")
+    window_s: int = Field(description=f"Window length, one of {WINDOW_CHOICES} seconds.")
+    frames: int = Field(ge=0, le=1_000_000, description="Frames analysed in the window.")
+    counts: dict[Label, Annotated[int, Field(ge=0, le=10_000)]] = Field(
+        max_length=80, description="Peak number of objects of each class seen at once in the zone."
+    )
+    mean_counts: dict[Label, Annotated[float, Field(ge=0, le=10_000)]] = Field(
+        max_length=80, description="Mean number per analysed frame, rounded to 0.01."
+    )
+    model: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,47}@[0-9A-Za-z.+-]{1,24}$")] = Field(
+        description="`<model id>@<version>` that produced the counts."
+    )
+
+    @model_validator(mode="after")
+    def _check_window_and_id(self) -> ZoneCountEvent:
+        if self.window_s not in WINDOW_CHOICES:
+            raise _field_error("window_s", f"{self.window_s} is not one of {WINDOW_CHOICES}")
+        if self.window_start % self.window_s:
+            raise _field_error(
+                "window_start", f"{self.window_start} is not a multiple of window_s={self.window_s}"
+            )
+        try:
+            parsed = uuid.UUID(self.id)
+        except ValueError:
+            raise _field_error("id", f"{self.id!r} is not a UUID") from None
+        if parsed.version != 7 or str(parsed) != self.id:
+            raise _field_error("id", f"{self.id!r} is not a canonical lower-case UUIDv7")
+        if parsed.int >> 80 != self.window_start * 1000:
+            raise _field_error("id", "time part must equal window_start (no finer timing may leak)")
+        if extra := set(self.mean_counts) - set(self.counts):
+            raise _field_error("mean_counts", f"names {sorted(extra)} that counts does not")
+        return self
+
+
+class Heartbeat(_Message):
+    """Device health, every few seconds; superseded by the next one."""
+
+    kind: Literal["heartbeat"] = "heartbeat"
+    ts: EpochSeconds = Field(description=f"Coarsened to {HEARTBEAT_GRANULARITY_S} s.")
+    agent_version: Annotated[str, Field(max_length=24)]
+    model: Annotated[str, Field(max_length=73)]
+    uptime_s: int = Field(ge=0)
+    fps: float = Field(ge=0, le=1000)
+    inference_ms: float = Field(ge=0, le=60_000, description="Mean detector latency over the last period.")
+    outbox_depth: int = Field(ge=0, description="Messages waiting on the device for the broker.")
+
+
+class Status(_Message):
+    """Retained online/offline state; `offline` is also the agent's MQTT last will."""
+
+    kind: Literal["status"] = "status"
+    ts: EpochSeconds
+    state: Literal["online", "offline"]
+
+
+Message = ZoneCountEvent | Heartbeat | Status
+_BY_KIND: Final[dict[str, type[ZoneCountEvent] | type[Heartbeat] | type[Status]]] = {
+    "zone_count": ZoneCountEvent,
+    "heartbeat": Heartbeat,
+    "status": Status,
+}
+#: Which kinds may travel on which channel.
+_CHANNEL_KINDS: Final[dict[Channel, frozenset[str]]] = {
+    Channel.EVENT: frozenset({"zone_count"}),
+    Channel.HEARTBEAT: frozenset({"heartbeat"}),
+    Channel.STATUS: frozenset({"status"}),
+}
+
+
+def encode(message: Message) -> bytes:
+    """Pack a message for publishing.
+
+    Raises:
+        WireError: when the packed message exceeds :data:`MAX_PAYLOAD_BYTES`.
+    """
+    payload: bytes = msgpack.packb(message.model_dump(mode="python"), use_bin_type=True)
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise WireError("<payload>", f"{len(payload)} bytes exceeds the {MAX_PAYLOAD_BYTES}-byte limit")
+    return payload
+
+
+def decode(payload: bytes, channel: Channel | None = None) -> Message:
+    """Unpack and validate one message.
+
+    Args:
+        payload: the raw MQTT payload.
+        channel: when given, the channel it arrived on; a message of another
+            kind is rejected (an event may not arrive as a heartbeat).
+
+    Raises:
+        WireError: naming the field and the reason, for oversize, malformed,
+            truncated, unknown-version, wrong-type or extra-field payloads.
+    """
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise WireError("<payload>", f"{len(payload)} bytes exceeds the {MAX_PAYLOAD_BYTES}-byte limit")
+    raw = _unpack(payload)
+    if not isinstance(raw, dict):
+        raise WireError("<payload>", f"expected a map at the top level, got {type(raw).__name__}")
+    version = raw.get("v")
+    if version is None:
+        raise WireError("v", "missing schema version")
+    if type(version) is not int or version != SCHEMA_VERSION:
+        raise WireError("v", f"unknown schema version {version!r}; this hub speaks {SCHEMA_VERSION}")
+    kind = raw.get("kind")
+    model = _BY_KIND.get(kind) if isinstance(kind, str) else None
+    if model is None:
+        raise WireError("kind", f"unknown message kind {kind!r}; known: {', '.join(_BY_KIND)}")
+    if channel is not None and kind not in _CHANNEL_KINDS.get(channel, frozenset()):
+        raise WireError("kind", f"a {kind!r} message may not be sent on the {channel.value!r} channel")
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        loc = [str(p) for p in first["loc"]]
+        reason = first["msg"]
+        if loc and loc[-1] == "[key]":  # a bad map key: name the key itself
+            loc.pop()
+            reason = f"bad key: {reason}"
+        field = ".".join(loc) or "<payload>"
+        if first["type"] == "vigie_field":
+            field = first["ctx"]["field"]
+        if first["type"] == "extra_forbidden":
+            reason = "field not in the v1 schema (extra fields are refused)"
+        raise WireError(field, reason) from None
+
+
+def _unpack(payload: bytes) -> Any:
+    limit = MAX_PAYLOAD_BYTES
+    try:
+        # Explicit limits stop a small payload from declaring huge containers.
+        return msgpack.unpackb(
+            payload,
+            raw=False,
+            strict_map_key=True,
+            max_str_len=limit,
+            max_bin_len=limit,
+            max_array_len=256,
+            max_map_len=256,
+            max_ext_len=0,
+        )
+    except msgpack.ExtraData:
+        raise WireError("<payload>", "trailing bytes after the message") from None
+    except (ValueError, msgpack.UnpackException) as exc:
+        # OutOfData (truncated), FormatError, StackError (too deep) and
+        # UnicodeDecodeError are all ValueError subclasses.
+        truncated = isinstance(exc, msgpack.OutOfData) or "incomplete" in str(exc)
+        reason = "truncated payload" if truncated else "not valid msgpack"
+        raise WireError("<payload>", f"{reason} ({type(exc).__name__})") from None
