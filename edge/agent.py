@@ -91,8 +91,14 @@ def run_agent(config: AgentConfig, stop: threading.Event | None = None) -> Agent
 
     log.info(
         "agent starting",
-        extra={"site": config.site, "device": config.device, "model": detector.model_ref,
-               "runtime": detector.runtime, "source": config.source, "pending": outbox.depth()},
+        extra={
+            "site": config.site,
+            "device": config.device,
+            "model": detector.model_ref,
+            "runtime": detector.runtime,
+            "source": config.source,
+            "pending": outbox.depth(),
+        },
     )
     link.start()
     try:

@@ -81,9 +81,7 @@ class WindowAggregator:
                 window_s=self.window_s,
                 frames=frames,
                 counts={k: v for k, v in sorted(acc.peak.items()) if v > 0},
-                mean_counts={
-                    k: round(acc.total[k] / frames, 2) for k in sorted(acc.peak) if acc.peak[k] > 0
-                },
+                mean_counts={k: round(acc.total[k] / frames, 2) for k in sorted(acc.peak) if acc.peak[k] > 0},
                 model=self.model_ref,
             )
             for zone, acc in self._zones.items()

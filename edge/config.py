@@ -25,7 +25,9 @@ class AgentConfig(BaseModel):
     source: str = Field(description="Video file, image file or folder of images.")
     loop: bool = Field(default=False, description="Replay the source forever.")
     realtime: bool = Field(default=False, description="Pace a video at its own frame rate.")
-    fps_cap: float | None = Field(default=None, gt=0, description="Analyse at most this many frames a second.")
+    fps_cap: float | None = Field(
+        default=None, gt=0, description="Analyse at most this many frames a second."
+    )
     model: str = Field(default="ssd_mobilenet_v2_coco_quant", description="Model folder under models/.")
     model_dir: Path | None = Field(default=None, description="Folder holding the model files.")
     threads: int = Field(default=2, ge=1, le=16, description="Detector threads.")

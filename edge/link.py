@@ -8,6 +8,7 @@ on disk in the outbox, where an outage of the broker costs nothing.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -45,9 +46,7 @@ class MqttLink:
         self._status_topic = wire.topic(site, device, wire.Channel.STATUS)
         self._client = make_client(broker, client_id=f"vigie-{site}-{device}")
         self._client.max_inflight_messages_set(max_inflight)
-        self._client.will_set(
-            self._status_topic, self._status_payload("offline"), qos=1, retain=True
-        )
+        self._client.will_set(self._status_topic, self._status_payload("offline"), qos=1, retain=True)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_publish = self._on_publish
@@ -82,11 +81,11 @@ class MqttLink:
         self._wake.set()
         self._thread.join(timeout=5)
         if self._connected.is_set():
-            info = self._client.publish(self._status_topic, self._status_payload("offline"), qos=1, retain=True)
-            try:
+            info = self._client.publish(
+                self._status_topic, self._status_payload("offline"), qos=1, retain=True
+            )
+            with contextlib.suppress(RuntimeError, ValueError):
                 info.wait_for_publish(timeout=2)
-            except (RuntimeError, ValueError):
-                pass
         self._client.disconnect()
         self._client.loop_stop()
         return self.outbox.depth()

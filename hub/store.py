@@ -136,9 +136,20 @@ class SQLiteStore:
         if not events:
             return 0
         rows = [
-            (e.id, e.site, e.device, e.zone, e.kind, e.window_start, e.window_s, e.frames,
-             json.dumps(e.counts, sort_keys=True), json.dumps(e.mean_counts, sort_keys=True),
-             e.model, received_at)
+            (
+                e.id,
+                e.site,
+                e.device,
+                e.zone,
+                e.kind,
+                e.window_start,
+                e.window_s,
+                e.frames,
+                json.dumps(e.counts, sort_keys=True),
+                json.dumps(e.mean_counts, sort_keys=True),
+                e.model,
+                received_at,
+            )
             for e in events
         ]
         with self._lock:
@@ -200,8 +211,16 @@ class SQLiteStore:
                     "INSERT INTO quarantine (received_at, topic, site, device, field, reason, size, payload)"
                     " VALUES (?,?,?,?,?,?,?,?)",
                     [
-                        (r.received_at, r.topic[:256], r.site, r.device, r.field[:128], r.reason[:512],
-                         len(r.payload), r.payload[:QUARANTINE_KEEP_BYTES])
+                        (
+                            r.received_at,
+                            r.topic[:256],
+                            r.site,
+                            r.device,
+                            r.field[:128],
+                            r.reason[:512],
+                            len(r.payload),
+                            r.payload[:QUARANTINE_KEEP_BYTES],
+                        )
                         for r in records
                     ],
                 )
@@ -215,7 +234,8 @@ class SQLiteStore:
 
     # -- reads ------------------------------------------------------------------------
     def list_events(self, query: EventQuery) -> tuple[list[dict[str, Any]], int | None]:
-        where, args = [], []
+        where: list[str] = []
+        args: list[str | int] = []
         for column, value in (("site", query.site), ("device", query.device), ("zone", query.zone)):
             if value is not None:
                 where.append(f"{column} = ?")
@@ -239,10 +259,17 @@ class SQLiteStore:
         rows = rows[: query.limit]
         data = [
             {
-                "id": r["id"], "site": r["site"], "device": r["device"], "zone": r["zone"],
-                "kind": r["kind"], "window_start": r["window_start"], "window_s": r["window_s"],
-                "frames": r["frames"], "counts": json.loads(r["counts"]),
-                "mean_counts": json.loads(r["mean_counts"]), "model": r["model"],
+                "id": r["id"],
+                "site": r["site"],
+                "device": r["device"],
+                "zone": r["zone"],
+                "kind": r["kind"],
+                "window_start": r["window_start"],
+                "window_s": r["window_s"],
+                "frames": r["frames"],
+                "counts": json.loads(r["counts"]),
+                "mean_counts": json.loads(r["mean_counts"]),
+                "model": r["model"],
                 "received_at": r["received_at"],
             }
             for r in rows
@@ -255,9 +282,14 @@ class SQLiteStore:
         now = time.time()
         return [
             {
-                "site": r["site"], "device": r["device"], "first_seen": r["first_seen"],
-                "last_seen": r["last_seen"], "seconds_since_seen": round(now - r["last_seen"], 1),
-                "status": r["status"], "events": r["events"], "quarantined": r["quarantined"],
+                "site": r["site"],
+                "device": r["device"],
+                "first_seen": r["first_seen"],
+                "last_seen": r["last_seen"],
+                "seconds_since_seen": round(now - r["last_seen"], 1),
+                "status": r["status"],
+                "events": r["events"],
+                "quarantined": r["quarantined"],
                 "heartbeat": json.loads(r["heartbeat"]) if r["heartbeat"] else None,
             }
             for r in rows
@@ -265,13 +297,16 @@ class SQLiteStore:
 
     def list_quarantine(self, limit: int = 100) -> list[dict[str, Any]]:
         with self._lock:
-            rows = self._db.execute(
-                "SELECT * FROM quarantine ORDER BY seq DESC LIMIT ?", (limit,)
-            ).fetchall()
+            rows = self._db.execute("SELECT * FROM quarantine ORDER BY seq DESC LIMIT ?", (limit,)).fetchall()
         return [
             {
-                "received_at": r["received_at"], "topic": r["topic"], "site": r["site"],
-                "device": r["device"], "field": r["field"], "reason": r["reason"], "size": r["size"],
+                "received_at": r["received_at"],
+                "topic": r["topic"],
+                "site": r["site"],
+                "device": r["device"],
+                "field": r["field"],
+                "reason": r["reason"],
+                "size": r["size"],
                 "payload_hex": bytes(r["payload"]).hex(),
             }
             for r in rows

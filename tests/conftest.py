@@ -102,9 +102,18 @@ def hub(tmp_path: Path, broker: LocalBroker) -> Iterator[Hub]:
     log = tmp_path / "hub.log"
     with log.open("wb") as fh:
         proc = subprocess.Popen(
-            cli("hub", "serve", "--port", str(port), "--db", str(tmp_path / "hub.sqlite"),
-                "--broker", f"127.0.0.1:{broker.port}"),
-            stdout=fh, stderr=subprocess.STDOUT,
+            cli(
+                "hub",
+                "serve",
+                "--port",
+                str(port),
+                "--db",
+                str(tmp_path / "hub.sqlite"),
+                "--broker",
+                f"127.0.0.1:{broker.port}",
+            ),
+            stdout=fh,
+            stderr=subprocess.STDOUT,
         )
     h = Hub(f"http://127.0.0.1:{port}", proc, log)
     try:

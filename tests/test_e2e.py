@@ -19,13 +19,31 @@ from vigie.broker import LocalBroker, start_broker
 pytestmark = pytest.mark.e2e
 
 
-def run_agent(model_dir: Path, source: Path, broker_port: int, outbox: Path, device: str = "cam-1",
-              *extra: str) -> subprocess.CompletedProcess[str]:
+def run_agent(
+    model_dir: Path, source: Path, broker_port: int, outbox: Path, device: str = "cam-1", *extra: str
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        cli("edge", "run", "--site", "test", "--device", device, "--source", str(source),
-            "--model-dir", str(model_dir), "--broker", f"127.0.0.1:{broker_port}",
-            "--outbox", str(outbox), *extra),
-        capture_output=True, text=True, timeout=120, check=False,
+        cli(
+            "edge",
+            "run",
+            "--site",
+            "test",
+            "--device",
+            device,
+            "--source",
+            str(source),
+            "--model-dir",
+            str(model_dir),
+            "--broker",
+            f"127.0.0.1:{broker_port}",
+            "--outbox",
+            str(outbox),
+            *extra,
+        ),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
 
 
@@ -43,7 +61,8 @@ def test_bus_photo_reaches_the_rest_api(
     assert proc.returncode == 0, proc.stderr
     body = hub.wait_for("/v1/events", lambda r: r["count"] >= 1)
     (ev,) = body["data"]
-    assert ev["device"] == "cam-1" and ev["zone"] == "all"
+    assert ev["device"] == "cam-1"
+    assert ev["zone"] == "all"
     assert ev["counts"]["person"] >= 3
     assert ev["counts"]["bus"] == 1
     assert ev["model"] == "ssd-mobilenet-v2-coco-quant@1.0.0"
@@ -75,7 +94,7 @@ def test_malformed_messages_are_quarantined_and_counted(hub: Hub, broker: LocalB
     assert health["ingest"]["duplicates"] == 1
     q = hub.get("/v1/quarantine")
     assert q["total"] == 5
-    reasons = " | ".join(f'{r["field"]}: {r["reason"]}' for r in q["data"])
+    reasons = " | ".join(f"{r['field']}: {r['reason']}" for r in q["data"])
     for words in ("not valid msgpack", "truncated", "unknown schema version 2", "exceeds", "device:"):
         assert words in reasons
     (device,) = [d for d in hub.get("/v1/devices")["data"] if d["device"] == "cam-7"]
@@ -92,10 +111,27 @@ def test_broker_outage_is_absorbed_by_the_outbox(
     broker.stop()  # the hub keeps its persistent session in Mosquitto's persistence file
     outbox = tmp_path / "outbox.sqlite"
     agent = subprocess.Popen(
-        cli("edge", "run", "--site", "test", "--device", "cam-3", "--source", str(bus_jpg),
-            "--model-dir", str(model_dir), "--broker", f"127.0.0.1:{port}", "--outbox", str(outbox),
-            "--drain-timeout", "90"),
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cli(
+            "edge",
+            "run",
+            "--site",
+            "test",
+            "--device",
+            "cam-3",
+            "--source",
+            str(bus_jpg),
+            "--model-dir",
+            str(model_dir),
+            "--broker",
+            f"127.0.0.1:{port}",
+            "--outbox",
+            str(outbox),
+            "--drain-timeout",
+            "90",
+        ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         deadline = time.monotonic() + 60

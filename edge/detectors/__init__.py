@@ -28,7 +28,7 @@ class Detection:
     @property
     def foot(self) -> tuple[float, float]:
         """Bottom centre (x, y): where the object stands, used for zone membership."""
-        ymin, xmin, ymax, xmax = self.box
+        _ymin, xmin, ymax, xmax = self.box
         return ((xmin + xmax) / 2.0, ymax)
 
 

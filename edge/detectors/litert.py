@@ -38,9 +38,7 @@ def load_interpreter_class() -> tuple[Any, str]:
     try:
         from tflite_runtime.interpreter import Interpreter
 
-        log.warning(
-            "ai-edge-litert missing; using tflite-runtime (about 10x slower on x86, needs NumPy < 2)"
-        )
+        log.warning("ai-edge-litert missing; using tflite-runtime (about 10x slower on x86, needs NumPy < 2)")
         return Interpreter, "tflite-runtime"
     except ImportError:
         raise ModelError(

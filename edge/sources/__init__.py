@@ -59,7 +59,9 @@ def open_source(
             raise ConfigError(f"source folder {path} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
         return ImageFilesSource(images, loop=loop, fps_cap=fps_cap)
     if not path.is_file():
-        raise ConfigError(f"source {spec!r} does not exist: give a video file, an image or a folder of images")
+        raise ConfigError(
+            f"source {spec!r} does not exist: give a video file, an image or a folder of images"
+        )
     if path.suffix.lower() in IMAGE_SUFFIXES:
         return ImageFilesSource([path], loop=loop, fps_cap=fps_cap)
     return VideoFileSource(path, loop=loop, realtime=realtime, fps_cap=fps_cap)

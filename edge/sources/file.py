@@ -5,13 +5,21 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import cv2
+import numpy as np
+import numpy.typing as npt
 
 from edge.sources import Frame
 from vigie.exceptions import ConfigError
 
 __all__ = ["ImageFilesSource", "VideoFileSource"]
+
+
+def _rgb(bgr: Any) -> npt.NDArray[np.uint8]:
+    # OpenCV decodes 8-bit BGR; asarray only re-labels the dtype for the type checker (no copy).
+    return np.asarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), dtype=np.uint8)
 
 
 class _Pacer:
@@ -65,7 +73,7 @@ class VideoFileSource:
             if (index - 1) % self._stride:
                 continue
             self._pacer.wait()
-            yield Frame(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), time.time())
+            yield Frame(_rgb(bgr), time.time())
 
     def close(self) -> None:
         self._cap.release()
@@ -86,7 +94,7 @@ class ImageFilesSource:
                 if bgr is None:
                     raise ConfigError(f"cannot read image {path}: not an image OpenCV can decode")
                 self._pacer.wait()
-                yield Frame(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), time.time())
+                yield Frame(_rgb(bgr), time.time())
             if not self.loop:
                 return
 

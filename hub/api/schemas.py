@@ -27,11 +27,18 @@ class EventPublic(BaseModel):
         "json_schema_extra": {
             "examples": [
                 {
-                    "id": "018bcfe5-6800-7a3c-9b1e-2f4d5c6b7a80", "site": "vieux-port",
-                    "device": "cam-01", "zone": "quai", "kind": "zone_count",
-                    "window_start": 1700000040, "window_s": 10, "frames": 93,
-                    "counts": {"person": 4, "bus": 1}, "mean_counts": {"person": 2.71, "bus": 0.4},
-                    "model": "ssd-mobilenet-v2-coco-quant@1.0.0", "received_at": 1700000051.2,
+                    "id": "018bcfe5-6800-7a3c-9b1e-2f4d5c6b7a80",
+                    "site": "vieux-port",
+                    "device": "cam-01",
+                    "zone": "quai",
+                    "kind": "zone_count",
+                    "window_start": 1700000040,
+                    "window_s": 10,
+                    "frames": 93,
+                    "counts": {"person": 4, "bus": 1},
+                    "mean_counts": {"person": 2.71, "bus": 0.4},
+                    "model": "ssd-mobilenet-v2-coco-quant@1.0.0",
+                    "received_at": 1700000051.2,
                 }
             ]
         }

@@ -17,8 +17,9 @@ from vigie.exceptions import ModelError
 def detector(model_dir: Path) -> LiteRTDetector:
     manifest = model_store.load_manifest()
     model, labels = model_store.locate(manifest, model_dir)
-    return LiteRTDetector(model, model_store.read_labels(labels), model_ref=manifest.ref,
-                          min_score=0.3, class_scores={})
+    return LiteRTDetector(
+        model, model_store.read_labels(labels), model_ref=manifest.ref, min_score=0.3, class_scores={}
+    )
 
 
 def rgb(path: Path) -> np.ndarray:

@@ -37,8 +37,13 @@ def test_full_frame_contains_every_point(x: float, y: float) -> None:
 
 
 def test_count_by_zone_uses_foot_point_and_filters_classes() -> None:
-    dets = [det("person", 0.2, 0.9), det("person", 0.7, 0.9), det("person", 0.3, 0.5),
-            det("car", 0.8, 0.8), det("toothbrush", 0.1, 0.1)]
+    dets = [
+        det("person", 0.2, 0.9),
+        det("person", 0.7, 0.9),
+        det("person", 0.3, 0.5),
+        det("car", 0.8, 0.8),
+        det("toothbrush", 0.1, 0.1),
+    ]
     counts = count_by_zone(dets, [LEFT, RIGHT], frozenset({"person", "car"}))
     assert counts == {"left": Counter(person=2), "right": Counter(person=1, car=1)}
 
@@ -72,7 +77,8 @@ def test_window_emits_peak_and_mean_per_zone_when_it_closes() -> None:
     assert by_zone["right"].counts == {"car": 1}
     # The next window holds the third frame.
     (nxt_left, nxt_right) = agg.flush()
-    assert nxt_left.window_start == 1_700_000_050 and nxt_left.counts == {"person": 1}
+    assert nxt_left.window_start == 1_700_000_050
+    assert nxt_left.counts == {"person": 1}
     assert nxt_right.counts == {}
     assert agg.flush() == []
 

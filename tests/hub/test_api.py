@@ -32,7 +32,8 @@ def test_events_pagination(client: TestClient) -> None:
     first = client.get("/v1/events", params={"limit": 3}).json()
     assert first["count"] == 3
     second = client.get("/v1/events", params={"limit": 3, "cursor": first["next_cursor"]}).json()
-    assert second["count"] == 2 and second["next_cursor"] is None
+    assert second["count"] == 2
+    assert second["next_cursor"] is None
     zones = {e["zone"] for e in first["data"] + second["data"]}
     assert zones == {f"z{i}" for i in range(5)}
     assert first["data"][0]["counts"] == {"bus": 1, "person": 4}

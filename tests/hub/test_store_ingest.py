@@ -41,7 +41,9 @@ def test_cursor_pagination_walks_every_event_once(tmp_path: Path) -> None:
 
 def test_filters(tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path / "hub.sqlite")
-    store.add_events([event(device="cam-01"), event(device="cam-02"), event(device="cam-02", zone="rue")], 1.0)
+    store.add_events(
+        [event(device="cam-01"), event(device="cam-02"), event(device="cam-02", zone="rue")], 1.0
+    )
     rows, _ = store.list_events(EventQuery(device="cam-02", zone="rue"))
     assert [(r["device"], r["zone"]) for r in rows] == [("cam-02", "rue")]
     rows, _ = store.list_events(EventQuery(since=1_700_000_050))

@@ -20,9 +20,7 @@ def list_devices(store: StoreDep) -> DevicesPublic:
 
 
 @router.get("/v1/quarantine", response_model=QuarantinePublic, summary="Messages that failed validation")
-def list_quarantine(
-    store: StoreDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100
-) -> QuarantinePublic:
+def list_quarantine(store: StoreDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> QuarantinePublic:
     """The newest quarantined messages: topic, field, reason and the first bytes of the payload."""
     rows = store.list_quarantine(limit)
     return QuarantinePublic(data=rows, count=len(rows), total=store.quarantine_count())

@@ -31,8 +31,9 @@ def list_events(
             raise HTTPException(422, detail=f"cursor {cursor!r} is not one this API returned")
         cursor_seq = int(cursor)
     data, next_seq = store.list_events(
-        EventQuery(site=site, device=device, zone=zone, since=since, until=until, limit=limit,
-                   cursor=cursor_seq)
+        EventQuery(
+            site=site, device=device, zone=zone, since=since, until=until, limit=limit, cursor=cursor_seq
+        )
     )
     return EventsPublic(
         data=[EventPublic(**row) for row in data],

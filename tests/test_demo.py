@@ -1,0 +1,68 @@
+"""`vigie demo` for a minute: events from both agents visible at /v1/events, then a clean stop."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import cli, need_service
+from vigie.broker import find_mosquitto
+from vigie.netutil import free_port, wait_for_port
+
+pytestmark = pytest.mark.demo
+
+
+def test_demo_runs_for_a_minute(model_dir: Path, vtest_avi: Path, tmp_path: Path) -> None:
+    need_service(find_mosquitto() is not None, "mosquitto")
+    port, broker_port = free_port(), free_port()
+    proc = subprocess.Popen(
+        cli(
+            "demo",
+            "--duration",
+            "60",
+            "--port",
+            str(port),
+            "--broker-port",
+            str(broker_port),
+            "--footage",
+            str(vtest_avi),
+            "--model-dir",
+            str(model_dir),
+            "--workdir",
+            str(tmp_path),
+        ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    devices: set[str] = set()
+    events = 0
+    try:
+        deadline = time.monotonic() + 75
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/events?limit=1000", timeout=3) as r:
+                    body = json.loads(r.read())
+                devices = {e["device"] for e in body["data"]}
+                events = body["count"]
+            except OSError:
+                pass
+            time.sleep(2)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, out
+    assert devices == {"cam-1", "cam-2"}, out
+    assert events >= 6  # 10 s windows over a minute: cam-1 one zone, cam-2 two zones
+    assert "http://127.0.0.1:" in out
+    assert "/v1/events" in out
+    assert "stopped" in out
+    # Everything it started is gone.
+    assert not wait_for_port(port, timeout=0.5)
+    assert not wait_for_port(broker_port, timeout=0.5)
