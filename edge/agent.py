@@ -1,23 +1,38 @@
-"""The agent's main loop: wires the source, detector, zones, aggregator, outbox and link."""
+"""The agent's main loop: source → detect → track → rules → anonymise → outbox → MQTT.
+
+Each stage is built from the :class:`~edge.config.AgentConfig`; on SIGHUP the
+agent re-reads its configuration and rebuilds the stages that changed,
+without restarting or losing its outbox (an invalid new configuration is
+refused and the running one kept).
+"""
 
 from __future__ import annotations
 
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 from edge import model_store
-from edge.aggregate import WindowAggregator
+from edge.anonymise import Anonymiser
 from edge.config import AgentConfig
+from edge.detectors import Detection, Detector
 from edge.detectors.litert import LiteRTDetector
+from edge.detectors.tiling import TiledDetector
 from edge.link import MqttLink
 from edge.outbox import Outbox
-from edge.sources import open_source
+from edge.rules import RuleEngine, line_crossings
+from edge.sdnotify import Notifier
+from edge.sources import Frame, FrameSource, open_source
+from edge.telemetry import LatencyWindow, ProcessMonitor, cpu_temperature_c, disk_free_mb, rss_mb
+from edge.tracker import IouTracker
 from edge.zones import count_by_zone
 from vigie import __version__, wire
+from vigie.exceptions import VigieError
 
-__all__ = ["AgentResult", "run_agent"]
+__all__ = ["AgentControl", "AgentResult", "build_detector", "run_agent"]
 
 log = logging.getLogger(__name__)
 
@@ -28,66 +43,181 @@ class AgentResult:
 
     frames: int
     events: int
+    alerts: int
     left_in_outbox: int
+    reloads: int
 
 
-def build_detector(config: AgentConfig) -> LiteRTDetector:
-    """Load and verify the configured model."""
+@dataclass
+class AgentControl:
+    """Flags set from signal handlers, read by the loop between frames."""
+
+    stop: threading.Event = field(default_factory=threading.Event)
+    reload: threading.Event = field(default_factory=threading.Event)
+    snapshot: threading.Event = field(default_factory=threading.Event)
+
+
+def build_detector(config: AgentConfig) -> Detector:
+    """Load and verify the configured model (tiled when asked)."""
     manifest = model_store.load_manifest(config.model)
     model_path, labels_path = model_store.locate(manifest, config.model_dir)
-    return LiteRTDetector(
+    detector: Detector = LiteRTDetector(
         model_path,
         model_store.read_labels(labels_path),
         model_ref=manifest.ref,
         threads=config.threads,
         min_score=manifest.default_min_score,
         class_scores=manifest.class_scores,
+        output=manifest.output.kind,
+        runtime=config.runtime,
+        delegate=config.delegate,
     )
+    if config.tiles > 1:
+        detector = TiledDetector(detector, config.tiles)
+    return detector
 
 
-def run_agent(config: AgentConfig, stop: threading.Event | None = None) -> AgentResult:
-    """Run until the source ends or ``stop`` is set; returns counts of what happened."""
-    stop = stop or threading.Event()
+class _Pipeline:
+    """The per-frame stages built from one configuration."""
+
+    def __init__(self, config: AgentConfig, detector: Detector) -> None:
+        self.config = config
+        self.detector = detector
+        self.tracker = IouTracker()
+        self.engine = RuleEngine(
+            config.rules, {z.name: z for z in config.zones}, {ln.name: ln for ln in config.lines}
+        )
+        self.anonymiser = Anonymiser(
+            site=config.site,
+            device=config.device,
+            zones=[z.name for z in config.zones],
+            lines=[ln.name for ln in config.lines],
+            classes=config.classes,
+            model_ref=detector.model_ref,
+            config=config.anonymisation,
+        )
+        self.classes = frozenset(config.classes)
+        self.last_detections: list[Detection] = []
+
+    def step(self, frame: Frame) -> tuple[list[wire.Event], list[wire.Alert]]:
+        detections = [d for d in self.detector.detect(frame.rgb) if d.label in self.classes]
+        self.last_detections = detections
+        moved = self.tracker.update(frame.ts, detections)
+        crossings = line_crossings(moved, self.config.lines)
+        h, w = frame.rgb.shape[:2]
+        firings = self.engine.update(frame.ts, self.tracker.tracks, crossings, w / h)
+        events = self.anonymiser.add(frame.ts, count_by_zone(detections, self.config.zones), crossings)
+        return events, [self.anonymiser.alert(f) for f in firings]
+
+
+def run_agent(
+    config: AgentConfig,
+    control: AgentControl | None = None,
+    *,
+    reload_config: Callable[[], AgentConfig] | None = None,
+    notifier: Notifier | None = None,
+) -> AgentResult:
+    """Run until the source ends or ``control.stop`` is set; returns counts of what happened."""
+    control = control or AgentControl()
+    notifier = notifier or Notifier()
     detector = build_detector(config)
-    source = open_source(config.source, loop=config.loop, realtime=config.realtime, fps_cap=config.fps_cap)
-    outbox = Outbox(config.outbox)
+    pipeline = _Pipeline(config, detector)
+    source = open_source(
+        config.source, loop=config.loop, realtime=config.realtime, fps_cap=config.fps_cap,
+        resolution=config.resolution,
+    )  # fmt: skip
+    outbox = Outbox(config.outbox, quota_bytes=int(config.outbox_quota_mb * 1e6))
     link = MqttLink(config.broker, outbox, site=config.site, device=config.device)
-    aggregator = WindowAggregator(
-        site=config.site,
-        device=config.device,
-        zones=[z.name for z in config.zones],
-        window_s=config.window_s,
-        model_ref=detector.model_ref,
-    )
-    classes = frozenset(config.classes)
     event_topic = wire.topic(config.site, config.device, wire.Channel.EVENT)
+    qos = wire.QOS[wire.Channel.EVENT]
     started = time.monotonic()
-    frames = events = 0
-    period_frames, period_ms, last_beat = 0, 0.0, 0.0
+    frames = events = alerts = reloads = 0
+    latencies = LatencyWindow()
+    monitor = ProcessMonitor()
+    period_frames, last_beat = 0, started
 
-    def enqueue(batch: list[wire.ZoneCountEvent]) -> None:
-        nonlocal events
+    def enqueue(batch: list[wire.Event] | list[wire.Alert]) -> None:
+        nonlocal events, alerts
         if batch:
-            outbox.put_many((event_topic, wire.encode(e), wire.QOS[wire.Channel.EVENT]) for e in batch)
-            events += len(batch)
+            outbox.put_many((event_topic, wire.encode(e), qos) for e in batch)
+            for e in batch:
+                if isinstance(e, wire.Alert):
+                    alerts += 1
+                else:
+                    events += 1
             link.notify()
 
     def heartbeat(now: float) -> None:
-        nonlocal period_frames, period_ms, last_beat
-        elapsed = max(now - last_beat, 1e-6) if last_beat else max(now - started, 1e-6)
+        nonlocal period_frames, last_beat
+        elapsed = max(now - last_beat, 1e-6)
+        _, p50, p95 = latencies.take()
         beat = wire.Heartbeat(
             site=config.site,
             device=config.device,
             ts=wire.coarsen(time.time(), wire.HEARTBEAT_GRANULARITY_S),
             agent_version=__version__,
-            model=detector.model_ref,
+            model=pipeline.detector.model_ref,
             uptime_s=int(now - started),
             fps=round(min(period_frames / elapsed, 1000.0), 2),
-            inference_ms=round(period_ms / period_frames, 2) if period_frames else 0.0,
+            inference_p50_ms=p50,
+            inference_p95_ms=p95,
+            cpu_percent=min(monitor.cpu_percent(), 6400.0),
+            rss_mb=rss_mb(),
+            disk_free_mb=disk_free_mb(config.outbox),
+            cpu_temp_c=cpu_temperature_c(),
             outbox_depth=outbox.depth(),
+            outbox_dropped=outbox.dropped(),
         )
         link.publish_direct(wire.Channel.HEARTBEAT, beat)
-        period_frames, period_ms, last_beat = 0, 0.0, now
+        period_frames, last_beat = 0, now
+
+    def reload() -> None:
+        nonlocal pipeline, source, config, reloads
+        control.reload.clear()
+        if reload_config is None:
+            log.warning("SIGHUP ignored: the agent was started without a configuration file")
+            return
+        notifier.reloading()
+        try:
+            new = reload_config()
+            if (new.site, new.device, new.broker, new.outbox) != (
+                config.site,
+                config.device,
+                config.broker,
+                config.outbox,
+            ):
+                raise VigieError("site, device, broker and outbox cannot change on reload: restart the agent")
+            keep_detector = (new.model, new.model_dir, new.threads, new.tiles, new.runtime, new.delegate) == (
+                config.model, config.model_dir, config.threads, config.tiles, config.runtime, config.delegate
+            )  # fmt: skip
+            new_pipeline = _Pipeline(new, pipeline.detector if keep_detector else build_detector(new))
+            new_source: FrameSource | None = None
+            if (new.source, new.loop, new.realtime, new.fps_cap, new.resolution) != (
+                config.source, config.loop, config.realtime, config.fps_cap, config.resolution
+            ):  # fmt: skip
+                new_source = open_source(
+                    new.source,
+                    loop=new.loop,
+                    realtime=new.realtime,
+                    fps_cap=new.fps_cap,
+                    resolution=new.resolution,
+                )
+        except (VigieError, ValueError) as exc:
+            log.error("new configuration refused; keeping the running one", extra={"error": str(exc)})
+            notifier.notify("READY=1", "STATUS=reload refused: " + str(exc).splitlines()[0][:200])
+            return
+        # Close the running window under the old rules before switching.
+        enqueue(pipeline.anonymiser.flush())
+        pipeline, config = new_pipeline, new
+        if new_source is not None:
+            source.close()
+            source = new_source
+        reloads += 1
+        log.info(
+            "configuration reloaded",
+            extra={"zones": len(new.zones), "lines": len(new.lines), "rules": len(new.rules)},
+        )
+        notifier.notify("READY=1", "STATUS=configuration reloaded")
 
     log.info(
         "agent starting",
@@ -95,34 +225,63 @@ def run_agent(config: AgentConfig, stop: threading.Event | None = None) -> Agent
             "site": config.site,
             "device": config.device,
             "model": detector.model_ref,
-            "runtime": detector.runtime,
+            "runtime": getattr(detector, "runtime", "?"),
             "source": config.source,
             "pending": outbox.depth(),
         },
     )
     link.start()
+    notifier.ready(f"analysing {config.source}")
     try:
-        for frame in source.frames():
-            if stop.is_set():
+        while not control.stop.is_set():
+            restart = False
+            for frame in source.frames():
+                if control.stop.is_set():
+                    break
+                t0 = time.perf_counter()
+                batch, fired = pipeline.step(frame)
+                latencies.add((time.perf_counter() - t0) * 1000.0)
+                period_frames += 1
+                frames += 1
+                enqueue(fired)
+                enqueue(batch)
+                if control.snapshot.is_set():
+                    control.snapshot.clear()
+                    _snapshot(config, frame, pipeline.last_detections)
+                notifier.watchdog()
+                now = time.monotonic()
+                if link.connected and now - last_beat >= config.heartbeat_s:
+                    heartbeat(now)
+                if control.reload.is_set():
+                    reload()
+                    restart = True  # the source may have changed: iterate the new one
+                    break
+            if not restart:
                 break
-            t0 = time.perf_counter()
-            detections = detector.detect(frame.rgb)
-            period_ms += (time.perf_counter() - t0) * 1000.0
-            period_frames += 1
-            frames += 1
-            enqueue(aggregator.add(frame.ts, count_by_zone(detections, config.zones, classes)))
-            now = time.monotonic()
-            if link.connected and now - last_beat >= config.heartbeat_s:
-                heartbeat(now)
-        enqueue(aggregator.flush())
+        enqueue(pipeline.anonymiser.flush())
         # A finite source: give the broker time to take what is left (and one heartbeat).
-        if not stop.is_set():
+        if not control.stop.is_set():
             link.drain(config.drain_timeout_s)
             if link.connected and period_frames:
                 heartbeat(time.monotonic())
     finally:
+        notifier.stopping()
         source.close()
-        left = link.stop(drain_timeout=0.0 if stop.is_set() else 2.0)
+        left = link.stop(drain_timeout=0.0 if control.stop.is_set() else 2.0)
         outbox.close()
-    log.info("agent stopped", extra={"frames": frames, "events": events, "left_in_outbox": left})
-    return AgentResult(frames=frames, events=events, left_in_outbox=left)
+    log.info(
+        "agent stopped", extra={"frames": frames, "events": events, "alerts": alerts, "left_in_outbox": left}
+    )
+    return AgentResult(frames=frames, events=events, alerts=alerts, left_in_outbox=left, reloads=reloads)
+
+
+def _snapshot(config: AgentConfig, frame: Frame, detections: list[Detection]) -> Any:
+    from edge.snapshot import save_snapshot
+
+    try:
+        path = save_snapshot(frame.rgb, detections, config)
+        log.info("calibration snapshot saved (local only, faces blurred)", extra={"path": str(path)})
+        return path
+    except VigieError as exc:
+        log.error("snapshot failed", extra={"error": str(exc)})
+        return None

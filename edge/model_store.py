@@ -54,7 +54,7 @@ class InputSpec(BaseModel):
 
 class OutputSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-    kind: Literal["ssd_postprocess"]
+    kind: Literal["ssd_postprocess", "yolo"]
     max_detections: int
     box_order: str
 

@@ -28,11 +28,21 @@ class OutboxItem:
     qos: int
 
 
-class Outbox:
-    """A FIFO of (topic, payload, qos) on SQLite, safe to share between threads."""
+#: Bookkeeping bytes per row on top of the payload (rowid, topic, index), for the quota.
+ROW_OVERHEAD = 96
 
-    def __init__(self, path: Path | str) -> None:
+
+class Outbox:
+    """A FIFO of (topic, payload, qos) on SQLite, safe to share between threads.
+
+    With a quota, the oldest rows are dropped once the stored bytes exceed it,
+    and the number dropped is kept (across restarts) for the heartbeat: on a
+    box that has been cut off for weeks, recent data is worth more than old.
+    """
+
+    def __init__(self, path: Path | str, *, quota_bytes: int | None = None) -> None:
         self.path = str(path)
+        self.quota_bytes = quota_bytes
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
@@ -45,6 +55,11 @@ class Outbox:
             " topic TEXT NOT NULL, payload BLOB NOT NULL, qos INTEGER NOT NULL,"
             " created REAL NOT NULL DEFAULT (julianday('now')))"
         )
+        self._db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)")
+        row = self._db.execute(
+            "SELECT count(*), coalesce(sum(length(payload) + length(topic)), 0) FROM outbox"
+        ).fetchone()
+        self._bytes = int(row[1]) + ROW_OVERHEAD * int(row[0])
 
     def put_many(self, items: Iterable[tuple[str, bytes, int]]) -> int:
         """Append messages in one transaction; returns how many were written."""
@@ -55,11 +70,44 @@ class Outbox:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 self._db.executemany("INSERT INTO outbox (topic, payload, qos) VALUES (?, ?, ?)", rows)
+                self._bytes += sum(len(p) + len(t) + ROW_OVERHEAD for t, p, _ in rows)
+                if self.quota_bytes is not None and self._bytes > self.quota_bytes:
+                    self._enforce_quota()
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
         return len(rows)
+
+    def _enforce_quota(self) -> None:
+        # Inside the caller's transaction: the drop and its count commit together.
+        assert self.quota_bytes is not None
+        dropped = 0
+        while self._bytes > self.quota_bytes:
+            oldest = self._db.execute(
+                "SELECT rowid, length(payload) + length(topic) FROM outbox ORDER BY rowid LIMIT 256"
+            ).fetchall()
+            if not oldest:
+                break
+            cut: list[tuple[int]] = []
+            for rowid, size in oldest:
+                if self._bytes <= self.quota_bytes:
+                    break
+                cut.append((rowid,))
+                self._bytes -= size + ROW_OVERHEAD
+            self._db.executemany("DELETE FROM outbox WHERE rowid = ?", cut)
+            dropped += len(cut)
+        self._db.execute(
+            "INSERT INTO meta VALUES ('dropped', ?)"
+            " ON CONFLICT(key) DO UPDATE SET value = value + excluded.value",
+            (dropped,),
+        )
+
+    def dropped(self) -> int:
+        """Messages dropped to keep the quota, since the outbox was created."""
+        with self._lock:
+            row = self._db.execute("SELECT value FROM meta WHERE key = 'dropped'").fetchone()
+        return int(row[0]) if row else 0
 
     def put(self, topic: str, payload: bytes, qos: int = 1) -> None:
         """Append one message durably."""
@@ -89,7 +137,13 @@ class Outbox:
         if not ids:
             return
         with self._lock:
-            self._db.executemany("DELETE FROM outbox WHERE rowid = ?", ids)
+            for (rowid,) in ids:
+                cur = self._db.execute(
+                    "DELETE FROM outbox WHERE rowid = ? RETURNING length(payload) + length(topic)", (rowid,)
+                )
+                row = cur.fetchone()
+                if row is not None:
+                    self._bytes -= int(row[0]) + ROW_OVERHEAD
 
     def depth(self) -> int:
         """How many messages wait for the broker."""

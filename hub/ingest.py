@@ -169,7 +169,7 @@ class Ingestor:
                     self._client.ack(item.mid, item.qos)
 
     def _write(self, batch: list[_Inbound]) -> None:
-        events: list[wire.ZoneCountEvent] = []
+        events: list[wire.Event] = []
         bad: list[QuarantineRecord] = []
         heartbeats: list[tuple[wire.Heartbeat, float]] = []
         statuses: list[tuple[wire.Status, float]] = []
@@ -181,12 +181,12 @@ class Ingestor:
                     "message quarantined",
                     extra={"topic": item.topic, "field": result.field, "reason": result.reason},
                 )
-            elif isinstance(result, wire.ZoneCountEvent):
-                events.append(result)
             elif isinstance(result, wire.Heartbeat):
                 heartbeats.append((result, item.received_at))
-            else:
+            elif isinstance(result, wire.Status):
                 statuses.append((result, item.received_at))
+            else:
+                events.append(result)
         now = time.time()
         inserted = self.store.add_events(events, now)
         self.store.quarantine(bad)

@@ -29,14 +29,11 @@ CREATE TABLE IF NOT EXISTS events (
     id TEXT NOT NULL UNIQUE,
     site TEXT NOT NULL,
     device TEXT NOT NULL,
-    zone TEXT NOT NULL,
     kind TEXT NOT NULL,
+    place TEXT NOT NULL,
     window_start INTEGER NOT NULL,
     window_s INTEGER NOT NULL,
-    frames INTEGER NOT NULL,
-    counts TEXT NOT NULL,
-    mean_counts TEXT NOT NULL,
-    model TEXT NOT NULL,
+    body TEXT NOT NULL,
     received_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_window ON events (window_start);
@@ -75,7 +72,8 @@ class EventQuery:
 
     site: str | None = None
     device: str | None = None
-    zone: str | None = None
+    kind: str | None = None
+    place: str | None = None
     since: int | None = None
     until: int | None = None
     limit: int = 100
@@ -98,7 +96,7 @@ class QuarantineRecord:
 class Store(Protocol):
     """What the ingest and the API need from a storage backend."""
 
-    def add_events(self, events: Sequence[wire.ZoneCountEvent], received_at: float) -> int:
+    def add_events(self, events: Sequence[wire.Event], received_at: float) -> int:
         """Insert events, ignoring ids already stored; returns how many were new."""
         ...
 
@@ -110,6 +108,14 @@ class Store(Protocol):
     def list_quarantine(self, limit: int = 100) -> list[dict[str, Any]]: ...
     def ping(self) -> bool: ...
     def close(self) -> None: ...
+
+
+def _index_columns(e: wire.Event) -> tuple[str, str, str, str, str, int, int]:
+    """(id, site, device, kind, place, window start, window length) of any event kind."""
+    if isinstance(e, wire.Alert):
+        return (e.id, e.site, e.device, e.kind, e.zone or e.line or "", e.ts, wire.ALERT_GRANULARITY_S)
+    place = e.zone if isinstance(e, wire.ZoneCountEvent) else e.line
+    return (e.id, e.site, e.device, e.kind, place, e.window_start, e.window_s)
 
 
 class SQLiteStore:
@@ -132,34 +138,17 @@ class SQLiteStore:
                 self._db.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
 
     # -- writes -----------------------------------------------------------------------
-    def add_events(self, events: Sequence[wire.ZoneCountEvent], received_at: float) -> int:
+    def add_events(self, events: Sequence[wire.Event], received_at: float) -> int:
         if not events:
             return 0
-        rows = [
-            (
-                e.id,
-                e.site,
-                e.device,
-                e.zone,
-                e.kind,
-                e.window_start,
-                e.window_s,
-                e.frames,
-                json.dumps(e.counts, sort_keys=True),
-                json.dumps(e.mean_counts, sort_keys=True),
-                e.model,
-                received_at,
-            )
-            for e in events
-        ]
+        rows = [(*_index_columns(e), e.model_dump_json(), received_at) for e in events]
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 before = self._db.total_changes
                 self._db.executemany(
-                    "INSERT OR IGNORE INTO events (id, site, device, zone, kind, window_start,"
-                    " window_s, frames, counts, mean_counts, model, received_at)"
-                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                    "INSERT OR IGNORE INTO events (id, site, device, kind, place, window_start,"
+                    " window_s, body, received_at) VALUES (?,?,?,?,?,?,?,?,?)",
                     rows,
                 )
                 inserted = self._db.total_changes - before
@@ -236,7 +225,13 @@ class SQLiteStore:
     def list_events(self, query: EventQuery) -> tuple[list[dict[str, Any]], int | None]:
         where: list[str] = []
         args: list[str | int] = []
-        for column, value in (("site", query.site), ("device", query.device), ("zone", query.zone)):
+        filters = (
+            ("site", query.site),
+            ("device", query.device),
+            ("kind", query.kind),
+            ("place", query.place),
+        )
+        for column, value in filters:
             if value is not None:
                 where.append(f"{column} = ?")
                 args.append(value)
@@ -257,23 +252,7 @@ class SQLiteStore:
             rows = self._db.execute(sql, (*args, query.limit + 1)).fetchall()
         more = len(rows) > query.limit
         rows = rows[: query.limit]
-        data = [
-            {
-                "id": r["id"],
-                "site": r["site"],
-                "device": r["device"],
-                "zone": r["zone"],
-                "kind": r["kind"],
-                "window_start": r["window_start"],
-                "window_s": r["window_s"],
-                "frames": r["frames"],
-                "counts": json.loads(r["counts"]),
-                "mean_counts": json.loads(r["mean_counts"]),
-                "model": r["model"],
-                "received_at": r["received_at"],
-            }
-            for r in rows
-        ]
+        data = [{**json.loads(r["body"]), "received_at": r["received_at"]} for r in rows]
         return data, (int(rows[-1]["seq"]) if more and rows else None)
 
     def list_devices(self) -> list[dict[str, Any]]:

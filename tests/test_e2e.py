@@ -67,7 +67,10 @@ def test_bus_photo_reaches_the_rest_api(
     assert ev["counts"]["bus"] == 1
     assert ev["model"] == "ssd-mobilenet-v2-coco-quant@1.0.0"
     devices = hub.wait_for("/v1/devices", lambda r: r["count"] == 1 and r["data"][0]["heartbeat"])
-    assert devices["data"][0]["heartbeat"]["inference_ms"] > 0
+    beat = devices["data"][0]["heartbeat"]
+    assert beat["inference_p50_ms"] > 0
+    assert beat["rss_mb"] > 50
+    assert beat["outbox_dropped"] == 0
     assert Outbox(tmp_path / "outbox.sqlite").depth() == 0
 
 

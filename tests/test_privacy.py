@@ -28,7 +28,25 @@ from vigie.netutil import free_port
 
 pytestmark = pytest.mark.e2e
 
+SITE = """
+site: test
+anonymisation: {{window_s: 10, k: 3}}
+cameras:
+  - device: cam-1
+    profile: generic-x86
+    source: {video}
+    fps_cap: 1000  # replay as fast as the detector goes
+    zones:
+      - {{name: left, polygon: [[0, 0], [0.5, 0], [0.5, 1], [0, 1]]}}
+      - {{name: right, polygon: [[0.5, 0], [1, 0], [1, 1], [0.5, 1]], area_m2: 100}}
+    lines:
+      - {{name: middle, a: [0.5, 0], b: [0.5, 1]}}
+    rules:
+      - {{type: crowd_density, zone: right, threshold: 0.03, min_duration_s: 1}}
+"""
 EVENT_KEYS = set(wire.ZoneCountEvent.model_fields)
+LINE_KEYS = set(wire.LineCountEvent.model_fields)
+ALERT_KEYS = set(wire.Alert.model_fields)
 HEARTBEAT_KEYS = set(wire.Heartbeat.model_fields)
 STATUS_KEYS = set(wire.Status.model_fields)
 IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"RIFF", b"GIF8", b"BM")
@@ -108,18 +126,14 @@ def _publish_all(
     photos.mkdir()
     for p in photo_files:
         (photos / p.name).symlink_to(p)
+    # The video agent also counts a line, suppresses counts under 3 and watches a rule.
+    site_file = tmp_path / "site.yaml"
+    site_file.write_text(SITE.format(video=vtest_avi))
     for i, source in enumerate((photos, vtest_avi)):
-        proc = run_agent(
-            model_dir,
-            source,
-            broker.port,
-            tmp_path / f"o{i}.sqlite",
-            f"cam-{i}",
-            "--zone",
-            "left=0,0;0.5,0;0.5,1;0,1",
-            "--zone",
-            "right=0.5,0;1,0;1,1;0.5,1",
-        )
+        extra = ["--zone", "left=0,0;0.5,0;0.5,1;0,1", "--zone", "right=0.5,0;1,0;1,1;0.5,1"]
+        if i == 1:
+            extra = ["--config", str(site_file)]
+        proc = run_agent(model_dir, source, broker.port, tmp_path / f"o{i}.sqlite", f"cam-{i}", *extra)
         assert proc.returncode == 0, proc.stderr
     time.sleep(0.5)
     client.loop_stop()
@@ -146,11 +160,18 @@ def test_published_bytes_carry_no_pixels_boxes_timing_or_identity(published: lis
         assert not any(set(k.lower().split("_")) & FORBIDDEN_WORDS for k in keys), keys
         kind = body["kind"]
         # 4. Exactly the whitelisted fields of its kind.
-        expected = {"zone_count": EVENT_KEYS, "heartbeat": HEARTBEAT_KEYS, "status": STATUS_KEYS}[kind]
+        expected = {
+            "zone_count": EVENT_KEYS, "line_count": LINE_KEYS, "alert": ALERT_KEYS,
+            "heartbeat": HEARTBEAT_KEYS, "status": STATUS_KEYS,
+        }[kind]  # fmt: skip
         assert set(body) == expected, (kind, set(body) ^ expected)
+        if kind in ("zone_count", "line_count"):
+            # 5. Counts are whole numbers of objects per class, at least k, or "<k": no coordinates.
+            maps = [body["counts"]] if kind == "zone_count" else [body["forward"], body["backward"]]
+            k = body["k"]
+            for value in (v for m in maps for v in m.values()):
+                assert value == f"<{k}" or (isinstance(value, int) and value >= k), (value, k)
         if kind == "zone_count":
-            # 5. Counts are whole numbers of objects per class: no coordinates.
-            assert all(isinstance(v, int) for v in body["counts"].values())
             assert all(round(v, 2) == v for v in body["mean_counts"].values())
             # 6. Time is coarsened to the window, including inside the id.
             assert body["window_start"] % body["window_s"] == 0
@@ -159,10 +180,25 @@ def test_published_bytes_carry_no_pixels_boxes_timing_or_identity(published: lis
             assert body["id"] not in ids
             ids.add(body["id"])
             assert body["zone"] in {"left", "right"}
+        elif kind == "alert":
+            assert body["ts"] % wire.ALERT_GRANULARITY_S == 0
+            assert uuid.UUID(body["id"]).int >> 80 == body["ts"] * 1000
         elif kind == "heartbeat":
             assert body["ts"] % wire.HEARTBEAT_GRANULARITY_S == 0
         # 8. And it is a valid v1 message.
         wire.decode(payload)
+
+
+def test_video_agent_published_lines_suppression_and_alerts(published: list[tuple[str, bytes]]) -> None:
+    bodies = [msgpack.unpackb(p) for t, p in published if "/cam-1/event" in t]
+    kinds = {b["kind"] for b in bodies}
+    assert kinds == {"zone_count", "line_count", "alert"}
+    assert all(b["k"] == 3 for b in bodies if b["kind"] in ("zone_count", "line_count"))
+    crossings = sum(
+        v for b in bodies if b["kind"] == "line_count" for m in (b["forward"], b["backward"]) for v in m.values()
+        if isinstance(v, int)
+    )  # fmt: skip
+    assert crossings >= 3
 
 
 def test_faces_become_counts(published: list[tuple[str, bytes]]) -> None:

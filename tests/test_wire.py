@@ -29,6 +29,7 @@ def event(**overrides: Any) -> wire.ZoneCountEvent:
         "counts": {"person": 4, "bus": 1},
         "mean_counts": {"person": 2.5, "bus": 0.2},
         "model": "ssd-mobilenet-v2-coco-quant@1.0.0",
+        "k": 1,
     }
     fields.update(overrides)
     return wire.ZoneCountEvent(**fields)
@@ -54,8 +55,14 @@ def test_heartbeat_and_status_round_trip() -> None:
         model="m@1",
         uptime_s=5,
         fps=4.5,
-        inference_ms=17.0,
+        inference_p50_ms=17.0,
+        inference_p95_ms=19.5,
+        cpu_percent=42.0,
+        rss_mb=180.2,
+        disk_free_mb=5000.0,
+        cpu_temp_c=None,
         outbox_depth=0,
+        outbox_dropped=0,
     )
     st_ = wire.Status(site="s", device="d", ts=WINDOW, state="online")
     assert wire.decode(wire.encode(hb), wire.Channel.HEARTBEAT) == hb
@@ -226,3 +233,42 @@ _values = st.recursive(
 def test_random_maps_never_crash_the_decoder(body: dict[str, Any]) -> None:
     with contextlib.suppress(WireError):
         wire.decode(msgpack.packb(body, use_bin_type=True))
+
+
+def test_suppressed_counts_must_say_under_k() -> None:
+    e = event(k=3, counts={"person": 4, "bus": "<3"}, mean_counts={"person": 2.5})
+    assert wire.decode(wire.encode(e)) == e
+    with pytest.raises(WireError) as info:
+        wire.decode(raw_event(k=3, counts={"person": 4, "bus": 1}, mean_counts={}))
+    assert info.value.field == "counts.bus"
+    assert "under k=3" in info.value.reason
+    with pytest.raises(WireError) as info:
+        wire.decode(raw_event(k=3, counts={"bus": "<5"}, mean_counts={}))
+    assert info.value.field == "counts.bus"
+    # A mean for a suppressed class would undo the suppression.
+    with pytest.raises(WireError) as info:
+        wire.decode(raw_event(k=3, counts={"bus": "<3"}, mean_counts={"bus": 0.4}))
+    assert info.value.field == "mean_counts"
+
+
+def test_line_count_and_alert_round_trip() -> None:
+    line = wire.LineCountEvent(
+        site="s", device="d", id=wire.new_event_id(WINDOW), line="door", window_start=WINDOW, window_s=10,
+        forward={"person": 7}, backward={"person": "<2"}, k=2, model="m@1",
+    )  # fmt: skip
+    alert = wire.Alert(
+        site="s", device="d", id=wire.new_event_id(WINDOW), rule="wrong_way", line="door", ts=WINDOW,
+        value=1.0, threshold=1.0, model="m@1",
+    )  # fmt: skip
+    for msg in (line, alert):
+        assert wire.decode(wire.encode(msg), wire.Channel.EVENT) == msg
+
+
+def test_alert_time_is_coarsened_and_names_one_place() -> None:
+    body = dict(site="s", device="d", rule="intrusion", zone="quai", value=4.0, threshold=3.0, model="m@1")
+    with pytest.raises(ValueError, match="coarsened"):
+        wire.Alert(id=wire.new_event_id(WINDOW + 3), ts=WINDOW + 3, **body)
+    with pytest.raises(ValueError, match="exactly one"):
+        wire.Alert(id=wire.new_event_id(WINDOW), ts=WINDOW, line="door", **body)
+    with pytest.raises(ValueError, match="rule"):
+        wire.Alert(id=wire.new_event_id(WINDOW), ts=WINDOW, **{**body, "rule": "face_match"})

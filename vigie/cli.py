@@ -11,13 +11,15 @@ import argparse
 import os
 import signal
 import sys
-import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vigie import __version__
 from vigie.exceptions import VigieError
+
+if TYPE_CHECKING:
+    from edge.config import AgentConfig
 
 __all__ = ["main"]
 
@@ -42,6 +44,17 @@ def _zone_arg(value: str) -> dict[str, Any]:
             f"{value!r} is not NAME=x,y;x,y;x,y (at least 3 points, coordinates in [0, 1])"
         )
     return {"name": name, "polygon": points}
+
+
+def _line_arg(value: str) -> dict[str, Any]:
+    name, _, rest = value.partition("=")
+    try:
+        points = [tuple(float(c) for c in p.split(",")) for p in rest.split(";") if p]
+    except ValueError:
+        points = []
+    if not name or len(points) != 2 or any(len(p) != 2 for p in points):
+        raise argparse.ArgumentTypeError(f"{value!r} is not NAME=ax,ay;bx,by (coordinates in [0, 1])")
+    return {"name": name, "a": points[0], "b": points[1]}
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -74,57 +87,108 @@ def _build_parser() -> argparse.ArgumentParser:
     run = edge_sub.add_parser(
         "run",
         formatter_class=_FMT,
-        help="Detect, count per zone and publish anonymised events.",
-        description="Read frames from a source, detect objects with the TFLite model, count them per "
-        "zone over a window and publish one anonymised event per zone and window over MQTT (QoS 1).\n"
-        "Events wait in a durable outbox on disk until the broker acknowledges them.",
+        help="Detect, track, apply rules and publish anonymised events.",
+        description="Read frames from a source, detect objects with the TFLite model, track them on the "
+        "device, count them per zone and line over a window, apply the event rules, and publish only "
+        "anonymised events over MQTT (QoS 1). Events wait in a durable outbox on disk until the broker "
+        "acknowledges them.\n\n"
+        "Either give a site file (--config, with --device naming the camera) or the flags below.\n"
+        "Signals: SIGHUP reloads the site file without a restart; SIGUSR1 saves a calibration snapshot "
+        "(faces blurred, kept on the device only).",
         epilog="Examples:\n"
+        "  vigie edge run --config firmware_configs/sites/demo.yaml --device cam-2\n"
         "  vigie edge run --site demo --device cam-1 --source street.avi --loop --realtime\n"
-        "  vigie edge run --site demo --device cam-2 --source photo.jpg --model-dir ../shared/models\n"
-        "  vigie edge run ... --zone 'quai=0,0.5;1,0.5;1,1;0,1' --zone 'rue=0,0;1,0;1,0.5;0,0.5'\n",
+        "  vigie edge run --site demo --device cam-2 --source rtsp://10.0.0.5/stream1 --fps-cap 5\n"
+        "  vigie edge run ... --zone 'quai=0,0.5;1,0.5;1,1;0,1' --line 'door=0.5,0;0.5,1' --k 3\n",
     )
-    run.add_argument("--site", required=True, help="Site slug (a-z, 0-9, '-').")
-    run.add_argument("--device", required=True, help="Device slug, unique within its site.")
-    run.add_argument("--source", required=True, help="Video file, image, or folder of images.")
-    run.add_argument("--loop", action="store_true", help="Replay the source forever.")
+    run.add_argument("--config", type=Path, default=None, help="Site file (firmware_configs/sites/*.yaml).")
+    run.add_argument("--device", required=True, help="Device slug; with --config, the camera to run.")
+    run.add_argument("--site", default=None, help="Site slug (a-z, 0-9, '-'); required without --config.")
+    run.add_argument(
+        "--source",
+        default=None,
+        help="Video file, image, folder of images, rtsp://…, http(s)://…, /dev/videoN or picamera2.",
+    )
+    run.add_argument("--loop", action="store_true", help="Replay a file source forever.")
     run.add_argument("--realtime", action="store_true", help="Pace a video at its own frame rate.")
     run.add_argument("--fps-cap", type=float, default=None, help="Analyse at most N frames a second.")
     run.add_argument(
-        "--model-dir",
-        type=Path,
-        default=None,
-        help="Folder holding the model files (default: `vigie model fetch`'s cache).",
+        "--model-dir", type=Path, default=None, help="Folder holding the model files (default: the cache)."
     )
-    run.add_argument("--threads", type=int, default=2, help="Detector threads (default 2).")
-    run.add_argument("--window", type=int, default=10, help="Aggregation window in seconds (default 10).")
+    run.add_argument("--threads", type=int, default=None, help="Detector threads (default 2).")
+    run.add_argument("--tiles", type=int, default=None, help="Split frames into N×N tiles for dense scenes.")
+    run.add_argument("--window", type=int, default=None, help="Aggregation window, seconds (default 60).")
+    run.add_argument("--k", type=int, default=None, help="Send counts under k as '<k' (default 1: off).")
+    run.add_argument("--epsilon", type=float, default=None, help="Laplace noise on counts (default: off).")
     run.add_argument(
         "--zone",
         type=_zone_arg,
         action="append",
         default=None,
         metavar="NAME=x,y;x,y;...",
-        help="A zone polygon in normalised coordinates; repeat for several "
-        "(default: one zone 'all', the whole frame).",
+        help="A zone polygon in normalised coordinates; repeat for several (default: the whole frame).",
+    )
+    run.add_argument(
+        "--line",
+        type=_line_arg,
+        action="append",
+        default=None,
+        metavar="NAME=x,y;x,y",
+        help="A directed counting line a;b (forward: to the right of a→b on the picture).",
     )
     run.add_argument(
         "--broker",
         type=_broker_arg,
-        default=("127.0.0.1", 1883),
+        default=None,
         metavar="HOST:PORT",
         help="MQTT broker (default 127.0.0.1:1883).",
     )
     run.add_argument(
-        "--outbox",
-        type=Path,
-        default=Path("vigie-outbox.sqlite"),
-        help="Durable outbox file (default ./vigie-outbox.sqlite).",
+        "--outbox", type=Path, default=None, help="Durable outbox file (default ./vigie-outbox.sqlite)."
+    )
+    run.add_argument(
+        "--snapshot-dir", type=Path, default=None, help="Where SIGUSR1 snapshots go (local only)."
     )
     run.add_argument(
         "--drain-timeout",
         type=float,
-        default=30.0,
+        default=None,
         help="At the end of a finite source, wait up to N s for the broker (default 30).",
     )
+
+    snap = edge_sub.add_parser(
+        "snapshot",
+        formatter_class=_FMT,
+        help="Save one frame with zones and lines drawn and faces blurred (calibration).",
+        description="For technicians calibrating zones and lines: take one frame from the camera, blur "
+        "every face (BlazeFace on each person's head; the whole head when no face is found), draw the "
+        "zones and the lines with their forward direction, and save it on this device only. Snapshots "
+        "are deleted after snapshot_ttl_s (default 1 h) and never published.",
+        epilog="Example:\n  vigie edge snapshot --config firmware_configs/sites/demo.yaml --device cam-2\n",
+    )
+    snap.add_argument("--config", type=Path, required=True, help="Site file.")
+    snap.add_argument("--device", required=True, help="The camera.")
+    snap.add_argument("--model-dir", type=Path, default=None, help="Folder holding the model files.")
+    snap.add_argument("--face-model", type=Path, default=None, help="face_detection_full_range.tflite.")
+    snap.add_argument(
+        "--snapshot-dir", type=Path, default=None, help="Where to save (default ./vigie-snapshots)."
+    )
+    snap.add_argument("--skip", type=int, default=0, help="Frames to skip first (default 0).")
+
+    # -- config ---------------------------------------------------------------------
+    cfg = sub.add_parser(
+        "config", help="Check configuration files.", description="Check configuration files."
+    )
+    cfg_sub = cfg.add_subparsers(dest="config_command", metavar="ACTION", required=True)
+    validate = cfg_sub.add_parser(
+        "validate",
+        formatter_class=_FMT,
+        help="Validate site files and hardware profiles; report every error with file, key and fix.",
+        description="Validate each file: a site file is checked camera by camera, merged over its "
+        "hardware profile, exactly as the agent would load it.",
+        epilog="Example:\n  vigie config validate firmware_configs/*/*.yaml\n",
+    )
+    validate.add_argument("paths", type=Path, nargs="+", help="YAML files.")
 
     # -- hub ------------------------------------------------------------------------
     hub = sub.add_parser("hub", help="The hub.", description="The hub: ingest, store, REST API.")
@@ -222,7 +286,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure(args.log_level, args.log_format)
     try:
         if args.command == "edge":
-            return _edge_run(args)
+            return _edge_run(args) if args.edge_command == "run" else _edge_snapshot(args)
+        if args.command == "config":
+            return _config_validate(args)
         if args.command == "hub":
             return _hub_serve(args)
         if args.command == "model":
@@ -251,14 +317,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 2  # pragma: no cover - parser.error exits
 
 
-def _edge_run(args: argparse.Namespace) -> int:
+def _agent_config(args: argparse.Namespace) -> tuple[AgentConfig, Callable[[], AgentConfig] | None]:
+    """The AgentConfig from a site file or from flags, and a reloader for SIGHUP (or None)."""
     from pydantic import ValidationError
 
-    from edge.agent import run_agent
-    from edge.config import AgentConfig
+    from edge.config import AgentConfig, format_validation_error, load_agent_config
     from vigie.exceptions import ConfigError
     from vigie.mqtt import BrokerConfig
 
+    def get(name: str) -> Any:
+        return getattr(args, name, None)  # `edge snapshot` has fewer flags than `edge run`
+
+    overrides: dict[str, Any] = {
+        "model_dir": get("model_dir"),
+        "outbox": get("outbox"),
+        "snapshot_dir": get("snapshot_dir"),
+        "drain_timeout_s": get("drain_timeout"),
+        "broker": BrokerConfig(host=args.broker[0], port=args.broker[1]) if get("broker") else None,
+    }
+    if args.config is not None:
+
+        def load() -> AgentConfig:
+            return load_agent_config(args.config, args.device, **overrides)
+
+        return load(), load
+    if not args.site or not args.source:
+        raise ConfigError(
+            "give --config SITE.yaml, or both --site and --source (see `vigie edge run --help`)"
+        )
     raw: dict[str, Any] = {
         "site": args.site,
         "device": args.device,
@@ -266,35 +352,91 @@ def _edge_run(args: argparse.Namespace) -> int:
         "loop": args.loop,
         "realtime": args.realtime,
         "fps_cap": args.fps_cap,
-        "model_dir": args.model_dir,
         "threads": args.threads,
-        "window_s": args.window,
-        "outbox": args.outbox,
-        "broker": BrokerConfig(host=args.broker[0], port=args.broker[1]),
-        "drain_timeout_s": args.drain_timeout,
+        "tiles": args.tiles,
+        "zones": args.zone,
+        "lines": args.line,
+        **overrides,
     }
-    if args.zone:
-        raw["zones"] = args.zone
+    anonymisation = {"window_s": args.window, "k": args.k, "epsilon": args.epsilon}
+    raw["anonymisation"] = {k: v for k, v in anonymisation.items() if v is not None}
     try:
-        config = AgentConfig.model_validate(raw)
+        return AgentConfig.model_validate({k: v for k, v in raw.items() if v is not None}), None
     except ValidationError as exc:
-        lines = [f"  {'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
-        raise ConfigError("invalid agent settings:\n" + "\n".join(lines)) from None
-    stop = threading.Event()
+        raise ConfigError(format_validation_error(exc, "command-line settings")) from None
 
-    def _graceful(signum: int, frame: Any) -> None:
-        stop.set()
 
-    signal.signal(signal.SIGTERM, _graceful)
-    signal.signal(signal.SIGINT, _graceful)
-    result = run_agent(config, stop)
+def _edge_run(args: argparse.Namespace) -> int:
+    from edge.agent import AgentControl, run_agent
+
+    config, reload = _agent_config(args)
+    control = AgentControl()
+    signal.signal(signal.SIGTERM, lambda *_: control.stop.set())
+    signal.signal(signal.SIGINT, lambda *_: control.stop.set())
+    signal.signal(signal.SIGHUP, lambda *_: control.reload.set())
+    signal.signal(signal.SIGUSR1, lambda *_: control.snapshot.set())
+    result = run_agent(config, control, reload_config=reload)
     if result.left_in_outbox:
         print(
-            f"vigie: {result.left_in_outbox} event(s) wait in {args.outbox}; they are sent at the next start",
+            f"vigie: {result.left_in_outbox} event(s) wait in {config.outbox}; sent at the next start",
             file=sys.stderr,
         )
         return 3
     return 0
+
+
+def _edge_snapshot(args: argparse.Namespace) -> int:
+    from edge.agent import build_detector
+    from edge.snapshot import save_snapshot
+    from edge.sources import open_source
+    from vigie.exceptions import ConfigError
+
+    config, _ = _agent_config(args)
+    source = open_source(config.source, fps_cap=None, resolution=config.resolution)
+    try:
+        frame = next((f for i, f in enumerate(source.frames()) if i >= args.skip), None)
+    finally:
+        source.close()
+    if frame is None:
+        raise ConfigError(f"source {config.source} gave no frame")
+    detections = build_detector(config).detect(frame.rgb)
+    path = save_snapshot(frame.rgb, detections, config, face_model=args.face_model)
+    print(f"snapshot saved (faces blurred, local only, deleted after {config.snapshot_ttl_s:.0f} s): {path}")
+    return 0
+
+
+def _config_validate(args: argparse.Namespace) -> int:
+    import yaml
+
+    from edge.config import HardwareProfile, SiteConfig, format_validation_error, load_agent_config
+    from vigie.exceptions import ConfigError
+
+    failures = 0
+    for path in args.paths:
+        try:
+            data = yaml.safe_load(path.read_text()) if path.is_file() else None
+            if not isinstance(data, dict):
+                raise ConfigError(f"{path}: not a YAML mapping (or not a file)")
+            if "cameras" in data:
+                for cam in SiteConfig.model_validate(data).cameras:
+                    load_agent_config(path, cam.device)
+            else:
+                HardwareProfile.model_validate(data)
+            print(f"ok      {path}")
+        except ConfigError as exc:
+            failures += 1
+            print(f"invalid {exc}")
+        except yaml.YAMLError as exc:
+            failures += 1
+            print(f"invalid {path}: not valid YAML: {exc}")
+        except Exception as exc:  # pydantic's ValidationError, as a located report
+            from pydantic import ValidationError
+
+            if not isinstance(exc, ValidationError):
+                raise
+            failures += 1
+            print(f"invalid {format_validation_error(exc, str(path))}")
+    return 1 if failures else 0
 
 
 def _hub_serve(args: argparse.Namespace) -> int:

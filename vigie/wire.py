@@ -25,12 +25,17 @@ from pydantic_core import PydanticCustomError
 from vigie.exceptions import WireError
 
 __all__ = [
+    "ALERT_GRANULARITY_S",
     "MAX_PAYLOAD_BYTES",
     "QOS",
     "SCHEMA_VERSION",
     "TOPIC_ROOT",
+    "Alert",
+    "AlertRule",
     "Channel",
+    "Event",
     "Heartbeat",
+    "LineCountEvent",
     "Message",
     "Status",
     "TopicParts",
@@ -53,6 +58,7 @@ MAX_PAYLOAD_BYTES: Final = 8192
 #: Aggregation windows a device may use, in seconds. Coarse by design.
 WINDOW_CHOICES: Final = (10, 15, 30, 60, 300, 900, 3600)
 HEARTBEAT_GRANULARITY_S: Final = 10
+ALERT_GRANULARITY_S: Final = 10
 # Timestamps outside this range are clock faults, not data.
 _MIN_TS: Final = 1_577_836_800  # 2020-01-01T00:00:00Z
 _MAX_TS: Final = 4_102_444_800  # 2100-01-01T00:00:00Z
@@ -181,43 +187,119 @@ class _Message(BaseModel):
     device: DeviceId
 
 
-class ZoneCountEvent(_Message):
-    """Objects counted in one zone over one window: the only detection output that leaves a device."""
+def _check_id(event_id: str, seconds: int, field: str) -> None:
+    try:
+        parsed = uuid.UUID(event_id)
+    except ValueError:
+        raise _field_error("id", f"{event_id!r} is not a UUID") from None
+    if parsed.version != 7 or str(parsed) != event_id:
+        raise _field_error("id", f"{event_id!r} is not a canonical lower-case UUIDv7")
+    if parsed.int >> 80 != seconds * 1000:
+        raise _field_error("id", f"time part must equal {field} (no finer timing may leak)")
 
-    kind: Literal["zone_count"] = "zone_count"
+
+def _check_window(window_start: int, window_s: int) -> None:
+    if window_s not in WINDOW_CHOICES:
+        raise _field_error("window_s", f"{window_s} is not one of {WINDOW_CHOICES}")
+    if window_start % window_s:
+        raise _field_error("window_start", f"{window_start} is not a multiple of window_s={window_s}")
+
+
+def _check_suppression(field: str, counts: dict[str, int | str], k: int) -> None:
+    for label, value in counts.items():
+        if isinstance(value, str) and value != f"<{k}":
+            raise _field_error(f"{field}.{label}", f"{value!r} must be '<{k}' (k={k})")
+        if isinstance(value, int) and 0 < value < k:
+            raise _field_error(f"{field}.{label}", f"{value} is under k={k}: it must be sent as '<{k}'")
+
+
+ModelRef = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,47}@[0-9A-Za-z.+-]{1,24}$")]
+#: A published count: a number of objects, or ``"<k"`` when fewer than k were seen.
+Count = Annotated[int, Field(ge=0, le=10_000)] | Annotated[str, Field(pattern=r"^<[1-9][0-9]?$")]
+CountMap = Annotated[dict[Label, Count], Field(max_length=80)]
+
+
+class _Counts(_Message):
+    """Fields shared by the periodic count events."""
+
     id: str = Field(description="UUIDv7 whose time part is `window_start`; the hub's idempotency key.")
-    zone: ZoneId
     window_start: EpochSeconds = Field(description="Start of the window, a multiple of `window_s`.")
     window_s: int = Field(description=f"Window length, one of {WINDOW_CHOICES} seconds.")
+    k: int = Field(ge=1, le=99, description="Counts from 1 to k-1 are sent as the string '<k'.")
+    noise_epsilon: float | None = Field(
+        default=None, gt=0, le=100, description="When set, counts carry Laplace noise of scale 1/epsilon."
+    )
+    model: ModelRef = Field(description="`<model id>@<version>` that produced the counts.")
+
+
+class ZoneCountEvent(_Counts):
+    """Objects counted in one zone over one window."""
+
+    kind: Literal["zone_count"] = "zone_count"
+    zone: ZoneId
     frames: int = Field(ge=0, le=1_000_000, description="Frames analysed in the window.")
-    counts: dict[Label, Annotated[int, Field(ge=0, le=10_000)]] = Field(
-        max_length=80, description="Peak number of objects of each class seen at once in the zone."
-    )
+    counts: CountMap = Field(description="Peak number of objects of each class seen at once in the zone.")
     mean_counts: dict[Label, Annotated[float, Field(ge=0, le=10_000)]] = Field(
-        max_length=80, description="Mean number per analysed frame, rounded to 0.01."
-    )
-    model: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,47}@[0-9A-Za-z.+-]{1,24}$")] = Field(
-        description="`<model id>@<version>` that produced the counts."
+        max_length=80,
+        description="Mean number per analysed frame, rounded to 0.01; only unsuppressed classes.",
     )
 
     @model_validator(mode="after")
-    def _check_window_and_id(self) -> ZoneCountEvent:
-        if self.window_s not in WINDOW_CHOICES:
-            raise _field_error("window_s", f"{self.window_s} is not one of {WINDOW_CHOICES}")
-        if self.window_start % self.window_s:
+    def _check(self) -> ZoneCountEvent:
+        _check_window(self.window_start, self.window_s)
+        _check_id(self.id, self.window_start, "window_start")
+        _check_suppression("counts", self.counts, self.k)
+        published = {label for label, v in self.counts.items() if isinstance(v, int)}
+        if extra := set(self.mean_counts) - published:
             raise _field_error(
-                "window_start", f"{self.window_start} is not a multiple of window_s={self.window_s}"
+                "mean_counts", f"names {sorted(extra)}, which counts does not publish as a number"
             )
-        try:
-            parsed = uuid.UUID(self.id)
-        except ValueError:
-            raise _field_error("id", f"{self.id!r} is not a UUID") from None
-        if parsed.version != 7 or str(parsed) != self.id:
-            raise _field_error("id", f"{self.id!r} is not a canonical lower-case UUIDv7")
-        if parsed.int >> 80 != self.window_start * 1000:
-            raise _field_error("id", "time part must equal window_start (no finer timing may leak)")
-        if extra := set(self.mean_counts) - set(self.counts):
-            raise _field_error("mean_counts", f"names {sorted(extra)} that counts does not")
+        return self
+
+
+class LineCountEvent(_Counts):
+    """Objects that crossed a line in each direction over one window."""
+
+    kind: Literal["line_count"] = "line_count"
+    line: ZoneId
+    forward: CountMap = Field(description="Crossings in the line's forward direction, per class.")
+    backward: CountMap = Field(description="Crossings against it, per class.")
+
+    @model_validator(mode="after")
+    def _check(self) -> LineCountEvent:
+        _check_window(self.window_start, self.window_s)
+        _check_id(self.id, self.window_start, "window_start")
+        _check_suppression("forward", self.forward, self.k)
+        _check_suppression("backward", self.backward, self.k)
+        return self
+
+
+#: Event families of the French decree n° 2023-828 that the agent can raise with a COCO detector.
+AlertRule = Literal[
+    "crowd_density", "crowd_movement", "intrusion", "wrong_way", "person_down", "abandoned_object"
+]
+
+
+class Alert(_Message):
+    """A rule fired: what, where, when (coarsened), how much; never who."""
+
+    kind: Literal["alert"] = "alert"
+    id: str = Field(description="UUIDv7 whose time part is `ts`.")
+    rule: AlertRule
+    zone: ZoneId | None = Field(default=None, description="Zone the rule watches, if any.")
+    line: ZoneId | None = Field(default=None, description="Line the rule watches, if any.")
+    ts: EpochSeconds = Field(description=f"When it fired, coarsened to {ALERT_GRANULARITY_S} s.")
+    value: float = Field(ge=0, le=1e6, description="The measure that crossed the threshold (rule-specific).")
+    threshold: float = Field(ge=0, le=1e6, description="The configured threshold.")
+    model: ModelRef
+
+    @model_validator(mode="after")
+    def _check(self) -> Alert:
+        if self.ts % ALERT_GRANULARITY_S:
+            raise _field_error("ts", f"{self.ts} is not coarsened to {ALERT_GRANULARITY_S} s")
+        _check_id(self.id, self.ts, "ts")
+        if (self.zone is None) == (self.line is None):
+            raise _field_error("zone", "an alert names exactly one of zone or line")
         return self
 
 
@@ -229,9 +311,15 @@ class Heartbeat(_Message):
     agent_version: Annotated[str, Field(max_length=24)]
     model: Annotated[str, Field(max_length=73)]
     uptime_s: int = Field(ge=0)
-    fps: float = Field(ge=0, le=1000)
-    inference_ms: float = Field(ge=0, le=60_000, description="Mean detector latency over the last period.")
+    fps: float = Field(ge=0, le=1000, description="Frames analysed per second since the last heartbeat.")
+    inference_p50_ms: float = Field(ge=0, le=60_000, description="Median detector latency, last period.")
+    inference_p95_ms: float = Field(ge=0, le=60_000, description="95th percentile, last period.")
+    cpu_percent: float = Field(ge=0, le=6400, description="The agent's CPU use (100 = one core).")
+    rss_mb: float = Field(ge=0, le=1e6, description="The agent's resident memory.")
+    disk_free_mb: float = Field(ge=0, le=1e9, description="Free space where the outbox lives.")
+    cpu_temp_c: float | None = Field(default=None, ge=-60, le=200, description="SoC temperature (sysfs).")
     outbox_depth: int = Field(ge=0, description="Messages waiting on the device for the broker.")
+    outbox_dropped: int = Field(ge=0, description="Messages dropped (oldest first) to keep the disk quota.")
 
 
 class Status(_Message):
@@ -242,15 +330,18 @@ class Status(_Message):
     state: Literal["online", "offline"]
 
 
-Message = ZoneCountEvent | Heartbeat | Status
-_BY_KIND: Final[dict[str, type[ZoneCountEvent] | type[Heartbeat] | type[Status]]] = {
+Event = ZoneCountEvent | LineCountEvent | Alert
+Message = ZoneCountEvent | LineCountEvent | Alert | Heartbeat | Status
+_BY_KIND: Final[dict[str, type[Message]]] = {
     "zone_count": ZoneCountEvent,
+    "line_count": LineCountEvent,
+    "alert": Alert,
     "heartbeat": Heartbeat,
     "status": Status,
 }
 #: Which kinds may travel on which channel.
 _CHANNEL_KINDS: Final[dict[Channel, frozenset[str]]] = {
-    Channel.EVENT: frozenset({"zone_count"}),
+    Channel.EVENT: frozenset({"zone_count", "line_count", "alert"}),
     Channel.HEARTBEAT: frozenset({"heartbeat"}),
     Channel.STATUS: frozenset({"status"}),
 }
@@ -300,7 +391,10 @@ def decode(payload: bytes, channel: Channel | None = None) -> Message:
         return model.model_validate(raw)
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
-        loc = [str(p) for p in first["loc"]]
+        # Drop pydantic's union-member tags ("constrained-int", "str") from the location.
+        loc = [str(p) for p in first["loc"] if not str(p).startswith(_UNION_TAGS)]
+        if loc and loc[-1] in {"int", "str", "float"} and len(loc) > 2:
+            loc.pop()
         reason = first["msg"]
         if loc and loc[-1] == "[key]":  # a bad map key: name the key itself
             loc.pop()
@@ -311,6 +405,9 @@ def decode(payload: bytes, channel: Channel | None = None) -> Message:
         if first["type"] == "extra_forbidden":
             reason = "field not in the v1 schema (extra fields are refused)"
         raise WireError(field, reason) from None
+
+
+_UNION_TAGS = ("constrained-", "function-", "lax-", "json-or-python")
 
 
 def _unpack(payload: bytes) -> Any:

@@ -7,6 +7,7 @@ Handles uint8, int8 and float inputs and SSD models with the
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -16,25 +17,31 @@ import numpy as np
 import numpy.typing as npt
 
 from edge.detectors import Detection
+from edge.detectors.decode import decode_ssd, decode_yolo
 from vigie.exceptions import ModelError
 
-__all__ = ["LiteRTDetector", "load_interpreter_class", "runtime_name"]
+__all__ = ["LiteRTDetector", "load_interpreter_class", "runtime_name", "to_input_dtype"]
 
 log = logging.getLogger(__name__)
 
 
-def load_interpreter_class() -> tuple[Any, str]:
+def load_interpreter_class(runtime: str = "auto") -> tuple[Any, str]:
     """Return the TFLite ``Interpreter`` class and the runtime's name.
 
-    Raises:
-        ModelError: when neither ai-edge-litert nor tflite-runtime is installed.
-    """
-    try:
-        from ai_edge_litert.interpreter import Interpreter
+    Args:
+        runtime: ``auto`` (ai-edge-litert, else tflite-runtime), ``litert`` or ``tflite-runtime``.
 
-        return Interpreter, "ai-edge-litert"
-    except ImportError:
-        pass
+    Raises:
+        ModelError: when the asked-for runtime is not installed.
+    """
+    if runtime in ("auto", "litert"):
+        try:
+            from ai_edge_litert.interpreter import Interpreter
+
+            return Interpreter, "ai-edge-litert"
+        except ImportError:
+            if runtime == "litert":
+                raise ModelError("runtime litert asked for but ai-edge-litert is not installed") from None
     try:
         from tflite_runtime.interpreter import Interpreter
 
@@ -51,8 +58,22 @@ def runtime_name() -> str:
     return load_interpreter_class()[1]
 
 
+def load_edgetpu_delegate(module: Any) -> Any | None:
+    """The Coral Edge TPU delegate when ``libedgetpu`` is installed, else None (logged)."""
+    loader = getattr(module, "load_delegate", None)
+    if loader is None:
+        return None
+    for lib in ("libedgetpu.so.1", "libedgetpu.1.dylib", "edgetpu.dll"):
+        try:
+            return loader(lib)
+        except (ValueError, OSError):
+            continue
+    log.warning("edgetpu delegate asked for but libedgetpu is not installed; running on the CPU")
+    return None
+
+
 class LiteRTDetector:
-    """SSD detector with post-processing built into the model."""
+    """A TFLite detector: SSD with built-in post-processing, or raw YOLO output with NMS."""
 
     def __init__(
         self,
@@ -63,12 +84,24 @@ class LiteRTDetector:
         threads: int = 2,
         min_score: float = 0.4,
         class_scores: Mapping[str, float] | None = None,
+        output: str = "ssd_postprocess",
+        runtime: str = "auto",
+        delegate: str = "none",
     ) -> None:
-        interpreter_cls, self.runtime = load_interpreter_class()
+        interpreter_cls, self.runtime = load_interpreter_class(runtime)
         if not model_path.is_file():
             raise ModelError(f"model file {model_path} not found: run `vigie model fetch`")
+        delegates = []
+        if delegate == "edgetpu":
+            module = sys.modules[interpreter_cls.__module__]
+            edgetpu = load_edgetpu_delegate(module)
+            if edgetpu is not None:
+                delegates.append(edgetpu)
+                self.runtime += "+edgetpu"
         try:
-            self._interp = interpreter_cls(model_path=str(model_path), num_threads=threads)
+            self._interp = interpreter_cls(
+                model_path=str(model_path), num_threads=threads, experimental_delegates=delegates or None
+            )
             self._interp.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise ModelError(f"{model_path} is not a loadable TFLite model: {exc}") from exc
@@ -76,14 +109,17 @@ class LiteRTDetector:
         self._input_index: int = inp["index"]
         _, self._height, self._width, _ = (int(x) for x in inp["shape"])
         self._input_dtype = np.dtype(inp["dtype"])
-        self._input_quant: tuple[float, int] = inp["quantization"]
+        scale, zero = inp["quantization"]
+        self._input_quant: tuple[float, int] = (float(scale), int(zero))
         outputs = self._interp.get_output_details()
-        if len(outputs) != 4:
+        self.output = output
+        if output == "ssd_postprocess" and len(outputs) != 4:
             raise ModelError(
                 f"{model_path} has {len(outputs)} outputs; an SSD with post-processing has 4 "
-                "(boxes, classes, scores, count)"
+                "(boxes, classes, scores, count): set output.kind to 'yolo' for raw outputs"
             )
         self._out = [int(o["index"]) for o in outputs]
+        self._out_quant = [o["quantization"] for o in outputs]
         self.labels = dict(labels)
         self.model_ref = model_ref
         self.min_score = min_score
@@ -97,40 +133,42 @@ class LiteRTDetector:
     def preprocess(self, rgb: npt.NDArray[np.uint8]) -> npt.NDArray[Any]:
         """Resize to the model's input and convert to its dtype and quantisation."""
         # INTER_AREA anti-aliases the downscale; it reproduces the reference scores.
-        resized = cv2.resize(rgb, (self._width, self._height), interpolation=cv2.INTER_AREA)
-        if self._input_dtype == np.uint8:
-            return resized[np.newaxis]
-        if self._input_dtype == np.int8:
-            return (resized.astype(np.int16) - 128).astype(np.int8)[np.newaxis]
-        # Float models take [-1, 1] unless the model says otherwise via quantisation params.
-        return ((resized.astype(np.float32) - 127.5) / 127.5)[np.newaxis]
+        resized = np.asarray(
+            cv2.resize(rgb, (self._width, self._height), interpolation=cv2.INTER_AREA), dtype=np.uint8
+        )
+        return to_input_dtype(resized, self._input_dtype, self._input_quant)[np.newaxis]
 
     def detect(self, rgb: npt.NDArray[np.uint8]) -> list[Detection]:
         """Run the model on one RGB frame and keep detections above their class threshold."""
         self._interp.set_tensor(self._input_index, self.preprocess(rgb))
         self._interp.invoke()
+        if self.output == "yolo":
+            raw = self._interp.get_tensor(self._out[0])
+            scale, zero = self._out_quant[0]
+            if raw.dtype != np.float32 and scale:
+                raw = (raw.astype(np.float32) - zero) * scale
+            return decode_yolo(
+                raw, self.labels, self.min_score, self.class_scores, input_size=(self._width, self._height)
+            )
         boxes, classes, scores, count = (self._interp.get_tensor(i) for i in self._out)
         return decode_ssd(
             boxes[0], classes[0], scores[0], int(count[0]), self.labels, self.min_score, self.class_scores
         )
 
 
-def decode_ssd(
-    boxes: npt.NDArray[np.float32],
-    classes: npt.NDArray[np.float32],
-    scores: npt.NDArray[np.float32],
-    count: int,
-    labels: Mapping[int, str],
-    min_score: float,
-    class_scores: Mapping[str, float],
-) -> list[Detection]:
-    """Turn the post-processed SSD outputs into detections (pure; testable without a model)."""
-    found: list[Detection] = []
-    for i in range(min(count, len(scores))):
-        label = labels.get(int(classes[i]))
-        score = float(scores[i])
-        if label is None or score < class_scores.get(label, min_score):
-            continue
-        ymin, xmin, ymax, xmax = (min(max(float(v), 0.0), 1.0) for v in boxes[i])
-        found.append(Detection(label, score, (ymin, xmin, ymax, xmax)))
-    return found
+def to_input_dtype(
+    resized: npt.NDArray[np.uint8], dtype: np.dtype[Any], quant: tuple[float, int]
+) -> npt.NDArray[Any]:
+    """uint8 pixels to what the model takes: uint8 as is, int8 shifted, float through its quantisation.
+
+    A float model whose quantisation says nothing gets pixels in [0, 1] (YOLO
+    exports) unless ``quant`` carries a scale: then ``(p - zero) * scale``.
+    """
+    if dtype == np.uint8:
+        return resized
+    if dtype == np.int8:
+        return (resized.astype(np.int16) - 128).astype(np.int8)
+    scale, zero = quant
+    if scale:
+        return ((resized.astype(np.float32) - zero) * scale).astype(dtype)
+    return (resized.astype(np.float32) / 255.0).astype(dtype)

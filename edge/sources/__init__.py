@@ -43,13 +43,34 @@ IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
 
 
 def open_source(
-    spec: str, *, loop: bool = False, realtime: bool = False, fps_cap: float | None = None
+    spec: str,
+    *,
+    loop: bool = False,
+    realtime: bool = False,
+    fps_cap: float | None = None,
+    resolution: tuple[int, int] | None = None,
 ) -> FrameSource:
-    """Open a source from a path: a video file, an image, or a folder of images.
+    """Open a source from its spec.
+
+    ``rtsp://…``, ``http(s)://…`` and ``/dev/videoN`` are live cameras (reconnected
+    with backoff), ``picamera2:N`` is the Pi camera, a folder is a set of images,
+    anything else a video or image file.
 
     Raises:
-        ConfigError: when the path does not exist or is of an unknown kind.
+        ConfigError: when the spec names nothing usable, with what to give instead.
     """
+    if spec.startswith(("rtsp://", "rtsps://", "http://", "https://", "/dev/video")):
+        from edge.sources.camera import StreamSource
+
+        return StreamSource(spec, fps_cap=fps_cap, resolution=resolution)
+    if spec.startswith("picamera2"):
+        from edge.sources.picamera import PiCameraSource
+
+        index = spec.partition(":")[2] or "0"
+        if not index.isdigit():
+            raise ConfigError(f"source {spec!r}: use picamera2 or picamera2:N (N the camera number)")
+        return PiCameraSource(int(index), fps_cap=fps_cap, resolution=resolution or (1280, 720))
+
     from edge.sources.file import ImageFilesSource, VideoFileSource
 
     path = Path(spec)
@@ -60,7 +81,8 @@ def open_source(
         return ImageFilesSource(images, loop=loop, fps_cap=fps_cap)
     if not path.is_file():
         raise ConfigError(
-            f"source {spec!r} does not exist: give a video file, an image or a folder of images"
+            f"source {spec!r} does not exist: give a video file, an image, a folder of images, "
+            "rtsp://…, http(s)://…, /dev/videoN or picamera2"
         )
     if path.suffix.lower() in IMAGE_SUFFIXES:
         return ImageFilesSource([path], loop=loop, fps_cap=fps_cap)

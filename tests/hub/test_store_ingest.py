@@ -44,7 +44,7 @@ def test_filters(tmp_path: Path) -> None:
     store.add_events(
         [event(device="cam-01"), event(device="cam-02"), event(device="cam-02", zone="rue")], 1.0
     )
-    rows, _ = store.list_events(EventQuery(device="cam-02", zone="rue"))
+    rows, _ = store.list_events(EventQuery(device="cam-02", place="rue"))
     assert [(r["device"], r["zone"]) for r in rows] == [("cam-02", "rue")]
     rows, _ = store.list_events(EventQuery(since=1_700_000_050))
     assert rows == []

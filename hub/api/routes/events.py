@@ -18,7 +18,8 @@ def list_events(
     store: StoreDep,
     site: Annotated[str | None, Query(description="Only this site.")] = None,
     device: Annotated[str | None, Query(description="Only this device.")] = None,
-    zone: Annotated[str | None, Query(description="Only this zone.")] = None,
+    kind: Annotated[str | None, Query(description="zone_count, line_count or alert.")] = None,
+    zone: Annotated[str | None, Query(description="Only this zone or line.")] = None,
     since: Annotated[int | None, Query(description="Windows starting at or after (UTC epoch s).")] = None,
     until: Annotated[int | None, Query(description="Windows starting before (UTC epoch s).")] = None,
     limit: Annotated[int, Query(ge=1, le=1000, description="Page size.")] = 100,
@@ -32,7 +33,14 @@ def list_events(
         cursor_seq = int(cursor)
     data, next_seq = store.list_events(
         EventQuery(
-            site=site, device=device, zone=zone, since=since, until=until, limit=limit, cursor=cursor_seq
+            site=site,
+            device=device,
+            kind=kind,
+            place=zone,
+            since=since,
+            until=until,
+            limit=limit,
+            cursor=cursor_seq,
         )
     )
     return EventsPublic(
