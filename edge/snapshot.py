@@ -111,15 +111,9 @@ def _draw_overlay(img: npt.NDArray[np.uint8], config: AgentConfig) -> None:
     for zone in config.zones:
         pts = np.array([[int(x * w), int(y * h)] for x, y in zone.polygon], np.int32)
         cv2.polylines(img, [pts], True, (255, 200, 0), 2)
-        cv2.putText(
-            img,
-            zone.name,
-            (int(pts[:, 0].mean()), int(pts[:, 1].mean())),
-            cv2.FONT_HERSHEY_SIMPLEX,
-            0.7,
-            (255, 200, 0),
-            2,
-        )
+        # Label at the first vertex, not the centre: the centre is where people (and faces) are.
+        x0, y0 = int(pts[0, 0]), int(pts[0, 1])
+        cv2.putText(img, zone.name, (x0 + 6, y0 + 22), cv2.FONT_HERSHEY_SIMPLEX, 0.7, (255, 200, 0), 2)
     for line in config.lines:
         a = (int(line.a[0] * w), int(line.a[1] * h))
         b = (int(line.b[0] * w), int(line.b[1] * h))
@@ -130,15 +124,11 @@ def _draw_overlay(img: npt.NDArray[np.uint8], config: AgentConfig) -> None:
         norm = max((dx * dx + dy * dy) ** 0.5, 1.0)
         tip = (int(mx - dy / norm * 40), int(my + dx / norm * 40))
         cv2.arrowedLine(img, (mx, my), tip, (0, 255, 255), 2, tipLength=0.3)
-        cv2.putText(
-            img,
-            f"{line.name} (forward)",
-            (tip[0] + 5, tip[1]),
-            cv2.FONT_HERSHEY_SIMPLEX,
-            0.6,
-            (0, 255, 255),
-            2,
-        )
+        label = f"{line.name} (forward)"
+        (tw, _), _ = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, 0.6, 2)
+        # Write beyond the arrow's tip, on the side it points to, so the text never sits on the line.
+        tx = tip[0] - tw - 6 if tip[0] < mx else tip[0] + 6
+        cv2.putText(img, label, (tx, tip[1] + 5), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 255, 255), 2)
 
 
 def purge_snapshots(folder: Path, ttl_s: float, now: float | None = None) -> int:

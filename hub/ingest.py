@@ -91,6 +91,8 @@ class Ingestor:
         self._share_group = share_group
         # A persistent session: the broker keeps QoS 1 messages while the hub is down.
         self._client = make_client(broker, client_id, clean_session=False, manual_ack=True)
+        # One hub, many devices: the hub may come back fast without a thundering herd.
+        self._client.reconnect_delay_set(min_delay=1, max_delay=5)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message

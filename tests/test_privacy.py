@@ -194,10 +194,10 @@ def test_video_agent_published_lines_suppression_and_alerts(published: list[tupl
     kinds = {b["kind"] for b in bodies}
     assert kinds == {"zone_count", "line_count", "alert"}
     assert all(b["k"] == 3 for b in bodies if b["kind"] in ("zone_count", "line_count"))
+    lines = [b for b in bodies if b["kind"] == "line_count"]
     crossings = sum(
-        v for b in bodies if b["kind"] == "line_count" for m in (b["forward"], b["backward"]) for v in m.values()
-        if isinstance(v, int)
-    )  # fmt: skip
+        v for b in lines for m in (b["forward"], b["backward"]) for v in m.values() if isinstance(v, int)
+    )
     assert crossings >= 3
 
 

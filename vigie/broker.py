@@ -6,6 +6,7 @@ amqtt speaks MQTT 3.1.1 only: no v5, no shared subscriptions.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -55,8 +56,13 @@ def start_broker(workdir: Path, port: int, *, prefer: str = "mosquitto", extra_c
     mosquitto = find_mosquitto() if prefer == "mosquitto" else None
     if mosquitto:
         conf = workdir / "mosquitto.conf"
+        # Run as root, Mosquitto drops to the `mosquitto` user, which cannot write a private
+        # working folder (pytest's are mode 0700): no log and, worse, no persistence, so
+        # sessions and queued messages would not survive a broker restart. This broker is
+        # ours, local and short-lived: keep our own user.
+        stay = "user root\n" if os.geteuid() == 0 else ""
         conf.write_text(
-            f"listener {port} 127.0.0.1\n"
+            stay + f"listener {port} 127.0.0.1\n"
             "allow_anonymous true\n"
             "persistence true\n"
             f"persistence_location {workdir}/\n"

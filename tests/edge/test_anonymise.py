@@ -40,7 +40,7 @@ def test_window_emits_peak_and_mean_per_zone_and_crossings_per_line() -> None:
     for e in closed:
         assert e.window_start == 1_700_000_040
         assert wire.decode(wire.encode(e)) == e
-    (nl, nr, nline) = a.flush()
+    (nl, _nr, _nline) = a.flush()
     assert nl.counts == {"person": 1}
     assert a.flush() == []
 

@@ -36,3 +36,19 @@ def test_rows_survive_a_killed_writer(tmp_path: Path) -> None:
     box = Outbox(path)
     items = box.peek(1000)
     assert [int.from_bytes(i.payload, "big") for i in items] == list(range(200))
+
+
+def test_quota_drops_oldest_first_and_counts_across_restarts(tmp_path: Path) -> None:
+    path = tmp_path / "o.sqlite"
+    box = Outbox(path, quota_bytes=20_000)
+    box.put_many((f"t/{i}", bytes(200), 1) for i in range(300))
+    kept = box.peek(1000)
+    assert 0 < len(kept) < 300
+    assert kept[-1].topic == "t/299"  # the newest survive
+    assert kept[0].topic == f"t/{300 - len(kept)}"  # a contiguous tail: oldest dropped first
+    assert box.dropped() == 300 - len(kept)
+    box.close()
+    again = Outbox(path, quota_bytes=20_000)
+    assert again.dropped() == 300 - len(kept)
+    again.put("t/300", bytes(200), 1)
+    assert again.dropped() == 300 - len(kept) + 1
