@@ -46,6 +46,8 @@ class AgentResult:
     alerts: int
     left_in_outbox: int
     reloads: int
+    loop_seconds: float
+    """Time spent from the first frame to the last (startup and shutdown excluded)."""
 
 
 @dataclass
@@ -232,6 +234,8 @@ def run_agent(
     )
     link.start()
     notifier.ready(f"analysing {config.source}")
+    loop_started: float | None = None
+    loop_ended = 0.0
     try:
         while not control.stop.is_set():
             restart = False
@@ -239,6 +243,8 @@ def run_agent(
                 if control.stop.is_set():
                     break
                 t0 = time.perf_counter()
+                if loop_started is None:
+                    loop_started = t0
                 batch, fired = pipeline.step(frame)
                 latencies.add((time.perf_counter() - t0) * 1000.0)
                 period_frames += 1
@@ -256,6 +262,7 @@ def run_agent(
                     reload()
                     restart = True  # the source may have changed: iterate the new one
                     break
+            loop_ended = time.perf_counter()
             if not restart:
                 break
         enqueue(pipeline.anonymiser.flush())
@@ -272,7 +279,15 @@ def run_agent(
     log.info(
         "agent stopped", extra={"frames": frames, "events": events, "alerts": alerts, "left_in_outbox": left}
     )
-    return AgentResult(frames=frames, events=events, alerts=alerts, left_in_outbox=left, reloads=reloads)
+    loop_seconds = loop_ended - loop_started if loop_started is not None else 0.0
+    return AgentResult(
+        frames=frames,
+        events=events,
+        alerts=alerts,
+        left_in_outbox=left,
+        reloads=reloads,
+        loop_seconds=loop_seconds,
+    )
 
 
 def _snapshot(config: AgentConfig, frame: Frame, detections: list[Detection]) -> Any:

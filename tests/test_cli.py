@@ -91,3 +91,40 @@ def test_model_check_on_shared_models(model_dir: Path) -> None:
     result = run("model", "check", "--model-dir", str(model_dir))
     assert result.returncode == 0
     assert "ok: ssd-mobilenet-v2-coco-quant@1.0.0" in result.stdout
+
+
+def test_config_validate_reports_every_error_with_file_and_key(tmp_path: Path) -> None:
+    bad = tmp_path / "site.yaml"
+    bad.write_text(
+        "site: vieux-port\n"
+        "cameras:\n"
+        "  - {device: cam-2, profile: rpi5, source: x.avi,\n"
+        "     rules: [{type: crowd_density, zone: all, threshold: 0}]}\n"
+        "  - {device: cam-3, profile: rpi5, source: x.avi, rules: [{type: fire, zone: all}]}\n"
+        "  - {device: cam-4, profile: rpi9, source: x.avi}\n"
+    )
+    result = run("config", "validate", str(bad))
+    assert result.returncode == 1
+    assert f"{bad} (camera cam-2)" in result.stdout
+    assert "rules.0.crowd_density.threshold" in result.stdout
+    assert "no fire class" in result.stdout
+    assert "hardware profile 'rpi9' not found" in result.stdout
+    assert "rpi5" in result.stdout  # the known profiles are listed as the fix
+
+
+def test_shipped_configs_are_valid() -> None:
+    from tests.conftest import ROOT
+
+    files = sorted(str(p) for p in (ROOT / "firmware_configs").glob("*/*.yaml"))
+    result = run("config", "validate", *files)
+    assert result.returncode == 0, result.stdout
+    assert result.stdout.count("ok ") == len(files) >= 5
+
+
+def test_typo_in_a_site_file_is_caught(tmp_path: Path) -> None:
+    bad = tmp_path / "site.yaml"
+    bad.write_text("site: s\ncameras:\n  - {device: c, profile: rpi5, source: x, zonez: []}\n")
+    result = run("config", "validate", str(bad))
+    assert result.returncode == 1
+    assert "cameras.0.zonez" in result.stdout
+    assert "check its spelling" in result.stdout

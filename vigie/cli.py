@@ -418,8 +418,14 @@ def _config_validate(args: argparse.Namespace) -> int:
             if not isinstance(data, dict):
                 raise ConfigError(f"{path}: not a YAML mapping (or not a file)")
             if "cameras" in data:
+                problems = []
                 for cam in SiteConfig.model_validate(data).cameras:
-                    load_agent_config(path, cam.device)
+                    try:  # every camera is checked, so one run reports every error
+                        load_agent_config(path, cam.device)
+                    except ConfigError as exc:
+                        problems.append(str(exc))
+                if problems:
+                    raise ConfigError("\ninvalid ".join(problems))
             else:
                 HardwareProfile.model_validate(data)
             print(f"ok      {path}")

@@ -23,8 +23,15 @@ from vigie.netutil import free_port, port_is_free, wait_for_port
 __all__ = ["DEBIAN_FOOTAGE", "DemoOptions", "find_footage", "run_demo"]
 
 DEBIAN_FOOTAGE = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")
-# Zones for the second agent: the footage's left and right halves (where people stand).
-_SPLIT_ZONES = ("left=0,0;0.5,0;0.5,1;0,1", "right=0.5,0;1,0;1,1;0.5,1")
+# The second agent counts the footage's left and right halves and the people crossing between them.
+_SPLIT = (
+    "--zone",
+    "left=0,0;0.5,0;0.5,1;0,1",
+    "--zone",
+    "right=0.5,0;1,0;1,1;0.5,1",
+    "--line",
+    "middle=0.5,0.05;0.5,0.95",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +140,7 @@ def run_demo(opts: DemoOptions) -> int:
         if not wait_for_port(opts.port, timeout=30):
             raise VigieError(f"the hub did not start; see {workdir / 'hub.log'}")
         for i in range(1, opts.agents + 1):
-            zones = [] if i % 2 else [a for z in _SPLIT_ZONES for a in ("--zone", z)]
+            zones = [] if i % 2 else list(_SPLIT)
             spawn(
                 f"cam-{i}",
                 [

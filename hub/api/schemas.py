@@ -4,45 +4,40 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = ["DevicePublic", "DevicesPublic", "EventPublic", "EventsPublic", "Health", "QuarantinePublic"]
 
 
 class EventPublic(BaseModel):
+    """One event as the device sent it (see docs/protocol.md), plus when the hub received it.
+
+    Fields beyond the common ones depend on ``kind``: ``zone_count`` has zone, frames,
+    counts and mean_counts; ``line_count`` has line, forward and backward; ``alert``
+    has rule, zone or line, ts, value and threshold.
+    """
+
+    model_config = ConfigDict(
+        extra="allow",
+        json_schema_extra={
+            "examples": [
+                {
+                    "v": 1, "kind": "zone_count", "id": "018bcfe5-6800-7a3c-9b1e-2f4d5c6b7a80",
+                    "site": "vieux-port", "device": "cam-01", "zone": "quai", "window_start": 1700000040,
+                    "window_s": 60, "frames": 293, "counts": {"person": 4, "bicycle": "<3"},
+                    "mean_counts": {"person": 2.71}, "k": 3, "noise_epsilon": None,
+                    "model": "ssd-mobilenet-v2-coco-quant@1.0.0", "received_at": 1700000101.2,
+                }
+            ]
+        },
+    )  # fmt: skip
+    v: int
+    kind: str = Field(description="zone_count, line_count or alert.")
     id: str = Field(description="Event id (UUIDv7); unique.")
     site: str
     device: str
-    zone: str
-    kind: str
-    window_start: int = Field(description="Window start, UTC epoch seconds.")
-    window_s: int
-    frames: int
-    counts: dict[str, int] = Field(description="Peak number of objects per class in the window.")
-    mean_counts: dict[str, float]
     model: str
     received_at: float
-
-    model_config = {
-        "json_schema_extra": {
-            "examples": [
-                {
-                    "id": "018bcfe5-6800-7a3c-9b1e-2f4d5c6b7a80",
-                    "site": "vieux-port",
-                    "device": "cam-01",
-                    "zone": "quai",
-                    "kind": "zone_count",
-                    "window_start": 1700000040,
-                    "window_s": 10,
-                    "frames": 93,
-                    "counts": {"person": 4, "bus": 1},
-                    "mean_counts": {"person": 2.71, "bus": 0.4},
-                    "model": "ssd-mobilenet-v2-coco-quant@1.0.0",
-                    "received_at": 1700000051.2,
-                }
-            ]
-        }
-    }
 
 
 class EventsPublic(BaseModel):

@@ -59,3 +59,25 @@ def test_openapi_documents_the_routes(client: TestClient) -> None:
     spec = client.get("/openapi.json").json()
     assert {"/v1/events", "/v1/devices", "/healthz", "/v1/quarantine"} <= set(spec["paths"])
     assert client.get("/docs").status_code == 200
+
+
+def test_every_event_kind_is_served_and_filterable(client: TestClient) -> None:
+    from tests.test_wire import WINDOW
+    from vigie import wire
+
+    line = wire.LineCountEvent(
+        site="vieux-port", device="cam-01", id=wire.new_event_id(WINDOW), line="door", window_start=WINDOW,
+        window_s=10, forward={"person": 3}, backward={"person": "<2"}, k=2, model="m@1",
+    )  # fmt: skip
+    alert = wire.Alert(
+        site="vieux-port", device="cam-01", id=wire.new_event_id(WINDOW), rule="wrong_way", line="door",
+        ts=WINDOW, value=1.0, threshold=1.0, model="m@1",
+    )  # fmt: skip
+    client.app.state.store.add_events([line, alert], 2.0)  # type: ignore[attr-defined]
+    body = client.get("/v1/events", params={"zone": "door"}).json()
+    assert {e["kind"] for e in body["data"]} == {"line_count", "alert"}
+    (served_line,) = client.get("/v1/events", params={"kind": "line_count"}).json()["data"]
+    assert served_line["backward"] == {"person": "<2"}
+    (served_alert,) = client.get("/v1/events", params={"kind": "alert"}).json()["data"]
+    assert served_alert["rule"] == "wrong_way"
+    assert served_alert["line"] == "door"
