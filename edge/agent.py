@@ -26,7 +26,7 @@ from edge.outbox import Outbox
 from edge.rules import RuleEngine, line_crossings
 from edge.sdnotify import Notifier
 from edge.sources import Frame, FrameSource, open_source
-from edge.telemetry import LatencyWindow, ProcessMonitor, cpu_temperature_c, disk_free_mb, rss_mb
+from edge.telemetry import LatencyWindow, ProcessMonitor, cpu_temperature_c, disk_free_mb, rss_mb, too_hot
 from edge.tracker import IouTracker
 from edge.zones import count_by_zone
 from vigie import __version__, wire
@@ -137,6 +137,7 @@ def run_agent(
     latencies = LatencyWindow()
     monitor = ProcessMonitor()
     period_frames, last_beat = 0, started
+    hot = False  # above the profile's thermal limit: half rate until it cools
 
     def enqueue(batch: list[wire.Event] | list[wire.Alert]) -> None:
         nonlocal events, alerts
@@ -150,7 +151,7 @@ def run_agent(
             link.notify()
 
     def heartbeat(now: float) -> None:
-        nonlocal period_frames, last_beat
+        nonlocal period_frames, last_beat, hot
         elapsed = max(now - last_beat, 1e-6)
         _, p50, p95 = latencies.take()
         beat = wire.Heartbeat(
@@ -172,6 +173,10 @@ def run_agent(
         )
         link.publish_direct(wire.Channel.HEARTBEAT, beat)
         period_frames, last_beat = 0, now
+        was_hot, hot = hot, too_hot(beat.cpu_temp_c, config.throttle_c, was_hot=hot)
+        if hot != was_hot:
+            state = "on" if hot else "off"
+            log.warning(f"thermal throttling {state}", extra={"cpu_temp_c": beat.cpu_temp_c})
 
     def reload() -> None:
         nonlocal pipeline, source, config, reloads
@@ -246,7 +251,10 @@ def run_agent(
                 if loop_started is None:
                     loop_started = t0
                 batch, fired = pipeline.step(frame)
-                latencies.add((time.perf_counter() - t0) * 1000.0)
+                spent = time.perf_counter() - t0
+                latencies.add(spent * 1000.0)
+                if hot:
+                    control.stop.wait(spent)  # as long again idle: half the rate, half the heat
                 period_frames += 1
                 frames += 1
                 enqueue(fired)

@@ -117,6 +117,9 @@ class AgentConfig(_Strict):
     drain_timeout_s: float = Field(
         default=30.0, ge=0, description="At the end of a finite source, wait for the broker."
     )
+    throttle_c: float | None = Field(
+        default=None, description="Above this SoC temperature the agent halves its frame rate."
+    )
     snapshot_dir: Path = Field(
         default=Path("vigie-snapshots"), description="Calibration snapshots (local only)."
     )
@@ -256,6 +259,7 @@ def load_agent_config(
         "anonymisation": site.anonymisation,
         "broker": site.broker,
         "outbox_quota_mb": profile.budgets.outbox_mb,
+        "throttle_c": profile.thermal.throttle_c,
     }
     raw.update({k: v for k, v in overrides.items() if v is not None})
     try:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import math
 import os
 import resource
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["LatencyWindow", "ProcessMonitor", "cpu_temperature_c", "disk_free_mb", "percentile", "rss_mb"]
+__all__ = [
+    "LatencyWindow", "ProcessMonitor", "cpu_temperature_c", "disk_free_mb", "percentile", "rss_mb", "too_hot"
+]  # fmt: skip
 
 _THERMAL = (
     Path("/sys/class/thermal/thermal_zone0/temp"),  # Raspberry Pi, most SoCs
@@ -21,7 +24,7 @@ def percentile(values: list[float], q: float) -> float:
     if not values:
         return 0.0
     ordered = sorted(values)
-    rank = max(0, min(len(ordered) - 1, round(q / 100 * len(ordered) + 0.5) - 1))
+    rank = max(0, min(len(ordered) - 1, math.ceil(q / 100 * len(ordered)) - 1))
     return ordered[rank]
 
 
@@ -83,3 +86,10 @@ class ProcessMonitor:
         used = (cpu - self._cpu) / max(wall - self._wall, 1e-6) * 100.0
         self._cpu, self._wall = cpu, wall
         return round(max(used, 0.0), 1)
+
+
+def too_hot(temp_c: float | None, limit_c: float | None, *, was_hot: bool, hysteresis_c: float = 3.0) -> bool:
+    """Throttle above the limit, and stay throttled until the SoC is ``hysteresis_c`` below it."""
+    if temp_c is None or limit_c is None:
+        return False
+    return temp_c >= (limit_c - hysteresis_c if was_hot else limit_c)
