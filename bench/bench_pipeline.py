@@ -18,9 +18,9 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from edge.aggregate import WindowAggregator
 
 from edge import model_store
-from edge.aggregate import WindowAggregator
 from edge.detectors.litert import LiteRTDetector, load_interpreter_class
 from edge.zones import Zone, count_by_zone
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from hub.storage import Retention
 from vigie.mqtt import BrokerConfig
 
 __all__ = ["HubSettings"]
@@ -16,8 +16,16 @@ class HubSettings(BaseModel):
     """Everything the hub process needs."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    db: Path = Field(default=Path("vigie-hub.sqlite"), description="SQLite database file (WAL mode).")
+    db: str = Field(
+        default="vigie-hub.sqlite",
+        description="SQLite file (WAL mode), or a PostgreSQL URL `postgresql://user@host/dbname`.",
+    )
     ingest: bool = Field(default=True, description="Run the MQTT ingest inside the API process.")
+    share_group: str | None = Field(
+        default=None, description="MQTT v5 shared-subscription group, to split ingest across processes."
+    )
+    retention: Retention = Field(default_factory=Retention)
+    purge_every_s: float = Field(default=3600, gt=0, description="How often the retention purge runs.")
     broker: BrokerConfig = Field(default_factory=BrokerConfig)
     client_id: str = Field(default="vigie-hub-ingest", description="MQTT client id of the ingest.")
 
@@ -32,7 +40,7 @@ class HubSettings(BaseModel):
             password=env.get("VIGIE_MQTT_PASSWORD") or None,
         )
         return cls(
-            db=Path(env.get("VIGIE_HUB_DB", "vigie-hub.sqlite")),
+            db=env.get("VIGIE_HUB_DB", "vigie-hub.sqlite"),
             ingest=env.get("VIGIE_HUB_INGEST", "1") not in {"0", "false", "no"},
             broker=broker,
             client_id=env.get("VIGIE_HUB_CLIENT_ID", "vigie-hub-ingest"),

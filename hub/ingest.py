@@ -12,15 +12,15 @@ import logging
 import queue
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.reasoncodes import ReasonCode
 
-from hub.store import QuarantineRecord, Store
+from hub.storage import QuarantineRecord, Store
 from vigie import wire
-from vigie.exceptions import WireError
+from vigie.exceptions import VigieError, WireError
 from vigie.mqtt import BrokerConfig, make_client
 
 __all__ = ["IngestStats", "Ingestor", "classify"]
@@ -88,6 +88,11 @@ class Ingestor:
         self.stats = IngestStats()
         self.batch_size = batch_size
         self.batch_delay_s = batch_delay_s
+        if share_group and broker.protocol != "5":
+            raise VigieError(
+                f"shared subscriptions (group {share_group!r}) need MQTT 5: set the broker protocol to 5 "
+                "(Mosquitto ≥ 1.6; the embedded amqtt broker speaks only 3.1.1: run one worker there)"
+            )
         self._share_group = share_group
         # A persistent session: the broker keeps QoS 1 messages while the hub is down.
         self._client = make_client(broker, client_id, clean_session=False, manual_ack=True)
@@ -107,7 +112,20 @@ class Ingestor:
 
     def start(self) -> None:
         self._writer.start()
-        self._client.connect_async(self.broker.host, self.broker.port, keepalive=self.broker.keepalive)
+        if self.broker.protocol == "5":
+            from paho.mqtt.packettypes import PacketTypes
+            from paho.mqtt.properties import Properties
+
+            # MQTT 5: a persistent session is clean_start=False plus an expiry; the broker keeps
+            # our subscription and queues QoS 1 messages for an hour while we are away.
+            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            props.SessionExpiryInterval = 3600
+            self._client.connect_async(
+                self.broker.host, self.broker.port, keepalive=self.broker.keepalive, clean_start=False,
+                properties=props,
+            )  # fmt: skip
+        else:
+            self._client.connect_async(self.broker.host, self.broker.port, keepalive=self.broker.keepalive)
         self._client.loop_start()
 
     def stop(self) -> None:
@@ -115,6 +133,7 @@ class Ingestor:
         self._writer.join(timeout=10)
         self._client.disconnect()
         self._client.loop_stop()
+        log.info("ingest stopped", extra={k: v for k, v in asdict(self.stats).items() if k != "started_at"})
 
     def wait_connected(self, timeout: float) -> bool:
         return self._connected.wait(timeout)

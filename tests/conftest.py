@@ -126,3 +126,50 @@ def hub(tmp_path: Path, broker: LocalBroker) -> Iterator[Hub]:
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+PG_DSN = os.environ.get("VIGIE_TEST_PG", "host=127.0.0.1 port=5432 dbname=test")
+
+
+def postgres_available() -> bool:
+    try:
+        import psycopg
+
+        with psycopg.connect(PG_DSN, connect_timeout=3) as conn:
+            conn.execute("SELECT 1")
+        return True
+    except Exception:
+        return False
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    """Each storage backend in turn: the same contract suite runs against both."""
+    if request.param == "sqlite":
+        from hub.storage import SQLiteStore
+
+        s: Any = SQLiteStore(tmp_path / "hub.sqlite")
+        yield s
+        s.close()
+        return
+    yield from _pg_store()
+
+
+@pytest.fixture
+def pg_store() -> Iterator[Any]:
+    """A PostgreSQL store in a schema of its own, dropped afterwards."""
+    yield from _pg_store()
+
+
+def _pg_store() -> Iterator[Any]:
+    need_service(postgres_available(), f"PostgreSQL ({PG_DSN})")
+    import uuid
+
+    from hub.storage.postgres import PostgresStore
+
+    s = PostgresStore(PG_DSN, schema=f"t_{uuid.uuid4().hex[:12]}")
+    try:
+        yield s
+    finally:
+        s.drop_schema()
+        s.close()

@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import subprocess
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -205,9 +207,8 @@ def _build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000, help="Port (default 8000).")
     serve.add_argument(
         "--db",
-        type=Path,
-        default=Path("vigie-hub.sqlite"),
-        help="SQLite database file (default ./vigie-hub.sqlite).",
+        default=os.environ.get("VIGIE_HUB_DB", "vigie-hub.sqlite"),
+        help="SQLite file (default ./vigie-hub.sqlite) or PostgreSQL URL postgresql://user@host/dbname.",
     )
     serve.add_argument(
         "--broker",
@@ -217,6 +218,36 @@ def _build_parser() -> argparse.ArgumentParser:
         help="MQTT broker to ingest from (default 127.0.0.1:1883).",
     )
     serve.add_argument("--no-ingest", action="store_true", help="Serve the API only.")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="API worker processes (2 cut p99 latency on 2 cores; default 1).",
+    )
+    serve.add_argument(
+        "--ingest-workers",
+        type=int,
+        default=1,
+        help="Ingest processes sharing the stream through an MQTT 5 shared subscription (default 1).",
+    )
+
+    ingest = hub_sub.add_parser(
+        "ingest",
+        formatter_class=_FMT,
+        help="Run ingest workers only (scale out by adding processes).",
+        description="Ingest events from the broker into the store, without the API. With --workers N, N "
+        "processes share the stream through the MQTT 5 shared subscription $share/GROUP/vigie/v1/+/+/…; "
+        "run more of them, on more machines, against the same PostgreSQL to grow past one machine.",
+        epilog="Example:\n  vigie hub ingest --db postgresql://vigie@db/vigie --broker mq:1883 --workers 2\n",
+    )
+    ingest.add_argument("--db", default=os.environ.get("VIGIE_HUB_DB", "vigie-hub.sqlite"), help="Store.")
+    ingest.add_argument(
+        "--broker", type=_broker_arg, default=("127.0.0.1", 1883), metavar="HOST:PORT", help="MQTT broker."
+    )
+    ingest.add_argument("--workers", type=int, default=1, help="Ingest processes (default 1).")
+    ingest.add_argument("--group", default="vigie-hub", help="Shared-subscription group (default vigie-hub).")
+    ingest.add_argument("--client-id", default="vigie-hub-ingest", help="MQTT client id prefix.")
+    ingest.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)
 
     # -- model ----------------------------------------------------------------------
     model = sub.add_parser(
@@ -290,7 +321,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "config":
             return _config_validate(args)
         if args.command == "hub":
-            return _hub_serve(args)
+            return _hub_serve(args) if args.hub_command == "serve" else _hub_ingest(args)
         if args.command == "model":
             return _model(args)
         if args.command == "demo":
@@ -452,13 +483,72 @@ def _hub_serve(args: argparse.Namespace) -> int:
     from hub.config import HubSettings
     from vigie.mqtt import BrokerConfig
 
-    settings = HubSettings(
-        db=args.db,
-        ingest=not args.no_ingest,
-        broker=BrokerConfig(host=args.broker[0], port=args.broker[1]),
-    )
+    scaled = args.workers > 1 or args.ingest_workers > 1
     print(f"vigie hub: API on http://{args.host}:{args.port}/v1/events (docs at /docs)", file=sys.stderr)
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_config=None, access_log=False)
+    if not scaled:
+        settings = HubSettings(
+            db=str(args.db),
+            ingest=not args.no_ingest,
+            broker=BrokerConfig(host=args.broker[0], port=args.broker[1]),
+        )
+        uvicorn.run(create_app(settings), host=args.host, port=args.port, log_config=None, access_log=False)
+        return 0
+    # Several processes: the API workers only read; separate ingest processes share the stream.
+    ingest = None
+    if not args.no_ingest:
+        ingest = subprocess.Popen([
+            sys.executable, "-m", "vigie", "--log-level", args.log_level, "--log-format", args.log_format,
+            "hub", "ingest", "--db", str(args.db), "--broker", f"{args.broker[0]}:{args.broker[1]}",
+            "--workers", str(args.ingest_workers),
+        ])  # fmt: skip
+    os.environ.update({"VIGIE_HUB_DB": str(args.db), "VIGIE_HUB_INGEST": "0"})
+    try:
+        uvicorn.run(
+            "hub.api.main:create_app", factory=True, host=args.host, port=args.port, workers=args.workers,
+            log_config=None, access_log=False,
+        )  # fmt: skip
+    finally:
+        if ingest is not None:
+            ingest.terminate()
+            ingest.wait(timeout=20)
+    return 0
+
+
+def _hub_ingest(args: argparse.Namespace) -> int:
+    from hub.ingest import Ingestor
+    from hub.storage import open_store
+    from vigie.mqtt import BrokerConfig
+
+    if args.worker_index is None and args.workers > 1:
+        # The parent: start one process per worker and wait; SIGTERM reaches them all.
+        base = [sys.executable, "-m", "vigie", "--log-level", args.log_level, "--log-format", args.log_format,
+                "hub", "ingest", "--db", str(args.db), "--broker", f"{args.broker[0]}:{args.broker[1]}",
+                "--group", args.group, "--client-id", args.client_id]  # fmt: skip
+        children = [subprocess.Popen([*base, "--worker-index", str(i)]) for i in range(args.workers)]
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        signal.signal(signal.SIGINT, lambda *_: stop.set())
+        while not stop.wait(1.0):
+            if any(c.poll() is not None for c in children):
+                break
+        for c in children:
+            if c.poll() is None:
+                c.terminate()
+        return max((c.wait(timeout=30) or 0) for c in children)
+    shared = args.workers > 1 or args.worker_index is not None
+    broker = BrokerConfig(host=args.broker[0], port=args.broker[1], protocol="5" if shared else "3.1.1")
+    index = args.worker_index or 0
+    store = open_store(args.db)
+    ingestor = Ingestor(
+        broker, store, client_id=f"{args.client_id}-{index}", share_group=args.group if shared else None
+    )
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    ingestor.start()
+    stop.wait()
+    ingestor.stop()
+    store.close()
     return 0
 
 

@@ -7,13 +7,13 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from hub.ingest import Ingestor
-from hub.store import SQLiteStore
+from hub.storage import Store
 
 __all__ = ["IngestorDep", "StoreDep"]
 
 
-def get_store(request: Request) -> SQLiteStore:
-    store: SQLiteStore = request.app.state.store
+def get_store(request: Request) -> Store:
+    store: Store = request.app.state.store
     return store
 
 
@@ -22,5 +22,5 @@ def get_ingestor(request: Request) -> Ingestor | None:
     return ingestor
 
 
-StoreDep = Annotated[SQLiteStore, Depends(get_store)]
+StoreDep = Annotated[Store, Depends(get_store)]
 IngestorDep = Annotated[Ingestor | None, Depends(get_ingestor)]

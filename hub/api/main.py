@@ -11,7 +11,8 @@ from fastapi import FastAPI
 from hub.api.routes import devices, events, health
 from hub.config import HubSettings
 from hub.ingest import Ingestor
-from hub.store import SQLiteStore
+from hub.retention import PurgeJob
+from hub.storage import open_store
 from vigie import __version__
 
 __all__ = ["create_app"]
@@ -34,16 +35,23 @@ def create_app(settings: HubSettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        store = SQLiteStore(settings.db)
-        ingestor = Ingestor(settings.broker, store, client_id=settings.client_id) if settings.ingest else None
+        store = open_store(settings.db)
+        ingestor = (
+            Ingestor(settings.broker, store, client_id=settings.client_id, share_group=settings.share_group)
+            if settings.ingest
+            else None
+        )
+        purge = PurgeJob(store, settings.retention, settings.purge_every_s)
         app.state.store = store
         app.state.ingestor = ingestor
         if ingestor is not None:
             ingestor.start()
-        log.info("hub started", extra={"db": str(settings.db), "ingest": settings.ingest})
+        purge.start()
+        log.info("hub started", extra={"backend": store.backend, "ingest": settings.ingest})
         try:
             yield
         finally:
+            purge.stop()
             if ingestor is not None:
                 ingestor.stop()
             store.close()

@@ -1,32 +1,69 @@
-"""SQLite store (idempotent writes, pagination, quarantine) and the pure ingest classifier."""
+"""The storage contract, run against SQLite and PostgreSQL alike; and the pure ingest classifier."""
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import Any
 
 import msgpack
+import pytest
 
 from hub.ingest import classify
-from hub.store import EventQuery, QuarantineRecord, SQLiteStore
-from tests.test_wire import event
+from hub.storage import EventQuery, QuarantineRecord, Retention, RollupQuery
+from hub.storage.rollup import rollup_rows
+from tests.test_wire import WINDOW, event
 from vigie import wire
 
 T = "vigie/v1/vieux-port/cam-01/event"
+DAY = 86_400
 
 
-def test_insert_is_idempotent_on_event_id(tmp_path: Path) -> None:
-    store = SQLiteStore(tmp_path / "hub.sqlite")
+def test_insert_is_idempotent_on_event_id(store: Any) -> None:
     e1, e2 = event(), event(zone="rue")
     assert store.add_events([e1, e2], 1.0) == 2
     assert store.add_events([e1], 2.0) == 0  # QoS 1 redelivery
     assert store.add_events([e1, e2, event()], 3.0) == 1
+    assert store.add_events([e1, e1], 4.0) == 0  # the same message twice in one batch
     rows, _ = store.list_events(EventQuery())
     assert len(rows) == 3
     assert len({r["id"] for r in rows}) == 3
+    assert store.count_events() == 3
 
 
-def test_cursor_pagination_walks_every_event_once(tmp_path: Path) -> None:
-    store = SQLiteStore(tmp_path / "hub.sqlite")
+def test_rollups_count_each_event_once(store: Any) -> None:
+    e1 = event(counts={"person": 4, "bus": 1}, mean_counts={})
+    e2 = event(
+        counts={"person": 6}, mean_counts={}, id=wire.new_event_id(WINDOW + 10), window_start=WINDOW + 10
+    )
+    store.add_events([e1, e2], 1.0)
+    store.add_events([e1, e2], 2.0)  # redelivered: the roll-ups must not move
+    rows = {r["metric"]: r for r in store.list_rollups(RollupQuery(place="quai"))}
+    assert rows["peak:person"]["n"] == 2
+    assert rows["peak:person"]["total"] == 10
+    assert rows["peak:person"]["max"] == 6
+    assert rows["peak:person"]["mean"] == 5
+    assert rows["windows"]["total"] == 2
+    assert rows["peak:bus"]["n"] == 1
+    assert rows["peak:person"]["hour"] == WINDOW - WINDOW % 3600
+    peaks = store.list_rollups(RollupQuery(metric="peak:*"))
+    assert {r["metric"] for r in peaks} == {"peak:person", "peak:bus"}
+
+
+def test_rollup_rows_for_every_kind() -> None:
+    line = wire.LineCountEvent(
+        site="s", device="d", id=wire.new_event_id(WINDOW), line="door", window_start=WINDOW, window_s=10,
+        forward={"person": 7}, backward={"person": "<2"}, k=2, model="m@1",
+    )  # fmt: skip
+    alert = wire.Alert(
+        site="s", device="d", id=wire.new_event_id(WINDOW), rule="intrusion", zone="quai", ts=WINDOW,
+        value=4.0, threshold=3.0, model="m@1",
+    )  # fmt: skip
+    metrics = {(r.place, r.metric): r.total for r in rollup_rows([line, alert])}
+    assert metrics[("door", "forward:person")] == 7
+    assert metrics[("door", "suppressed:person")] == 1
+    assert metrics[("quai", "alert:intrusion")] == 1
+
+
+def test_cursor_pagination_walks_every_event_once(store: Any) -> None:
     store.add_events([event(zone=f"z{i}") for i in range(25)], 1.0)
     seen: list[str] = []
     cursor = None
@@ -39,21 +76,87 @@ def test_cursor_pagination_walks_every_event_once(tmp_path: Path) -> None:
     assert seen[0] == "z24"  # newest first
 
 
-def test_filters(tmp_path: Path) -> None:
-    store = SQLiteStore(tmp_path / "hub.sqlite")
+def test_filters(store: Any) -> None:
     store.add_events(
         [event(device="cam-01"), event(device="cam-02"), event(device="cam-02", zone="rue")], 1.0
     )
     rows, _ = store.list_events(EventQuery(device="cam-02", place="rue"))
     assert [(r["device"], r["zone"]) for r in rows] == [("cam-02", "rue")]
-    rows, _ = store.list_events(EventQuery(since=1_700_000_050))
-    assert rows == []
+    assert store.list_events(EventQuery(since=WINDOW + 10))[0] == []
+    assert len(store.list_events(EventQuery(kind="zone_count"))[0]) == 3
 
 
-def test_data_survives_reopen(tmp_path: Path) -> None:
+def test_devices_heartbeat_status_and_quarantine(store: Any) -> None:
+    store.add_events([event()], 1.0)
+    store.record_status(wire.Status(site="vieux-port", device="cam-01", ts=WINDOW + 5, state="online"), 2.0)
+    # A stale retained "offline" arriving later must not override the newer "online".
+    store.record_status(wire.Status(site="vieux-port", device="cam-01", ts=WINDOW, state="offline"), 3.0)
+    big = QuarantineRecord(T, "vieux-port", "cam-01", "<payload>", "exceeds", b"x" * 10_000, 1.0)
+    store.quarantine([big, big])
+    (device,) = store.list_devices()
+    assert device["status"] == "online"
+    assert device["events"] == 1
+    assert device["quarantined"] == 2
+    rows = store.list_quarantine()
+    assert len(rows) == 2
+    assert rows[0]["size"] == 10_000
+    assert len(bytes.fromhex(rows[0]["payload_hex"])) == 1024
+    assert store.quarantine_count() == 2
+
+
+def test_retention_purges_exactly_what_it_should(store: Any) -> None:
+    now = float(WINDOW + 200 * DAY)
+    old = event(zone="old", id=wire.new_event_id(WINDOW), window_start=WINDOW)  # 200 days old
+    edge_ts = WINDOW + 110 * DAY  # 90 days old: on the keep side of a 100-day policy
+    kept = event(zone="kept", id=wire.new_event_id(edge_ts), window_start=edge_ts)
+    fresh_ts = WINDOW + 199 * DAY
+    fresh = event(zone="fresh", id=wire.new_event_id(fresh_ts), window_start=fresh_ts)
+    store.add_events([old, kept, fresh], now)
+    store.quarantine([QuarantineRecord(T, None, None, "<topic>", "bad", b"x", now - 40 * DAY),
+                      QuarantineRecord(T, None, None, "<topic>", "bad", b"x", now - 1 * DAY)])  # fmt: skip
+    removed = store.purge(Retention(events_days=100, rollups_days=150, quarantine_days=30), now)
+    assert removed == {"events": 1, "rollups": 4, "quarantine": 1}  # old: windows, frames, 2 peaks
+    assert sorted(r["zone"] for r in store.list_events(EventQuery())[0]) == ["fresh", "kept"]
+    assert {r["place"] for r in store.list_rollups(RollupQuery())} == {"kept", "fresh"}
+    assert store.quarantine_count() == 1
+    (log,) = store.list_purges()
+    assert log["events"] == 1
+    assert log["policy"]["events_days"] == 100
+    # Purging again removes nothing more.
+    assert store.purge(Retention(events_days=100, rollups_days=150, quarantine_days=30), now) == {
+        "events": 0, "rollups": 0, "quarantine": 0,
+    }  # fmt: skip
+
+
+def test_schema_is_migrated_to_the_latest_version(store: Any) -> None:
+    assert store.schema_version() == 2
+
+
+def test_sqlite_migrates_an_older_database(tmp_path: Any) -> None:
+    from hub.storage.sqlite import MIGRATIONS, SQLiteStore
+
     path = tmp_path / "hub.sqlite"
-    SQLiteStore(path).add_events([event()], 1.0)
-    assert len(SQLiteStore(path).list_events(EventQuery())[0]) == 1
+    v1 = SQLiteStore(path, migrations=MIGRATIONS[:1])
+    assert v1.schema_version() == 1
+    v1.close()
+    upgraded = SQLiteStore(path)
+    assert upgraded.schema_version() == 2
+    assert upgraded.add_events([event()], 1.0) == 1
+    assert upgraded.list_rollups(RollupQuery())
+
+
+@pytest.mark.postgres
+def test_postgres_partitions_by_month_and_drops_old_months(pg_store: Any) -> None:
+    nov = 1_793_491_200  # 2026-11-01T00:00:00Z
+    e_oct = event(id=wire.new_event_id(nov - DAY + 60), window_start=nov - DAY + 60)
+    e_nov = event(id=wire.new_event_id(nov + 4 * DAY + 60), window_start=nov + 4 * DAY + 60)
+    pg_store.add_events([e_oct, e_nov], 1.0)
+    assert pg_store.partitions() == ["events_y2026m10", "events_y2026m11"]
+    # Keep 3 days at Nov 6: the cut-off (Nov 3) is past October's end, so October goes whole.
+    removed = pg_store.purge(Retention(events_days=3, rollups_days=None, quarantine_days=None), nov + 6 * DAY)
+    assert removed["events"] == 1
+    assert pg_store.partitions() == ["events_y2026m11"]
+    assert [r["id"] for r in pg_store.list_events(EventQuery())[0]] == [e_nov.id]
 
 
 def test_classify_accepts_good_messages() -> None:
@@ -77,8 +180,7 @@ def test_classify_quarantines_with_field_and_reason() -> None:
 
 
 def test_classify_refuses_a_body_naming_another_device() -> None:
-    spoof = wire.encode(event(device="cam-99"))
-    result = classify(T, spoof, 0.0)
+    result = classify(T, wire.encode(event(device="cam-99")), 0.0)
     assert isinstance(result, QuarantineRecord)
     assert result.field == "device"
     assert "cam-99" in result.reason
@@ -89,15 +191,3 @@ def test_classify_refuses_bad_topics() -> None:
     assert isinstance(result, QuarantineRecord)
     assert result.field == "<topic>"
     assert result.device is None
-
-
-def test_quarantine_keeps_a_bounded_copy_and_counts_per_device(tmp_path: Path) -> None:
-    store = SQLiteStore(tmp_path / "hub.sqlite")
-    big = QuarantineRecord(T, "vieux-port", "cam-01", "<payload>", "exceeds", b"x" * 10_000, 1.0)
-    store.quarantine([big, big])
-    rows = store.list_quarantine()
-    assert len(rows) == 2
-    assert rows[0]["size"] == 10_000
-    assert len(bytes.fromhex(rows[0]["payload_hex"])) == 1024
-    (device,) = store.list_devices()
-    assert device["quarantined"] == 2

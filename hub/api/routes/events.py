@@ -8,7 +8,7 @@ from fastapi import APIRouter, HTTPException, Query
 
 from hub.api.deps import StoreDep
 from hub.api.schemas import EventPublic, EventsPublic
-from hub.store import EventQuery
+from hub.storage import EventQuery
 
 router = APIRouter(prefix="/v1/events", tags=["events"])
 

@@ -1,0 +1,45 @@
+"""The retention purge: a background job that applies the configured policy, and its pure cut-off rule."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from hub.storage import Retention, Store
+
+__all__ = ["PurgeJob"]
+
+log = logging.getLogger(__name__)
+
+
+class PurgeJob:
+    """Runs ``store.purge`` at start-up and then every ``every_s`` seconds, in a daemon thread."""
+
+    def __init__(self, store: Store, retention: Retention, every_s: float) -> None:
+        self.store = store
+        self.retention = retention
+        self.every_s = every_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="retention-purge", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def run_once(self) -> dict[str, int]:
+        removed = self.store.purge(self.retention, time.time())
+        if any(removed.values()):
+            log.info("retention purge", extra=removed)
+        return removed
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.run_once()
+            except Exception:  # a failed purge must not stop the hub; it is retried next time
+                log.exception("retention purge failed")
+            self._stop.wait(self.every_s)

@@ -1,0 +1,93 @@
+"""What the ingest and the API need from a storage backend, and the shapes they exchange."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from vigie import wire
+
+__all__ = ["EventQuery", "QuarantineRecord", "Retention", "RollupQuery", "Store"]
+
+#: Bytes of a quarantined payload that are kept for the operator to inspect.
+QUARANTINE_KEEP_BYTES = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class EventQuery:
+    """Filters for listing events; ``cursor`` is the last ``seq`` of the previous page."""
+
+    site: str | None = None
+    device: str | None = None
+    kind: str | None = None
+    place: str | None = None
+    since: int | None = None
+    until: int | None = None
+    limit: int = 100
+    cursor: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RollupQuery:
+    """Filters for hourly roll-ups; ``metric`` may end with ``*`` (``peak:*``)."""
+
+    site: str | None = None
+    device: str | None = None
+    place: str | None = None
+    metric: str | None = None
+    since: int | None = None
+    until: int | None = None
+    limit: int = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class QuarantineRecord:
+    """A message that failed validation, kept for the operator."""
+
+    topic: str
+    site: str | None
+    device: str | None
+    field: str
+    reason: str
+    payload: bytes
+    received_at: float
+
+
+class Retention(BaseModel):
+    """How long each data class is kept, in days (None: forever)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    events_days: float | None = Field(default=90, gt=0, description="Raw events (by window start).")
+    rollups_days: float | None = Field(default=730, gt=0, description="Hourly roll-ups.")
+    quarantine_days: float | None = Field(default=30, gt=0, description="Quarantined messages.")
+
+
+class Store(Protocol):
+    """A storage backend: SQLite (embedded) or PostgreSQL (production)."""
+
+    backend: str
+
+    def add_events(self, events: Sequence[wire.Event], received_at: float) -> int:
+        """Insert events and their roll-ups, ignoring ids already stored; returns how many were new."""
+        ...
+
+    def record_heartbeat(self, beat: wire.Heartbeat, received_at: float) -> None: ...
+    def record_status(self, status: wire.Status, received_at: float) -> None: ...
+    def quarantine(self, records: Sequence[QuarantineRecord]) -> None: ...
+    def list_events(self, query: EventQuery) -> tuple[list[dict[str, Any]], int | None]: ...
+    def list_rollups(self, query: RollupQuery) -> list[dict[str, Any]]: ...
+    def list_devices(self) -> list[dict[str, Any]]: ...
+    def list_quarantine(self, limit: int = 100) -> list[dict[str, Any]]: ...
+    def quarantine_count(self) -> int: ...
+    def count_events(self) -> int: ...
+    def purge(self, retention: Retention, now: float) -> dict[str, int]:
+        """Delete what the retention policy says is too old; returns rows removed per data class."""
+        ...
+
+    def list_purges(self, limit: int = 100) -> list[dict[str, Any]]: ...
+    def schema_version(self) -> int: ...
+    def ping(self) -> bool: ...
+    def close(self) -> None: ...

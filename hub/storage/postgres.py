@@ -1,0 +1,159 @@
+"""PostgreSQL backend: production. Events are partitioned by month; old months are dropped whole."""
+
+from __future__ import annotations
+
+import calendar
+import re
+import threading
+import time
+from typing import Any
+
+import psycopg
+
+from hub.storage.sql import SqlStore
+from vigie.exceptions import VigieError
+
+__all__ = ["MIGRATIONS", "PostgresStore", "month_bounds"]
+
+MIGRATIONS: list[tuple[int, list[str]]] = [
+    (1, [
+        """CREATE TABLE events (
+            seq BIGSERIAL,
+            id TEXT NOT NULL,
+            site TEXT NOT NULL, device TEXT NOT NULL, kind TEXT NOT NULL, place TEXT NOT NULL,
+            window_start BIGINT NOT NULL, window_s INTEGER NOT NULL,
+            body TEXT NOT NULL, received_at DOUBLE PRECISION NOT NULL,
+            -- The id encodes the window start, so (id, window_start) is as unique as id alone;
+            -- a partitioned table's keys must contain the partition column.
+            PRIMARY KEY (id, window_start)
+        ) PARTITION BY RANGE (window_start)""",
+        "CREATE INDEX events_seq ON events (seq)",
+        "CREATE INDEX events_device ON events (site, device, window_start)",
+        """CREATE TABLE devices (
+            site TEXT NOT NULL, device TEXT NOT NULL,
+            first_seen DOUBLE PRECISION NOT NULL, last_seen DOUBLE PRECISION NOT NULL,
+            status TEXT, status_ts BIGINT, heartbeat TEXT,
+            events BIGINT NOT NULL DEFAULT 0, quarantined BIGINT NOT NULL DEFAULT 0,
+            PRIMARY KEY (site, device))""",
+        """CREATE TABLE quarantine (
+            seq BIGSERIAL PRIMARY KEY, received_at DOUBLE PRECISION NOT NULL, topic TEXT NOT NULL,
+            site TEXT, device TEXT, field TEXT NOT NULL, reason TEXT NOT NULL,
+            size INTEGER NOT NULL, payload BYTEA NOT NULL)""",
+    ]),
+    (2, [
+        """CREATE TABLE rollups (
+            hour BIGINT NOT NULL, site TEXT NOT NULL, device TEXT NOT NULL, place TEXT NOT NULL,
+            metric TEXT NOT NULL, n BIGINT NOT NULL, total DOUBLE PRECISION NOT NULL,
+            max DOUBLE PRECISION NOT NULL,
+            PRIMARY KEY (hour, site, device, place, metric))""",
+        "CREATE INDEX rollups_place ON rollups (site, place, hour)",
+        """CREATE TABLE purges (
+            ran_at DOUBLE PRECISION NOT NULL, events BIGINT NOT NULL, rollups BIGINT NOT NULL,
+            quarantine BIGINT NOT NULL, policy TEXT NOT NULL)""",
+        "CREATE INDEX quarantine_received ON quarantine (received_at)",
+    ]),
+]  # fmt: skip
+
+_PARTITION = re.compile(r"^events_y(\d{4})m(\d{2})$")
+
+
+def month_bounds(ts: int) -> tuple[int, int, str]:
+    """[start, end) of the UTC month holding ``ts``, and its partition's name."""
+    t = time.gmtime(ts)
+    start = calendar.timegm((t.tm_year, t.tm_mon, 1, 0, 0, 0))
+    year, month = (t.tm_year + 1, 1) if t.tm_mon == 12 else (t.tm_year, t.tm_mon + 1)
+    end = calendar.timegm((year, month, 1, 0, 0, 0))
+    return start, end, f"events_y{t.tm_year:04d}m{t.tm_mon:02d}"
+
+
+class PostgresStore(SqlStore):
+    """psycopg 3, one connection per store (guarded by a lock), autocommit with explicit transactions."""
+
+    backend = "postgres"
+    _greatest = "GREATEST"
+    _placeholder = "%s"
+
+    def __init__(self, dsn: str, *, schema: str | None = None) -> None:
+        super().__init__()
+        self.dsn = dsn
+        try:
+            self._db = psycopg.connect(dsn, autocommit=True, connect_timeout=10)
+        except psycopg.OperationalError as exc:
+            raise VigieError(f"cannot connect to PostgreSQL at {dsn!r}: {exc}".strip()) from None
+        self.schema = schema
+        if schema:
+            if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", schema):
+                raise VigieError(f"schema name {schema!r} must be lower-case letters, digits and '_'")
+            self._db.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+            self._db.execute(f"SET search_path TO {schema}")
+        self._partitions: set[str] = set()
+        self._partition_lock = threading.Lock()
+        self._migrate()
+
+    def _migrate(self) -> None:
+        with self._tx() as cur:
+            # One hub process migrates at a time.
+            cur.execute("SELECT pg_advisory_xact_lock(7207)")
+            cur.execute(
+                "CREATE TABLE IF NOT EXISTS schema_version"
+                " (version INTEGER NOT NULL, applied_at DOUBLE PRECISION)"
+            )
+            cur.execute("SELECT coalesce(max(version), 0) FROM schema_version")
+            current = cur.fetchone()[0]
+            for version, statements in MIGRATIONS:
+                if version > current:
+                    for statement in statements:
+                        cur.execute(statement)
+                    cur.execute("INSERT INTO schema_version VALUES (%s, %s)", (version, time.time()))
+
+    def _prepare_partitions(self, cur: Any, window_starts: set[int]) -> None:
+        needed = {month_bounds(ts) for ts in window_starts}
+        missing = [m for m in needed if m[2] not in self._partitions]
+        if not missing:
+            return
+        # Several ingest workers may need the same month at once.
+        cur.execute("SELECT pg_advisory_xact_lock(7208)")
+        for start, end, name in sorted(missing):
+            cur.execute(
+                f"CREATE TABLE IF NOT EXISTS {name} PARTITION OF events FOR VALUES FROM ({start}) TO ({end})"
+            )
+        self._partitions.update(m[2] for m in missing)
+
+    def partitions(self) -> list[str]:
+        """Names of the monthly partitions, oldest first."""
+        rows = self._query(
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+            " JOIN pg_class p ON p.oid = i.inhparent JOIN pg_namespace n ON n.oid = p.relnamespace"
+            " WHERE p.relname = 'events' AND n.nspname = current_schema() ORDER BY c.relname"
+        )
+        return [r[0] for r in rows]
+
+    def _purge_events(self, cur: Any, cutoff: int) -> int:
+        removed = 0
+        cur.execute(
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+            " JOIN pg_class p ON p.oid = i.inhparent JOIN pg_namespace n ON n.oid = p.relnamespace"
+            " WHERE p.relname = 'events' AND n.nspname = current_schema()"
+        )
+        for (name,) in cur.fetchall():
+            m = _PARTITION.match(name)
+            if not m:
+                continue
+            _, end, _ = month_bounds(calendar.timegm((int(m[1]), int(m[2]), 1, 0, 0, 0)))
+            if end <= cutoff:
+                # A whole month past retention: dropping it is instant and leaves no bloat.
+                cur.execute(f"SELECT count(*) FROM {name}")
+                removed += int(cur.fetchone()[0])
+                cur.execute(f"DROP TABLE {name}")
+                self._partitions.discard(name)
+        cur.execute("DELETE FROM events WHERE window_start < %s", (cutoff,))
+        return removed + max(int(cur.rowcount), 0)
+
+    def _after_read(self) -> None:
+        pass  # autocommit: reads hold no transaction open
+
+    def drop_schema(self) -> None:
+        """Remove this store's schema and everything in it (tests)."""
+        if self.schema:
+            with self._lock:
+                self._db.execute(f"DROP SCHEMA IF EXISTS {self.schema} CASCADE")

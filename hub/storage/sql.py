@@ -1,0 +1,324 @@
+"""The SQL both backends share; each backend supplies its connection, dialect and migrations.
+
+Writes are idempotent on the event id (``ON CONFLICT DO NOTHING … RETURNING``),
+and roll-ups are incremented only for the rows that were really inserted, in
+the same transaction: a redelivered message changes nothing, twice over.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from hub.storage.base import QUARANTINE_KEEP_BYTES, EventQuery, QuarantineRecord, Retention, RollupQuery
+from hub.storage.rollup import rollup_rows
+from vigie import wire
+
+__all__ = ["SqlStore", "index_columns"]
+
+DAY = 86_400
+_INSERT_CHUNK = 500
+
+
+def index_columns(e: wire.Event) -> tuple[str, str, str, str, str, int, int]:
+    """(id, site, device, kind, place, window start, window length) of any event kind."""
+    if isinstance(e, wire.Alert):
+        return (e.id, e.site, e.device, e.kind, e.zone or e.line or "", e.ts, wire.ALERT_GRANULARITY_S)
+    place = e.zone if isinstance(e, wire.ZoneCountEvent) else e.line
+    return (e.id, e.site, e.device, e.kind, place, e.window_start, e.window_s)
+
+
+class SqlStore:
+    """Shared implementation; subclasses set ``backend``, ``_greatest`` and the connection."""
+
+    backend = "sql"
+    _greatest = "max"  # the two-argument maximum: max() in SQLite, GREATEST() in PostgreSQL
+    _placeholder = "?"
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._db: Any = None
+
+    # -- plumbing ---------------------------------------------------------------------
+    def _sql(self, sql: str) -> str:
+        return sql if self._placeholder == "?" else sql.replace("?", self._placeholder)
+
+    @contextmanager
+    def _tx(self) -> Iterator[Any]:
+        """One transaction on the shared connection (the lock serialises its users)."""
+        with self._lock:
+            cur = self._db.cursor()
+            cur.execute(self._begin)
+            try:
+                yield cur
+                cur.execute("COMMIT")
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+
+    _begin = "BEGIN"
+
+    def _query(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
+        with self._lock:
+            cur = self._db.cursor()
+            cur.execute(self._sql(sql), tuple(args))
+            rows = cur.fetchall()
+            self._after_read()
+            return list(rows)
+
+    def _after_read(self) -> None:
+        """PostgreSQL ends the implicit read transaction here."""
+
+    def _prepare_partitions(self, cur: Any, window_starts: set[int]) -> None:
+        """PostgreSQL creates the monthly partitions a batch needs."""
+
+    # -- writes -------------------------------------------------------------------------
+    def add_events(self, events: Sequence[wire.Event], received_at: float) -> int:
+        if not events:
+            return 0
+        by_id = {e.id: e for e in events}
+        inserted: list[str] = []
+        with self._tx() as cur:
+            self._prepare_partitions(cur, {index_columns(e)[5] for e in by_id.values()})
+            items = list(by_id.values())
+            for i in range(0, len(items), _INSERT_CHUNK):
+                chunk = items[i : i + _INSERT_CHUNK]
+                rows = [(*index_columns(e), e.model_dump_json(), received_at) for e in chunk]
+                values = ",".join(["(?,?,?,?,?,?,?,?,?)"] * len(rows))
+                cur.execute(
+                    self._sql(
+                        "INSERT INTO events (id, site, device, kind, place, window_start, window_s, body,"
+                        f" received_at) VALUES {values} ON CONFLICT DO NOTHING RETURNING id"
+                    ),
+                    [v for row in rows for v in row],
+                )
+                inserted += [r[0] for r in cur.fetchall()]
+            new = [by_id[i] for i in inserted]
+            self._add_rollups(cur, new)
+            per_device: dict[tuple[str, str], int] = {}
+            for e in events:  # every delivery counts as traffic, even a duplicate
+                per_device[(e.site, e.device)] = per_device.get((e.site, e.device), 0) + 1
+            for (site, device), n in sorted(per_device.items()):
+                self._touch(cur, site, device, received_at, events=n)
+        return len(inserted)
+
+    def _add_rollups(self, cur: Any, events: Sequence[wire.Event]) -> None:
+        rows = rollup_rows(events)
+        if not rows:
+            return
+        g = self._greatest
+        cur.executemany(
+            self._sql(
+                "INSERT INTO rollups (hour, site, device, place, metric, n, total, max)"
+                " VALUES (?,?,?,?,?,?,?,?)"
+                " ON CONFLICT (hour, site, device, place, metric) DO UPDATE SET n = rollups.n + excluded.n,"
+                f" total = rollups.total + excluded.total, max = {g}(rollups.max, excluded.max)"
+            ),
+            [(r.hour, r.site, r.device, r.place, r.metric, r.n, r.total, r.max) for r in sorted(
+                rows, key=lambda r: (r.hour, r.site, r.device, r.place, r.metric))],
+        )  # fmt: skip
+
+    def _touch(
+        self, cur: Any, site: str, device: str, now: float, *, events: int = 0, quarantined: int = 0
+    ) -> None:
+        cur.execute(
+            self._sql(
+                "INSERT INTO devices (site, device, first_seen, last_seen, events, quarantined)"
+                " VALUES (?,?,?,?,?,?) ON CONFLICT (site, device) DO UPDATE SET"
+                f" last_seen = {self._greatest}(devices.last_seen, excluded.last_seen),"
+                " events = devices.events + excluded.events,"
+                " quarantined = devices.quarantined + excluded.quarantined"
+            ),
+            (site, device, now, now, events, quarantined),
+        )
+
+    def record_heartbeat(self, beat: wire.Heartbeat, received_at: float) -> None:
+        with self._tx() as cur:
+            self._touch(cur, beat.site, beat.device, received_at)
+            cur.execute(
+                self._sql("UPDATE devices SET heartbeat = ? WHERE site = ? AND device = ?"),
+                (beat.model_dump_json(), beat.site, beat.device),
+            )
+
+    def record_status(self, status: wire.Status, received_at: float) -> None:
+        with self._tx() as cur:
+            self._touch(cur, status.site, status.device, received_at)
+            # Retained and last-will messages can arrive out of order: keep the newest.
+            cur.execute(
+                self._sql(
+                    "UPDATE devices SET status = ?, status_ts = ? WHERE site = ? AND device = ?"
+                    " AND (status_ts IS NULL OR status_ts <= ?)"
+                ),
+                (status.state, status.ts, status.site, status.device, status.ts),
+            )
+
+    def quarantine(self, records: Sequence[QuarantineRecord]) -> None:
+        if not records:
+            return
+        with self._tx() as cur:
+            cur.executemany(
+                self._sql(
+                    "INSERT INTO quarantine (received_at, topic, site, device, field, reason, size, payload)"
+                    " VALUES (?,?,?,?,?,?,?,?)"
+                ),
+                [
+                    (r.received_at, r.topic[:256], r.site, r.device, r.field[:128], r.reason[:512],
+                     len(r.payload), r.payload[:QUARANTINE_KEEP_BYTES])
+                    for r in records
+                ],
+            )  # fmt: skip
+            for r in records:
+                if r.site and r.device:
+                    self._touch(cur, r.site, r.device, r.received_at, quarantined=1)
+
+    # -- reads ---------------------------------------------------------------------------
+    def list_events(self, query: EventQuery) -> tuple[list[dict[str, Any]], int | None]:
+        where: list[str] = []
+        args: list[Any] = []
+        filters: tuple[tuple[str, str | None], ...] = (
+            ("site", query.site),
+            ("device", query.device),
+            ("kind", query.kind),
+            ("place", query.place),
+        )
+        for column, value in filters:
+            if value is not None:
+                where.append(f"{column} = ?")
+                args.append(value)
+        bounds: tuple[tuple[str, int | None], ...] = (
+            ("window_start >= ?", query.since), ("window_start < ?", query.until), ("seq < ?", query.cursor)
+        )  # fmt: skip
+        for clause, bound in bounds:
+            if bound is not None:
+                where.append(clause)
+                args.append(bound)
+        sql = "SELECT seq, body, received_at FROM events"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY seq DESC LIMIT ?"
+        rows = self._query(sql, (*args, query.limit + 1))
+        more = len(rows) > query.limit
+        rows = rows[: query.limit]
+        data = [{**json.loads(r[1]), "received_at": r[2]} for r in rows]
+        return data, (int(rows[-1][0]) if more and rows else None)
+
+    def list_rollups(self, query: RollupQuery) -> list[dict[str, Any]]:
+        where: list[str] = []
+        args: list[Any] = []
+        for column, value in (("site", query.site), ("device", query.device), ("place", query.place)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                args.append(value)
+        if query.metric:
+            if query.metric.endswith("*"):
+                where.append("metric LIKE ?")
+                args.append(query.metric[:-1].replace("%", "") + "%")
+            else:
+                where.append("metric = ?")
+                args.append(query.metric)
+        hours: tuple[tuple[str, int | None], ...] = (("hour >= ?", query.since), ("hour < ?", query.until))
+        for clause, bound in hours:
+            if bound is not None:
+                where.append(clause)
+                args.append(bound)
+        sql = "SELECT hour, site, device, place, metric, n, total, max FROM rollups"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY hour, site, device, place, metric LIMIT ?"
+        return [
+            {"hour": r[0], "site": r[1], "device": r[2], "place": r[3], "metric": r[4], "n": r[5],
+             "total": r[6], "max": r[7], "mean": round(r[6] / r[5], 3) if r[5] else 0.0}
+            for r in self._query(sql, (*args, query.limit))
+        ]  # fmt: skip
+
+    def list_devices(self) -> list[dict[str, Any]]:
+        rows = self._query(
+            "SELECT site, device, first_seen, last_seen, status, events, quarantined, heartbeat"
+            " FROM devices ORDER BY site, device"
+        )
+        now = time.time()
+        return [
+            {"site": r[0], "device": r[1], "first_seen": r[2], "last_seen": r[3],
+             "seconds_since_seen": round(now - r[3], 1), "status": r[4], "events": r[5], "quarantined": r[6],
+             "heartbeat": json.loads(r[7]) if r[7] else None}
+            for r in rows
+        ]  # fmt: skip
+
+    def list_quarantine(self, limit: int = 100) -> list[dict[str, Any]]:
+        rows = self._query(
+            "SELECT received_at, topic, site, device, field, reason, size, payload FROM quarantine"
+            " ORDER BY seq DESC LIMIT ?",
+            (limit,),
+        )
+        return [
+            {"received_at": r[0], "topic": r[1], "site": r[2], "device": r[3], "field": r[4], "reason": r[5],
+             "size": r[6], "payload_hex": bytes(r[7]).hex()}
+            for r in rows
+        ]  # fmt: skip
+
+    def quarantine_count(self) -> int:
+        return int(self._query("SELECT count(*) FROM quarantine")[0][0])
+
+    def count_events(self) -> int:
+        return int(self._query("SELECT count(*) FROM events")[0][0])
+
+    def schema_version(self) -> int:
+        return int(self._query("SELECT max(version) FROM schema_version")[0][0])
+
+    def ping(self) -> bool:
+        return bool(self._query("SELECT 1")[0][0] == 1)
+
+    # -- retention -------------------------------------------------------------------------
+    def purge(self, retention: Retention, now: float) -> dict[str, int]:
+        removed = {"events": 0, "rollups": 0, "quarantine": 0}
+        with self._tx() as cur:
+            if retention.events_days is not None:
+                cutoff = int(now - retention.events_days * DAY)
+                removed["events"] = self._purge_events(cur, cutoff)
+            if retention.rollups_days is not None:
+                cur.execute(
+                    self._sql("DELETE FROM rollups WHERE hour < ?"),
+                    (int(now - retention.rollups_days * DAY),),
+                )
+                removed["rollups"] = max(cur.rowcount, 0)
+            if retention.quarantine_days is not None:
+                cur.execute(
+                    self._sql("DELETE FROM quarantine WHERE received_at < ?"),
+                    (now - retention.quarantine_days * DAY,),
+                )
+                removed["quarantine"] = max(cur.rowcount, 0)
+            cur.execute(
+                self._sql(
+                    "INSERT INTO purges (ran_at, events, rollups, quarantine, policy) VALUES (?,?,?,?,?)"
+                ),
+                (
+                    now,
+                    removed["events"],
+                    removed["rollups"],
+                    removed["quarantine"],
+                    retention.model_dump_json(),
+                ),
+            )
+        return removed
+
+    def _purge_events(self, cur: Any, cutoff: int) -> int:
+        cur.execute(self._sql("DELETE FROM events WHERE window_start < ?"), (cutoff,))
+        return max(int(cur.rowcount), 0)
+
+    def list_purges(self, limit: int = 100) -> list[dict[str, Any]]:
+        rows = self._query(
+            "SELECT ran_at, events, rollups, quarantine, policy FROM purges ORDER BY ran_at DESC LIMIT ?",
+            (limit,),
+        )
+        return [
+            {"ran_at": r[0], "events": r[1], "rollups": r[2], "quarantine": r[3], "policy": json.loads(r[4])}
+            for r in rows
+        ]
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()

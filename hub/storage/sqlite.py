@@ -1,0 +1,76 @@
+"""SQLite backend (WAL): the embedded default, for the demo and small deployments."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from hub.storage.sql import SqlStore
+
+__all__ = ["MIGRATIONS", "SQLiteStore"]
+
+#: Versioned schema: each entry runs once, in order, in one transaction.
+MIGRATIONS: list[tuple[int, list[str]]] = [
+    (1, [
+        """CREATE TABLE events (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            id TEXT NOT NULL UNIQUE,
+            site TEXT NOT NULL, device TEXT NOT NULL, kind TEXT NOT NULL, place TEXT NOT NULL,
+            window_start INTEGER NOT NULL, window_s INTEGER NOT NULL,
+            body TEXT NOT NULL, received_at REAL NOT NULL)""",
+        "CREATE INDEX events_window ON events (window_start)",
+        "CREATE INDEX events_device ON events (site, device, window_start)",
+        """CREATE TABLE devices (
+            site TEXT NOT NULL, device TEXT NOT NULL,
+            first_seen REAL NOT NULL, last_seen REAL NOT NULL,
+            status TEXT, status_ts INTEGER, heartbeat TEXT,
+            events INTEGER NOT NULL DEFAULT 0, quarantined INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY (site, device))""",
+        """CREATE TABLE quarantine (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT, received_at REAL NOT NULL, topic TEXT NOT NULL,
+            site TEXT, device TEXT, field TEXT NOT NULL, reason TEXT NOT NULL,
+            size INTEGER NOT NULL, payload BLOB NOT NULL)""",
+    ]),
+    (2, [
+        """CREATE TABLE rollups (
+            hour INTEGER NOT NULL, site TEXT NOT NULL, device TEXT NOT NULL, place TEXT NOT NULL,
+            metric TEXT NOT NULL, n INTEGER NOT NULL, total REAL NOT NULL, max REAL NOT NULL,
+            PRIMARY KEY (hour, site, device, place, metric))""",
+        "CREATE INDEX rollups_place ON rollups (site, place, hour)",
+        """CREATE TABLE purges (
+            ran_at REAL NOT NULL, events INTEGER NOT NULL, rollups INTEGER NOT NULL,
+            quarantine INTEGER NOT NULL, policy TEXT NOT NULL)""",
+        "CREATE INDEX quarantine_received ON quarantine (received_at)",
+    ]),
+]  # fmt: skip
+
+
+class SQLiteStore(SqlStore):
+    """One connection guarded by a lock (SQLite has one writer anyway)."""
+
+    backend = "sqlite"
+    _begin = "BEGIN IMMEDIATE"
+
+    def __init__(self, path: Path | str, *, migrations: list[tuple[int, list[str]]] | None = None) -> None:
+        super().__init__()
+        self.path = str(path)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        # FULL: a committed batch survives power loss too, not only a crash of the process.
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA busy_timeout=5000")
+        self._migrate(MIGRATIONS if migrations is None else migrations)
+
+    def _migrate(self, migrations: list[tuple[int, list[str]]]) -> None:
+        with self._tx() as cur:
+            cur.execute(
+                "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL, applied_at REAL)"
+            )
+            current = cur.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()[0]
+            for version, statements in migrations:
+                if version > current:
+                    for statement in statements:
+                        cur.execute(statement)
+                    cur.execute("INSERT INTO schema_version VALUES (?, julianday('now'))", (version,))
