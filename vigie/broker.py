@@ -45,7 +45,14 @@ def find_mosquitto() -> str | None:
     )
 
 
-def start_broker(workdir: Path, port: int, *, prefer: str = "mosquitto", extra_conf: str = "") -> LocalBroker:
+def start_broker(
+    workdir: Path,
+    port: int,
+    *,
+    prefer: str = "mosquitto",
+    password_file: Path | None = None,
+    acl_file: Path | None = None,
+) -> LocalBroker:
     """Start a broker on 127.0.0.1:``port`` with its files under ``workdir``.
 
     Raises:
@@ -61,13 +68,16 @@ def start_broker(workdir: Path, port: int, *, prefer: str = "mosquitto", extra_c
         # sessions and queued messages would not survive a broker restart. This broker is
         # ours, local and short-lived: keep our own user.
         stay = "user root\n" if os.geteuid() == 0 else ""
+        auth = "allow_anonymous true\n"
+        if password_file is not None:
+            auth = f"allow_anonymous false\npassword_file {password_file}\n"
+        if acl_file is not None:
+            auth += f"acl_file {acl_file}\n"
         conf.write_text(
-            stay + f"listener {port} 127.0.0.1\n"
-            "allow_anonymous true\n"
-            "persistence true\n"
+            stay + f"listener {port} 127.0.0.1\n" + auth + "persistence true\n"
             f"persistence_location {workdir}/\n"
             "max_queued_messages 100000\n"
-            f"log_dest file {log_path}\n" + extra_conf
+            f"log_dest file {log_path}\n"
         )
         cmd = [mosquitto, "-c", str(conf)]
         kind = "mosquitto"

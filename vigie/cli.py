@@ -15,7 +15,7 @@ import sys
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from vigie import __version__
 from vigie.exceptions import VigieError
@@ -57,6 +57,36 @@ def _line_arg(value: str) -> dict[str, Any]:
     if not name or len(points) != 2 or any(len(p) != 2 for p in points):
         raise argparse.ArgumentTypeError(f"{value!r} is not NAME=ax,ay;bx,by (coordinates in [0, 1])")
     return {"name": name, "a": points[0], "b": points[1]}
+
+
+def _add_credentials(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--mqtt-username",
+        default=os.environ.get("VIGIE_MQTT_USERNAME"),
+        help="Broker username (devices: SITE/DEVICE); env VIGIE_MQTT_USERNAME.",
+    )
+    parser.add_argument(
+        "--mqtt-password-file",
+        type=Path,
+        default=None,
+        help="File holding the broker password (never on the command line); env VIGIE_MQTT_PASSWORD.",
+    )
+
+
+def _broker_config(args: argparse.Namespace, protocol: Literal["3.1.1", "5"] = "3.1.1") -> Any:
+    from vigie.exceptions import ConfigError
+    from vigie.mqtt import BrokerConfig
+
+    password = os.environ.get("VIGIE_MQTT_PASSWORD")
+    if args.mqtt_password_file is not None:
+        try:
+            password = args.mqtt_password_file.read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"--mqtt-password-file {args.mqtt_password_file}: {exc.strerror}") from None
+    host, port = args.broker or ("127.0.0.1", 1883)
+    return BrokerConfig(
+        host=host, port=port, username=args.mqtt_username, password=password, protocol=protocol
+    )
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -151,6 +181,7 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--snapshot-dir", type=Path, default=None, help="Where SIGUSR1 snapshots go (local only)."
     )
+    _add_credentials(run)
     run.add_argument(
         "--drain-timeout",
         type=float,
@@ -218,6 +249,7 @@ def _build_parser() -> argparse.ArgumentParser:
         help="MQTT broker to ingest from (default 127.0.0.1:1883).",
     )
     serve.add_argument("--no-ingest", action="store_true", help="Serve the API only.")
+    _add_credentials(serve)
     serve.add_argument(
         "--workers",
         type=int,
@@ -245,6 +277,7 @@ def _build_parser() -> argparse.ArgumentParser:
         "--broker", type=_broker_arg, default=("127.0.0.1", 1883), metavar="HOST:PORT", help="MQTT broker."
     )
     ingest.add_argument("--workers", type=int, default=1, help="Ingest processes (default 1).")
+    _add_credentials(ingest)
     ingest.add_argument("--group", default="vigie-hub", help="Shared-subscription group (default vigie-hub).")
     ingest.add_argument("--client-id", default="vigie-hub-ingest", help="MQTT client id prefix.")
     ingest.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)
@@ -354,7 +387,6 @@ def _agent_config(args: argparse.Namespace) -> tuple[AgentConfig, Callable[[], A
 
     from edge.config import AgentConfig, format_validation_error, load_agent_config
     from vigie.exceptions import ConfigError
-    from vigie.mqtt import BrokerConfig
 
     def get(name: str) -> Any:
         return getattr(args, name, None)  # `edge snapshot` has fewer flags than `edge run`
@@ -364,7 +396,7 @@ def _agent_config(args: argparse.Namespace) -> tuple[AgentConfig, Callable[[], A
         "outbox": get("outbox"),
         "snapshot_dir": get("snapshot_dir"),
         "drain_timeout_s": get("drain_timeout"),
-        "broker": BrokerConfig(host=args.broker[0], port=args.broker[1]) if get("broker") else None,
+        "broker": _broker_config(args) if get("broker") or get("mqtt_username") else None,
     }
     if args.config is not None:
 
@@ -481,16 +513,11 @@ def _hub_serve(args: argparse.Namespace) -> int:
 
     from hub.api.main import create_app
     from hub.config import HubSettings
-    from vigie.mqtt import BrokerConfig
 
     scaled = args.workers > 1 or args.ingest_workers > 1
     print(f"vigie hub: API on http://{args.host}:{args.port}/v1/events (docs at /docs)", file=sys.stderr)
     if not scaled:
-        settings = HubSettings(
-            db=str(args.db),
-            ingest=not args.no_ingest,
-            broker=BrokerConfig(host=args.broker[0], port=args.broker[1]),
-        )
+        settings = HubSettings(db=str(args.db), ingest=not args.no_ingest, broker=_broker_config(args))
         uvicorn.run(create_app(settings), host=args.host, port=args.port, log_config=None, access_log=False)
         return 0
     # Several processes: the API workers only read; separate ingest processes share the stream.
@@ -500,6 +527,8 @@ def _hub_serve(args: argparse.Namespace) -> int:
             sys.executable, "-m", "vigie", "--log-level", args.log_level, "--log-format", args.log_format,
             "hub", "ingest", "--db", str(args.db), "--broker", f"{args.broker[0]}:{args.broker[1]}",
             "--workers", str(args.ingest_workers),
+            *(["--mqtt-username", args.mqtt_username] if args.mqtt_username else []),
+            *(["--mqtt-password-file", str(args.mqtt_password_file)] if args.mqtt_password_file else []),
         ])  # fmt: skip
     os.environ.update({"VIGIE_HUB_DB": str(args.db), "VIGIE_HUB_INGEST": "0"})
     try:
@@ -517,13 +546,16 @@ def _hub_serve(args: argparse.Namespace) -> int:
 def _hub_ingest(args: argparse.Namespace) -> int:
     from hub.ingest import Ingestor
     from hub.storage import open_store
-    from vigie.mqtt import BrokerConfig
 
     if args.worker_index is None and args.workers > 1:
         # The parent: start one process per worker and wait; SIGTERM reaches them all.
         base = [sys.executable, "-m", "vigie", "--log-level", args.log_level, "--log-format", args.log_format,
                 "hub", "ingest", "--db", str(args.db), "--broker", f"{args.broker[0]}:{args.broker[1]}",
                 "--group", args.group, "--client-id", args.client_id]  # fmt: skip
+        if args.mqtt_username:
+            base += ["--mqtt-username", args.mqtt_username]
+        if args.mqtt_password_file:
+            base += ["--mqtt-password-file", str(args.mqtt_password_file)]
         children = [subprocess.Popen([*base, "--worker-index", str(i)]) for i in range(args.workers)]
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -536,7 +568,7 @@ def _hub_ingest(args: argparse.Namespace) -> int:
                 c.terminate()
         return max((c.wait(timeout=30) or 0) for c in children)
     shared = args.workers > 1 or args.worker_index is not None
-    broker = BrokerConfig(host=args.broker[0], port=args.broker[1], protocol="5" if shared else "3.1.1")
+    broker = _broker_config(args, protocol="5" if shared else "3.1.1")
     index = args.worker_index or 0
     store = open_store(args.db)
     ingestor = Ingestor(

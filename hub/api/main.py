@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from hub.api.routes import devices, events, health
+from hub.api.routes import devices, events, health, rollups
 from hub.config import HubSettings
 from hub.ingest import Ingestor
 from hub.retention import PurgeJob
@@ -65,4 +65,5 @@ def create_app(settings: HubSettings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(events.router)
     app.include_router(devices.router)
+    app.include_router(rollups.router)
     return app

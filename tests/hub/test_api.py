@@ -81,3 +81,11 @@ def test_every_event_kind_is_served_and_filterable(client: TestClient) -> None:
     (served_alert,) = client.get("/v1/events", params={"kind": "alert"}).json()["data"]
     assert served_alert["rule"] == "wrong_way"
     assert served_alert["line"] == "door"
+
+
+def test_rollups_endpoint(client: TestClient) -> None:
+    body = client.get("/v1/rollups", params={"metric": "peak:person"}).json()
+    assert body["count"] == 5  # five zones, one hour each
+    assert {r["place"] for r in body["data"]} == {f"z{i}" for i in range(5)}
+    assert all(r["max"] == 4 and r["mean"] == 4 for r in body["data"])
+    assert client.get("/v1/rollups", params={"metric": "peak:*", "place": "z1"}).json()["count"] == 2
