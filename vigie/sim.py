@@ -1,0 +1,260 @@
+"""`vigie sim`: a fleet of simulated devices against a real broker and hub, for load tests.
+
+Thousands of devices in one process: each is an asyncio task with its own
+MQTT 3.1.1 connection (a minimal client written for this: CONNECT, PUBLISH
+QoS 0/1, PUBACK, PINGREQ; paho's threads would not scale to 10,000), with
+realistic schedules: a retained ``online`` status, a heartbeat every
+``heartbeat_s``, one ``zone_count`` event per zone per window, starts spread
+over the first period, and optional reconnect storms (every device drops its
+connection at once and comes back). Every event is a valid v1 message with a
+unique id; the simulator counts what the broker acknowledged so that a test
+can check that the store holds exactly that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import resource
+import struct
+import time
+from dataclasses import dataclass, field
+
+from vigie import __version__, wire
+
+__all__ = ["FleetResult", "MiniMqtt", "SimOptions", "run_fleet"]
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n % 128, n // 128
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _str(s: str | bytes) -> bytes:
+    b = s.encode() if isinstance(s, str) else s
+    return struct.pack("!H", len(b)) + b
+
+
+class MqttRefusedError(ConnectionError):
+    """The broker answered CONNACK with a non-zero return code."""
+
+
+class MiniMqtt:
+    """Just enough MQTT 3.1.1 to publish like a device: one connection, QoS 0 and 1."""
+
+    def __init__(self, host: str, port: int, client_id: str, *, keepalive: int = 60) -> None:
+        self.host, self.port, self.client_id, self.keepalive = host, port, client_id, keepalive
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._pending: dict[int, asyncio.Future[None]] = {}
+        self._next_id = 0
+        self._read_task: asyncio.Task[None] | None = None
+
+    async def connect(self, will: tuple[str, bytes] | None = None, timeout: float = 10.0) -> None:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(self.host, self.port), timeout)
+        self._reader, self._writer = reader, writer
+        flags = 0x02  # clean session: a device keeps its own outbox, not the broker's
+        payload = _str(self.client_id)
+        if will:
+            flags |= 0x04 | (1 << 3) | 0x20  # will, QoS 1, retained
+            payload += _str(will[0]) + _str(will[1])
+        var = _str("MQTT") + bytes([4, flags]) + struct.pack("!H", self.keepalive)
+        body = var + payload
+        writer.write(b"\x10" + _varint(len(body)) + body)
+        await writer.drain()
+        head = await asyncio.wait_for(reader.readexactly(4), timeout)
+        if head[0] != 0x20 or head[3] != 0:
+            raise MqttRefusedError(f"CONNACK return code {head[3]}")
+        self._read_task = asyncio.create_task(self._read_loop())
+
+    async def _read_loop(self) -> None:
+        assert self._reader is not None
+        try:
+            while True:
+                first = (await self._reader.readexactly(1))[0]
+                length, shift = 0, 0
+                while True:
+                    b = (await self._reader.readexactly(1))[0]
+                    length += (b & 0x7F) << shift
+                    shift += 7
+                    if not b & 0x80:
+                        break
+                data = await self._reader.readexactly(length) if length else b""
+                if first >> 4 == 4:  # PUBACK
+                    fut = self._pending.pop(struct.unpack("!H", data[:2])[0], None)
+                    if fut is not None and not fut.done():
+                        fut.set_result(None)
+        except (asyncio.IncompleteReadError, ConnectionError, OSError):
+            pass
+        finally:
+            for fut in self._pending.values():
+                if not fut.done():
+                    fut.set_exception(ConnectionError("connection lost before PUBACK"))
+            self._pending.clear()
+
+    async def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None:
+        """Send; with QoS 1, return once the broker has acknowledged (raises if the link drops)."""
+        assert self._writer is not None
+        header = 0x30 | (qos << 1) | int(retain)
+        var = _str(topic)
+        fut: asyncio.Future[None] | None = None
+        if qos:
+            self._next_id = self._next_id % 65535 + 1
+            var += struct.pack("!H", self._next_id)
+            fut = asyncio.get_running_loop().create_future()
+            self._pending[self._next_id] = fut
+        body = var + payload
+        self._writer.write(bytes([header]) + _varint(len(body)) + body)
+        await self._writer.drain()
+        if fut is not None:
+            await asyncio.wait_for(fut, 30)
+
+    async def ping(self) -> None:
+        assert self._writer is not None
+        self._writer.write(b"\xc0\x00")
+        await self._writer.drain()
+
+    async def close(self, clean: bool = True) -> None:
+        if self._writer is not None:
+            with contextlib.suppress(ConnectionError, OSError):
+                if clean:
+                    self._writer.write(b"\xe0\x00")
+                    await self._writer.drain()
+                self._writer.close()
+        if self._read_task is not None:
+            self._read_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._read_task
+
+
+@dataclass(frozen=True, slots=True)
+class SimOptions:
+    devices: int = 100
+    duration_s: float = 60.0
+    host: str = "127.0.0.1"
+    port: int = 1883
+    site: str = "sim"
+    zones: int = 2
+    window_s: int = 10
+    heartbeat_s: float = 30.0
+    storm_at_s: float | None = None
+    connect_rate: float = 500.0  # new connections per second while ramping up
+
+
+@dataclass
+class FleetResult:
+    """What the fleet sent and the broker acknowledged."""
+
+    connected: int = 0
+    events_acked: int = 0
+    events_failed: int = 0
+    heartbeats: int = 0
+    reconnects: int = 0
+    connect_failures: int = 0
+    elapsed_s: float = 0.0
+    event_ids: set[str] = field(default_factory=set)
+
+
+async def _device(i: int, opts: SimOptions, result: FleetResult, start: float, storm: asyncio.Event) -> None:
+    device = f"dev-{i:05d}"
+    rng = random.Random(i)
+    topic_event = wire.topic(opts.site, device, wire.Channel.EVENT)
+    topic_beat = wire.topic(opts.site, device, wire.Channel.HEARTBEAT)
+    topic_status = wire.topic(opts.site, device, wire.Channel.STATUS)
+    offline = wire.encode(wire.Status(site=opts.site, device=device, ts=int(time.time()), state="offline"))
+    await asyncio.sleep(i / opts.connect_rate)  # ramp up, as a real fleet does after an outage
+    deadline = start + opts.duration_s
+    first = True
+    next_beat = time.monotonic() + rng.uniform(0, opts.heartbeat_s)
+    last_window: int | None = None
+    while time.monotonic() < deadline:
+        client = MiniMqtt(opts.host, opts.port, f"vigie-{opts.site}-{device}")
+        try:
+            await client.connect(will=(topic_status, offline))
+        except (OSError, TimeoutError, MqttRefusedError):
+            result.connect_failures += 1
+            await asyncio.sleep(rng.uniform(0.5, 2.0))
+            continue
+        if first:
+            result.connected += 1
+            first = False
+        else:
+            result.reconnects += 1
+        try:
+            online = wire.Status(site=opts.site, device=device, ts=int(time.time()), state="online")
+            await client.publish(topic_status, wire.encode(online), qos=1, retain=True)
+            while time.monotonic() < deadline and not storm.is_set():
+                now = time.time()
+                window = wire.coarsen(now, opts.window_s) - opts.window_s  # the window that just closed
+                if last_window is None:
+                    last_window = window
+                elif window > last_window:
+                    last_window = window
+                    for z in range(opts.zones):
+                        e = wire.ZoneCountEvent(
+                            site=opts.site, device=device, zone=f"z{z}", id=wire.new_event_id(window),
+                            window_start=window, window_s=opts.window_s, frames=opts.window_s * 5,
+                            counts={"person": rng.randint(0, 20)}, mean_counts={}, k=1,
+                            model="ssd-mobilenet-v2-coco-quant@1.0.0",
+                        )  # fmt: skip
+                        try:
+                            await client.publish(topic_event, wire.encode(e), qos=1)
+                            result.events_acked += 1
+                            result.event_ids.add(e.id)
+                        except (ConnectionError, TimeoutError):
+                            result.events_failed += 1
+                            raise
+                if time.monotonic() >= next_beat:
+                    next_beat += opts.heartbeat_s
+                    beat = wire.Heartbeat(
+                        site=opts.site, device=device, ts=wire.coarsen(now, wire.HEARTBEAT_GRANULARITY_S),
+                        agent_version=__version__, model="ssd-mobilenet-v2-coco-quant@1.0.0",
+                        uptime_s=int(time.monotonic() - start), fps=5.0, inference_p50_ms=17.0,
+                        inference_p95_ms=21.0, cpu_percent=60.0, rss_mb=120.0, disk_free_mb=9000.0,
+                        cpu_temp_c=55.0, outbox_depth=0, outbox_dropped=0,
+                    )  # fmt: skip
+                    await client.publish(topic_beat, wire.encode(beat), qos=0)
+                    result.heartbeats += 1
+                await asyncio.sleep(min(1.0, max(0.05, deadline - time.monotonic())))
+        except (ConnectionError, TimeoutError, OSError):
+            pass
+        finally:
+            await client.close(clean=not storm.is_set())
+        if storm.is_set():
+            # A reconnect storm: everyone drops at once and comes back within a few seconds.
+            await asyncio.sleep(rng.uniform(0.1, 3.0))
+            while storm.is_set() and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+
+
+async def _fleet(opts: SimOptions) -> FleetResult:
+    result = FleetResult()
+    storm = asyncio.Event()
+    start = time.monotonic()
+
+    async def storm_timer() -> None:
+        if opts.storm_at_s is None:
+            return
+        await asyncio.sleep(opts.storm_at_s)
+        storm.set()
+        await asyncio.sleep(1.0)
+        storm.clear()
+
+    await asyncio.gather(
+        storm_timer(), *(_device(i, opts, result, start, storm) for i in range(opts.devices))
+    )
+    result.elapsed_s = time.monotonic() - start
+    return result
+
+
+def run_fleet(opts: SimOptions) -> FleetResult:
+    """Run the fleet to completion (blocking)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < opts.devices + 256:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, opts.devices + 1024), hard))
+    return asyncio.run(_fleet(opts))
