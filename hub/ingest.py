@@ -128,10 +128,30 @@ class Ingestor:
             self._client.connect_async(self.broker.host, self.broker.port, keepalive=self.broker.keepalive)
         self._client.loop_start()
 
-    def stop(self) -> None:
+    def stop(self, *, retire: bool = False) -> None:
+        """Stop; the persistent session stays so that the broker queues for us meanwhile.
+
+        Args:
+            retire: leave for good (scaling down): unsubscribe first so the broker stops routing
+                our share of a shared subscription here, store and acknowledge what was already
+                received, then end the session. Without this, a removed worker's session would
+                keep receiving its share, queued, until the session expires.
+        """
+        if retire:
+            for channel in (wire.Channel.EVENT, wire.Channel.HEARTBEAT, wire.Channel.STATUS):
+                self._client.unsubscribe(wire.subscription(channel, self._share_group))
+            time.sleep(1.0)  # let in-flight deliveries land in the queue
         self._stop.set()
-        self._writer.join(timeout=10)
-        self._client.disconnect()
+        self._writer.join(timeout=30)
+        if retire and self.broker.protocol == "5":
+            from paho.mqtt.packettypes import PacketTypes
+            from paho.mqtt.properties import Properties
+
+            props = Properties(PacketTypes.DISCONNECT)  # type: ignore[no-untyped-call]
+            props.SessionExpiryInterval = 0
+            self._client.disconnect(properties=props)
+        else:
+            self._client.disconnect()
         self._client.loop_stop()
         log.info("ingest stopped", extra={k: v for k, v in asdict(self.stats).items() if k != "started_at"})
 
@@ -178,16 +198,31 @@ class Ingestor:
                     batch.append(self._queue.get(timeout=remaining))
                 except queue.Empty:
                     break
-            try:
-                self._write(batch)
-            except Exception as exc:  # the store failed: do not ack, the broker will redeliver
-                self.stats.last_error = f"{type(exc).__name__}: {exc}"
-                log.exception("batch write failed; messages stay unacknowledged")
-                time.sleep(1.0)
-                continue
+            if not self._write_until_stored(batch):
+                return  # stopping with the store down: unacknowledged, redelivered next session
             for item in batch:
                 if item.qos > 0:
                     self._client.ack(item.mid, item.qos)
+
+    def _write_until_stored(self, batch: list[_Inbound]) -> bool:
+        """Write the batch, retrying with backoff while the store fails; False only when stopping.
+
+        A QoS 1 message the hub has not acknowledged is redelivered by the broker only when the
+        session reconnects, so a failed batch must be retried here, never dropped.
+        """
+        delay = 0.1
+        while True:
+            try:
+                self._write(batch)
+                return True
+            except Exception as exc:  # the store failed (down, deadlock, disk full): keep the batch
+                self.stats.last_error = f"{type(exc).__name__}: {exc}"
+                log.warning(
+                    "batch write failed; retrying", extra={"error": self.stats.last_error, "retry_s": delay}
+                )
+                if self._stop.wait(delay):
+                    return False
+                delay = min(delay * 2, 10.0)
 
     def _write(self, batch: list[_Inbound]) -> None:
         events: list[wire.Event] = []

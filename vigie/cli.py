@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -281,6 +282,11 @@ def _build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--group", default="vigie-hub", help="Shared-subscription group (default vigie-hub).")
     ingest.add_argument("--client-id", default="vigie-hub-ingest", help="MQTT client id prefix.")
     ingest.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)
+    ingest.add_argument(
+        "--retire",
+        action="store_true",
+        help="Scale down: with --worker-index K, drain worker K's queued session, then end it for good.",
+    )
 
     # -- model ----------------------------------------------------------------------
     model = sub.add_parser(
@@ -604,8 +610,12 @@ def _hub_ingest(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     ingestor.start()
-    stop.wait()
-    ingestor.stop()
+    if args.retire:
+        ingestor.wait_connected(30)
+        time.sleep(5.0)  # take what the broker queued for this worker's session
+    else:
+        stop.wait()
+    ingestor.stop(retire=args.retire)
     store.close()
     return 0
 

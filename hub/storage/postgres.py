@@ -10,6 +10,7 @@ from typing import Any
 
 import psycopg
 
+from hub.storage.rollup import RollupRow
 from hub.storage.sql import SqlStore
 from vigie.exceptions import VigieError
 
@@ -53,6 +54,11 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
         "CREATE INDEX quarantine_received ON quarantine (received_at)",
     ]),
 ]  # fmt: skip
+
+
+def astuple_rollup(r: RollupRow) -> tuple[Any, ...]:
+    return (r.hour, r.site, r.device, r.place, r.metric, r.n, r.total, r.max)
+
 
 _PARTITION = re.compile(r"^events_y(\d{4})m(\d{2})$")
 
@@ -118,6 +124,42 @@ class PostgresStore(SqlStore):
                 f"CREATE TABLE IF NOT EXISTS {name} PARTITION OF events FOR VALUES FROM ({start}) TO ({end})"
             )
         self._partitions.update(m[2] for m in missing)
+
+    # Batch writes as UNNEST over arrays: one fixed statement whatever the batch size, so the
+    # query text is parsed once and cached, instead of thousands of placeholders per batch;
+    # %b sends the arrays in binary (text arrays would escape every quote of every JSON body).
+    def _insert_events(self, cur: Any, rows: list[tuple[Any, ...]]) -> list[str]:
+        cols = list(zip(*rows, strict=True))
+        cur.execute(
+            "INSERT INTO events (id, site, device, kind, place, window_start, window_s, body, received_at)"
+            " SELECT * FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::bigint[],"
+            " %b::int[], %b::text[], %b::float8[]) ON CONFLICT DO NOTHING RETURNING id",
+            [list(c) for c in cols],
+        )
+        return [r[0] for r in cur.fetchall()]
+
+    def _upsert_rollups(self, cur: Any, rows: list[RollupRow]) -> None:
+        if not rows:
+            return
+        cur.execute(
+            "INSERT INTO rollups (hour, site, device, place, metric, n, total, max)"
+            " SELECT * FROM unnest(%b::bigint[], %b::text[], %b::text[], %b::text[], %b::text[],"
+            " %b::bigint[], %b::float8[], %b::float8[])"
+            " ON CONFLICT (hour, site, device, place, metric) DO UPDATE SET n = rollups.n + excluded.n,"
+            " total = rollups.total + excluded.total, max = GREATEST(rollups.max, excluded.max)",
+            [list(column) for column in zip(*(astuple_rollup(r) for r in rows), strict=True)],
+        )
+
+    def _touch_many(self, cur: Any, counts: dict[tuple[str, str], int], now: float) -> None:
+        items = sorted(counts.items())
+        cur.execute(
+            "INSERT INTO devices (site, device, first_seen, last_seen, events, quarantined)"
+            " SELECT s, d, %s, %s, n, 0 FROM unnest(%b::text[], %b::text[], %b::bigint[]) AS u(s, d, n)"
+            " ON CONFLICT (site, device) DO UPDATE SET"
+            " last_seen = GREATEST(devices.last_seen, excluded.last_seen),"
+            " events = devices.events + excluded.events",
+            [now, now, [k[0] for k, _ in items], [k[1] for k, _ in items], [n for _, n in items]],
+        )
 
     def partitions(self) -> list[str]:
         """Names of the monthly partitions, oldest first."""

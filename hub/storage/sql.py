@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from hub.storage.base import QUARANTINE_KEEP_BYTES, EventQuery, QuarantineRecord, Retention, RollupQuery
-from hub.storage.rollup import rollup_rows
+from hub.storage.rollup import RollupRow, rollup_rows
 from vigie import wire
 
 __all__ = ["SqlStore", "index_columns"]
@@ -88,39 +88,66 @@ class SqlStore:
             for i in range(0, len(items), _INSERT_CHUNK):
                 chunk = items[i : i + _INSERT_CHUNK]
                 rows = [(*index_columns(e), e.model_dump_json(), received_at) for e in chunk]
-                values = ",".join(["(?,?,?,?,?,?,?,?,?)"] * len(rows))
-                cur.execute(
-                    self._sql(
-                        "INSERT INTO events (id, site, device, kind, place, window_start, window_s, body,"
-                        f" received_at) VALUES {values} ON CONFLICT DO NOTHING RETURNING id"
-                    ),
-                    [v for row in rows for v in row],
-                )
-                inserted += [r[0] for r in cur.fetchall()]
+                inserted += self._insert_events(cur, rows)
             new = [by_id[i] for i in inserted]
             self._add_rollups(cur, new)
             per_device: dict[tuple[str, str], int] = {}
             for e in events:  # every delivery counts as traffic, even a duplicate
                 per_device[(e.site, e.device)] = per_device.get((e.site, e.device), 0) + 1
-            for (site, device), n in sorted(per_device.items()):
-                self._touch(cur, site, device, received_at, events=n)
+            self._touch_many(cur, per_device, received_at)
         return len(inserted)
 
+    def _insert_events(self, cur: Any, rows: list[tuple[Any, ...]]) -> list[str]:
+        """Insert rows, skipping ids already stored; returns the ids really inserted."""
+        values = ",".join(["(?,?,?,?,?,?,?,?,?)"] * len(rows))
+        cur.execute(
+            "INSERT INTO events (id, site, device, kind, place, window_start, window_s, body,"
+            f" received_at) VALUES {values} ON CONFLICT DO NOTHING RETURNING id",
+            [v for row in rows for v in row],
+        )
+        return [r[0] for r in cur.fetchall()]
+
     def _add_rollups(self, cur: Any, events: Sequence[wire.Event]) -> None:
-        rows = rollup_rows(events)
-        if not rows:
-            return
+        rows = sorted(rollup_rows(events), key=lambda r: (r.hour, r.site, r.device, r.place, r.metric))
+        self._upsert_rollups(cur, rows)
+
+    def _upsert_rollups(self, cur: Any, rows: list[RollupRow]) -> None:
         g = self._greatest
-        cur.executemany(
-            self._sql(
-                "INSERT INTO rollups (hour, site, device, place, metric, n, total, max)"
-                " VALUES (?,?,?,?,?,?,?,?)"
-                " ON CONFLICT (hour, site, device, place, metric) DO UPDATE SET n = rollups.n + excluded.n,"
-                f" total = rollups.total + excluded.total, max = {g}(rollups.max, excluded.max)"
-            ),
-            [(r.hour, r.site, r.device, r.place, r.metric, r.n, r.total, r.max) for r in sorted(
-                rows, key=lambda r: (r.hour, r.site, r.device, r.place, r.metric))],
-        )  # fmt: skip
+        # Keys are unique within a batch (rollup_rows aggregates), so one multi-row upsert per chunk:
+        # one round trip instead of one per row, which is what PostgreSQL's throughput needs.
+        for i in range(0, len(rows), _INSERT_CHUNK):
+            chunk = rows[i : i + _INSERT_CHUNK]
+            values = ",".join(["(?,?,?,?,?,?,?,?)"] * len(chunk))
+            cur.execute(
+                self._sql(
+                    f"INSERT INTO rollups (hour, site, device, place, metric, n, total, max) VALUES {values}"
+                    " ON CONFLICT (hour, site, device, place, metric) DO UPDATE SET"
+                    " n = rollups.n + excluded.n, total = rollups.total + excluded.total,"
+                    f" max = {g}(rollups.max, excluded.max)"
+                ),
+                [
+                    v
+                    for r in chunk
+                    for v in (r.hour, r.site, r.device, r.place, r.metric, r.n, r.total, r.max)
+                ],
+            )
+
+    def _touch_many(self, cur: Any, counts: dict[tuple[str, str], int], now: float) -> None:
+        """Upsert many devices' traffic counters in one statement (sorted: no deadlocks between workers)."""
+        items = sorted(counts.items())
+        for i in range(0, len(items), _INSERT_CHUNK):
+            chunk = items[i : i + _INSERT_CHUNK]
+            values = ",".join(["(?,?,?,?,?,0)"] * len(chunk))
+            cur.execute(
+                self._sql(
+                    "INSERT INTO devices (site, device, first_seen, last_seen, events, quarantined)"
+                    f" VALUES {values}"
+                    " ON CONFLICT (site, device) DO UPDATE SET"
+                    f" last_seen = {self._greatest}(devices.last_seen, excluded.last_seen),"
+                    " events = devices.events + excluded.events"
+                ),
+                [v for (site, device), n in chunk for v in (site, device, now, now, n)],
+            )
 
     def _touch(
         self, cur: Any, site: str, device: str, now: float, *, events: int = 0, quarantined: int = 0
