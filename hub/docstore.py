@@ -47,6 +47,7 @@ class SQLiteStorage(Storage):
         return {name: json.loads(body) for name, body in rows}
 
     def write(self, data: dict[str, dict[str, Any]]) -> None:
+        # No sort_keys: TinyDB returns documents in the order of their keys here (insertion order).
         bodies = {name: json.dumps(table, separators=(",", ":")) for name, table in data.items()}
         changed = [(n, b) for n, b in bodies.items() if self._written.get(n) != b]
         gone = [(n,) for n in self._written if n not in bodies]
