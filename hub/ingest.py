@@ -1,27 +1,25 @@
 """MQTT ingest: subscribe, validate, store in batches, acknowledge only after the commit.
 
-The hub uses paho's manual acknowledgement: a QoS 1 message is PUBACKed
-only once its batch is committed, so a hub killed mid-batch gets the
-messages again from the broker (persistent session), and the store's
-idempotent insert drops any that did make it.
+A QoS 1 message is PUBACKed only once its batch is committed, so a hub killed
+mid-batch gets the messages again from the broker (persistent session), and
+the store's idempotent insert drops any that did make it. The MQTT side is
+:mod:`hub.mqtt_receiver` (asyncio; paho's per-message cost was the hub's
+largest).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import queue
 import threading
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.reasoncodes import ReasonCode
-
+from hub.mqtt_receiver import Delivery, LeanSubscriber
 from hub.storage import QuarantineRecord, Store
 from vigie import wire
 from vigie.exceptions import VigieError, WireError
-from vigie.mqtt import BrokerConfig, make_client
+from vigie.mqtt import BrokerConfig
 
 __all__ = ["IngestStats", "Ingestor", "classify"]
 
@@ -61,17 +59,8 @@ class IngestStats:
     started_at: float = field(default_factory=time.time)
 
 
-@dataclass(frozen=True, slots=True)
-class _Inbound:
-    topic: str
-    payload: bytes
-    mid: int
-    qos: int
-    received_at: float
-
-
 class Ingestor:
-    """One ingest worker: a paho client feeding a batching writer thread."""
+    """One ingest worker: a lean MQTT subscriber (asyncio, in a thread) feeding batched writes."""
 
     def __init__(
         self,
@@ -83,128 +72,85 @@ class Ingestor:
         batch_delay_s: float = 0.2,
         share_group: str | None = None,
     ) -> None:
-        self.broker = broker
-        self.store = store
-        self.stats = IngestStats()
-        self.batch_size = batch_size
-        self.batch_delay_s = batch_delay_s
         if share_group and broker.protocol != "5":
             raise VigieError(
                 f"shared subscriptions (group {share_group!r}) need MQTT 5: set the broker protocol to 5 "
                 "(Mosquitto ≥ 1.6; the embedded amqtt broker speaks only 3.1.1: run one worker there)"
             )
+        self.broker = broker
+        self.store = store
+        self.stats = IngestStats()
         self._share_group = share_group
-        # A persistent session: the broker keeps QoS 1 messages while the hub is down.
-        self._client = make_client(broker, client_id, clean_session=False, manual_ack=True)
-        # One hub, many devices: the hub may come back fast without a thundering herd.
-        self._client.reconnect_delay_set(min_delay=1, max_delay=5)
-        self._client.on_connect = self._on_connect
-        self._client.on_disconnect = self._on_disconnect
-        self._client.on_message = self._on_message
-        self._queue: queue.Queue[_Inbound] = queue.Queue(maxsize=50_000)
-        self._stop = threading.Event()
+        filters = [
+            wire.subscription(c, share_group)
+            for c in (wire.Channel.EVENT, wire.Channel.HEARTBEAT, wire.Channel.STATUS)
+        ]
+        self._subscriber = LeanSubscriber(
+            broker, client_id, filters, self._on_batch, batch_size=batch_size, batch_delay_s=batch_delay_s,
+            on_state=self._on_state,
+        )  # fmt: skip
         self._connected = threading.Event()
-        self._writer = threading.Thread(target=self._write_loop, name="ingest-writer", daemon=True)
+        self._stop = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop_async: asyncio.Event | None = None
+        self._thread = threading.Thread(target=self._run, name="ingest", daemon=True)
 
     @property
     def connected(self) -> bool:
         return self._connected.is_set()
 
     def start(self) -> None:
-        self._writer.start()
-        if self.broker.protocol == "5":
-            from paho.mqtt.packettypes import PacketTypes
-            from paho.mqtt.properties import Properties
-
-            # MQTT 5: a persistent session is clean_start=False plus an expiry; the broker keeps
-            # our subscription and queues QoS 1 messages for an hour while we are away.
-            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-            props.SessionExpiryInterval = 3600
-            self._client.connect_async(
-                self.broker.host, self.broker.port, keepalive=self.broker.keepalive, clean_start=False,
-                properties=props,
-            )  # fmt: skip
-        else:
-            self._client.connect_async(self.broker.host, self.broker.port, keepalive=self.broker.keepalive)
-        self._client.loop_start()
-
-    def stop(self, *, retire: bool = False) -> None:
-        """Stop; the persistent session stays so that the broker queues for us meanwhile.
-
-        Args:
-            retire: leave for good (scaling down): unsubscribe first so the broker stops routing
-                our share of a shared subscription here, store and acknowledge what was already
-                received, then end the session. Without this, a removed worker's session would
-                keep receiving its share, queued, until the session expires.
-        """
-        if retire:
-            for channel in (wire.Channel.EVENT, wire.Channel.HEARTBEAT, wire.Channel.STATUS):
-                self._client.unsubscribe(wire.subscription(channel, self._share_group))
-            time.sleep(1.0)  # let in-flight deliveries land in the queue
-        self._stop.set()
-        self._writer.join(timeout=30)
-        if retire and self.broker.protocol == "5":
-            from paho.mqtt.packettypes import PacketTypes
-            from paho.mqtt.properties import Properties
-
-            props = Properties(PacketTypes.DISCONNECT)  # type: ignore[no-untyped-call]
-            props.SessionExpiryInterval = 0
-            self._client.disconnect(properties=props)
-        else:
-            self._client.disconnect()
-        self._client.loop_stop()
-        log.info("ingest stopped", extra={k: v for k, v in asdict(self.stats).items() if k != "started_at"})
+        self._thread.start()
 
     def wait_connected(self, timeout: float) -> bool:
         return self._connected.wait(timeout)
 
-    def _on_connect(
-        self, client: mqtt.Client, userdata: Any, flags: Any, reason: ReasonCode, props: Any
-    ) -> None:
-        if reason.is_failure:
-            self.stats.last_error = f"broker refused connection: {reason}"
-            log.error("broker refused connection", extra={"reason": str(reason)})
-            return
-        for channel in (wire.Channel.EVENT, wire.Channel.HEARTBEAT, wire.Channel.STATUS):
-            client.subscribe(wire.subscription(channel, self._share_group), qos=wire.QOS[channel])
-        self._connected.set()
-        log.info("ingest connected", extra={"host": self.broker.host, "port": self.broker.port})
+    def stop(self, *, retire: bool = False) -> None:
+        """Stop after storing and acknowledging what was received; the persistent session stays.
 
-    def _on_disconnect(
-        self, client: mqtt.Client, userdata: Any, flags: Any, reason: ReasonCode, props: Any
-    ) -> None:
-        self._connected.clear()
-        if not self._stop.is_set():
-            log.warning("ingest lost the broker; reconnecting", extra={"reason": str(reason)})
+        Args:
+            retire: this worker leaves for good (scaling down); used with a fresh start in
+                retire mode (see ``vigie hub ingest --retire``), the session is ended.
+        """
+        self._stop.set()
+        if self._loop is not None and self._stop_async is not None:
+            self._loop.call_soon_threadsafe(self._stop_async.set)
+        self._thread.join(timeout=60)
+        log.info("ingest stopped", extra={k: v for k, v in asdict(self.stats).items() if k != "started_at"})
 
-    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        # Blocks when the writer is far behind: back-pressure reaches the broker,
-        # which queues for us, rather than this process growing without bound.
-        self._queue.put(_Inbound(msg.topic, bytes(msg.payload), msg.mid, msg.qos, time.time()))
+    def start_retiring(self) -> None:
+        """Connect only to drain this worker's session: unsubscribe, store what is queued, end the session."""
+        self._subscriber.retire = True
+        self.start()
 
-    def _write_loop(self) -> None:
-        while not self._stop.is_set() or not self._queue.empty():
-            batch: list[_Inbound] = []
-            try:
-                batch.append(self._queue.get(timeout=0.2))
-            except queue.Empty:
-                continue
-            deadline = time.monotonic() + self.batch_delay_s
-            while len(batch) < self.batch_size:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                try:
-                    batch.append(self._queue.get(timeout=remaining))
-                except queue.Empty:
-                    break
-            if not self._write_until_stored(batch):
-                return  # stopping with the store down: unacknowledged, redelivered next session
-            for item in batch:
-                if item.qos > 0:
-                    self._client.ack(item.mid, item.qos)
+    def _run(self) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        self._stop_async = asyncio.Event()
+        if self._stop.is_set():
+            self._stop_async.set()
+        try:
+            loop.run_until_complete(self._subscriber.run(self._stop_async))
+        finally:
+            loop.close()
 
-    def _write_until_stored(self, batch: list[_Inbound]) -> bool:
+    def _on_state(self, up: bool, why: str) -> None:
+        if up:
+            self._connected.set()
+            log.info("ingest connected", extra={"host": self.broker.host, "port": self.broker.port})
+        else:
+            if self._connected.is_set() and not self._stop.is_set():
+                log.warning("ingest lost the broker; reconnecting", extra={"reason": why})
+            elif not self._stop.is_set():
+                self.stats.last_error = why
+                log.warning("broker unreachable; retrying", extra={"reason": why})
+            self._connected.clear()
+
+    def _on_batch(self, batch: list[Delivery]) -> bool:
+        """Called from a worker thread; True once stored (the subscriber then acknowledges)."""
+        return self._write_until_stored(batch)
+
+    def _write_until_stored(self, batch: list[Delivery]) -> bool:
         """Write the batch, retrying with backoff while the store fails; False only when stopping.
 
         A QoS 1 message the hub has not acknowledged is redelivered by the broker only when the
@@ -224,7 +170,7 @@ class Ingestor:
                     return False
                 delay = min(delay * 2, 10.0)
 
-    def _write(self, batch: list[_Inbound]) -> None:
+    def _write(self, batch: list[Delivery]) -> None:
         events: list[wire.Event] = []
         bad: list[QuarantineRecord] = []
         heartbeats: list[tuple[wire.Heartbeat, float]] = []

@@ -609,11 +609,12 @@ def _hub_ingest(args: argparse.Namespace) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    ingestor.start()
     if args.retire:
+        ingestor.start_retiring()
         ingestor.wait_connected(30)
         time.sleep(5.0)  # take what the broker queued for this worker's session
     else:
+        ingestor.start()
         stop.wait()
     ingestor.stop(retire=args.retire)
     store.close()
