@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +25,8 @@ from edge.link import MqttLink
 from edge.outbox import Outbox
 from edge.rules import RuleEngine, line_crossings
 from edge.sdnotify import Notifier
+from edge.sensors.config import build_sensor
+from edge.sensors.runner import MeasurementAggregator, SensorRunner
 from edge.sources import Frame, FrameSource, open_source
 from edge.telemetry import LatencyWindow, ProcessMonitor, cpu_temperature_c, disk_free_mb, rss_mb, too_hot
 from edge.tracker import IouTracker
@@ -129,6 +131,14 @@ def run_agent(
         resolution=config.resolution,
     )  # fmt: skip
     outbox = Outbox(config.outbox, quota_bytes=int(config.outbox_quota_mb * 1e6))
+    sensors = SensorRunner(
+        [build_sensor(s) for s in config.sensors],
+        MeasurementAggregator(
+            site=config.site, device=config.device, window_s=config.anonymisation.window_s,
+            impulse_db=config.impulse_db,
+        ),
+        lambda batch: enqueue(batch),
+    )  # fmt: skip
     link = MqttLink(config.broker, outbox, site=config.site, device=config.device)
     event_topic = wire.topic(config.site, config.device, wire.Channel.EVENT)
     qos = wire.QOS[wire.Channel.EVENT]
@@ -139,7 +149,7 @@ def run_agent(
     period_frames, last_beat = 0, started
     hot = False  # above the profile's thermal limit: half rate until it cools
 
-    def enqueue(batch: list[wire.Event] | list[wire.Alert]) -> None:
+    def enqueue(batch: Sequence[wire.Event]) -> None:
         nonlocal events, alerts
         if batch:
             outbox.put_many((event_topic, wire.encode(e), qos) for e in batch)
@@ -170,6 +180,7 @@ def run_agent(
             cpu_temp_c=cpu_temperature_c(),
             outbox_depth=outbox.depth(),
             outbox_dropped=outbox.dropped(),
+            sensors=sensors.health(),
         )
         link.publish_direct(wire.Channel.HEARTBEAT, beat)
         period_frames, last_beat = 0, now
@@ -238,6 +249,7 @@ def run_agent(
         },
     )
     link.start()
+    sensors.start()
     notifier.ready(f"analysing {config.source}")
     loop_started: float | None = None
     loop_ended = 0.0
@@ -281,6 +293,7 @@ def run_agent(
                 heartbeat(time.monotonic())
     finally:
         notifier.stopping()
+        sensors.stop()  # closes the open measurement windows into the outbox
         source.close()
         left = link.stop(drain_timeout=0.0 if control.stop.is_set() else 2.0)
         outbox.close()

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from edge.anonymise import AnonymisationConfig
 from edge.rules import UNSUPPORTED_RULES, Rule
+from edge.sensors.config import SensorConfig
 from edge.zones import FULL_FRAME, Line, Zone
 from vigie.exceptions import ConfigError
 from vigie.mqtt import BrokerConfig
@@ -107,6 +108,8 @@ class AgentConfig(_Strict):
     zones: tuple[Zone, ...] = Field(default=(FULL_FRAME,), description="Zones to count in.")
     lines: tuple[Line, ...] = Field(default=(), description="Directed counting lines.")
     rules: tuple[Rule, ...] = Field(default=(), description="Event rules (see edge/rules.py).")
+    sensors: tuple[SensorConfig, ...] = Field(default=(), description="Non-camera sensors beside the camera.")
+    impulse_db: float = Field(default=10.0, gt=0, description="Impulsive noise: dB above the running L_A90.")
     anonymisation: AnonymisationConfig = Field(default_factory=AnonymisationConfig)
     heartbeat_s: float = Field(default=10.0, gt=0, description="Seconds between heartbeats.")
     outbox: Path = Field(default=Path("vigie-outbox.sqlite"), description="Durable outbox file.")
@@ -160,6 +163,7 @@ class CameraConfig(_Strict):
     zones: tuple[Zone, ...] = (FULL_FRAME,)
     lines: tuple[Line, ...] = ()
     rules: tuple[dict[str, Any], ...] = Field(default=(), description="Validated as rules once merged.")
+    sensors: tuple[SensorConfig, ...] = ()
 
 
 class SiteConfig(_Strict):
@@ -256,6 +260,7 @@ def load_agent_config(
         "zones": camera.zones,
         "lines": camera.lines,
         "rules": camera.rules,
+        "sensors": camera.sensors,
         "anonymisation": site.anonymisation,
         "broker": site.broker,
         "outbox_quota_mb": profile.budgets.outbox_mb,

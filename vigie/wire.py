@@ -36,6 +36,7 @@ __all__ = [
     "Event",
     "Heartbeat",
     "LineCountEvent",
+    "Measurement",
     "Message",
     "Status",
     "TopicParts",
@@ -303,6 +304,51 @@ class Alert(_Message):
         return self
 
 
+#: What a sensor measures, with its unit, and which statistics a window of it may carry.
+Quantity = Literal["sound_level", "temperature", "humidity", "pm1", "pm2_5", "pm10", "presence"]
+UNITS: Final[dict[str, str]] = {
+    "sound_level": "dB(A)", "temperature": "degC", "humidity": "%RH", "pm1": "ug/m3", "pm2_5": "ug/m3",
+    "pm10": "ug/m3", "presence": "ratio",
+}  # fmt: skip
+STATS: Final[dict[str, frozenset[str]]] = {
+    "sound_level": frozenset({"laeq", "lamax", "la90", "impulses"}),
+    "presence": frozenset({"occupancy", "onsets"}),
+}
+_ENV_STATS: Final = frozenset({"mean", "min", "max"})
+SensorId = Annotated[str, Field(pattern=_ZONE_RE, description="Sensor name from the site config.")]
+
+
+class Measurement(_Message):
+    """Statistics of one sensor quantity over one window: never raw samples (no audio, ever)."""
+
+    kind: Literal["measurement"] = "measurement"
+    id: str = Field(description="UUIDv7 whose time part is `window_start`.")
+    sensor: SensorId
+    quantity: Quantity
+    unit: str = Field(max_length=8, description="Fixed per quantity (see UNITS).")
+    window_start: EpochSeconds
+    window_s: int
+    samples: int = Field(ge=1, le=10_000_000, description="Readings (or audio blocks) in the window.")
+    stats: dict[
+        Annotated[str, Field(pattern=r"^[a-z0-9_]{1,16}$")], Annotated[float, Field(ge=-100, le=10_000)]
+    ] = Field(max_length=8, description="Window statistics, e.g. laeq/lamax/la90 or mean/min/max.")
+
+    @model_validator(mode="after")
+    def _check(self) -> Measurement:
+        _check_window(self.window_start, self.window_s)
+        _check_id(self.id, self.window_start, "window_start")
+        if self.unit != UNITS[self.quantity]:
+            raise _field_error(
+                "unit", f"{self.quantity} is measured in {UNITS[self.quantity]!r}, not {self.unit!r}"
+            )
+        allowed = STATS.get(self.quantity, _ENV_STATS)
+        if extra := set(self.stats) - allowed:
+            raise _field_error(
+                "stats", f"{sorted(extra)} are not statistics of {self.quantity}: {sorted(allowed)}"
+            )
+        return self
+
+
 class Heartbeat(_Message):
     """Device health, every few seconds; superseded by the next one."""
 
@@ -320,6 +366,9 @@ class Heartbeat(_Message):
     cpu_temp_c: float | None = Field(default=None, ge=-60, le=200, description="SoC temperature (sysfs).")
     outbox_depth: int = Field(ge=0, description="Messages waiting on the device for the broker.")
     outbox_dropped: int = Field(ge=0, description="Messages dropped (oldest first) to keep the disk quota.")
+    sensors: dict[SensorId, Literal["ok", "silent", "out_of_range"]] = Field(
+        default_factory=dict, max_length=32, description="Health of each non-camera sensor."
+    )
 
 
 class Status(_Message):
@@ -330,18 +379,19 @@ class Status(_Message):
     state: Literal["online", "offline"]
 
 
-Event = ZoneCountEvent | LineCountEvent | Alert
-Message = ZoneCountEvent | LineCountEvent | Alert | Heartbeat | Status
+Event = ZoneCountEvent | LineCountEvent | Alert | Measurement
+Message = ZoneCountEvent | LineCountEvent | Alert | Measurement | Heartbeat | Status
 _BY_KIND: Final[dict[str, type[Message]]] = {
     "zone_count": ZoneCountEvent,
     "line_count": LineCountEvent,
     "alert": Alert,
+    "measurement": Measurement,
     "heartbeat": Heartbeat,
     "status": Status,
 }
 #: Which kinds may travel on which channel.
 _CHANNEL_KINDS: Final[dict[Channel, frozenset[str]]] = {
-    Channel.EVENT: frozenset({"zone_count", "line_count", "alert"}),
+    Channel.EVENT: frozenset({"zone_count", "line_count", "alert", "measurement"}),
     Channel.HEARTBEAT: frozenset({"heartbeat"}),
     Channel.STATUS: frozenset({"status"}),
 }

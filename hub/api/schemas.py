@@ -32,11 +32,11 @@ class EventPublic(BaseModel):
         },
     )  # fmt: skip
     v: int
-    kind: str = Field(description="zone_count, line_count or alert.")
+    kind: str = Field(description="zone_count, line_count, alert or measurement.")
     id: str = Field(description="Event id (UUIDv7); unique.")
     site: str
     device: str
-    model: str
+    model: str | None = Field(default=None, description="Detector model, for camera events.")
     received_at: float
 
 

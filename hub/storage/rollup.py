@@ -7,7 +7,9 @@ place, metric) with the number of contributing events, the sum and the max:
 * ``zone_count``: ``peak:<class>`` (the window's peak count), ``suppressed:<class>``
   (windows where the class was under k), ``windows`` and ``frames``;
 * ``line_count``: ``forward:<class>`` and ``backward:<class>`` crossings;
-* ``alert``: ``alert:<rule>``.
+* ``alert``: ``alert:<rule>``;
+* ``measurement``: ``<quantity>:<stat>`` (``sound_level:laeq``, ``temperature:mean``…), the
+  covariates the fusion layer reads (noise at night as a tranquillity indicator).
 """
 
 from __future__ import annotations
@@ -49,6 +51,9 @@ def _metrics(e: wire.Event) -> tuple[str, int, list[tuple[str, float]]]:
                     (f"{direction}:{label}", float(v)) if isinstance(v, int) else (f"suppressed:{label}", 1.0)
                 )
         return e.line, e.window_start, values
+    if isinstance(e, wire.Measurement):
+        # Covariates for the fusion layer: e.g. sound_level:laeq per hour and sensor.
+        return e.sensor, e.window_start, [(f"{e.quantity}:{stat}", v) for stat, v in e.stats.items()]
     return e.zone or e.line or "", e.ts, [(f"alert:{e.rule}", 1.0)]
 
 

@@ -28,6 +28,8 @@ def index_columns(e: wire.Event) -> tuple[str, str, str, str, str, int, int]:
     """(id, site, device, kind, place, window start, window length) of any event kind."""
     if isinstance(e, wire.Alert):
         return (e.id, e.site, e.device, e.kind, e.zone or e.line or "", e.ts, wire.ALERT_GRANULARITY_S)
+    if isinstance(e, wire.Measurement):
+        return (e.id, e.site, e.device, e.kind, e.sensor, e.window_start, e.window_s)
     place = e.zone if isinstance(e, wire.ZoneCountEvent) else e.line
     return (e.id, e.site, e.device, e.kind, place, e.window_start, e.window_s)
 
