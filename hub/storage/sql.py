@@ -205,63 +205,47 @@ class SqlStore:
                     self._touch(cur, r.site, r.device, r.received_at, quarantined=1)
 
     # -- reads ---------------------------------------------------------------------------
+    @staticmethod
+    def _where(conditions: Sequence[tuple[str, Any]]) -> tuple[str, list[Any]]:
+        """`` WHERE a AND b`` from (clause with one ?, value) pairs whose value is given."""
+        given = [(clause, value) for clause, value in conditions if value is not None]
+        if not given:
+            return "", []
+        return " WHERE " + " AND ".join(c for c, _ in given), [v for _, v in given]
+
     def list_events(self, query: EventQuery) -> tuple[list[dict[str, Any]], int | None]:
-        where: list[str] = []
-        args: list[Any] = []
-        filters: tuple[tuple[str, str | None], ...] = (
-            ("site", query.site),
-            ("device", query.device),
-            ("kind", query.kind),
-            ("place", query.place),
+        where, args = self._where([
+            ("site = ?", query.site), ("device = ?", query.device), ("kind = ?", query.kind),
+            ("place = ?", query.place), ("window_start >= ?", query.since), ("window_start < ?", query.until),
+            ("seq < ?", query.cursor),
+        ])  # fmt: skip
+        rows = self._query(
+            f"SELECT seq, body, received_at FROM events{where} ORDER BY seq DESC LIMIT ?",
+            (*args, query.limit + 1),
         )
-        for column, value in filters:
-            if value is not None:
-                where.append(f"{column} = ?")
-                args.append(value)
-        bounds: tuple[tuple[str, int | None], ...] = (
-            ("window_start >= ?", query.since), ("window_start < ?", query.until), ("seq < ?", query.cursor)
-        )  # fmt: skip
-        for clause, bound in bounds:
-            if bound is not None:
-                where.append(clause)
-                args.append(bound)
-        sql = "SELECT seq, body, received_at FROM events"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY seq DESC LIMIT ?"
-        rows = self._query(sql, (*args, query.limit + 1))
         more = len(rows) > query.limit
         rows = rows[: query.limit]
         data = [{**json.loads(r[1]), "received_at": r[2]} for r in rows]
         return data, (int(rows[-1][0]) if more and rows else None)
 
     def list_rollups(self, query: RollupQuery) -> list[dict[str, Any]]:
-        where: list[str] = []
-        args: list[Any] = []
-        for column, value in (("site", query.site), ("device", query.device), ("place", query.place)):
-            if value is not None:
-                where.append(f"{column} = ?")
-                args.append(value)
-        if query.metric:
-            if query.metric.endswith("*"):
-                where.append("metric LIKE ?")
-                args.append(query.metric[:-1].replace("%", "") + "%")
-            else:
-                where.append("metric = ?")
-                args.append(query.metric)
-        hours: tuple[tuple[str, int | None], ...] = (("hour >= ?", query.since), ("hour < ?", query.until))
-        for clause, bound in hours:
-            if bound is not None:
-                where.append(clause)
-                args.append(bound)
-        sql = "SELECT hour, site, device, place, metric, n, total, max FROM rollups"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY hour, site, device, place, metric LIMIT ?"
+        metric = query.metric
+        prefix = metric is not None and metric.endswith("*")
+        where, args = self._where([
+            ("site = ?", query.site), ("device = ?", query.device), ("place = ?", query.place),
+            ("metric LIKE ?" if prefix else "metric = ?",
+             (metric[:-1].replace("%", "") + "%") if prefix and metric else metric),
+            ("hour >= ?", query.since), ("hour < ?", query.until),
+        ])  # fmt: skip
+        rows = self._query(
+            f"SELECT hour, site, device, place, metric, n, total, max FROM rollups{where}"
+            " ORDER BY hour, site, device, place, metric LIMIT ?",
+            (*args, query.limit),
+        )
         return [
             {"hour": r[0], "site": r[1], "device": r[2], "place": r[3], "metric": r[4], "n": r[5],
              "total": r[6], "max": r[7], "mean": round(r[6] / r[5], 3) if r[5] else 0.0}
-            for r in self._query(sql, (*args, query.limit))
+            for r in rows
         ]  # fmt: skip
 
     def list_devices(self) -> list[dict[str, Any]]:
