@@ -89,6 +89,8 @@ class Ingestor:
             broker, client_id, filters, self._on_batch, batch_size=batch_size, batch_delay_s=batch_delay_s,
             on_state=self._on_state,
         )  # fmt: skip
+        self.client_id = client_id
+        self._last_status = 0.0
         self._connected = threading.Event()
         self._stop = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -138,6 +140,7 @@ class Ingestor:
         if up:
             self._connected.set()
             log.info("ingest connected", extra={"host": self.broker.host, "port": self.broker.port})
+            self.report_status(time.time(), force=True)
         else:
             if self._connected.is_set() and not self._stop.is_set():
                 log.warning("ingest lost the broker; reconnecting", extra={"reason": why})
@@ -204,3 +207,15 @@ class Ingestor:
         s.heartbeats += len(heartbeats)
         s.statuses += len(statuses)
         s.batches += 1
+        self.report_status(now)
+
+    def report_status(self, now: float, *, force: bool = False) -> None:
+        """Every few seconds, write this worker's counters where any API process can read them."""
+        if not force and now - self._last_status < 5.0:
+            return
+        self._last_status = now
+        stats = {k: v for k, v in asdict(self.stats).items() if k != "started_at"}
+        try:
+            self.store.record_ingest_status(self.client_id, self.connected, stats, now)
+        except Exception:  # health reporting must never cost an event
+            log.debug("could not record ingest status", exc_info=True)

@@ -53,6 +53,11 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             quarantine BIGINT NOT NULL, policy TEXT NOT NULL)""",
         "CREATE INDEX quarantine_received ON quarantine (received_at)",
     ]),
+    (3, [
+        """CREATE TABLE ingest_workers (
+            worker TEXT PRIMARY KEY, updated_at DOUBLE PRECISION NOT NULL, connected BOOLEAN NOT NULL,
+            stats TEXT NOT NULL)""",
+    ]),
 ]  # fmt: skip
 
 

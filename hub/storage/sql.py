@@ -248,6 +248,24 @@ class SqlStore:
             for r in rows
         ]  # fmt: skip
 
+    def record_ingest_status(self, worker: str, connected: bool, stats: dict[str, Any], now: float) -> None:
+        """Where each ingest process says how it is doing (read by /healthz in any process)."""
+        with self._tx() as cur:
+            cur.execute(
+                self._sql(
+                    "INSERT INTO ingest_workers (worker, updated_at, connected, stats) VALUES (?,?,?,?)"
+                    " ON CONFLICT (worker) DO UPDATE SET updated_at = excluded.updated_at,"
+                    " connected = excluded.connected, stats = excluded.stats"
+                ),
+                (worker, now, connected, json.dumps(stats)),
+            )
+
+    def list_ingest_status(self) -> list[dict[str, Any]]:
+        rows = self._query("SELECT worker, updated_at, connected, stats FROM ingest_workers ORDER BY worker")
+        return [
+            {"worker": r[0], "updated_at": r[1], "connected": bool(r[2]), **json.loads(r[3])} for r in rows
+        ]
+
     def list_devices(self) -> list[dict[str, Any]]:
         rows = self._query(
             "SELECT site, device, first_seen, last_seen, status, events, quarantined, heartbeat"

@@ -42,6 +42,11 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             quarantine INTEGER NOT NULL, policy TEXT NOT NULL)""",
         "CREATE INDEX quarantine_received ON quarantine (received_at)",
     ]),
+    (3, [
+        """CREATE TABLE ingest_workers (
+            worker TEXT PRIMARY KEY, updated_at REAL NOT NULL, connected INTEGER NOT NULL,
+            stats TEXT NOT NULL)""",
+    ]),
 ]  # fmt: skip
 
 

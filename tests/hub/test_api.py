@@ -89,3 +89,16 @@ def test_rollups_endpoint(client: TestClient) -> None:
     assert {r["place"] for r in body["data"]} == {f"z{i}" for i in range(5)}
     assert all(r["max"] == 4 and r["mean"] == 4 for r in body["data"])
     assert client.get("/v1/rollups", params={"metric": "peak:*", "place": "z1"}).json()["count"] == 2
+
+
+def test_healthz_sees_separate_ingest_processes_through_the_store(client: TestClient) -> None:
+    import time
+
+    store = client.app.state.store  # type: ignore[attr-defined]
+    store.record_ingest_status("vigie-hub-ingest-0", True, {"received": 10, "stored": 9}, time.time())
+    body = client.get("/healthz").json()
+    assert body["status"] == "ok"
+    assert body["ingest"]["workers"][0]["stored"] == 9
+    # A worker that has not reported for a while does not count as connected.
+    store.record_ingest_status("vigie-hub-ingest-0", True, {"received": 10, "stored": 9}, time.time() - 120)
+    assert client.get("/healthz").json()["status"] == "degraded"
