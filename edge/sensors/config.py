@@ -49,9 +49,14 @@ class PMS5003Config(_Base):
     simulate_unplug_after_s: float | None = Field(default=None, description="Simulated part only.")
 
 
-SensorConfig = Annotated[
-    SoundWavConfig | SoundDeviceConfig | SHT31Config | PMS5003Config, Field(discriminator="type")
-]
+class PIRConfig(_Base):
+    type: Literal["pir"] = "pir"
+    pin: int | Literal["simulated"] = Field(default=17, description="GPIO (BCM) number, or 'simulated'.")
+    period_s: float = Field(default=0.5, gt=0)
+
+
+AnySensorConfig = SoundWavConfig | SoundDeviceConfig | SHT31Config | PMS5003Config | PIRConfig
+SensorConfig = Annotated[AnySensorConfig, Field(discriminator="type")]
 
 
 class _LinuxI2C:
@@ -95,7 +100,7 @@ class _TTY:
             return b""
 
 
-def build_sensor(config: SoundWavConfig | SoundDeviceConfig | SHT31Config | PMS5003Config) -> Sensor:
+def build_sensor(config: AnySensorConfig) -> Sensor:
     """The plugin for one sensor entry.
 
     Raises:
@@ -117,6 +122,11 @@ def build_sensor(config: SoundWavConfig | SoundDeviceConfig | SHT31Config | PMS5
             else _LinuxI2C(config.bus)
         )
         return env.SHT31(config.id, bus, address=config.address, period_s=config.period_s)
+    if isinstance(config, PIRConfig):
+        pin: env.DigitalInput = (
+            env.SimulatedPIR() if config.pin == "simulated" else env.GpioZeroInput(config.pin)
+        )
+        return env.PIRPresence(config.id, pin, period_s=config.period_s)
     port: env.SerialPort = (
         env.SimulatedPMS5003Port(fail_after_s=config.simulate_unplug_after_s)
         if config.port == "simulated"

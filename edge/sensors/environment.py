@@ -17,6 +17,7 @@ __all__ = [
     "PMS5003",
     "SHT31",
     "I2CBus",
+    "PIRPresence",
     "SerialPort",
     "crc8_sensirion",
     "decode_pms5003",
@@ -115,6 +116,54 @@ class PMS5003:
 
     def close(self) -> None:
         """The port belongs to the runner."""
+
+
+class DigitalInput(Protocol):
+    def is_active(self) -> bool: ...
+
+
+class PIRPresence:
+    """A passive-infrared presence detector on a GPIO input: 1 while someone moves in front of it."""
+
+    def __init__(self, sensor_id: str, pin: DigitalInput, *, period_s: float = 0.5) -> None:
+        self.sensor_id, self.pin, self.period_s = sensor_id, pin, period_s
+
+    def read(self, now: float) -> list[Reading]:
+        try:
+            active = self.pin.is_active()
+        except OSError as exc:
+            raise SensorError(f"PIR input does not answer: {exc}") from None
+        return [Reading(self.sensor_id, "presence", 1.0 if active else 0.0, now)]
+
+    def close(self) -> None:
+        """The pin belongs to the runner."""
+
+
+class GpioZeroInput:
+    """A GPIO pin through gpiozero (Raspberry Pi OS ships it), imported only when used."""
+
+    def __init__(self, pin: int) -> None:
+        try:
+            from gpiozero import MotionSensor
+        except ImportError:
+            raise SensorError("PIR sensors need gpiozero: `sudo apt install python3-gpiozero`") from None
+        self._sensor = MotionSensor(pin)
+
+    def is_active(self) -> bool:
+        return bool(self._sensor.motion_detected)
+
+
+class SimulatedPIR:
+    """Presence for ``on_s`` seconds out of every ``cycle_s`` (from ``start``), like people passing by."""
+
+    def __init__(self, *, cycle_s: float = 10.0, on_s: float = 3.0, start: float | None = None) -> None:
+        self.cycle_s, self.on_s = cycle_s, on_s
+        self.start = time.time() if start is None else start
+        self.now: float | None = None  # tests set the time; else the wall clock
+
+    def is_active(self) -> bool:
+        t = (self.now if self.now is not None else time.time()) - self.start
+        return (t % self.cycle_s) < self.on_s
 
 
 class SimulatedSHT31Bus:

@@ -146,3 +146,23 @@ def test_out_of_range_values_are_flagged_and_kept_out() -> None:
     runner.poll_once(1_700_000_011.0)
     assert runner.health() == {"air": "out_of_range"}
     assert [m.quantity for m in published] == ["humidity"]
+
+
+def test_pir_presence_occupancy_and_onsets() -> None:
+    from edge.sensors.environment import PIRPresence, SimulatedPIR
+
+    t0 = 1_700_000_040.0  # a window boundary
+    pin = SimulatedPIR(cycle_s=10.0, on_s=3.0, start=t0)
+    published: list[wire.Measurement] = []
+    aggregator = MeasurementAggregator(site="s", device="d", window_s=60)
+    runner = SensorRunner([PIRPresence("door", pin)], aggregator, published.extend)
+    for i in range(120):  # a minute at 2 readings a second
+        pin.now = t0 + i * 0.5
+        runner.poll_once(pin.now)
+    runner.poll_once(t0 + 61)
+    (m,) = published
+    assert m.quantity == "presence"
+    assert m.unit == "ratio"
+    assert m.stats["occupancy"] == pytest.approx(0.3)
+    assert m.stats["onsets"] == 5  # someone appears every 10 s; the first at t0 is not an onset
+    assert runner.health() == {"door": "ok"}
