@@ -24,6 +24,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from vigie.mqtt import BrokerConfig
+from vigie.mqtt_codec import encode_string as _str
+from vigie.mqtt_codec import encode_varint as _varint
+from vigie.mqtt_codec import read_varint as _read_varint
 
 __all__ = ["Delivery", "LeanSubscriber"]
 
@@ -40,31 +43,6 @@ class Delivery:
     packet_id: int
     generation: int  # which connection received it
     received_at: float
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n % 128, n // 128
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def _str(s: str) -> bytes:
-    b = s.encode()
-    return struct.pack("!H", len(b)) + b
-
-
-def _read_varint(data: bytes | bytearray, pos: int) -> tuple[int, int]:
-    value, shift = 0, 0
-    while True:
-        b = data[pos]
-        pos += 1
-        value |= (b & 0x7F) << shift
-        shift += 7
-        if not b & 0x80:
-            return value, pos
 
 
 class BrokerRefusedError(ConnectionError):

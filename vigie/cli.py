@@ -90,6 +90,16 @@ def _broker_config(args: argparse.Namespace, protocol: Literal["3.1.1", "5"] = "
     )
 
 
+_DEFAULT_BROKER = ("127.0.0.1", 1883)
+
+
+def _add_broker(parser: argparse.ArgumentParser, what: str, default: tuple[str, int] | None) -> None:
+    shown = f"{default[0]}:{default[1]}" if default else "127.0.0.1:1883"
+    parser.add_argument(
+        "--broker", type=_broker_arg, default=default, metavar="HOST:PORT", help=f"{what} (default {shown})."
+    )
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vigie",
@@ -169,13 +179,7 @@ def _build_parser() -> argparse.ArgumentParser:
         metavar="NAME=x,y;x,y",
         help="A directed counting line a;b (forward: to the right of a→b on the picture).",
     )
-    run.add_argument(
-        "--broker",
-        type=_broker_arg,
-        default=None,
-        metavar="HOST:PORT",
-        help="MQTT broker (default 127.0.0.1:1883).",
-    )
+    _add_broker(run, "MQTT broker", None)
     run.add_argument(
         "--outbox", type=Path, default=None, help="Durable outbox file (default ./vigie-outbox.sqlite)."
     )
@@ -242,13 +246,7 @@ def _build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("VIGIE_HUB_DB", "vigie-hub.sqlite"),
         help="SQLite file (default ./vigie-hub.sqlite) or PostgreSQL URL postgresql://user@host/dbname.",
     )
-    serve.add_argument(
-        "--broker",
-        type=_broker_arg,
-        default=("127.0.0.1", 1883),
-        metavar="HOST:PORT",
-        help="MQTT broker to ingest from (default 127.0.0.1:1883).",
-    )
+    _add_broker(serve, "MQTT broker to ingest from", _DEFAULT_BROKER)
     serve.add_argument("--no-ingest", action="store_true", help="Serve the API only.")
     _add_credentials(serve)
     serve.add_argument(
@@ -274,9 +272,7 @@ def _build_parser() -> argparse.ArgumentParser:
         epilog="Example:\n  vigie hub ingest --db postgresql://vigie@db/vigie --broker mq:1883 --workers 2\n",
     )
     ingest.add_argument("--db", default=os.environ.get("VIGIE_HUB_DB", "vigie-hub.sqlite"), help="Store.")
-    ingest.add_argument(
-        "--broker", type=_broker_arg, default=("127.0.0.1", 1883), metavar="HOST:PORT", help="MQTT broker."
-    )
+    _add_broker(ingest, "MQTT broker to ingest from", _DEFAULT_BROKER)
     ingest.add_argument("--workers", type=int, default=1, help="Ingest processes (default 1).")
     _add_credentials(ingest)
     ingest.add_argument("--group", default="vigie-hub", help="Shared-subscription group (default vigie-hub).")
@@ -324,9 +320,7 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     sim.add_argument("--devices", type=int, default=100, help="Simulated devices (default 100).")
     sim.add_argument("--duration", type=float, default=60.0, help="Seconds to run (default 60).")
-    sim.add_argument(
-        "--broker", type=_broker_arg, default=("127.0.0.1", 1883), metavar="HOST:PORT", help="MQTT broker."
-    )
+    _add_broker(sim, "MQTT broker the fleet connects to", _DEFAULT_BROKER)
     sim.add_argument("--site", default="sim", help="Site slug of the simulated devices (default sim).")
     sim.add_argument("--zones", type=int, default=2, help="Zones per device (default 2).")
     sim.add_argument("--window", type=int, default=10, help="Event window in seconds (default 10).")

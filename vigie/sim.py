@@ -22,22 +22,10 @@ import time
 from dataclasses import dataclass, field
 
 from vigie import __version__, wire
+from vigie.mqtt_codec import encode_string as _str
+from vigie.mqtt_codec import encode_varint as _varint
 
 __all__ = ["FleetResult", "MiniMqtt", "SimOptions", "run_fleet"]
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n % 128, n // 128
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def _str(s: str | bytes) -> bytes:
-    b = s.encode() if isinstance(s, str) else s
-    return struct.pack("!H", len(b)) + b
 
 
 class MqttRefusedError(ConnectionError):
