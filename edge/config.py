@@ -19,6 +19,7 @@ from edge.rules import UNSUPPORTED_RULES, Rule
 from edge.sensors.config import SensorConfig
 from edge.zones import FULL_FRAME, Line, Zone
 from vigie.exceptions import ConfigError
+from vigie.firmware import profiles_dir
 from vigie.mqtt import BrokerConfig
 from vigie.wire import WINDOW_CHOICES
 
@@ -45,7 +46,7 @@ DEFAULT_CLASSES = (
     "handbag",
     "suitcase",
 )
-PROFILES_DIR = Path(__file__).resolve().parent.parent / "firmware_configs" / "profiles"
+PROFILES_DIR = profiles_dir()
 _SLUG = r"^[a-z0-9][a-z0-9-]{0,47}$"
 
 
@@ -266,7 +267,10 @@ def load_agent_config(
         "outbox_quota_mb": profile.budgets.outbox_mb,
         "throttle_c": profile.thermal.throttle_c,
     }
+    tls_dir = overrides.pop("tls_dir", None)
     raw.update({k: v for k, v in overrides.items() if v is not None})
+    if tls_dir is not None:
+        raw["broker"] = raw["broker"].with_tls_dir(Path(tls_dir))
     try:
         return AgentConfig.model_validate(raw)
     except ValidationError as exc:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from hub.enrolment import HubState
 from hub.storage import Retention
 from vigie.mqtt import BrokerConfig
 
@@ -28,6 +30,27 @@ class HubSettings(BaseModel):
     purge_every_s: float = Field(default=3600, gt=0, description="How often the retention purge runs.")
     broker: BrokerConfig = Field(default_factory=BrokerConfig)
     client_id: str = Field(default="vigie-hub-ingest", description="MQTT client id of the ingest.")
+    state_dir: Path | None = Field(
+        default=None, description="Folder from `vigie hub init` (device CA, OTA repository, broker files)."
+    )
+    broker_host: str = Field(default="localhost", description="Broker host name devices connect to (TLS).")
+    tls_port: int = Field(default=8883, ge=1, le=65535, description="Broker TLS port for devices.")
+    tls_bind: str = Field(default="0.0.0.0", description="Address the broker's TLS listener binds.")
+    local_port: int = Field(default=1884, ge=1, le=65535, description="Broker's loopback port for the hub.")
+    broker_reload: str | None = Field(
+        default=None, description="Command that reloads the broker (default: SIGHUP to its pid file)."
+    )
+    broker_user: str | None = Field(default=None, description="Account the broker runs as (its `user`).")
+
+    def hub_state(self) -> HubState | None:
+        """The enrolment state folder, when configured."""
+        if self.state_dir is None:
+            return None
+        return HubState(
+            self.state_dir, broker_host=self.broker_host, tls_port=self.tls_port, tls_bind=self.tls_bind,
+            local_port=self.local_port,
+            broker_reload=self.broker_reload, broker_user=self.broker_user,
+        )  # fmt: skip
 
     @classmethod
     def from_env(cls) -> HubSettings:
@@ -44,4 +67,11 @@ class HubSettings(BaseModel):
             ingest=env.get("VIGIE_HUB_INGEST", "1") not in {"0", "false", "no"},
             broker=broker,
             client_id=env.get("VIGIE_HUB_CLIENT_ID", "vigie-hub-ingest"),
+            state_dir=Path(env["VIGIE_HUB_STATE_DIR"]) if env.get("VIGIE_HUB_STATE_DIR") else None,
+            broker_host=env.get("VIGIE_HUB_BROKER_HOST", "localhost"),
+            tls_port=int(env.get("VIGIE_HUB_TLS_PORT", "8883")),
+            tls_bind=env.get("VIGIE_HUB_TLS_BIND", "0.0.0.0"),
+            local_port=int(env.get("VIGIE_HUB_LOCAL_PORT", "1884")),
+            broker_reload=env.get("VIGIE_HUB_BROKER_RELOAD") or None,
+            broker_user=env.get("VIGIE_HUB_BROKER_USER") or None,
         )

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from vigie import __version__
+from vigie.cli_fleet import add_edge_commands, add_hub_commands
 from vigie.exceptions import VigieError
 
 if TYPE_CHECKING:
@@ -72,6 +73,12 @@ def _add_credentials(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="File holding the broker password (never on the command line); env VIGIE_MQTT_PASSWORD.",
     )
+    parser.add_argument(
+        "--mqtt-tls-dir",
+        type=Path,
+        default=Path(os.environ["VIGIE_MQTT_TLS_DIR"]) if os.environ.get("VIGIE_MQTT_TLS_DIR") else None,
+        help="TLS with the enrolment files in DIR (ca.crt, device.crt, device.key); env VIGIE_MQTT_TLS_DIR.",
+    )
 
 
 def _broker_config(args: argparse.Namespace, protocol: Literal["3.1.1", "5"] = "3.1.1") -> Any:
@@ -85,9 +92,11 @@ def _broker_config(args: argparse.Namespace, protocol: Literal["3.1.1", "5"] = "
         except OSError as exc:
             raise ConfigError(f"--mqtt-password-file {args.mqtt_password_file}: {exc.strerror}") from None
     host, port = args.broker or ("127.0.0.1", 1883)
-    return BrokerConfig(
+    config = BrokerConfig(
         host=host, port=port, username=args.mqtt_username, password=password, protocol=protocol
     )
+    tls_dir = getattr(args, "mqtt_tls_dir", None)
+    return config.with_tls_dir(tls_dir) if tls_dir is not None else config
 
 
 _DEFAULT_BROKER = ("127.0.0.1", 1883)
@@ -213,6 +222,8 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     snap.add_argument("--skip", type=int, default=0, help="Frames to skip first (default 0).")
 
+    add_edge_commands(edge_sub)
+
     # -- config ---------------------------------------------------------------------
     cfg = sub.add_parser(
         "config", help="Check configuration files.", description="Check configuration files."
@@ -283,6 +294,8 @@ def _build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="Scale down: with --worker-index K, drain worker K's queued session, then end it for good.",
     )
+
+    add_hub_commands(hub_sub)
 
     # -- model ----------------------------------------------------------------------
     model = sub.add_parser(
@@ -373,6 +386,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     configure(args.log_level, args.log_format)
     try:
+        handler = getattr(args, "handler", None)
+        if handler is not None:
+            return int(handler(args))
         if args.command == "edge":
             return _edge_run(args) if args.edge_command == "run" else _edge_snapshot(args)
         if args.command == "config":
@@ -424,6 +440,8 @@ def _agent_config(args: argparse.Namespace) -> tuple[AgentConfig, Callable[[], A
         "drain_timeout_s": get("drain_timeout"),
         "broker": _broker_config(args) if get("broker") or get("mqtt_username") else None,
     }
+    if args.config is not None and overrides["broker"] is None:
+        overrides["tls_dir"] = get("mqtt_tls_dir")  # TLS on the site file's broker
     if args.config is not None:
 
         def load() -> AgentConfig:
@@ -543,7 +561,9 @@ def _hub_serve(args: argparse.Namespace) -> int:
     scaled = args.workers > 1 or args.ingest_workers > 1
     print(f"vigie hub: API on http://{args.host}:{args.port}/v1/events (docs at /docs)", file=sys.stderr)
     if not scaled:
-        settings = HubSettings(db=str(args.db), ingest=not args.no_ingest, broker=_broker_config(args))
+        settings = HubSettings.from_env().model_copy(
+            update={"db": str(args.db), "ingest": not args.no_ingest, "broker": _broker_config(args)}
+        )
         uvicorn.run(create_app(settings), host=args.host, port=args.port, log_config=None, access_log=False)
         return 0
     # Several processes: the API workers only read; separate ingest processes share the stream.

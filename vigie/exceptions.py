@@ -32,3 +32,7 @@ class ConfigError(VigieError):
 
 class ModelError(VigieError):
     """A detector model cannot be found, verified or loaded."""
+
+
+class EnrolmentError(VigieError):
+    """An enrolment or certificate request was refused; the message says why and what to do."""

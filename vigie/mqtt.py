@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -24,6 +25,19 @@ class BrokerConfig(BaseModel):
     protocol: Literal["3.1.1", "5"] = Field(
         default="3.1.1", description="MQTT version; 5 is needed for shared subscriptions."
     )
+    tls_ca: Path | None = Field(default=None, description="CA certificate that signed the broker's (TLS on).")
+    tls_cert: Path | None = Field(default=None, description="This client's certificate (from enrolment).")
+    tls_key: Path | None = Field(default=None, description="Its private key (0600, never leaves the device).")
+
+    def with_tls_dir(self, folder: Path) -> BrokerConfig:
+        """TLS with the files enrolment writes: ``ca.crt``, ``device.crt``, ``device.key`` in ``folder``."""
+        return self.model_copy(
+            update={
+                "tls_ca": folder / "ca.crt",
+                "tls_cert": folder / "device.crt",
+                "tls_key": folder / "device.key",
+            }
+        )
 
 
 def make_client(
@@ -44,5 +58,13 @@ def make_client(
     )
     if config.username:
         client.username_pw_set(config.username, config.password)
+    if config.tls_ca is not None:
+        # The broker's certificate is checked against our CA (and its host name); the client
+        # certificate, when present, is our identity: its CN is our MQTT username.
+        client.tls_set(
+            ca_certs=str(config.tls_ca),
+            certfile=str(config.tls_cert) if config.tls_cert else None,
+            keyfile=str(config.tls_key) if config.tls_key else None,
+        )
     client.reconnect_delay_set(min_delay=1, max_delay=30)
     return client

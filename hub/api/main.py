@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from hub.api.routes import devices, events, health, rollups
+from hub.api.routes import devices, enrol, events, health, rollups
 from hub.config import HubSettings
 from hub.ingest import Ingestor
 from hub.retention import PurgeJob
@@ -26,6 +26,7 @@ zone and time window, never images, boxes or identities.
 * **events**: zone counts from every device, newest first, cursor-paginated.
 * **fleet**: devices, their status and heartbeats; messages quarantined per device.
 * **health**: liveness and ingest counters.
+* **enrolment**: devices trade a one-time token and a certificate request for their certificate.
 """
 
 
@@ -43,6 +44,15 @@ def create_app(settings: HubSettings | None = None) -> FastAPI:
         )
         purge = PurgeJob(store, settings.retention, settings.purge_every_s)
         app.state.store = store
+        state = settings.hub_state()
+        app.state.enrolment = None
+        if state is not None:
+            from hub.broker_config import refresh_broker
+            from hub.enrolment import EnrolmentService
+
+            app.state.enrolment = EnrolmentService(store, state)
+            # The CRL expires (30 days): rewrite it, and the ACL, from the registry at every start.
+            refresh_broker(store, app.state.enrolment.ca, state.layout)
         app.state.ingestor = ingestor
         if ingestor is not None:
             ingestor.start()
@@ -66,4 +76,5 @@ def create_app(settings: HubSettings | None = None) -> FastAPI:
     app.include_router(events.router)
     app.include_router(devices.router)
     app.include_router(rollups.router)
+    app.include_router(enrol.router)
     return app

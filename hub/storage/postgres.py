@@ -58,6 +58,22 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             worker TEXT PRIMARY KEY, updated_at DOUBLE PRECISION NOT NULL, connected BOOLEAN NOT NULL,
             stats TEXT NOT NULL)""",
     ]),
+    (4, [
+        # Enrolment (hub/enrolment.py): one-time tokens, stored as SHA-256 hashes only.
+        """CREATE TABLE enrol_tokens (
+            token_hash TEXT PRIMARY KEY, site TEXT NOT NULL, profile TEXT NOT NULL, device TEXT,
+            created_at DOUBLE PRECISION NOT NULL, expires_at DOUBLE PRECISION NOT NULL,
+            used_at DOUBLE PRECISION, used_by TEXT)""",
+        """CREATE TABLE enrolments (
+            site TEXT NOT NULL, device TEXT NOT NULL, profile TEXT NOT NULL,
+            serial TEXT NOT NULL, fingerprint TEXT NOT NULL, not_after DOUBLE PRECISION NOT NULL,
+            enrolled_at DOUBLE PRECISION NOT NULL, revoked_at DOUBLE PRECISION,
+            PRIMARY KEY (site, device))""",
+        # Every revoked serial stays here (the CRL), even after the device is enrolled again.
+        """CREATE TABLE revoked_certs (
+            serial TEXT PRIMARY KEY, site TEXT NOT NULL, device TEXT NOT NULL,
+            revoked_at DOUBLE PRECISION NOT NULL)""",
+    ]),
 ]  # fmt: skip
 
 

@@ -10,18 +10,23 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 from hub.storage.base import QUARANTINE_KEEP_BYTES, EventQuery, QuarantineRecord, Retention, RollupQuery
 from hub.storage.rollup import RollupRow, rollup_rows
 from vigie import wire
+from vigie.exceptions import EnrolmentError
 
 __all__ = ["SqlStore", "index_columns"]
 
 DAY = 86_400
 _INSERT_CHUNK = 500
+
+
+def _iso(epoch: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(epoch))
 
 
 def index_columns(e: wire.Event) -> tuple[str, str, str, str, str, int, int]:
@@ -265,6 +270,119 @@ class SqlStore:
         return [
             {"worker": r[0], "updated_at": r[1], "connected": bool(r[2]), **json.loads(r[3])} for r in rows
         ]
+
+    # -- enrolment registry ------------------------------------------------------------
+    def add_enrol_token(
+        self, token_hash: str, site: str, profile: str, device: str | None, now: float, expires_at: float
+    ) -> None:
+        with self._tx() as cur:
+            cur.execute(
+                self._sql(
+                    "INSERT INTO enrol_tokens (token_hash, site, profile, device, created_at, expires_at)"
+                    " VALUES (?,?,?,?,?,?)"
+                ),
+                (token_hash, site, profile, device, now, expires_at),
+            )
+
+    def enrol_device(
+        self, token_hash: str, device: str, now: float, issue: Callable[[str, str], tuple[str, str, float]]
+    ) -> dict[str, Any]:
+        with self._tx() as cur:
+            # FOR UPDATE-like: SQLite's BEGIN IMMEDIATE and PostgreSQL's row lock below both make
+            # two devices racing for one token see it one after the other.
+            lock = "" if self._placeholder == "?" else " FOR UPDATE"
+            cur.execute(
+                self._sql(
+                    "SELECT site, profile, device, expires_at, used_at, used_by FROM enrol_tokens"
+                    " WHERE token_hash = ?" + lock
+                ),
+                (token_hash,),
+            )
+            row = cur.fetchone()
+            if row is None:
+                raise EnrolmentError(
+                    "token: unknown enrolment token; create one with `vigie hub enrol-token create`"
+                )
+            site, profile, bound, expires_at, used_at, used_by = row
+            if used_at is not None:
+                raise EnrolmentError(
+                    f"token: already used by {site}/{used_by} at {_iso(used_at)}; tokens are single-use, "
+                    "create a new one"
+                )
+            if expires_at <= now:
+                raise EnrolmentError(f"token: expired at {_iso(expires_at)}; create a new one")
+            if bound is not None and bound != device:
+                raise EnrolmentError(f"device: this token is for device {bound!r}, not {device!r}")
+            cur.execute(
+                self._sql("SELECT revoked_at FROM enrolments WHERE site = ? AND device = ?"), (site, device)
+            )
+            existing = cur.fetchone()
+            if existing is not None and existing[0] is None:
+                raise EnrolmentError(
+                    f"device: {site}/{device} is already enrolled; to replace its hardware, "
+                    f"revoke it first (`vigie hub revoke {site}/{device}`)"
+                )
+            serial, fp, not_after = issue(site, device)
+            cur.execute(
+                self._sql("UPDATE enrol_tokens SET used_at = ?, used_by = ? WHERE token_hash = ?"),
+                (now, device, token_hash),
+            )
+            cur.execute(
+                self._sql(
+                    "INSERT INTO enrolments"
+                    " (site, device, profile, serial, fingerprint, not_after, enrolled_at)"
+                    " VALUES (?,?,?,?,?,?,?)"
+                    " ON CONFLICT (site, device) DO UPDATE SET profile = excluded.profile,"
+                    " serial = excluded.serial, fingerprint = excluded.fingerprint,"
+                    " not_after = excluded.not_after, enrolled_at = excluded.enrolled_at, revoked_at = NULL"
+                ),
+                (site, device, profile, serial, fp, not_after, now),
+            )
+        return {"site": site, "device": device, "profile": profile, "serial": serial, "fingerprint": fp}
+
+    def list_enrolments(self) -> list[dict[str, Any]]:
+        rows = self._query(
+            "SELECT site, device, profile, serial, fingerprint, not_after, enrolled_at, revoked_at"
+            " FROM enrolments ORDER BY site, device"
+        )
+        keys = (
+            "site",
+            "device",
+            "profile",
+            "serial",
+            "fingerprint",
+            "not_after",
+            "enrolled_at",
+            "revoked_at",
+        )
+        return [dict(zip(keys, r, strict=True)) for r in rows]
+
+    def revoke_device(self, site: str, device: str, now: float) -> str | None:
+        with self._tx() as cur:
+            cur.execute(
+                self._sql("SELECT serial, revoked_at FROM enrolments WHERE site = ? AND device = ?"),
+                (site, device),
+            )
+            row = cur.fetchone()
+            if row is None:
+                return None
+            serial = str(row[0])
+            if row[1] is None:
+                cur.execute(
+                    self._sql("UPDATE enrolments SET revoked_at = ? WHERE site = ? AND device = ?"),
+                    (now, site, device),
+                )
+            cur.execute(
+                self._sql(
+                    "INSERT INTO revoked_certs (serial, site, device, revoked_at) VALUES (?,?,?,?)"
+                    " ON CONFLICT (serial) DO NOTHING"
+                ),
+                (serial, site, device, now),
+            )
+        return serial
+
+    def list_revoked(self) -> list[tuple[str, float]]:
+        return [(str(r[0]), float(r[1])) for r in self._query("SELECT serial, revoked_at FROM revoked_certs")]
 
     def list_devices(self) -> list[dict[str, Any]]:
         rows = self._query(

@@ -129,7 +129,7 @@ def test_retention_purges_exactly_what_it_should(store: Any) -> None:
 
 
 def test_schema_is_migrated_to_the_latest_version(store: Any) -> None:
-    assert store.schema_version() == 3
+    assert store.schema_version() == 4
 
 
 def test_sqlite_migrates_an_older_database(tmp_path: Any) -> None:

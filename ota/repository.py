@@ -1,0 +1,87 @@
+"""The hub's TUF repository: role keys and the four top-level metadata files (python-tuf Metadata API).
+
+Devices trust OTA updates through The Update Framework. At enrolment each
+device receives ``root.json`` from here; from then on its ``ngclient.Updater``
+accepts only metadata signed by the keys that root names, with rollback and
+freeze protection built in.
+
+Folder layout (``vigie hub init``)::
+
+    keys/<role>.pem       private keys, 0600 (root's belongs offline once the fleet is set up)
+    metadata/1.root.json  versioned root (consistent snapshots)
+    metadata/root.json    the current root, what enrolment hands out
+    metadata/targets.json, snapshot.json, timestamp.json
+    targets/              the files devices download
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from securesystemslib.signer import CryptoSigner
+from tuf.api.metadata import Metadata, MetaFile, Root, Snapshot, Targets, Timestamp
+from tuf.api.serialization.json import JSONSerializer
+
+from vigie.files import write_private
+
+__all__ = ["ROLES", "init_repository", "load_signer", "root_json"]
+
+ROLES = ("root", "targets", "snapshot", "timestamp")
+#: How long each role's metadata is valid when (re)signed: the short-lived timestamp is what
+#: defeats freeze attacks; root and targets change rarely and are signed with care.
+EXPIRY_DAYS = {"root": 365, "targets": 90, "snapshot": 7, "timestamp": 1}
+
+
+def _expiry(role: str) -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(days=EXPIRY_DAYS[role])
+
+
+def load_signer(folder: Path, role: str) -> CryptoSigner:
+    """The signer for ``role`` from ``folder/keys/<role>.pem``."""
+    pem = (folder / "keys" / f"{role}.pem").read_bytes()
+    key = serialization.load_pem_private_key(pem, password=None)
+    return CryptoSigner(key)
+
+
+def init_repository(folder: Path) -> Path:
+    """Create keys and version-1 metadata for all four roles; returns the path of ``root.json``.
+
+    Refuses to overwrite an existing repository (a new root would strand every device).
+    """
+    meta = folder / "metadata"
+    if (meta / "root.json").exists():
+        raise FileExistsError(f"{meta}/root.json exists: this folder already holds a TUF repository")
+    meta.mkdir(parents=True, exist_ok=True)
+    (folder / "targets").mkdir(exist_ok=True)
+    signers = {role: CryptoSigner.generate_ed25519() for role in ROLES}
+    for role, signer in signers.items():
+        write_private(folder / "keys" / f"{role}.pem", signer.private_bytes)
+
+    root = Root(expires=_expiry("root"))
+    for role, signer in signers.items():
+        root.add_key(signer.public_key, role)
+    documents: dict[str, Metadata[Any]] = {
+        "root": Metadata(root),
+        "targets": Metadata(Targets(expires=_expiry("targets"))),
+    }
+    snapshot = Snapshot(expires=_expiry("snapshot"))
+    snapshot.meta["targets.json"] = MetaFile(version=1)
+    documents["snapshot"] = Metadata(snapshot)
+    timestamp = Timestamp(expires=_expiry("timestamp"))
+    timestamp.snapshot_meta = MetaFile(version=1)
+    documents["timestamp"] = Metadata(timestamp)
+
+    serializer = JSONSerializer(compact=False)
+    for role, md in documents.items():
+        md.sign(signers[role])
+        md.to_file(str(meta / f"{role}.json"), serializer)
+    documents["root"].to_file(str(meta / "1.root.json"), serializer)
+    return meta / "root.json"
+
+
+def root_json(folder: Path) -> bytes:
+    """The current ``root.json`` bytes, as handed to a device at enrolment."""
+    return (folder / "metadata" / "root.json").read_bytes()

@@ -1,0 +1,289 @@
+"""CLI for the fleet's identity: `vigie hub init|enrol-token|devices|revoke|broker-config`, `edge enrol`.
+
+Each subcommand sets ``handler`` on its parser; :func:`vigie.cli.main` calls it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+__all__ = ["add_edge_commands", "add_hub_commands"]
+
+_FMT = argparse.RawDescriptionHelpFormatter
+
+
+def _add_state(parser: argparse.ArgumentParser, *, db: bool = True) -> None:
+    if db:
+        parser.add_argument(
+            "--db",
+            default=os.environ.get("VIGIE_HUB_DB", "vigie-hub.sqlite"),
+            help="The hub's store: SQLite file or postgresql://… URL (env VIGIE_HUB_DB).",
+        )
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        default=Path(os.environ.get("VIGIE_HUB_STATE_DIR", "vigie-hub-state")),
+        help="Folder made by `vigie hub init`: device CA, OTA repository, broker files "
+        "(env VIGIE_HUB_STATE_DIR; default ./vigie-hub-state).",
+    )
+
+
+def _settings(args: argparse.Namespace) -> Any:
+    from hub.config import HubSettings
+
+    base = HubSettings.from_env()
+    return base.model_copy(update={"db": str(getattr(args, "db", base.db)), "state_dir": args.state_dir})
+
+
+def _service(args: argparse.Namespace) -> Any:
+    from hub.enrolment import EnrolmentService
+    from hub.storage import open_store
+
+    settings = _settings(args)
+    state = settings.hub_state()
+    assert state is not None  # _settings always sets state_dir
+    return EnrolmentService(open_store(settings.db), state)
+
+
+def add_hub_commands(hub_sub: Any) -> None:
+    """Register the hub's fleet-identity subcommands."""
+    init = hub_sub.add_parser(
+        "init",
+        formatter_class=_FMT,
+        help="Create the hub's device CA, OTA trust root and broker TLS configuration.",
+        description="Create, in the state folder: pki/ (the device CA, and the broker's TLS certificate "
+        "for the names given with --broker-host), ota/ (TUF keys and root metadata), broker/ "
+        "(mosquitto.conf, ACL, the hub's broker password). Run once per hub; it refuses to overwrite.",
+        epilog="Example:\n  vigie hub init --state-dir /var/lib/vigie-hub --broker-host mqtt.city.example "
+        "--broker-host 10.0.0.2\n  mosquitto -c /var/lib/vigie-hub/broker/mosquitto.conf\n",
+    )
+    _add_state(init)
+    init.add_argument(
+        "--broker-host",
+        action="append",
+        default=None,
+        help="Name or address devices use to reach the broker; repeat for several (default localhost).",
+    )
+    init.set_defaults(handler=_hub_init)
+
+    token = hub_sub.add_parser(
+        "enrol-token",
+        formatter_class=_FMT,
+        help="Create a one-time enrolment token for a device.",
+        description="Tokens are single-use and expire; the hub stores only their hash, so the token is "
+        "shown once. Give it to the provisioning playbook (vault) or to `vigie edge enrol`.",
+        epilog="Example:\n"
+        "  vigie hub enrol-token create --site vieux-port --profile rpi5 --device cam-3 --ttl 24h\n",
+    )
+    token_sub = token.add_subparsers(dest="token_command", metavar="ACTION", required=True)
+    create = token_sub.add_parser("create", help="Create a token.", formatter_class=_FMT)
+    _add_state(create)
+    create.add_argument("--site", required=True, help="Site slug the device belongs to.")
+    create.add_argument(
+        "--profile", required=True, help="Hardware profile (rpi4, rpi5, jetson-orin-nano, ...)."
+    )
+    create.add_argument("--device", default=None, help="Bind the token to this device slug (recommended).")
+    create.add_argument("--ttl", default="24h", help="Validity: 30m, 24h, 7d (default 24h).")
+    create.add_argument("--quiet", action="store_true", help="Print the token only (for scripts).")
+    create.set_defaults(handler=_hub_token_create)
+
+    devices = hub_sub.add_parser(
+        "devices",
+        formatter_class=_FMT,
+        help="List enrolled devices: certificate, status, last seen.",
+        description="One line per device known to the registry or seen on the broker.",
+        epilog="Example:\n  vigie hub devices --db postgresql://vigie@db/vigie\n",
+    )
+    _add_state(devices)
+    devices.add_argument("--json", action="store_true", help="JSON instead of a table.")
+    devices.set_defaults(handler=_hub_devices)
+
+    revoke = hub_sub.add_parser(
+        "revoke",
+        formatter_class=_FMT,
+        help="Revoke a device's certificate; the broker refuses it from now on.",
+        description="Adds the certificate to the CRL, removes the device from the ACL and reloads the "
+        "broker. The device's data already stored stays (retention applies).",
+        epilog="Example:\n  vigie hub revoke vieux-port/cam-3\n",
+    )
+    _add_state(revoke)
+    revoke.add_argument("device", help="SITE/DEVICE")
+    revoke.set_defaults(handler=_hub_revoke)
+
+    bc = hub_sub.add_parser(
+        "broker-config",
+        formatter_class=_FMT,
+        help="Rewrite the broker's CRL, ACL and configuration from the registry, and reload it.",
+        description="The hub does this by itself on start, enrolment and revocation; run it by hand "
+        "after restoring a backup, or from a daily timer to refresh the CRL's validity.",
+    )
+    _add_state(bc)
+    bc.add_argument("--no-reload", action="store_true", help="Write the files only.")
+    bc.set_defaults(handler=_hub_broker_config)
+
+
+def add_edge_commands(edge_sub: Any) -> None:
+    """Register ``vigie edge enrol``."""
+    enrol = edge_sub.add_parser(
+        "enrol",
+        formatter_class=_FMT,
+        help="Enrol this device: make a key, send a CSR with a token, install the certificate.",
+        description="The private key is made here and never leaves the device. Does nothing when a "
+        "certificate is already installed (revoke on the hub and delete the PKI folder to start again).",
+        epilog="Example:\n  vigie edge enrol --hub https://hub.city.example --site vieux-port --device cam-3 "
+        "--token-file /run/vigie-token\n",
+    )
+    enrol.add_argument("--hub", required=True, help="Hub base URL, e.g. https://hub.city.example.")
+    enrol.add_argument("--site", required=True, help="Site slug.")
+    enrol.add_argument("--device", required=True, help="This device's slug.")
+    enrol.add_argument(
+        "--token-file", type=Path, default=None, help="File holding the token (or env VIGIE_ENROL_TOKEN)."
+    )
+    enrol.add_argument("--pki-dir", type=Path, default=Path("/etc/vigie/pki"), help="Default /etc/vigie/pki.")
+    enrol.add_argument(
+        "--ota-dir", type=Path, default=Path("/var/lib/vigie/ota"), help="Default /var/lib/vigie/ota."
+    )
+    enrol.add_argument("--hub-ca", type=Path, default=None, help="CA bundle to trust the hub's HTTPS with.")
+    enrol.set_defaults(handler=_edge_enrol)
+
+
+# -- handlers -----------------------------------------------------------------------------
+def _hub_init(args: argparse.Namespace) -> int:
+    from hub.broker_config import refresh_broker
+    from hub.pki import DeviceCA
+    from hub.storage import open_store
+
+    settings = _settings(args)
+    state = settings.hub_state()
+    assert state is not None
+    hosts = args.broker_host or ["localhost", "127.0.0.1"]
+    state.init(hosts)
+    store = open_store(settings.db)
+    refresh_broker(store, DeviceCA.load(state.pki), state.layout, reload=False)
+    store.close()
+    print(f"device CA     {state.pki / 'ca.crt'}")
+    print(f"OTA root      {state.ota / 'metadata' / 'root.json'}")
+    print(f"broker config {state.layout.folder / 'mosquitto.conf'} (TLS for: {', '.join(hosts)})")
+    print(f"\nnext: run the broker with it, start the hub with VIGIE_HUB_STATE_DIR={state.folder}, then\n"
+          "      vigie hub enrol-token create --site SITE --profile PROFILE --device DEVICE")  # fmt: skip
+    return 0
+
+
+def _hub_token_create(args: argparse.Namespace) -> int:
+    from hub.enrolment import parse_duration
+
+    ttl = parse_duration(args.ttl)
+    token = _service(args).create_token(args.site, args.profile, device=args.device, ttl_s=ttl)
+    if args.quiet:
+        print(token)
+        return 0
+    until = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(time.time() + ttl))
+    who = f"{args.site}/{args.device}" if args.device else f"any device of site {args.site}"
+    print(token)
+    print(
+        f"\nsingle-use, for {who} (profile {args.profile}), valid until {until}.\n"
+        "It is shown only once: put it in the inventory's vault (vigie_enrol_token).",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "never"
+    s = max(0.0, time.time() - seconds)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if s >= size:
+            return f"{s / size:.0f}{unit} ago"
+    return f"{s:.0f}s ago"
+
+
+def devices_table(enrolled: list[dict[str, Any]], seen: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Join the registry with what the broker saw: one row per site/device."""
+    rows: dict[tuple[str, str], dict[str, Any]] = {}
+    for e in enrolled:
+        rows[(e["site"], e["device"])] = {
+            "device": f"{e['site']}/{e['device']}", "profile": e["profile"],
+            "enrolment": "revoked" if e["revoked_at"] else "enrolled",
+            "cert_expires": time.strftime("%Y-%m-%d", time.gmtime(e["not_after"])),
+            "fingerprint": e["fingerprint"][:16], "last_seen": None, "status": None, "events": 0,
+        }  # fmt: skip
+    for d in seen:
+        row = rows.setdefault(
+            (d["site"], d["device"]),
+            {"device": f"{d['site']}/{d['device']}", "profile": "", "enrolment": "not enrolled",
+             "cert_expires": "", "fingerprint": ""},
+        )  # fmt: skip
+        row.update({"last_seen": d.get("last_seen"), "status": d.get("status"), "events": d.get("events", 0)})
+    return [rows[k] for k in sorted(rows)]
+
+
+def _hub_devices(args: argparse.Namespace) -> int:
+    import json
+
+    from hub.storage import open_store
+
+    store = open_store(_settings(args).db)
+    rows = devices_table(store.list_enrolments(), store.list_devices())
+    store.close()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print("no devices yet: `vigie hub enrol-token create --help` shows how to enrol one")
+        return 0
+    headers = ["DEVICE", "PROFILE", "ENROLMENT", "CERT EXPIRES", "STATUS", "LAST SEEN", "EVENTS"]
+    table = [
+        [r["device"], r["profile"], r["enrolment"], r["cert_expires"], r["status"] or "-",
+         _age(r["last_seen"]), str(r["events"] or 0)]
+        for r in rows
+    ]  # fmt: skip
+    widths = [max(len(h), *(len(t[i]) for t in table)) for i, h in enumerate(headers)]
+    print("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)))
+    for t in table:
+        print("  ".join(c.ljust(w) for c, w in zip(t, widths, strict=True)))
+    return 0
+
+
+def _hub_revoke(args: argparse.Namespace) -> int:
+    from hub.enrolment import parse_device_ref
+
+    site, device = parse_device_ref(args.device)
+    serial = _service(args).revoke(site, device)
+    print(f"revoked {site}/{device} (certificate serial {serial}); the broker refuses it from now on")
+    return 0
+
+
+def _hub_broker_config(args: argparse.Namespace) -> int:
+    from hub.broker_config import refresh_broker
+
+    service = _service(args)
+    refresh_broker(service.store, service.ca, service.state.layout, reload=not args.no_reload)
+    print(f"wrote {service.state.layout.folder / 'mosquitto.conf'}, acl and {service.ca.folder / 'crl.pem'}")
+    return 0
+
+
+def _edge_enrol(args: argparse.Namespace) -> int:
+    from edge.enrol import enrol
+    from vigie.exceptions import ConfigError
+
+    token = os.environ.get("VIGIE_ENROL_TOKEN", "")
+    if args.token_file is not None:
+        try:
+            token = args.token_file.read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"--token-file {args.token_file}: {exc.strerror}") from None
+    if not token:
+        raise ConfigError("no enrolment token: give --token-file FILE or set VIGIE_ENROL_TOKEN")
+    outcome = enrol(args.hub, args.site, args.device, token, args.pki_dir, args.ota_dir, cafile=args.hub_ca)
+    what = "enrolled" if outcome.state == "enrolled" else "already enrolled"
+    print(
+        f"{what}: {args.site}/{args.device}, certificate {outcome.certificate}",
+        f"(sha256 {outcome.fingerprint[:16]}…)",
+    )
+    return 0
