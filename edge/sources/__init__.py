@@ -6,6 +6,7 @@ Pixels stay in the agent's memory; nothing here writes or sends them.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,7 +63,9 @@ def open_source(
     if spec.startswith(("rtsp://", "rtsps://", "http://", "https://", "/dev/video")):
         from edge.sources.camera import StreamSource
 
-        return StreamSource(spec, fps_cap=fps_cap, resolution=resolution)
+        # Credentials stay out of the site file: `rtsp://${VIGIE_RTSP_USER}:${VIGIE_RTSP_PASSWORD}@…`
+        # is filled from the environment (/etc/vigie/camera.env under systemd).
+        return StreamSource(os.path.expandvars(spec), fps_cap=fps_cap, resolution=resolution)
     if spec.startswith("picamera2"):
         from edge.sources.picamera import PiCameraSource
 

@@ -38,6 +38,8 @@ class StreamSource:
         stop: threading.Event | None = None,
     ) -> None:
         self.url = url
+        # What logs show: the URL without its password (secrets never go to logs).
+        self.shown = _redact(url)
         self.fps_cap = fps_cap
         self.resolution = resolution
         self.stall_s = stall_s
@@ -70,7 +72,7 @@ class StreamSource:
                     self._cap.release()
                     self._cap = None
                     log.warning(
-                        "camera unavailable; retrying", extra={"source": self.url, "retry_s": backoff}
+                        "camera unavailable; retrying", extra={"source": self.shown, "retry_s": backoff}
                     )
                     self._stop.wait(backoff)
                     backoff = min(backoff * 2, self.backoff_max_s)
@@ -89,7 +91,7 @@ class StreamSource:
                     yield Frame(np.asarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), dtype=np.uint8), time.time())
                     continue
             # A failed grab/read: the stream ended, dropped or stalled past the time-out.
-            log.warning("camera stream lost; reconnecting", extra={"source": self.url, "retry_s": backoff})
+            log.warning("camera stream lost; reconnecting", extra={"source": self.shown, "retry_s": backoff})
             self._cap.release()
             self._cap = None
             self.reconnects += 1
@@ -101,3 +103,14 @@ class StreamSource:
         if self._cap is not None:
             self._cap.release()
             self._cap = None
+
+
+def _redact(url: str) -> str:
+    """``rtsp://user:secret@host/…`` → ``rtsp://user:***@host/…``."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
