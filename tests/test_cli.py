@@ -128,3 +128,14 @@ def test_typo_in_a_site_file_is_caught(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "cameras.0.zonez" in result.stdout
     assert "check its spelling" in result.stdout
+
+
+def test_config_validate_names_file_and_key_in_a_broken_profile(tmp_path: Path) -> None:
+    bad = tmp_path / "rpi9.yaml"
+    bad.write_text("name: rpi9\ndescription: x\narch: armv7\ncamera_stack: picamera2\nthreads: 0\n"
+                   "thermal: {throttle_c: hot}\nbudgets: {rss_mb: 16, swap: 1}\n")  # fmt: skip
+    result = run("config", "validate", str(bad))
+    assert result.returncode == 1
+    assert f"invalid {bad}" in result.stdout
+    for key in ("arch", "threads", "thermal.throttle_c", "budgets.rss_mb", "budgets.swap"):
+        assert f"  {key}:" in result.stdout, key
