@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from hub.api.routes import devices, enrol, events, health, rollups
+from hub.api.routes import devices, enrol, events, fusion, health, rollups
 from hub.config import HubSettings
 from hub.ingest import Ingestor
 from hub.retention import PurgeJob
@@ -26,6 +26,8 @@ zone and time window, never images, boxes or identities.
 * **events**: zone counts from every device, newest first, cursor-paginated.
 * **fleet**: devices, their status and heartbeats; messages quarantined per device.
 * **health**: liveness and ingest counters.
+* **fusion**: the city's other data fused with the cameras' counts per zone and hour; anomalies
+  against learnt baselines; short-term risk forecasts.
 * **enrolment**: devices trade a one-time token and a certificate request for their certificate.
 """
 
@@ -77,4 +79,5 @@ def create_app(settings: HubSettings | None = None) -> FastAPI:
     app.include_router(devices.router)
     app.include_router(rollups.router)
     app.include_router(enrol.router)
+    app.include_router(fusion.router)
     return app

@@ -4,10 +4,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hub.storage.base import EventQuery, QuarantineRecord, Retention, RollupQuery, Store
+from hub.storage.base import CubeQuery, CubeRow, EventQuery, QuarantineRecord, Retention, RollupQuery, Store
 from hub.storage.sqlite import SQLiteStore
 
-__all__ = ["EventQuery", "QuarantineRecord", "Retention", "RollupQuery", "SQLiteStore", "Store", "open_store"]
+__all__ = [
+    "CubeQuery",
+    "CubeRow",
+    "EventQuery",
+    "QuarantineRecord",
+    "Retention",
+    "RollupQuery",
+    "SQLiteStore",
+    "Store",
+    "open_store",
+]
 
 
 def open_store(url: str | Path) -> Store:

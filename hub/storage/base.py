@@ -65,6 +65,31 @@ class Retention(BaseModel):
     quarantine_days: float | None = Field(default=30, gt=0, description="Quarantined messages.")
 
 
+@dataclass(frozen=True)
+class CubeRow:
+    """``n`` of ``category`` from ``source`` in ``zone`` (``h3:…`` or ``poly:…``) during the hour ``hour``."""
+
+    zone: str
+    hour: int
+    source: str
+    category: str
+    n: float
+    span_h: int = 1
+
+
+@dataclass(frozen=True)
+class CubeQuery:
+    """Filters on the cube: zones by prefix (``h3:``, ``poly:``) or exact keys, sources, categories, hours."""
+
+    zone_prefix: str | None = None
+    zones: tuple[str, ...] = ()
+    sources: tuple[str, ...] = ()
+    categories: tuple[str, ...] = ()
+    start: int | None = None
+    end: int | None = None
+    limit: int = 100_000
+
+
 class Store(Protocol):
     """A storage backend: SQLite (embedded) or PostgreSQL (production)."""
 
@@ -109,6 +134,21 @@ class Store(Protocol):
         ...
 
     def list_revoked(self) -> list[tuple[str, float]]: ...
+    # -- city data fusion (hub/fusion) -------------------------------------------------
+    def record_import(
+        self, source: str, sha256: str, file: str, report: dict[str, Any], cube: Sequence[CubeRow], now: float
+    ) -> bool:
+        """Add an imported file's cube rows in one transaction; False (and nothing added) if seen before."""
+        ...
+
+    def list_imports(self, limit: int = 100) -> list[dict[str, Any]]: ...
+    def query_cube(self, query: CubeQuery) -> list[dict[str, Any]]: ...
+    def save_state(self, name: str, body: str, now: float) -> None: ...
+    def load_state(self, name: str) -> str | None: ...
+    def add_anomalies(self, rows: Sequence[dict[str, Any]], now: float) -> int: ...
+    def list_anomalies(
+        self, start: int | None = None, end: int | None = None, limit: int = 1000
+    ) -> list[dict[str, Any]]: ...
     def schema_version(self) -> int: ...
     def ping(self) -> bool: ...
     def close(self) -> None: ...

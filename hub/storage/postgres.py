@@ -74,6 +74,27 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             serial TEXT PRIMARY KEY, site TEXT NOT NULL, device TEXT NOT NULL,
             revoked_at DOUBLE PRECISION NOT NULL)""",
     ]),
+    (5, [
+        # City data fusion (hub/fusion): zone × hour × source × category counts.
+        """CREATE TABLE cube (
+            zone TEXT NOT NULL, hour BIGINT NOT NULL, source TEXT NOT NULL, category TEXT NOT NULL,
+            n DOUBLE PRECISION NOT NULL, span_h INTEGER NOT NULL DEFAULT 1,
+            PRIMARY KEY (zone, hour, source, category))""",
+        "CREATE INDEX cube_hour ON cube (hour)",
+        # One row per imported file: importing the same file twice adds nothing.
+        """CREATE TABLE imports (
+            source TEXT NOT NULL, sha256 TEXT NOT NULL, file TEXT NOT NULL,
+            imported_at DOUBLE PRECISION NOT NULL,
+            report TEXT NOT NULL, PRIMARY KEY (source, sha256))""",
+        """CREATE TABLE model_state (
+            name TEXT PRIMARY KEY, body TEXT NOT NULL, updated_at DOUBLE PRECISION NOT NULL)""",
+        """CREATE TABLE anomalies (
+            zone TEXT NOT NULL, hour BIGINT NOT NULL, source TEXT NOT NULL, category TEXT NOT NULL,
+            observed DOUBLE PRECISION NOT NULL, expected DOUBLE PRECISION NOT NULL,
+            p DOUBLE PRECISION NOT NULL, created_at DOUBLE PRECISION NOT NULL,
+            PRIMARY KEY (zone, hour, source, category))""",
+        "CREATE INDEX anomalies_hour ON anomalies (hour)",
+    ]),
 ]  # fmt: skip
 
 

@@ -14,7 +14,15 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from hub.storage.base import QUARANTINE_KEEP_BYTES, EventQuery, QuarantineRecord, Retention, RollupQuery
+from hub.storage.base import (
+    QUARANTINE_KEEP_BYTES,
+    CubeQuery,
+    CubeRow,
+    EventQuery,
+    QuarantineRecord,
+    Retention,
+    RollupQuery,
+)
 from hub.storage.rollup import RollupRow, rollup_rows
 from vigie import wire
 from vigie.exceptions import EnrolmentError
@@ -383,6 +391,109 @@ class SqlStore:
 
     def list_revoked(self) -> list[tuple[str, float]]:
         return [(str(r[0]), float(r[1])) for r in self._query("SELECT serial, revoked_at FROM revoked_certs")]
+
+    # -- city data fusion ----------------------------------------------------------------
+    def record_import(
+        self, source: str, sha256: str, file: str, report: dict[str, Any], cube: Sequence[CubeRow], now: float
+    ) -> bool:
+        with self._tx() as cur:
+            cur.execute(
+                self._sql(
+                    "INSERT INTO imports (source, sha256, file, imported_at, report) VALUES (?,?,?,?,?)"
+                    " ON CONFLICT (source, sha256) DO NOTHING RETURNING sha256"
+                ),
+                (source, sha256, file, now, json.dumps(report)),
+            )
+            if cur.fetchone() is None:
+                return False
+            rows = [(r.zone, r.hour, r.source, r.category, r.n, r.span_h) for r in cube]
+            for i in range(0, len(rows), _INSERT_CHUNK):
+                cur.executemany(
+                    self._sql(
+                        "INSERT INTO cube (zone, hour, source, category, n, span_h) VALUES (?,?,?,?,?,?)"
+                        " ON CONFLICT (zone, hour, source, category) DO UPDATE SET n = cube.n + excluded.n"
+                    ),
+                    rows[i : i + _INSERT_CHUNK],
+                )
+        return True
+
+    def list_imports(self, limit: int = 100) -> list[dict[str, Any]]:
+        rows = self._query(
+            "SELECT source, sha256, file, imported_at, report FROM imports ORDER BY imported_at DESC LIMIT ?",
+            (limit,),
+        )
+        return [{"source": r[0], "sha256": r[1], "file": r[2], "imported_at": r[3],
+                 "report": json.loads(r[4])}
+                for r in rows]  # fmt: skip
+
+    def query_cube(self, query: CubeQuery) -> list[dict[str, Any]]:
+        where: list[str] = []
+        args: list[Any] = []
+        if query.zone_prefix:
+            where.append("zone LIKE ?")
+            args.append(query.zone_prefix.replace("%", "") + "%")
+        for column, values in (
+            ("zone", query.zones),
+            ("source", query.sources),
+            ("category", query.categories),
+        ):
+            if values:
+                where.append(f"{column} IN ({','.join('?' * len(values))})")
+                args.extend(values)
+        if query.start is not None:
+            where.append("hour >= ?")
+            args.append(query.start)
+        if query.end is not None:
+            where.append("hour < ?")
+            args.append(query.end)
+        sql = "SELECT zone, hour, source, category, n, span_h FROM cube"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY hour, zone, source, category LIMIT ?"
+        rows = self._query(sql, (*args, query.limit))
+        return [{"zone": r[0], "hour": int(r[1]), "source": r[2], "category": r[3], "n": float(r[4]),
+                 "span_h": int(r[5])} for r in rows]  # fmt: skip
+
+    def save_state(self, name: str, body: str, now: float) -> None:
+        with self._tx() as cur:
+            cur.execute(
+                self._sql(
+                    "INSERT INTO model_state (name, body, updated_at) VALUES (?,?,?) ON CONFLICT (name)"
+                    " DO UPDATE SET body = excluded.body, updated_at = excluded.updated_at"
+                ),
+                (name, body, now),
+            )
+
+    def load_state(self, name: str) -> str | None:
+        rows = self._query("SELECT body FROM model_state WHERE name = ?", (name,))
+        return str(rows[0][0]) if rows else None
+
+    def add_anomalies(self, rows: Sequence[dict[str, Any]], now: float) -> int:
+        keys = ("zone", "hour", "source", "category", "observed", "expected", "p")
+        values = [(*(r[k] for k in keys), now)
+                  for r in rows]  # fmt: skip
+        if not values:
+            return 0
+        with self._tx() as cur:
+            cur.executemany(
+                self._sql(
+                    "INSERT INTO anomalies (zone, hour, source, category, observed, expected, p, created_at)"
+                    " VALUES (?,?,?,?,?,?,?,?) ON CONFLICT (zone, hour, source, category) DO NOTHING"
+                ),
+                values,
+            )
+        return len(values)
+
+    def list_anomalies(
+        self, start: int | None = None, end: int | None = None, limit: int = 1000
+    ) -> list[dict[str, Any]]:
+        rows = self._query(
+            "SELECT zone, hour, source, category, observed, expected, p FROM anomalies"
+            " WHERE hour >= ? AND hour < ? ORDER BY hour DESC, p LIMIT ?",
+            (start if start is not None else 0, end if end is not None else 2**62, limit),
+        )
+        keys = ("zone", "hour", "source", "category", "observed", "expected", "p")
+        return [dict(zip(keys, r, strict=True)) for r in rows]
 
     def list_devices(self) -> list[dict[str, Any]]:
         rows = self._query(

@@ -1,0 +1,111 @@
+"""The fused city data: the cube (zone × hour × source × category), anomalies, risk forecasts."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, Field
+
+from hub.api.deps import StoreDep
+from hub.fusion.service import forecast as compute_forecast
+from hub.storage import CubeQuery
+
+router = APIRouter(prefix="/v1", tags=["fusion"])
+
+
+class CubePublic(BaseModel):
+    data: list[dict[str, Any]] = Field(
+        description="Rows of zone (`h3:<cell>` or `poly:<name>`), hour (UTC epoch s), source, category, "
+        "n (count) and span_h (hours the count covers: 24 for daily sources).",
+        examples=[
+            [
+                {
+                    "zone": "poly:NOAILLES",
+                    "hour": 1700000000,
+                    "source": "police",
+                    "category": "noise",
+                    "n": 3.0,
+                    "span_h": 1,
+                }
+            ]
+        ],
+    )
+    count: int
+
+
+class AnomaliesPublic(BaseModel):
+    data: list[dict[str, Any]] = Field(
+        description="Hours where a zone saw far more than its learnt baseline: observed, expected and "
+        "the Poisson tail probability p = P(X ≥ observed | expected).",
+    )
+    count: int
+
+
+class ForecastPublic(BaseModel):
+    horizon_h: int
+    data: list[dict[str, Any]] = Field(
+        description="Per H3 cell, highest first: expected incidents over the horizon, and the probability "
+        "of at least one.",
+        examples=[[{"zone": "h3:88446ca803fffff", "expected": 2.4, "probability": 0.909}]],
+    )
+    count: int
+
+
+def _split(value: str | None) -> tuple[str, ...]:
+    return tuple(v.strip() for v in value.split(",") if v.strip()) if value else ()
+
+
+@router.get(
+    "/cube", response_model=CubePublic, summary="The fused cube: counts per zone, hour, source, category"
+)
+def cube(
+    store: StoreDep,
+    zone_kind: Annotated[
+        str | None, Query(pattern="^(h3|poly)$", description="`h3` cells or `poly` areas.")
+    ] = None,
+    zone: Annotated[str | None, Query(description="Comma-separated zone keys, e.g. `poly:NOAILLES`.")] = None,
+    source: Annotated[
+        str | None, Query(description="Comma-separated sources: police, fire, camera, …")
+    ] = None,
+    category: Annotated[str | None, Query(description="Comma-separated categories.")] = None,
+    since: Annotated[int | None, Query(description="Hours starting at or after (UTC epoch s).")] = None,
+    until: Annotated[int | None, Query(description="Hours starting before (UTC epoch s).")] = None,
+    limit: Annotated[int, Query(ge=1, le=100_000)] = 10_000,
+) -> CubePublic:
+    """Every source's observations, counted per zone and hour (and day, for daily sources)."""
+    rows = store.query_cube(
+        CubeQuery(
+            zone_prefix=f"{zone_kind}:" if zone_kind else None,
+            zones=_split(zone),
+            sources=_split(source),
+            categories=_split(category),
+            start=since,
+            end=until,
+            limit=limit,
+        )
+    )
+    return CubePublic(data=rows, count=len(rows))
+
+
+@router.get("/anomalies", response_model=AnomaliesPublic, summary="Zone-hours far above their baseline")
+def anomalies(
+    store: StoreDep,
+    since: Annotated[int | None, Query(description="Hours at or after (UTC epoch s).")] = None,
+    until: Annotated[int | None, Query(description="Hours before (UTC epoch s).")] = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+) -> AnomaliesPublic:
+    """Raised by the online model when an hour's count is improbable under its hour-of-week baseline."""
+    rows = store.list_anomalies(since, until, limit)
+    return AnomaliesPublic(data=rows, count=len(rows))
+
+
+@router.get("/forecast", response_model=ForecastPublic, summary="Short-term risk per zone (24 h or 7 days)")
+def forecast(
+    store: StoreDep,
+    horizon: Annotated[int, Query(description="Hours ahead: 24 or 168.", ge=1, le=168)] = 24,
+    limit: Annotated[int, Query(ge=1, le=100_000)] = 1000,
+) -> ForecastPublic:
+    """From the model's last learnt hour: baseline × covariates + self-exciting term (docs/fusion.md)."""
+    rows = compute_forecast(store, horizon)[:limit]
+    return ForecastPublic(horizon_h=horizon, data=rows, count=len(rows))

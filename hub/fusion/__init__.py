@@ -1,0 +1,1 @@
+"""City data fusion: connectors, zones, the fused cube, online learning, forecasts, backtests."""

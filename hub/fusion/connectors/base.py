@@ -1,0 +1,177 @@
+"""What the connectors share: reading CSV rows (plain or gzip, with or without a header), and two row shapes.
+
+* incidents (police logbook, fire brigade, parks agents): one row = one event with a
+  time, a category and a point;
+* aggregates (operator presence, hospital admissions): one row = a count in a zone
+  and a time slot, refused when under the mapping's ``k``.
+
+A connector reads only the columns its mapping names: everything else in the file
+(free text, names, phone numbers) is never read, so never stored.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Protocol
+from zoneinfo import ZoneInfo
+
+from hub.fusion.observation import ImportReport, Mapping, Observation, RowError, in_bounds, parse_time
+from hub.fusion.scrub import scrub, shown
+
+__all__ = ["AggregateConnector", "Connector", "IncidentConnector", "read_rows"]
+
+
+class Connector(Protocol):
+    """A city-data source: turns a file into observations, reporting each row it refuses."""
+
+    name: str
+    description: str
+
+    def read(self, path: Path, mapping: Mapping, report: ImportReport) -> Iterator[Observation]: ...
+
+
+def _open_text(path: Path) -> io.TextIOBase:
+    if path.suffix == ".gz":
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8-sig", newline="")
+    return open(path, encoding="utf-8-sig", newline="")
+
+
+def read_rows(path: Path, mapping: Mapping, report: ImportReport) -> Iterator[tuple[int, dict[str, str]]]:
+    """(row number, {column: value}) for each data row; only the mapping's columns are kept."""
+    wanted = {
+        c
+        for c in (
+            mapping.time_column,
+            mapping.category_column,
+            mapping.lat_column,
+            mapping.lon_column,
+            mapping.zone_column,
+            mapping.count_column,
+        )
+        if c
+    }
+    with _open_text(path) as fh:
+        reader = csv.reader(fh, delimiter=mapping.delimiter)
+        header = mapping.columns or next(reader, [])
+        missing = wanted - set(header)
+        if missing:
+            raise ValueError(f"{path}: no column {sorted(missing)} (columns: {header[:20]})")
+        index = {name: header.index(name) for name in wanted}
+        for number, row in enumerate(reader, start=1):
+            report.rows += 1
+            if len(row) < len(header):
+                report.reject(RowError(number, "<row>", f"{len(row)} fields, expected {len(header)}"))
+                continue
+            yield number, {name: row[i] for name, i in index.items()}
+
+
+def _number(values: dict[str, str], column: str | None, number: int) -> float | RowError:
+    assert column is not None
+    text = values[column].strip()
+    try:
+        return float(text)
+    except ValueError:
+        return RowError(number, column, f"{scrub(text, 30)!r} is not a number")
+
+
+def _time_and_category(
+    number: int, values: dict[str, str], mapping: Mapping, tz: ZoneInfo, report: ImportReport
+) -> tuple[int, str] | None:
+    """The row's hour and category, or None after reporting what is wrong."""
+    try:
+        hour = parse_time(values[mapping.time_column], mapping.time_format, tz)
+    except ValueError as exc:
+        report.reject(RowError(number, mapping.time_column, str(exc)))
+        return None
+    raw = values[mapping.category_column] if mapping.category_column else ""
+    category = mapping.category_of(raw)
+    if category is None:
+        field = mapping.category_column or "category"
+        report.reject(
+            RowError(number, field, f"unknown category {shown(raw)}; add it to the mapping's categories")
+        )
+        return None
+    return hour, category
+
+
+class IncidentConnector:
+    """One row, one incident: time, category, point."""
+
+    def __init__(self, name: str, description: str) -> None:
+        self.name = name
+        self.description = description
+
+    def read(self, path: Path, mapping: Mapping, report: ImportReport) -> Iterator[Observation]:
+        tz = ZoneInfo(mapping.timezone)
+        if mapping.lat_column is None or mapping.lon_column is None:
+            raise ValueError(f"connector {self.name}: the mapping must name lat_column and lon_column")
+        for number, values in read_rows(path, mapping, report):
+            when = _time_and_category(number, values, mapping, tz, report)
+            if when is None:
+                continue
+            hour, category = when
+            lat = _number(values, mapping.lat_column, number)
+            lon = _number(values, mapping.lon_column, number)
+            if isinstance(lat, RowError) or isinstance(lon, RowError):
+                report.reject(lat if isinstance(lat, RowError) else lon)  # type: ignore[arg-type]
+                continue
+            if not in_bounds(lat, lon, mapping.bounds):
+                report.reject(
+                    RowError(
+                        number,
+                        f"{mapping.lat_column},{mapping.lon_column}",
+                        f"({lat:.5f}, {lon:.5f}) is outside the city bounds {mapping.bounds}",
+                    )
+                )
+                continue
+            yield Observation(
+                mapping.source, category, hour, 1.0, lat=lat, lon=lon, span_h=mapping.span_h, row=number
+            )
+
+
+class AggregateConnector:
+    """One row, one count in a zone and time slot; counts under k are refused, never stored."""
+
+    def __init__(self, name: str, description: str) -> None:
+        self.name = name
+        self.description = description
+
+    def read(self, path: Path, mapping: Mapping, report: ImportReport) -> Iterator[Observation]:
+        tz = ZoneInfo(mapping.timezone)
+        if mapping.count_column is None or (mapping.zone_column is None and mapping.lat_column is None):
+            raise ValueError(f"connector {self.name}: the mapping must name count_column and zone_column")
+        for number, values in read_rows(path, mapping, report):
+            when = _time_and_category(number, values, mapping, tz, report)
+            if when is None:
+                continue
+            hour, category = when
+            count = _number(values, mapping.count_column, number)
+            if isinstance(count, RowError):
+                report.reject(count)
+                continue
+            if count < 0:
+                report.reject(RowError(number, mapping.count_column, f"negative count {count:g}"))
+                continue
+            if count < mapping.k:
+                report.reject(
+                    RowError(number, mapping.count_column, f"count under k={mapping.k} (not stored)")
+                )
+                continue
+            assert mapping.zone_column is not None
+            zone = values[mapping.zone_column].strip()
+            if not zone:
+                report.reject(RowError(number, mapping.zone_column, "empty zone"))
+                continue
+            yield Observation(
+                mapping.source,
+                category,
+                hour,
+                count,
+                zone=f"{mapping.zone_kind}:{zone}",
+                span_h=mapping.span_h,
+                row=number,
+            )

@@ -1,0 +1,87 @@
+"""The hub side of learning: feed closed hours of the cube to the online model, keep its state in the store.
+
+The state lives in the store (``model_state``), so a restarted hub continues
+where it stopped; hours already learnt are never learnt twice (the model's
+watermark), and hours arriving later than the watermark are stored in the cube
+but not learnt (an online model does not go back in time).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from hub.fusion.learning import HOUR, LearnerParams, OnlineModel, hourly_counts
+from hub.storage import CubeQuery, Store
+
+__all__ = ["LearnOutcome", "forecast", "learn_pending", "load_model", "set_exclusions"]
+
+log = logging.getLogger(__name__)
+STATE = "fusion.model"
+
+
+@dataclass(frozen=True)
+class LearnOutcome:
+    hours: int
+    anomalies: int
+    watermark: int | None
+
+
+def load_model(
+    store: Store, params: LearnerParams | None = None, target_source: str = "police"
+) -> OnlineModel:
+    """The model from the store, or a new one."""
+    body = store.load_state(STATE)
+    if body is None:
+        return OnlineModel(params=params or LearnerParams(), target_source=target_source)
+    return OnlineModel.from_json(body)
+
+
+def set_exclusions(store: Store, source: str, categories: list[str]) -> None:
+    """Categories kept out of training (the mapping's ``exclude_from_training``), saved with the model."""
+    model = load_model(store)
+    model.excluded |= {f"{source}:{c}" for c in categories}
+    store.save_state(STATE, model.to_json(), time.time())
+
+
+def learn_pending(
+    store: Store, *, now: float | None = None, progress: Callable[[int, int], None] | None = None
+) -> LearnOutcome:
+    """Learn every closed hour after the watermark (a closed hour ended at least an hour ago)."""
+    model = load_model(store)
+    now = time.time() if now is None else now
+    closed = int(now // HOUR) * HOUR - HOUR
+    start = model.watermark + HOUR if model.watermark is not None else None
+    rows = store.query_cube(CubeQuery(zone_prefix="h3:", start=start, end=closed, limit=10_000_000))
+    by_hour = hourly_counts(rows)
+    hours = sorted(by_hour)
+    anomalies = 0
+    for i, hour in enumerate(hours):
+        found = model.update_hour(hour, by_hour[hour])
+        if found:
+            anomalies += store.add_anomalies(found, time.time())
+        if progress is not None and (i % 200 == 0 or i == len(hours) - 1):
+            progress(i + 1, len(hours))
+    if hours:
+        store.save_state(STATE, model.to_json(), time.time())
+    log.info("learnt", extra={"hours": len(hours), "anomalies": anomalies, "watermark": model.watermark})
+    return LearnOutcome(len(hours), anomalies, model.watermark)
+
+
+def forecast(store: Store, horizon_h: int) -> list[dict[str, Any]]:
+    """Per H3 cell: expected target incidents over the next ``horizon_h`` hours and P(at least one)."""
+    model = load_model(store)
+    if model.watermark is None:
+        return []
+    expected = model.forecast(horizon_h)
+    return sorted(
+        (
+            {"zone": f"h3:{cell}", "expected": value, "probability": 1 - math.exp(-value)}
+            for cell, value in expected.items()
+        ),
+        key=lambda r: -r["expected"],
+    )

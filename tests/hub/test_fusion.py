@@ -1,0 +1,257 @@
+"""City data fusion: the six connectors on real or documented-format files, zones, the cube, scrubbing."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import h3
+import pytest
+
+from hub.fusion.importer import import_file
+from hub.fusion.observation import ImportReport, load_mapping
+from hub.fusion.scrub import scrub
+from hub.fusion.zones import ZoneIndex, load_geojson
+from hub.storage import CubeQuery, SQLiteStore
+from tests.conftest import ROOT, SHARED, need
+
+MAPPINGS = ROOT / "hub" / "fusion" / "mappings"
+HOUSTON = SHARED / "data" / "incidents" / "houston_crime_2010_ggmap.csv.gz"
+MONTGOMERY = SHARED / "data" / "incidents" / "montgomery_pa_911_ems_fire_traffic_sample_3051rows.csv.gz"
+QUARTIERS = SHARED / "data" / "geo" / "marseille_quartiers_111.geojson"
+CAIRNS = SHARED / "data" / "gtfs" / "cairns_translink_2014_gtfs.zip"
+VIEUX_PORT = (43.2951, 5.3745)
+
+
+def _write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> Path:
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(header)
+        w.writerows(rows)
+    return path
+
+
+@pytest.fixture(scope="module")
+def marseille() -> ZoneIndex:
+    return ZoneIndex(8, load_geojson(need(QUARTIERS), "nom_qua"))
+
+
+def test_zones_map_points_to_cells_and_quartiers(marseille: ZoneIndex) -> None:
+    assert len(marseille.polygons) == 111
+    keys = marseille.keys(*VIEUX_PORT)
+    assert keys[0] == f"h3:{h3.latlng_to_cell(*VIEUX_PORT, 8)}"
+    assert keys[1].startswith("poly:")
+    assert marseille.polygon(43.2803, 5.3806) != marseille.polygon(43.3500, 5.4300)  # two quartiers
+    assert marseille.polygon(48.8566, 2.3522) is None  # Paris is in no quartier
+
+
+def test_houston_police_file(store: Any) -> None:
+    mapping = load_mapping(MAPPINGS / "houston_police.yaml")
+    report = import_file(store, "police", need(HOUSTON), mapping, ZoneIndex(8))
+    assert report.rows == 86314
+    assert report.imported == 86081
+    assert report.rejected == 233  # outside the city box, or no coordinates: reported, not imported
+    assert report.by_reason["lat,lon: … is outside the city bounds …"] == 228
+    assert report.by_reason["lat: … is not a number"] == 5
+    assert any(e.row > 0 and "outside the city bounds" in e.reason for e in report.errors)
+    rows = store.query_cube(CubeQuery(zone_prefix="h3:", limit=1_000_000))
+    assert sum(r["n"] for r in rows) == 86081
+    assert {r["category"] for r in rows} == {"theft", "burglary", "auto_theft", "robbery", "assault",
+                                             "sexual_assault", "homicide"}  # fmt: skip
+    # The same file again: nothing added (one transaction keyed by the file's SHA-256).
+    again = import_file(store, "police", HOUSTON, mapping, ZoneIndex(8))
+    assert again.duplicate_file
+    assert sum(r["n"] for r in store.query_cube(CubeQuery(zone_prefix="h3:", limit=1_000_000))) == 86081
+
+
+def test_fire_brigade_montgomery_911(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "hub.sqlite")
+    mapping = load_mapping(MAPPINGS / "montgomery_911.yaml")
+    report = import_file(store, "fire", need(MONTGOMERY), mapping, ZoneIndex(8))
+    assert report.rows == 3051
+    assert report.imported + report.rejected == 3051
+    assert report.imported > 2900
+    cats = {r["category"]: r["n"] for r in store.query_cube(CubeQuery(zone_prefix="h3:", limit=100_000))}
+    assert set(cats) == {"ems", "fire", "traffic"}
+
+
+# -- the police logbook: adversarial personal data ---------------------------------------------------
+PII = [
+    "Marie Durand", "06 12 34 56 78", "+33 6 98 76 54 32", "marie.durand@gmail.com", "AB-123-CD",
+    "1234 XY 13", "12/03/1985", "Jean-Pierre Martin", "07.11.22.33.44", "k.benali@orange.fr",
+]  # fmt: skip
+
+
+def _logbook(path: Path) -> Path:
+    header = ["date_heure", "categorie", "initiative", "lat", "lon", "adresse", "resume", "personnes"]
+    rows = [
+        ["2026-06-12T22:15:00+02:00", "tapage nocturne", "appel", 43.2951, 5.3745, "12 quai du Port",
+         "Voisin M. Jean-Pierre Martin tel 07.11.22.33.44", "Marie Durand née le 12/03/1985"],
+        ["2026-06-12T23:40:00+02:00", "rixe", "appel", 43.2965, 5.3698, "Cours Belsunce",
+         "Véhicule AB-123-CD, plaque 1234 XY 13 ; contact k.benali@orange.fr",
+         "Karim Benali, +33 6 98 76 54 32"],
+        ["2026-06-13T01:05:00+02:00", "contrôle d'identité", "police", 43.2990, 5.3800, "", "",
+         "Marie Durand"],
+        # Wrong rows: PII smuggled into the category, a bad date, a point in Paris, no coordinates.
+        ["2026-06-13T02:00:00+02:00", "appel de Marie Durand 06 12 34 56 78", "appel", 43.29, 5.37,
+         "", "", ""],
+        ["13/06/2026 marie.durand@gmail.com", "vol", "appel", 43.29, 5.37, "", "", ""],
+        ["2026-06-13T03:00:00+02:00", "vol", "appel", 48.8566, 2.3522, "", "", ""],
+        ["2026-06-13T04:00:00+02:00", "vol", "appel", "", "", "chez Marie Durand", "", ""],
+    ]  # fmt: skip
+    return _write_csv(path, header, rows)
+
+
+def test_logbook_keeps_no_personal_data(tmp_path: Path, marseille: ZoneIndex) -> None:
+    db = tmp_path / "hub.sqlite"
+    store = SQLiteStore(db)
+    mapping = load_mapping(MAPPINGS / "main_courante.yaml")
+    report = import_file(store, "police", _logbook(tmp_path / "mc.csv"), mapping, marseille)
+    assert (report.rows, report.imported, report.rejected) == (7, 3, 4)
+    fields = {(e.row, e.field) for e in report.errors}
+    assert fields == {(4, "categorie"), (5, "date_heure"), (6, "lat,lon"), (7, "lat")}
+    # Reports scrub what they echo.
+    text = "\n".join(str(e) for e in report.errors)
+    assert "unknown category (free text, 36 characters, not shown)" in text
+    assert "'[date] [email]' is not a date" in text
+    for secret in PII:
+        assert secret not in text, secret
+    cube = store.query_cube(CubeQuery(limit=1000))
+    assert {r["category"] for r in cube} == {"noise", "fight", "police_check"}
+    assert {r["zone"][:5] for r in cube} == {"h3:88", "poly:"}
+    store.close()
+    # Nothing personal anywhere in the database: every table, every byte.
+    raw = (
+        db.read_bytes() + (tmp_path / "hub.sqlite-wal").read_bytes()
+        if (tmp_path / "hub.sqlite-wal").exists()
+        else db.read_bytes()
+    )
+    dump = "\n".join(sqlite3.connect(db).iterdump())
+    for secret in [*PII, "Karim", "Benali", "quai du Port", "Belsunce"]:
+        assert secret not in dump, secret
+        assert secret.encode() not in raw, secret
+
+
+@pytest.mark.parametrize(
+    ("text", "must_not_contain"),
+    [
+        ("victime: Marie Durand, née le 12/03/1985", ["Marie", "Durand", "1985"]),
+        ("Appeler Mme Lefèvre au 04 91 55 11 22 ou lefevre@laposte.net", ["Lefèvre", "04 91", "laposte"]),
+        ("véhicule GH-456-JK stationné devant", ["GH-456-JK"]),
+        ("suspect Yanis Haddad, DOB: 2004-07-19", ["Yanis", "Haddad", "2004-07-19"]),
+        ("call +44 20 7946 0958 re: plate 4521 BC 13", ["7946", "4521 BC 13"]),
+    ],
+)
+def test_scrub_adversarial(text: str, must_not_contain: list[str]) -> None:
+    cleaned = scrub(text)
+    for secret in must_not_contain:
+        assert secret not in cleaned, (secret, cleaned)
+
+
+def test_parks_reports_wrong_rows_are_reported(tmp_path: Path, marseille: ZoneIndex) -> None:
+    rows = [
+        ["2026-05-02T14:00:00+02:00", "dépôt sauvage", 43.2700, 5.3900, "agent 42", "sac de gravats"],
+        ["2026-05-02T15:10:00+02:00", "regroupement", 43.2705, 5.3905, "agent 42", ""],
+        ["2026-02-30T10:00:00+01:00", "feu", 43.27, 5.39, "agent 7", ""],  # no 30 February
+        ["2026-05-02T16:00:00+02:00", "ovni", 43.27, 5.39, "agent 7", ""],  # unknown category
+        ["2026-05-02T17:00:00+02:00", "feu", 43.70, 7.26, "agent 7", ""],  # Nice, not Marseille
+        ["2026-05-02T18:00:00+02:00", "feu", "quarante-trois", 5.39, "agent 7", ""],
+    ]
+    path = _write_csv(tmp_path / "parks.csv", ["date", "type", "lat", "lon", "agent", "commentaire"], rows)
+    mapping = load_mapping(MAPPINGS / "parks_reports.yaml")
+    report = import_file(SQLiteStore(tmp_path / "h.sqlite"), "parks", path, mapping, marseille)  # fmt: skip
+    assert report.imported == 2
+    errors = {e.row: (e.field, e.reason) for e in report.errors}
+    assert errors[3][0] == "date"
+    assert "not a date" in errors[3][1]
+    assert errors[4] == ("type", "unknown category 'ovni'; add it to the mapping's categories")
+    assert errors[5][0] == "lat,lon"
+    assert "outside the city bounds" in errors[5][1]
+    assert errors[6] == ("lat", "'quarante-trois' is not a number")
+
+
+def test_operator_presence_k_and_cells(tmp_path: Path, marseille: ZoneIndex) -> None:
+    cell = h3.latlng_to_cell(*VIEUX_PORT, 8)
+    fine = h3.latlng_to_cell(*VIEUX_PORT, 10)
+    rows = [[cell, f"2026-06-12T{h:02d}:00:00+02:00", 150 + 40 * h] for h in range(8, 12)]
+    rows += [[cell, "2026-06-12T04:00:00+02:00", 12],  # under k = 20: refused, never stored
+             ["not-a-cell", "2026-06-12T12:00:00+02:00", 300],
+             [fine, "2026-06-12T12:00:00+02:00", 300]]  # fmt: skip
+    store = SQLiteStore(tmp_path / "h.sqlite")
+    path = _write_csv(tmp_path / "presence.csv", ["cell", "hour", "devices"], rows)
+    report = import_file(
+        store, "presence", path, load_mapping(MAPPINGS / "operator_presence.yaml"), marseille
+    )
+    assert report.imported == 4
+    reasons = [e.reason for e in report.errors]
+    assert "count under k=20 (not stored)" in reasons
+    assert any("not an H3 cell" in r for r in reasons)
+    assert any("resolution 10, the hub uses 8" in r for r in reasons)
+    cube = store.query_cube(CubeQuery(sources=("presence",), limit=100))
+    assert min(r["n"] for r in cube) >= 20
+    assert {r["zone"].split(":")[0] for r in cube} == {"h3", "poly"}  # the cell's quartier too
+
+
+def test_hospital_admissions_per_day_and_area(tmp_path: Path, marseille: ZoneIndex) -> None:
+    areas = sorted(p.name for p in marseille.polygons)[:3]
+    rows = [["2026-06-12", areas[0], "traumatologie", 9],
+            ["2026-06-12", areas[1], "intoxication éthylique", 6],
+            ["2026-06-12", areas[2], "agression", 3],  # under k = 5
+            ["2026-06-12", "ATLANTIS", "malaise", 12]]  # fmt: skip
+    store = SQLiteStore(tmp_path / "h.sqlite")
+    path = _write_csv(tmp_path / "hosp.csv", ["day", "area", "category", "admissions"], rows)
+    report = import_file(
+        store, "hospital", path, load_mapping(MAPPINGS / "hospital_admissions.yaml"), marseille
+    )
+    assert report.imported == 2
+    assert {e.row for e in report.errors} == {3, 4}
+    cube = store.query_cube(CubeQuery(sources=("hospital",), limit=100))
+    assert {(r["zone"], r["category"], r["n"], r["span_h"]) for r in cube} == {
+        (f"poly:{areas[0]}", "trauma", 9.0, 24), (f"poly:{areas[1]}", "alcohol", 6.0, 24)}  # fmt: skip
+
+
+def test_transport_validations_placed_through_gtfs(tmp_path: Path) -> None:
+    from hub.fusion.connectors.transport import read_gtfs_stops
+
+    stops = read_gtfs_stops(need(CAIRNS))
+    assert len(stops) == 416  # every stop of the Cairns feed
+    some = sorted(stops)[:5]
+    rows = [[s, f"2014-06-02T{h:02d}:00:00+10:00", 10 + h] for s in some for h in (7, 8, 9)]
+    rows.append(["no-such-stop", "2014-06-02T08:00:00+10:00", 40])
+    path = _write_csv(tmp_path / "validations.csv", ["stop_id", "hour", "validations"], rows)
+    store = SQLiteStore(tmp_path / "h.sqlite")
+    report = import_file(store, "transport", path, load_mapping(MAPPINGS / "transport_validations.yaml"),
+                         ZoneIndex(8), gtfs=CAIRNS)  # fmt: skip
+    assert report.imported == 15
+    assert [e.reason for e in report.errors] == [f"stop 'no-such-stop' is not in {CAIRNS.name}"]
+    cube = store.query_cube(CubeQuery(sources=("transport",), limit=100))
+    assert sum(r["n"] for r in cube) == sum(r[2] for r in rows[:-1])
+    assert all(r["zone"].startswith("h3:") for r in cube)
+
+
+def test_mapping_errors_name_the_key(tmp_path: Path) -> None:
+    from vigie.exceptions import ConfigError
+
+    bad = tmp_path / "m.yaml"
+    bad.write_text("connector: police\nsource: Police!\ntime_column: t\ntimezone: Mars/Olympus\nk: 0\n")
+    with pytest.raises(ConfigError) as info:
+        load_mapping(bad)
+    text = str(info.value)
+    for key in ("source", "timezone", "k"):
+        assert f"{key}:" in text
+    assert "unknown time zone 'Mars/Olympus'" in text
+
+
+def test_gzip_and_report_counts(tmp_path: Path) -> None:
+    src = tmp_path / "x.csv.gz"
+    with gzip.open(src, "wt", encoding="utf-8") as fh:
+        fh.write("date,type,lat,lon\n2026-05-02T14:00:00+02:00,feu,43.27,5.39\nshort,row\n")
+    report = ImportReport("parks", "x")
+    from hub.fusion.connectors import CONNECTORS
+
+    got = list(CONNECTORS["parks"].read(src, load_mapping(MAPPINGS / "parks_reports.yaml"), report))
+    assert len(got) == 1
+    assert report.errors[0].field == "<row>"
