@@ -97,7 +97,23 @@ def add_fusion_commands(hub_sub: Any) -> None:
         "also does this after each import). The state is kept in the store.",
     )
     _db(learn)
+    _zones(learn)
     learn.set_defaults(handler=_learn)
+
+    cams = hub_sub.add_parser(
+        "cameras",
+        formatter_class=_FMT,
+        help="Place the cameras (from site files) and fold their hourly counts into the cube.",
+        description="Read each site file's location (or a camera's own `location: [lat, lon]`), remember "
+        "where every device is, and add the cameras' and sensors' hourly roll-ups to the cube (source "
+        "`camera`: mean peak count per class, crossings; source `sensor`: hourly means). `vigie hub learn` "
+        "folds new hours by itself afterwards.",
+        epilog="Example:\n  vigie hub cameras firmware_configs/sites/*.yaml --zones quartiers.geojson\n",
+    )
+    cams.add_argument("sites", type=Path, nargs="+", help="Site files.")
+    _db(cams)
+    _zones(cams)
+    cams.set_defaults(handler=_cameras)
 
     bt = hub_sub.add_parser(
         "backtest",
@@ -168,12 +184,35 @@ def _import(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cameras(args: argparse.Namespace) -> int:
+    from hub.fusion.cameras import fold_cameras, locations_from_sites, save_locations
+    from hub.storage import open_store
+
+    try:
+        locations = locations_from_sites(args.sites)
+    except (ValueError, KeyError, OSError) as exc:
+        print(f"vigie: error: {exc}", file=sys.stderr)
+        return 2
+    store = open_store(args.db)
+    save_locations(store, locations)
+    rows, unplaced = fold_cameras(store, _zone_index(args))
+    store.close()
+    print(f"{len(locations)} devices placed; {rows} cube rows from their roll-ups")
+    if unplaced:
+        print(f"no location for {', '.join(sorted(unplaced))}: add their site files")
+    return 0
+
+
 def _learn(args: argparse.Namespace) -> int:
+    from hub.fusion.cameras import fold_cameras, load_locations
     from hub.fusion.service import learn_pending
     from hub.storage import open_store
     from vigie.progress import Progress
 
     store = open_store(args.db)
+    if load_locations(store):
+        rows, _ = fold_cameras(store, _zone_index(args))
+        print(f"cameras: {rows} cube rows refreshed from their roll-ups")
     bar = Progress("learning", "hours")
     outcome = learn_pending(store, progress=bar)
     bar.done()

@@ -417,6 +417,18 @@ class SqlStore:
                 )
         return True
 
+    def replace_cube(self, rows: Sequence[CubeRow]) -> None:
+        values = [(r.zone, r.hour, r.source, r.category, r.n, r.span_h) for r in rows]
+        with self._tx() as cur:
+            for i in range(0, len(values), _INSERT_CHUNK):
+                cur.executemany(
+                    self._sql(
+                        "INSERT INTO cube (zone, hour, source, category, n, span_h) VALUES (?,?,?,?,?,?)"
+                        " ON CONFLICT (zone, hour, source, category) DO UPDATE SET n = excluded.n"
+                    ),
+                    values[i : i + _INSERT_CHUNK],
+                )
+
     def list_imports(self, limit: int = 100) -> list[dict[str, Any]]:
         rows = self._query(
             "SELECT source, sha256, file, imported_at, report FROM imports ORDER BY imported_at DESC LIMIT ?",

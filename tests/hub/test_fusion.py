@@ -255,3 +255,25 @@ def test_gzip_and_report_counts(tmp_path: Path) -> None:
     got = list(CONNECTORS["parks"].read(src, load_mapping(MAPPINGS / "parks_reports.yaml"), report))
     assert len(got) == 1
     assert report.errors[0].field == "<row>"
+
+
+def test_cameras_fold_into_the_cube_through_their_site_location(tmp_path: Path, marseille: ZoneIndex) -> None:
+    from hub.fusion.cameras import fold_cameras, locations_from_sites, save_locations
+    from tests.test_wire import event
+
+    site = tmp_path / "vieux-port.yaml"
+    site.write_text("site: vieux-port\nlocation: [43.2951, 5.3745]\ncameras:\n  - {device: cam-01}\n"
+                    "  - {device: cam-02, location: [43.2965, 5.3698]}\n")  # fmt: skip
+    store = SQLiteStore(tmp_path / "h.sqlite")
+    store.add_events([event(zone=f"z{i}") for i in range(3)] + [event(device="cam-09")], 1.0)
+    save_locations(store, locations_from_sites([site]))
+    rows, unplaced = fold_cameras(store, marseille)
+    assert unplaced == {"vieux-port/cam-09"}
+    cube = store.query_cube(CubeQuery(sources=("camera",), categories=("person",), limit=100))
+    assert {r["zone"][:3] for r in cube} == {"h3:", "pol"}
+    # Three zones of cam-01, each with a peak of 4 people in its one window: 12 in the cell.
+    assert [r["n"] for r in cube if r["zone"].startswith("h3:")] == [12.0]
+    again, _ = fold_cameras(store, marseille)  # idempotent: replaced, not added
+    assert again == rows
+    assert [r["n"] for r in store.query_cube(CubeQuery(sources=("camera",), categories=("person",),
+                                                       zone_prefix="h3:", limit=100))] == [12.0]  # fmt: skip
