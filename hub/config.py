@@ -28,6 +28,11 @@ class HubSettings(BaseModel):
     )
     retention: Retention = Field(default_factory=Retention)
     purge_every_s: float = Field(default=3600, gt=0, description="How often the retention purge runs.")
+    fusion_every_s: float = Field(
+        default=60,
+        gt=0,
+        description="How often camera roll-ups are folded into the cube and new hours learnt.",
+    )
     broker: BrokerConfig = Field(default_factory=BrokerConfig)
     client_id: str = Field(default="vigie-hub-ingest", description="MQTT client id of the ingest.")
     state_dir: Path | None = Field(
@@ -41,6 +46,17 @@ class HubSettings(BaseModel):
         default=None, description="Command that reloads the broker (default: SIGHUP to its pid file)."
     )
     broker_user: str | None = Field(default=None, description="Account the broker runs as (its `user`).")
+    auth: bool = Field(default=True, description="Require bearer tokens (off only for closed test benches).")
+    k: int = Field(default=5, ge=1, description="Aggregates under k are suppressed in every API answer.")
+    token_ttl_s: float = Field(default=8 * 3600, gt=0, description="Lifetime of a login token.")
+    rate: float = Field(default=20.0, gt=0, description="Requests per second per token (burst 4× that).")
+    zones: Path | None = Field(default=None, description="GeoJSON of named areas (quartiers) for maps.")
+    zones_name: str = Field(default="nom_qua", description="Its property holding each area's name.")
+    h3_resolution: int = Field(default=8, ge=0, le=15, description="H3 resolution of the cube's cells.")
+    controller: str = Field(default="the city (set VIGIE_HUB_CONTROLLER)", description="GDPR controller.")
+    dpo_contact: str = Field(
+        default="the DPO (set VIGIE_HUB_DPO)", description="DPO contact for GDPR records."
+    )
 
     def hub_state(self) -> HubState | None:
         """The enrolment state folder, when configured."""
@@ -74,4 +90,14 @@ class HubSettings(BaseModel):
             local_port=int(env.get("VIGIE_HUB_LOCAL_PORT", "1884")),
             broker_reload=env.get("VIGIE_HUB_BROKER_RELOAD") or None,
             broker_user=env.get("VIGIE_HUB_BROKER_USER") or None,
+            auth=env.get("VIGIE_HUB_AUTH", "on").lower() not in {"off", "0", "false", "no"},
+            k=int(env.get("VIGIE_HUB_K", "5")),
+            fusion_every_s=float(env.get("VIGIE_HUB_FUSION_EVERY", "60")),
+            token_ttl_s=float(env.get("VIGIE_HUB_TOKEN_TTL", str(8 * 3600))),
+            rate=float(env.get("VIGIE_HUB_RATE", "20")),
+            zones=Path(env["VIGIE_HUB_ZONES"]) if env.get("VIGIE_HUB_ZONES") else None,
+            zones_name=env.get("VIGIE_HUB_ZONES_NAME", "nom_qua"),
+            h3_resolution=int(env.get("VIGIE_HUB_H3_RES", "8")),
+            controller=env.get("VIGIE_HUB_CONTROLLER", "the city (set VIGIE_HUB_CONTROLLER)"),
+            dpo_contact=env.get("VIGIE_HUB_DPO", "the DPO (set VIGIE_HUB_DPO)"),
         )

@@ -101,6 +101,8 @@ def hub(tmp_path: Path, broker: LocalBroker) -> Iterator[Hub]:
     port = free_port()
     log = tmp_path / "hub.log"
     with log.open("wb") as fh:
+        # A closed test bench: authentication off (tests/hub/test_access.py covers it).
+        env = {**os.environ, "VIGIE_HUB_AUTH": "off"}
         proc = subprocess.Popen(
             cli(
                 "hub",
@@ -112,6 +114,7 @@ def hub(tmp_path: Path, broker: LocalBroker) -> Iterator[Hub]:
                 "--broker",
                 f"127.0.0.1:{broker.port}",
             ),
+            env=env,
             stdout=fh,
             stderr=subprocess.STDOUT,
         )

@@ -46,7 +46,10 @@ def test_demo_runs_for_a_minute(model_dir: Path, vtest_avi: Path, tmp_path: Path
         deadline = time.monotonic() + 75
         while time.monotonic() < deadline and proc.poll() is None:
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/events?limit=1000", timeout=3) as r:
+                token = (tmp_path / "api-token").read_text()
+                url = f"http://127.0.0.1:{port}/v1/events?limit=1000"
+                request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+                with urllib.request.urlopen(request, timeout=3) as r:  # noqa: S310 (http on loopback)
                     body = json.loads(r.read())
                 devices = {e["device"] for e in body["data"]}
                 events = body["count"]
@@ -62,6 +65,7 @@ def test_demo_runs_for_a_minute(model_dir: Path, vtest_avi: Path, tmp_path: Path
     assert events >= 6  # 10 s windows over a minute: cam-1 one zone, cam-2 two zones
     assert "http://127.0.0.1:" in out
     assert "/v1/events" in out
+    assert "/dashboard/   log in as demo / " in out
     assert "stopped" in out
     # Everything it started is gone.
     assert not wait_for_port(port, timeout=0.5)

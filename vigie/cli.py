@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from vigie import __version__
+from vigie.cli_access import add_access_commands
 from vigie.cli_fleet import add_edge_commands, add_hub_commands
 from vigie.cli_fusion import add_fusion_commands
 from vigie.exceptions import VigieError
@@ -298,6 +299,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
     add_hub_commands(hub_sub)
     add_fusion_commands(hub_sub)
+    add_access_commands(hub_sub)
 
     # -- model ----------------------------------------------------------------------
     model = sub.add_parser(

@@ -98,6 +98,28 @@ def _ensure_model(model_dir: Path | None) -> Path:
         return model_store.fetch(manifest)
 
 
+def _prepare_hub(db: Path, agents: int) -> tuple[str, str]:
+    """A demo account (random password), an API token file for scripts, and where the cameras are."""
+    import secrets
+
+    from hub.auth import hash_password, issue_token
+    from hub.fusion.cameras import save_locations
+    from hub.storage import open_store
+    from vigie.files import write_private
+
+    store = open_store(db)
+    password = secrets.token_urlsafe(12)
+    if not store.add_user("demo", hash_password(password), "admin", time.time()):
+        store.update_user("demo", password_hash=hash_password(password))
+    token, _ = issue_token(store, "demo", ttl_s=7 * 86400, label="demo scripts")
+    write_private(db.parent / "api-token", token.encode())
+    # The demo cameras stand around the Vieux-Port, a few hundred metres apart (separate H3 cells).
+    save_locations(store, {f"demo/cam-{i}": (43.2951 + 0.004 * (i % 3), 5.3745 + 0.006 * (i // 3 + i % 2))
+                           for i in range(1, agents + 1)})  # fmt: skip
+    store.close()
+    return "demo", password
+
+
 def run_demo(opts: DemoOptions) -> int:
     """Run until Ctrl-C, SIGTERM or ``opts.duration``; returns an exit code."""
     if not port_is_free(opts.port):
@@ -123,6 +145,7 @@ def run_demo(opts: DemoOptions) -> int:
             log = (workdir / f"{name}.log").open("ab")
             children.append((name, subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)))
 
+        login = _prepare_hub(workdir / "hub.sqlite", opts.agents)
         spawn(
             "hub",
             [
@@ -173,7 +196,9 @@ def run_demo(opts: DemoOptions) -> int:
         base = f"http://127.0.0.1:{opts.port}"
         print(
             f"\nVigie demo is running: {opts.agents} agents replaying {footage.name} in real time.\n"
-            f"  events  {base}/v1/events    (one per zone every 10 s, anonymised counts)\n"
+            f"  dashboard {base}/dashboard/   log in as {login[0]} / {login[1]}\n"
+            f"  events  {base}/v1/events    (one per zone every 10 s, anonymised counts;\n"
+            f"          Authorization: Bearer $(cat {workdir / 'api-token'}))\n"
             f"  devices {base}/v1/devices\n"
             f"  health  {base}/healthz\n"
             f"  API     {base}/docs\n"
@@ -187,7 +212,7 @@ def run_demo(opts: DemoOptions) -> int:
                 if proc.poll() is not None:
                     raise VigieError(f"{name} exited with code {proc.returncode}; see {workdir / name}.log")
             try:
-                ingest = _get_json(f"{base}/healthz").get("ingest") or {}
+                ingest = _get_json(f"{base}/healthz").get("ingest") or {}  # /healthz is public
                 _say(f"events stored: {ingest.get('stored', 0)}, quarantined: {ingest.get('quarantined', 0)}")
             except OSError as exc:
                 _say(f"hub not answering: {exc}")

@@ -6,9 +6,11 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
-from hub.api.routes import devices, enrol, events, fusion, health, rollups
+from hub.api.routes import auth, devices, enrol, events, exports, fusion, governance, health, rollups
+from hub.audit import AuditMiddleware, require_purpose
+from hub.auth import RateLimiter, require
 from hub.config import HubSettings
 from hub.ingest import Ingestor
 from hub.retention import PurgeJob
@@ -32,6 +34,21 @@ zone and time window, never images, boxes or identities.
 """
 
 
+def mount_dashboard(app: FastAPI) -> None:
+    """The dashboard: static files served by the hub (no CDN, no tiles), at /dashboard/."""
+    from pathlib import Path
+
+    from fastapi.responses import RedirectResponse
+    from fastapi.staticfiles import StaticFiles
+
+    folder = Path(__file__).resolve().parent.parent / "dashboard"
+    app.mount("/dashboard", StaticFiles(directory=folder, html=True), name="dashboard")
+
+    @app.get("/", include_in_schema=False)
+    def root() -> RedirectResponse:
+        return RedirectResponse("/dashboard/")
+
+
 def create_app(settings: HubSettings | None = None) -> FastAPI:
     """Build the app; with no settings, read them from the environment (uvicorn factory)."""
     settings = settings or HubSettings.from_env()
@@ -46,6 +63,25 @@ def create_app(settings: HubSettings | None = None) -> FastAPI:
         )
         purge = PurgeJob(store, settings.retention, settings.purge_every_s)
         app.state.store = store
+        app.state.settings = settings
+        app.state.k = settings.k
+        app.state.token_ttl_s = settings.token_ttl_s
+        app.state.rate_limiter = RateLimiter(settings.rate, burst=max(1, int(settings.rate * 4)))
+        app.state.auth_enabled = settings.auth
+        if not settings.auth:
+            log.warning("API authentication is OFF (VIGIE_HUB_AUTH=off): for closed test benches only")
+        from hub.fusion.zones import ZoneIndex, load_geojson
+        from hub.gdpr import collect_facts
+
+        polygons = load_geojson(settings.zones, settings.zones_name) if settings.zones else []
+        app.state.zone_index = ZoneIndex(settings.h3_resolution, polygons)
+        app.state.gdpr_facts = lambda: collect_facts(
+            store,
+            settings.retention,
+            settings.k,
+            controller=settings.controller,
+            dpo_contact=settings.dpo_contact,
+        )
         state = settings.hub_state()
         app.state.enrolment = None
         if state is not None:
@@ -59,10 +95,19 @@ def create_app(settings: HubSettings | None = None) -> FastAPI:
         if ingestor is not None:
             ingestor.start()
         purge.start()
+        from hub.fusion.job import FusionJob
+
+        fusion_job = (
+            FusionJob(store, app.state.zone_index, settings.fusion_every_s) if settings.ingest else None
+        )
+        if fusion_job is not None:
+            fusion_job.start()
         log.info("hub started", extra={"backend": store.backend, "ingest": settings.ingest})
         try:
             yield
         finally:
+            if fusion_job is not None:
+                fusion_job.stop()
             purge.stop()
             if ingestor is not None:
                 ingestor.stop()
@@ -74,10 +119,18 @@ def create_app(settings: HubSettings | None = None) -> FastAPI:
         description=DESCRIPTION,
         lifespan=lifespan,
     )
+    purpose = Depends(require_purpose)
+    app.add_middleware(AuditMiddleware)
     app.include_router(health.router)
-    app.include_router(events.router)
-    app.include_router(devices.router)
-    app.include_router(rollups.router)
-    app.include_router(enrol.router)
-    app.include_router(fusion.router)
+    app.include_router(auth.router)
+    app.include_router(enrol.router)  # the one-time enrolment token is its credential
+    app.include_router(events.router, dependencies=[require("events:read")])
+    app.include_router(rollups.router, dependencies=[require("events:read")])
+    app.include_router(devices.router, dependencies=[require("fleet:read")])
+    app.include_router(fusion.router, dependencies=[require("analytics:read"), purpose])
+    app.include_router(exports.router, dependencies=[require("analytics:read"), purpose])
+    app.include_router(governance.router, dependencies=[require("audit:read"), purpose])
+    app.include_router(governance.gdpr_router, dependencies=[require("gdpr:read"), purpose])
+    app.include_router(governance.users_router, dependencies=[require("users:write")])
+    mount_dashboard(app)
     return app

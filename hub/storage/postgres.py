@@ -95,6 +95,28 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             PRIMARY KEY (zone, hour, source, category))""",
         "CREATE INDEX anomalies_hour ON anomalies (hour)",
     ]),
+    (6, [
+        # Access control (hub/auth): passwords as argon2id hashes, API tokens as SHA-256 hashes.
+        """CREATE TABLE users (
+            username TEXT PRIMARY KEY, password_hash TEXT NOT NULL, role TEXT NOT NULL,
+            created_at DOUBLE PRECISION NOT NULL, disabled_at DOUBLE PRECISION)""",
+        """CREATE TABLE api_tokens (
+            token_hash TEXT PRIMARY KEY, username TEXT NOT NULL, label TEXT NOT NULL,
+            created_at DOUBLE PRECISION NOT NULL, expires_at DOUBLE PRECISION NOT NULL,
+            revoked_at DOUBLE PRECISION)""",
+        # The audit log: every request, hash-chained (hub/audit.py).
+        """CREATE TABLE audit (
+            seq BIGSERIAL PRIMARY KEY, ts DOUBLE PRECISION NOT NULL, username TEXT, role TEXT,
+            method TEXT NOT NULL,
+            path TEXT NOT NULL, params TEXT NOT NULL, purpose TEXT, status INTEGER NOT NULL,
+            prev_hash TEXT NOT NULL, hash TEXT NOT NULL)""",
+        "CREATE INDEX audit_ts ON audit (ts)",
+        # Append-only, enforced by the database too: no UPDATE, no DELETE on the audit log.
+        """CREATE FUNCTION audit_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN RAISE EXCEPTION 'the audit log is append-only'; END $$""",
+        """CREATE TRIGGER audit_no_change BEFORE UPDATE OR DELETE ON audit
+            FOR EACH ROW EXECUTE FUNCTION audit_append_only()""",
+    ]),
 ]  # fmt: skip
 
 

@@ -507,6 +507,133 @@ class SqlStore:
         keys = ("zone", "hour", "source", "category", "observed", "expected", "p")
         return [dict(zip(keys, r, strict=True)) for r in rows]
 
+    # -- access control ------------------------------------------------------------------
+    def add_user(self, username: str, password_hash: str, role: str, now: float) -> bool:
+        with self._tx() as cur:
+            cur.execute(
+                self._sql(
+                    "INSERT INTO users (username, password_hash, role, created_at) VALUES (?,?,?,?)"
+                    " ON CONFLICT (username) DO NOTHING RETURNING username"
+                ),
+                (username, password_hash, role, now),
+            )
+            return cur.fetchone() is not None
+
+    def get_user(self, username: str) -> dict[str, Any] | None:
+        rows = self._query(
+            "SELECT username, password_hash, role, created_at, disabled_at FROM users WHERE username = ?",
+            (username,),
+        )
+        keys = ("username", "password_hash", "role", "created_at", "disabled_at")
+        return dict(zip(keys, rows[0], strict=True)) if rows else None
+
+    def list_users(self) -> list[dict[str, Any]]:
+        rows = self._query("SELECT username, role, created_at, disabled_at FROM users ORDER BY username")
+        return [dict(zip(("username", "role", "created_at", "disabled_at"), r, strict=True)) for r in rows]
+
+    def update_user(
+        self, username: str, *, password_hash: str | None = None, role: str | None = None,
+        disabled_at: float | bool | None = False,
+    ) -> bool:  # fmt: skip
+        sets: list[str] = []
+        args: list[Any] = []
+        for column, value in (("password_hash", password_hash), ("role", role)):
+            if value is not None:
+                sets.append(f"{column} = ?")
+                args.append(value)
+        if disabled_at is not False:
+            sets.append("disabled_at = ?")
+            args.append(disabled_at)
+        if not sets:
+            return self.get_user(username) is not None
+        with self._tx() as cur:
+            cur.execute(
+                self._sql(f"UPDATE users SET {', '.join(sets)} WHERE username = ?"), (*args, username)
+            )
+            return bool(cur.rowcount)
+
+    def add_api_token(
+        self, token_hash: str, username: str, label: str, now: float, expires_at: float
+    ) -> None:
+        with self._tx() as cur:
+            cur.execute(
+                self._sql(
+                    "INSERT INTO api_tokens (token_hash, username, label, created_at, expires_at)"
+                    " VALUES (?,?,?,?,?)"
+                ),
+                (token_hash, username, label, now, expires_at),
+            )
+
+    def get_api_token(self, token_hash: str) -> dict[str, Any] | None:
+        rows = self._query(
+            "SELECT t.username, u.role, t.label, t.expires_at, t.revoked_at, u.disabled_at FROM api_tokens t"
+            " JOIN users u ON u.username = t.username WHERE t.token_hash = ?",
+            (token_hash,),
+        )
+        keys = ("username", "role", "label", "expires_at", "revoked_at", "disabled_at")
+        return dict(zip(keys, rows[0], strict=True)) if rows else None
+
+    def revoke_api_tokens(
+        self, *, token_hash: str | None = None, username: str | None = None, now: float
+    ) -> int:
+        column, value = ("token_hash", token_hash) if token_hash else ("username", username)
+        with self._tx() as cur:
+            cur.execute(
+                self._sql(f"UPDATE api_tokens SET revoked_at = ? WHERE {column} = ? AND revoked_at IS NULL"),
+                (now, value),
+            )
+            return int(cur.rowcount)
+
+    # -- audit log -----------------------------------------------------------------------
+    _AUDIT_COLUMNS = ("seq", "ts", "username", "role", "method", "path", "params", "purpose", "status",
+                      "prev_hash", "hash")  # fmt: skip
+
+    def append_audit(
+        self, entry: dict[str, Any], chain: Callable[[str, dict[str, Any]], str]
+    ) -> tuple[int, str]:
+        with self._tx() as cur:
+            if self._placeholder != "?":
+                # One writer at a time on the chain's head, across every hub process.
+                cur.execute("LOCK TABLE audit IN SHARE ROW EXCLUSIVE MODE")
+            cur.execute("SELECT hash FROM audit ORDER BY seq DESC LIMIT 1")
+            row = cur.fetchone()
+            prev = str(row[0]) if row else "0" * 64
+            digest = chain(prev, entry)
+            cur.execute(
+                self._sql(
+                    "INSERT INTO audit"
+                    " (ts, username, role, method, path, params, purpose, status, prev_hash, hash)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?) RETURNING seq"
+                ),
+                (entry["ts"], entry["username"], entry["role"], entry["method"], entry["path"],
+                 json.dumps(entry["params"], sort_keys=True), entry["purpose"], entry["status"],
+                 prev, digest),
+            )  # fmt: skip
+            return int(cur.fetchone()[0]), digest
+
+    def list_audit(
+        self, *, after: int = 0, limit: int = 1000, username: str | None = None, path: str | None = None,
+        since: float | None = None, until: float | None = None,
+    ) -> list[dict[str, Any]]:  # fmt: skip
+        where: list[str] = ["seq > ?"]
+        args: list[Any] = [after]
+        for clause, value in (("username = ?", username), ("path LIKE ?", f"{path}%" if path else None),
+                              ("ts >= ?", since), ("ts < ?", until)):  # fmt: skip
+            if value is not None:
+                where.append(clause)
+                args.append(value)
+        rows = self._query(
+            f"SELECT {', '.join(self._AUDIT_COLUMNS)} FROM audit WHERE {' AND '.join(where)}"
+            " ORDER BY seq LIMIT ?",
+            (*args, limit),
+        )
+        out = []
+        for r in rows:
+            item = dict(zip(self._AUDIT_COLUMNS, r, strict=True))
+            item["params"] = json.loads(item["params"])
+            out.append(item)
+        return out
+
     def list_devices(self) -> list[dict[str, Any]]:
         rows = self._query(
             "SELECT site, device, first_seen, last_seen, status, events, quarantined, heartbeat"

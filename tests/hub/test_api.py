@@ -15,7 +15,8 @@ from tests.test_wire import event
 
 @pytest.fixture
 def client(tmp_path: Path) -> Iterator[TestClient]:
-    app = create_app(HubSettings(db=str(tmp_path / "hub.sqlite"), ingest=False))
+    # Authentication off: these are the data contract's tests (tests/hub/test_access.py covers access).
+    app = create_app(HubSettings(db=str(tmp_path / "hub.sqlite"), ingest=False, auth=False))
     with TestClient(app) as c:
         c.app.state.store.add_events([event(zone=f"z{i}") for i in range(5)], 1.0)  # type: ignore[attr-defined]
         yield c

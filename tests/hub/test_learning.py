@@ -171,8 +171,8 @@ def test_api_serves_cube_forecast_and_anomalies(tmp_path: Path) -> None:
 
     model = OnlineModel()
     _background(model, 2, np.random.default_rng(3))
-    app = create_app(HubSettings(db=str(tmp_path / "hub.sqlite"), ingest=False))
-    with TestClient(app) as client:
+    app = create_app(HubSettings(db=str(tmp_path / "hub.sqlite"), ingest=False, auth=False, k=3))
+    with TestClient(app, headers={"X-Purpose": "test of the fusion API"}) as client:
         store = client.app.state.store  # type: ignore[attr-defined]
         store.save_state("fusion.model", model.to_json(), 0.0)
         anomaly = {
@@ -197,8 +197,8 @@ def test_api_serves_cube_forecast_and_anomalies(tmp_path: Path) -> None:
         assert top["probability"] == pytest.approx(1 - math.exp(-top["expected"]))
         assert client.get("/v1/anomalies").json()["data"][0]["observed"] == 9.0
         cube = client.get("/v1/cube", params={"zone_kind": "poly", "category": "noise"}).json()
-        assert cube["data"] == [{"zone": "poly:NOAILLES", "hour": T0, "source": "police", "category": "noise",
-                                 "n": 3.0, "span_h": 1}]  # fmt: skip
+        assert cube["data"] == [{"zone": "poly:NOAILLES", "start": T0, "bucket": "hour", "source": "police",
+                                 "category": "noise", "n": 3.0, "suppressed": False}]  # fmt: skip
         assert client.get("/v1/cube", params={"zone_kind": "wrong"}).status_code == 422
 
 

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query
+from fastapi.responses import StreamingResponse
+from starlette.concurrency import run_in_threadpool
 
 from hub.api.deps import StoreDep
 from hub.api.schemas import EventPublic, EventsPublic
@@ -48,3 +54,42 @@ def list_events(
         count=len(data),
         next_cursor=str(next_seq) if next_seq is not None else None,
     )
+
+
+@router.get(
+    "/stream",
+    summary="Live events (server-sent events)",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}}},
+)
+async def stream(
+    store: StoreDep,
+    max_s: Annotated[
+        float, Query(gt=0, le=3600, description="Close after this many seconds; reconnect.")
+    ] = 300,
+) -> StreamingResponse:
+    """New events as they are stored, one `data:` line of JSON each; a comment every 15 s keeps it open."""
+
+    async def feed() -> AsyncIterator[str]:
+        seen: set[str] = set()
+        first = True
+        deadline = time.monotonic() + max_s
+        last_beat = time.monotonic()
+        while time.monotonic() < deadline:
+            rows, _ = await run_in_threadpool(store.list_events, EventQuery(limit=50))
+            for row in reversed(rows):
+                if row["id"] not in seen:
+                    seen.add(row["id"])
+                    if not first:
+                        yield f"data: {json.dumps(row)}\n\n"
+            if first:
+                yield ": connected\n\n"
+                first = False
+            if time.monotonic() - last_beat > 15:
+                last_beat = time.monotonic()
+                yield ": keep-alive\n\n"
+            if len(seen) > 10_000:
+                seen = {r["id"] for r in rows}
+            await asyncio.sleep(1.0)
+
+    return StreamingResponse(feed(), media_type="text/event-stream", headers={"Cache-Control": "no-store"})

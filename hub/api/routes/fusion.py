@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 
 from hub.api.deps import StoreDep
 from hub.fusion.service import forecast as compute_forecast
+from hub.privacy import BUCKETS, bucket_rows, suppress
 from hub.storage import CubeQuery
 
 router = APIRouter(prefix="/v1", tags=["fusion"])
@@ -16,22 +17,24 @@ router = APIRouter(prefix="/v1", tags=["fusion"])
 
 class CubePublic(BaseModel):
     data: list[dict[str, Any]] = Field(
-        description="Rows of zone (`h3:<cell>` or `poly:<name>`), hour (UTC epoch s), source, category, "
-        "n (count) and span_h (hours the count covers: 24 for daily sources).",
+        description="Rows of zone (`h3:<cell>` or `poly:<name>`), start (UTC epoch s), bucket, source, "
+        "category, n (null when under k) and suppressed.",
         examples=[
             [
                 {
                     "zone": "poly:NOAILLES",
-                    "hour": 1700000000,
+                    "start": 1699999200,
+                    "bucket": "hour",
                     "source": "police",
                     "category": "noise",
-                    "n": 3.0,
-                    "span_h": 1,
+                    "n": 7.0,
+                    "suppressed": False,
                 }
             ]
         ],
     )
     count: int
+    k: int = Field(description="Buckets under k are suppressed.")
 
 
 class AnomaliesPublic(BaseModel):
@@ -57,10 +60,11 @@ def _split(value: str | None) -> tuple[str, ...]:
 
 
 @router.get(
-    "/cube", response_model=CubePublic, summary="The fused cube: counts per zone, hour, source, category"
+    "/cube", response_model=CubePublic, summary="The fused cube: counts per zone, time bucket, source"
 )
 def cube(
     store: StoreDep,
+    request: Request,
     zone_kind: Annotated[
         str | None, Query(pattern="^(h3|poly)$", description="`h3` cells or `poly` areas.")
     ] = None,
@@ -69,34 +73,45 @@ def cube(
         str | None, Query(description="Comma-separated sources: police, fire, camera, …")
     ] = None,
     category: Annotated[str | None, Query(description="Comma-separated categories.")] = None,
-    since: Annotated[int | None, Query(description="Hours starting at or after (UTC epoch s).")] = None,
-    until: Annotated[int | None, Query(description="Hours starting before (UTC epoch s).")] = None,
+    since: Annotated[int | None, Query(description="From (UTC epoch s), rounded down to a bucket.")] = None,
+    until: Annotated[int | None, Query(description="To (UTC epoch s), rounded up to a bucket.")] = None,
+    bucket: Annotated[
+        Literal["hour", "day", "week"], Query(description="Fixed, UTC-aligned time buckets.")
+    ] = "hour",
     limit: Annotated[int, Query(ge=1, le=100_000)] = 10_000,
 ) -> CubePublic:
-    """Every source's observations, counted per zone and hour (and day, for daily sources)."""
+    """Counts per zone and fixed time bucket, one source and category per row; buckets under k suppressed.
+
+    Never a sum over a set of zones or a free time range (docs/api.md, k-anonymity).
+    """
+    size = BUCKETS[bucket]
+    start = None if since is None else since - since % size
+    end = None if until is None else -(-until // size) * size
     rows = store.query_cube(
         CubeQuery(
             zone_prefix=f"{zone_kind}:" if zone_kind else None,
             zones=_split(zone),
             sources=_split(source),
             categories=_split(category),
-            start=since,
-            end=until,
-            limit=limit,
+            start=start,
+            end=end,
+            limit=1_000_000,
         )
     )
-    return CubePublic(data=rows, count=len(rows))
+    served = suppress(bucket_rows(rows, bucket), request.app.state.k)[:limit]
+    return CubePublic(data=served, count=len(served), k=request.app.state.k)
 
 
 @router.get("/anomalies", response_model=AnomaliesPublic, summary="Zone-hours far above their baseline")
 def anomalies(
     store: StoreDep,
+    request: Request,
     since: Annotated[int | None, Query(description="Hours at or after (UTC epoch s).")] = None,
     until: Annotated[int | None, Query(description="Hours before (UTC epoch s).")] = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
 ) -> AnomaliesPublic:
     """Raised by the online model when an hour's count is improbable under its hour-of-week baseline."""
-    rows = store.list_anomalies(since, until, limit)
+    rows = suppress(store.list_anomalies(since, until, limit), request.app.state.k, value="observed")
     return AnomaliesPublic(data=rows, count=len(rows))
 
 

@@ -1,0 +1,186 @@
+"""Zones as geometry, and exports for the city's other platforms: CSV, GeoJSON, NGSI-LD (FIWARE)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+from typing import Annotated, Any, Literal
+
+import h3
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse, Response
+
+from hub.api.deps import StoreDep
+from hub.fusion.cameras import load_locations
+from hub.privacy import BUCKETS, bucket_rows, suppress
+from hub.storage import CubeQuery, RollupQuery
+
+router = APIRouter(prefix="/v1", tags=["exports"])
+
+SDM_CONTEXT = (
+    "https://raw.githubusercontent.com/smart-data-models/dataModel.Transportation/master/context.jsonld"
+)
+NGSI_CONTEXT = "https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context.jsonld"
+
+
+def _geometry(zone: str, polygons: dict[str, Any]) -> dict[str, Any] | None:
+    kind, _, name = zone.partition(":")
+    if kind == "h3" and h3.is_valid_cell(name):
+        ring = [[lon, lat] for lat, lon in h3.cell_to_boundary(name)]
+        return {"type": "Polygon", "coordinates": [[*ring, ring[0]]]}
+    if kind == "poly" and name in polygons:
+        geometry: dict[str, Any] = polygons[name].geometry()
+        return geometry
+    return None
+
+
+@router.get("/zones", summary="Zones with data, as GeoJSON (for maps; no tiles needed)")
+def zones(
+    request: Request,
+    store: StoreDep,
+    kind: Annotated[Literal["h3", "poly"], Query(description="H3 cells or named areas.")] = "h3",
+    limit: Annotated[int, Query(ge=1, le=20_000)] = 5000,
+) -> JSONResponse:
+    """Every zone of this kind present in the cube, with its polygon (WGS84)."""
+    keys = sorted({r["zone"] for r in store.query_cube(CubeQuery(zone_prefix=f"{kind}:", limit=2_000_000))})[
+        :limit
+    ]
+    polygons = {p.name: p for p in request.app.state.zone_index.polygons}
+    features = [
+        {"type": "Feature", "id": key, "properties": {"zone": key}, "geometry": geom}
+        for key in keys
+        if (geom := _geometry(key, polygons)) is not None
+    ]
+    return JSONResponse({"type": "FeatureCollection", "features": features})
+
+
+def _cube_rows(
+    request: Request,
+    store: Any,
+    source: str | None,
+    since: int | None,
+    until: int | None,
+    bucket: Literal["hour", "day", "week"],
+) -> list[dict[str, Any]]:
+    size = BUCKETS[bucket]
+    rows = store.query_cube(
+        CubeQuery(
+            sources=(source,) if source else (),
+            start=None if since is None else since - since % size,
+            end=None if until is None else -(-until // size) * size,
+            limit=2_000_000,
+        )
+    )
+    return suppress(bucket_rows(rows, bucket), request.app.state.k)
+
+
+@router.get(
+    "/exports/cube.csv",
+    summary="The cube as CSV (k-suppressed)",
+    response_class=Response,
+    responses={200: {"content": {"text/csv": {}}}},
+)
+def cube_csv(
+    request: Request,
+    store: StoreDep,
+    source: str | None = None,
+    since: int | None = None,
+    until: int | None = None,
+    bucket: Literal["hour", "day", "week"] = "day",
+) -> Response:
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["zone", "start", "bucket", "source", "category", "n", "suppressed"])
+    for r in _cube_rows(request, store, source, since, until, bucket):
+        writer.writerow(
+            [
+                r["zone"],
+                r["start"],
+                r["bucket"],
+                r["source"],
+                r["category"],
+                "" if r["n"] is None else f"{r['n']:g}",
+                int(r["suppressed"]),
+            ]
+        )
+    return Response(
+        out.getvalue(),
+        media_type="text/csv",
+        headers={"Content-Disposition": 'attachment; filename="vigie-cube.csv"'},
+    )
+
+
+@router.get("/exports/cube.geojson", summary="The cube as GeoJSON features (k-suppressed)")
+def cube_geojson(
+    request: Request,
+    store: StoreDep,
+    source: str | None = None,
+    since: int | None = None,
+    until: int | None = None,
+    bucket: Literal["hour", "day", "week"] = "day",
+) -> JSONResponse:
+    polygons = {p.name: p for p in request.app.state.zone_index.polygons}
+    features = []
+    for r in _cube_rows(request, store, source, since, until, bucket):
+        geom = _geometry(r["zone"], polygons)
+        if geom is not None:
+            features.append({"type": "Feature", "geometry": geom, "properties": r})
+    return JSONResponse(
+        {"type": "FeatureCollection", "features": features}, media_type="application/geo+json"
+    )
+
+
+def _iso(ts: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+@router.get(
+    "/exports/ngsi-ld", summary="FIWARE Smart Data Models in NGSI-LD (CrowdFlowObserved, TrafficFlowObserved)"
+)
+def ngsi_ld(
+    request: Request,
+    store: StoreDep,
+    type: Annotated[Literal["CrowdFlowObserved", "TrafficFlowObserved"], Query()] = "CrowdFlowObserved",
+    since: int | None = None,
+    until: int | None = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+) -> JSONResponse:
+    """One entity per camera place and hour, from the roll-ups; values under k are left out."""
+    k = request.app.state.k
+    where = load_locations(store)
+    metric = "peak:person" if type == "CrowdFlowObserved" else "forward:*"
+    rows = store.list_rollups(RollupQuery(metric=metric, since=since, until=until, limit=limit))
+    if type == "TrafficFlowObserved":
+        rows += store.list_rollups(RollupQuery(metric="backward:*", since=since, until=until, limit=limit))
+    entities = []
+    for r in rows:
+        value = r["total"] / r["n"] if type == "CrowdFlowObserved" and r["n"] else r["total"]
+        if value < k:
+            continue
+        ident = f"urn:ngsi-ld:{type}:vigie:{r['site']}:{r['device']}:{r['place']}:{r['metric']}:{r['hour']}"
+        entity: dict[str, Any] = {
+            "id": ident,
+            "type": type,
+            "dateObserved": {"type": "Property", "value": _iso(r["hour"])},
+            "dateObservedFrom": {"type": "Property", "value": _iso(r["hour"])},
+            "dateObservedTo": {"type": "Property", "value": _iso(r["hour"] + 3600)},
+            "dataProvider": {"type": "Property", "value": "vigie"},
+            "name": {"type": "Property", "value": f"{r['site']}/{r['device']}/{r['place']}"},
+        }
+        if type == "CrowdFlowObserved":
+            entity["peopleCount"] = {"type": "Property", "value": round(value, 2)}
+        else:
+            direction, _, vehicle = r["metric"].partition(":")
+            entity["intensity"] = {"type": "Property", "value": int(value)}
+            entity["vehicleType"] = {"type": "Property", "value": vehicle}
+            entity["laneDirection"] = {"type": "Property", "value": direction}
+        loc = where.get(f"{r['site']}/{r['device']}")
+        if loc is not None:
+            entity["location"] = {
+                "type": "GeoProperty",
+                "value": {"type": "Point", "coordinates": [loc[1], loc[0]]},
+            }
+        entity["@context"] = [SDM_CONTEXT, NGSI_CONTEXT]
+        entities.append(entity)
+    return JSONResponse(entities, media_type="application/ld+json")
