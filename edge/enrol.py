@@ -108,6 +108,8 @@ def enrol(
     except urllib.error.HTTPError as exc:
         try:
             detail = json.loads(exc.read()).get("detail", exc.reason)
+            if isinstance(detail, list):  # validation errors: [{"loc": [...], "msg": ...}, ...]
+                detail = "; ".join(f"{'.'.join(map(str, d.get('loc', [])))}: {d.get('msg')}" for d in detail)
         except ValueError:
             detail = exc.reason
         raise EnrolmentError(

@@ -217,12 +217,18 @@ def to_pdf(markdown: str, path: Path) -> Path:
         if line.startswith("#"):
             level = len(line) - len(line.lstrip("#"))
             pdf.set_font(family, "B", {1: 16, 2: 13}.get(level, 11))
-            pdf.multi_cell(0, 8, text.lstrip("# "))
+            pdf.multi_cell(0, 8, text.lstrip("# "), new_x="LMARGIN", new_y="NEXT")
             pdf.ln(1)
         elif not line.strip() or set(line.strip()) <= set("|-"):
             pdf.ln(2)
         else:
             pdf.set_font(family, "", 9.5)
-            pdf.multi_cell(0, 5, text.replace("|", "  ").strip() if line.startswith("|") else text)
+            pdf.multi_cell(
+                0,
+                5,
+                text.replace("|", "  ").strip() if line.startswith("|") else text,
+                new_x="LMARGIN",
+                new_y="NEXT",
+            )
     pdf.output(str(path))
     return path

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 
 from hub.ingest import Ingestor
 from hub.storage import Store
 
-__all__ = ["IngestorDep", "StoreDep"]
+__all__ = ["EPOCH_MAX", "EpochQuery", "IngestorDep", "StoreDep"]
+
+#: Times are UTC epoch seconds up to the year 2100: bounded, so that no query overflows the store.
+EPOCH_MAX = 4_102_444_800
 
 
 def get_store(request: Request) -> Store:
@@ -24,3 +27,4 @@ def get_ingestor(request: Request) -> Ingestor | None:
 
 StoreDep = Annotated[Store, Depends(get_store)]
 IngestorDep = Annotated[Ingestor | None, Depends(get_ingestor)]
+EpochQuery = Annotated[int | None, Query(ge=0, le=EPOCH_MAX, description="UTC epoch seconds.")]

@@ -5,8 +5,10 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import Depends, FastAPI
+from pydantic import BaseModel
 
 from hub.api.routes import auth, devices, enrol, events, exports, fusion, governance, health, rollups
 from hub.audit import AuditMiddleware, require_purpose
@@ -32,6 +34,12 @@ zone and time window, never images, boxes or identities.
   against learnt baselines; short-term risk forecasts.
 * **enrolment**: devices trade a one-time token and a certificate request for their certificate.
 """
+
+
+class ErrorOut(BaseModel):
+    """Every error body: what went wrong, in words that say how to fix it."""
+
+    detail: Any
 
 
 def mount_dashboard(app: FastAPI) -> None:
@@ -120,17 +128,26 @@ def create_app(settings: HubSettings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     purpose = Depends(require_purpose)
+    protected: dict[int | str, dict[str, Any]] = {
+        401: {"description": "No token, or an invalid, expired or revoked one", "model": ErrorOut},
+        403: {"description": "The caller's role lacks the route's scope", "model": ErrorOut},
+        429: {"description": "Rate limit of this token reached (see Retry-After)", "model": ErrorOut},
+        503: {"description": "The audit log cannot be written: nothing is served", "model": ErrorOut},
+    }
+    sensitive = {**protected, 400: {"description": "No purpose stated (X-Purpose)", "model": ErrorOut}}
     app.add_middleware(AuditMiddleware)
     app.include_router(health.router)
-    app.include_router(auth.router)
+    app.include_router(auth.router, responses={401: protected[401], 429: protected[429]})
     app.include_router(enrol.router)  # the one-time enrolment token is its credential
-    app.include_router(events.router, dependencies=[require("events:read")])
-    app.include_router(rollups.router, dependencies=[require("events:read")])
-    app.include_router(devices.router, dependencies=[require("fleet:read")])
-    app.include_router(fusion.router, dependencies=[require("analytics:read"), purpose])
-    app.include_router(exports.router, dependencies=[require("analytics:read"), purpose])
-    app.include_router(governance.router, dependencies=[require("audit:read"), purpose])
-    app.include_router(governance.gdpr_router, dependencies=[require("gdpr:read"), purpose])
-    app.include_router(governance.users_router, dependencies=[require("users:write")])
+    app.include_router(events.router, dependencies=[require("events:read")], responses=protected)
+    app.include_router(rollups.router, dependencies=[require("events:read")], responses=protected)
+    app.include_router(devices.router, dependencies=[require("fleet:read")], responses=protected)
+    app.include_router(fusion.router, dependencies=[require("analytics:read"), purpose], responses=sensitive)
+    app.include_router(exports.router, dependencies=[require("analytics:read"), purpose], responses=sensitive)
+    app.include_router(governance.router, dependencies=[require("audit:read"), purpose], responses=sensitive)
+    app.include_router(
+        governance.gdpr_router, dependencies=[require("gdpr:read"), purpose], responses=sensitive
+    )
+    app.include_router(governance.users_router, dependencies=[require("users:write")], responses=protected)
     mount_dashboard(app)
     return app

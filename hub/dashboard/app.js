@@ -101,12 +101,12 @@ function paint(values, label) {
     if (c) coloured += 1;
   }
   $("map").dataset.coloured = String(coloured);
-  $("legend").innerHTML = `<span>0</span>${PALETTE.map((p) => `<span class="swatch" style="background:${p}"></span>`).join("")}<span>${max.toFixed(1)} ${label}</span> <span class="swatch" style="background:url(#hatch);border:1px solid #9aa6b2"></span><span>under k</span>`;
+  $("legend").innerHTML = `<span>0</span>${PALETTE.map((p) => `<span class="swatch" style="background:${p}"></span>`).join("")}<span>${max.toFixed(1)} ${label}</span> <span class="swatch" style="background:repeating-linear-gradient(45deg,#dde3ea 0 2px,#9aa6b2 2px 3px)"></span><span>under k</span>`;
 }
 
 async function loadActivity() {
   const source = $("source").value;
-  const q = new URLSearchParams({ zone_kind: "h3", bucket: "day", limit: "100000" });
+  const q = new URLSearchParams({ zone_kind: "h3", bucket: $("bucket").value, limit: "100000" });
   if (source) q.set("source", source);
   const body = await (await api(`/v1/cube?${q}`, { purpose: "dashboard: activity map" })).json();
   const frames = {};
@@ -125,14 +125,16 @@ async function loadActivity() {
   $("time").value = $("time").max;
   $("time").disabled = false;
   showFrame();
-  $("map-status").textContent = `${body.count} zone-days; cells under k=${body.k} are hatched, never shown`;
+  $("map-status").textContent = `${body.count} zone-${$("bucket").value}s; cells under k=${body.k} are hatched, never shown`;
 }
 
 function showFrame() {
   const t = state.frames[Number($("time").value)];
   if (t === undefined) { $("time-label").textContent = "no data yet"; paint({}, ""); return; }
-  $("time-label").textContent = new Date(t * 1000).toISOString().slice(0, 10);
-  paint(state.rows[t], "per day");
+  const bucket = $("bucket").value;
+  const iso = new Date(t * 1000).toISOString();
+  $("time-label").textContent = bucket === "hour" ? iso.slice(0, 13) + ":00Z" : (bucket === "week" ? "week of " : "") + iso.slice(0, 10);
+  paint(state.rows[t], `per ${bucket}`);
 }
 
 async function loadAnomalies() {
@@ -227,5 +229,6 @@ $("login").addEventListener("submit", login);
 $("logout").addEventListener("click", logout);
 $("layer").addEventListener("change", refreshMap);
 $("source").addEventListener("change", refreshMap);
+$("bucket").addEventListener("change", refreshMap);
 $("time").addEventListener("input", showFrame);
 if (state.token) start().catch(() => logout());

@@ -46,7 +46,7 @@ def test_bad_parameters_get_422_naming_the_parameter(client: TestClient) -> None
     assert r.json()["detail"][0]["loc"] == ["query", "limit"]
     r = client.get("/v1/events", params={"cursor": "abc"})
     assert r.status_code == 422
-    assert "cursor" in r.json()["detail"]
+    assert r.json()["detail"][0]["loc"] == ["query", "cursor"]
 
 
 def test_devices_and_quarantine(client: TestClient) -> None:

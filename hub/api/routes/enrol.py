@@ -62,7 +62,8 @@ def get_enrolment(request: Request) -> EnrolmentService:
     response_model=EnrolResponse,
     status_code=status.HTTP_201_CREATED,
     summary="Enrol a device with a one-time token and a CSR",
-    responses={403: {"description": "Token unknown, spent, expired or for another site or device"},
+    responses={400: {"description": "The body is not JSON"},
+               403: {"description": "Token unknown, spent, expired or for another site or device"},
                409: {"description": "The device is enrolled already (revoke it first)"},
                422: {"description": "Malformed request or certificate request"},
                503: {"description": "Enrolment is not set up on this hub"}},
@@ -78,7 +79,12 @@ def enrol(body: EnrolRequest, service: Annotated[EnrolmentService, Depends(get_e
             else status.HTTP_422_UNPROCESSABLE_ENTITY if text.startswith("csr:")
             else status.HTTP_403_FORBIDDEN
         )  # fmt: skip
+        if code == status.HTTP_422_UNPROCESSABLE_ENTITY:
+            raise HTTPException(
+                code, [{"loc": ["body", "csr"], "msg": text, "type": "value_error"}]
+            ) from None
         raise HTTPException(code, text) from None
     except WireError as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, str(exc)) from None
+        detail = [{"loc": ["body", exc.field], "msg": exc.reason, "type": "value_error"}]
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, detail) from None
     return EnrolResponse(**result.__dict__)

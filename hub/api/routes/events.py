@@ -12,7 +12,7 @@ from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from hub.api.deps import StoreDep
+from hub.api.deps import EPOCH_MAX, StoreDep
 from hub.api.schemas import EventPublic, EventsPublic
 from hub.storage import EventQuery
 
@@ -26,8 +26,12 @@ def list_events(
     device: Annotated[str | None, Query(description="Only this device.")] = None,
     kind: Annotated[str | None, Query(description="zone_count, line_count, alert or measurement.")] = None,
     zone: Annotated[str | None, Query(description="Only this zone, line or sensor.")] = None,
-    since: Annotated[int | None, Query(description="Windows starting at or after (UTC epoch s).")] = None,
-    until: Annotated[int | None, Query(description="Windows starting before (UTC epoch s).")] = None,
+    since: Annotated[
+        int | None, Query(ge=0, le=EPOCH_MAX, description="Windows starting at or after (UTC epoch s).")
+    ] = None,
+    until: Annotated[
+        int | None, Query(ge=0, le=EPOCH_MAX, description="Windows starting before (UTC epoch s).")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=1000, description="Page size.")] = 100,
     cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page.")] = None,
 ) -> EventsPublic:
@@ -35,7 +39,16 @@ def list_events(
     cursor_seq: int | None = None
     if cursor is not None:
         if not cursor.isdigit():
-            raise HTTPException(422, detail=f"cursor {cursor!r} is not one this API returned")
+            raise HTTPException(
+                422,
+                detail=[
+                    {
+                        "loc": ["query", "cursor"],
+                        "type": "value_error",
+                        "msg": f"cursor {cursor!r} is not one this API returned",
+                    }
+                ],
+            )
         cursor_seq = int(cursor)
     data, next_seq = store.list_events(
         EventQuery(

@@ -11,7 +11,7 @@ import h3
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 
-from hub.api.deps import StoreDep
+from hub.api.deps import EpochQuery, StoreDep
 from hub.fusion.cameras import load_locations
 from hub.privacy import BUCKETS, bucket_rows, suppress
 from hub.storage import CubeQuery, RollupQuery
@@ -85,8 +85,8 @@ def cube_csv(
     request: Request,
     store: StoreDep,
     source: str | None = None,
-    since: int | None = None,
-    until: int | None = None,
+    since: EpochQuery = None,
+    until: EpochQuery = None,
     bucket: Literal["hour", "day", "week"] = "day",
 ) -> Response:
     out = io.StringIO()
@@ -116,8 +116,8 @@ def cube_geojson(
     request: Request,
     store: StoreDep,
     source: str | None = None,
-    since: int | None = None,
-    until: int | None = None,
+    since: EpochQuery = None,
+    until: EpochQuery = None,
     bucket: Literal["hour", "day", "week"] = "day",
 ) -> JSONResponse:
     polygons = {p.name: p for p in request.app.state.zone_index.polygons}
@@ -142,8 +142,8 @@ def ngsi_ld(
     request: Request,
     store: StoreDep,
     type: Annotated[Literal["CrowdFlowObserved", "TrafficFlowObserved"], Query()] = "CrowdFlowObserved",
-    since: int | None = None,
-    until: int | None = None,
+    since: EpochQuery = None,
+    until: EpochQuery = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
 ) -> JSONResponse:
     """One entity per camera place and hour, from the roll-ups; values under k are left out."""

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 
-from hub.api.deps import StoreDep
+from hub.api.deps import EPOCH_MAX, StoreDep
 from hub.fusion.service import forecast as compute_forecast
 from hub.privacy import BUCKETS, bucket_rows, suppress
 from hub.storage import CubeQuery
@@ -73,8 +73,12 @@ def cube(
         str | None, Query(description="Comma-separated sources: police, fire, camera, …")
     ] = None,
     category: Annotated[str | None, Query(description="Comma-separated categories.")] = None,
-    since: Annotated[int | None, Query(description="From (UTC epoch s), rounded down to a bucket.")] = None,
-    until: Annotated[int | None, Query(description="To (UTC epoch s), rounded up to a bucket.")] = None,
+    since: Annotated[
+        int | None, Query(ge=0, le=EPOCH_MAX, description="From (UTC epoch s), rounded down to a bucket.")
+    ] = None,
+    until: Annotated[
+        int | None, Query(ge=0, le=EPOCH_MAX, description="To (UTC epoch s), rounded up to a bucket.")
+    ] = None,
     bucket: Annotated[
         Literal["hour", "day", "week"], Query(description="Fixed, UTC-aligned time buckets.")
     ] = "hour",
@@ -106,8 +110,10 @@ def cube(
 def anomalies(
     store: StoreDep,
     request: Request,
-    since: Annotated[int | None, Query(description="Hours at or after (UTC epoch s).")] = None,
-    until: Annotated[int | None, Query(description="Hours before (UTC epoch s).")] = None,
+    since: Annotated[
+        int | None, Query(ge=0, le=EPOCH_MAX, description="Hours at or after (UTC epoch s).")
+    ] = None,
+    until: Annotated[int | None, Query(ge=0, le=EPOCH_MAX, description="Hours before (UTC epoch s).")] = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
 ) -> AnomaliesPublic:
     """Raised by the online model when an hour's count is improbable under its hour-of-week baseline."""

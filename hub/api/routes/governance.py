@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import PlainTextResponse, Response
 from pydantic import BaseModel, Field
 
-from hub.api.deps import StoreDep
+from hub.api.deps import EPOCH_MAX, StoreDep
 
 router = APIRouter(prefix="/v1", tags=["governance"])
 gdpr_router = APIRouter(prefix="/v1", tags=["governance"])
@@ -28,8 +28,8 @@ def audit(
     store: StoreDep,
     username: Annotated[str | None, Query(description="Only this user.")] = None,
     path: Annotated[str | None, Query(description="Only paths starting with this.")] = None,
-    since: Annotated[float | None, Query(description="From (UTC epoch s).")] = None,
-    until: Annotated[float | None, Query(description="Before (UTC epoch s).")] = None,
+    since: Annotated[float | None, Query(ge=0, le=EPOCH_MAX, description="From (UTC epoch s).")] = None,
+    until: Annotated[float | None, Query(ge=0, le=EPOCH_MAX, description="Before (UTC epoch s).")] = None,
     after: Annotated[int, Query(ge=0, description="Entries after this seq (paging).")] = 0,
     limit: Annotated[int, Query(ge=1, le=5000)] = 500,
 ) -> AuditPublic:

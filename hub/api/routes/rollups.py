@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
-from hub.api.deps import StoreDep
+from hub.api.deps import EPOCH_MAX, StoreDep
 from hub.storage import RollupQuery
 
 router = APIRouter(prefix="/v1/rollups", tags=["analytics"])
@@ -34,8 +34,12 @@ def list_rollups(
             description="e.g. `peak:person`, `forward:*`, `alert:crowd_density`, `windows`; `*` at the end."
         ),
     ] = None,
-    since: Annotated[int | None, Query(description="Hours starting at or after (UTC epoch s).")] = None,
-    until: Annotated[int | None, Query(description="Hours starting before (UTC epoch s).")] = None,
+    since: Annotated[
+        int | None, Query(ge=0, le=EPOCH_MAX, description="Hours starting at or after (UTC epoch s).")
+    ] = None,
+    until: Annotated[
+        int | None, Query(ge=0, le=EPOCH_MAX, description="Hours starting before (UTC epoch s).")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
 ) -> RollupsPublic:
     """Maintained at ingest, one row per hour, place and metric: `mean` = `total` / `n` events."""

@@ -1,0 +1,221 @@
+"""The live hub under uvicorn: schemathesis on its OpenAPI, and the dashboard in headless Chromium."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from hub.auth import hash_password, issue_token
+from hub.fusion.importer import import_file
+from hub.fusion.observation import load_mapping
+from hub.fusion.service import learn_pending
+from hub.fusion.zones import ZoneIndex
+from hub.storage import SQLiteStore
+from tests.conftest import ROOT, SHARED, cli, need, need_service
+from vigie.netutil import free_port, wait_for_port
+
+PASSWORD = "dashboard test password"
+HOUSTON = SHARED / "data" / "incidents" / "houston_crime_2010_ggmap.csv.gz"
+
+
+@dataclass
+class LiveHub:
+    url: str
+    admin_token: str
+    db: Path
+
+
+@pytest.fixture(scope="module")
+def live_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveHub]:
+    """A hub serving real data: one month of Houston's 2010 incidents imported, learnt, and two users."""
+    folder = tmp_path_factory.mktemp("live")
+    db = folder / "hub.sqlite"
+    store = SQLiteStore(db)
+    month = folder / "houston-2010-03.csv"
+    import gzip
+
+    with gzip.open(need(HOUSTON), "rt", encoding="utf-8") as src, month.open("w") as out:
+        for i, line in enumerate(src):
+            if i == 0 or line.startswith(("2010-03-0", "2010-03-1")):
+                out.write(line)
+    import_file(
+        store, "police", month, load_mapping(ROOT / "hub/fusion/mappings/houston_police.yaml"), ZoneIndex(8)
+    )
+    learn_pending(store)
+    store.add_user("ana", hash_password(PASSWORD), "analyst", time.time())
+    store.add_user("root", hash_password(PASSWORD), "admin", time.time())
+    admin_token, _ = issue_token(store, "root", ttl_s=3600)
+    store.close()
+    port = free_port()
+    log = (folder / "hub.log").open("wb")
+    env = {
+        **os.environ,
+        "VIGIE_HUB_RATE": "500",
+        "VIGIE_HUB_K": "3",
+        "VIGIE_HUB_STATE_DIR": str(folder / "state"),
+        "VIGIE_HUB_BROKER_USER": "root",
+    }
+    subprocess.run(cli("hub", "init", "--db", str(db)), env=env, check=True, capture_output=True, timeout=60)
+    proc = subprocess.Popen(
+        cli("hub", "serve", "--no-ingest", "--db", str(db), "--port", str(port)),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
+    try:
+        assert wait_for_port(port, timeout=30)
+        yield LiveHub(f"http://127.0.0.1:{port}", admin_token, db)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+        log.close()
+
+
+def test_schemathesis_against_the_live_openapi(live_hub: LiveHub, tmp_path: Path) -> None:
+    """No 500s and every response matching its schema, for generated requests to every route."""
+    tool = (
+        Path(os.environ.get("VIRTUAL_ENV", Path(__file__).resolve().parent.parent / ".venv"))
+        / "bin"
+        / "schemathesis"
+    )
+    need_service(tool.exists(), "schemathesis (pip install 'vigie[dev]')")
+    done = subprocess.run(
+        [
+            str(tool),
+            "run",
+            f"{live_hub.url}/openapi.json",
+            "--checks",
+            "not_a_server_error,response_schema_conformance,status_code_conformance",
+            "-H",
+            f"Authorization: Bearer {live_hub.admin_token}",
+            "-H",
+            "X-Purpose: schemathesis run in CI",
+            "--max-examples",
+            "15",
+            "--generation-deterministic",
+            # The stream never ends; logging out would revoke this run's own token.
+            "--exclude-path",
+            "/v1/events/stream",
+            "--exclude-path",
+            "/v1/auth/logout",
+            "--generation-with-security-parameters",
+            "false",
+            "--phases",
+            "examples,coverage,fuzzing",
+            "--report-dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
+    assert "passed" in done.stdout.lower()
+
+
+@pytest.mark.browser
+def test_dashboard_in_headless_chromium(live_hub: LiveHub, tmp_path: Path) -> None:
+    chromium = shutil.which("chromium") or "/usr/bin/chromium"
+    driver_path = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+    need_service(
+        Path(chromium).exists() and Path(driver_path).exists(),
+        "Chromium and ChromeDriver (apt-get install chromium chromium-driver)",
+    )
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--window-size=1400,1000",
+    ):
+        options.add_argument(flag)
+    browser = webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
+    wait = WebDriverWait(browser, 30)
+    try:
+        browser.get(f"{live_hub.url}/dashboard/")
+        browser.find_element(By.ID, "username").send_keys("ana")
+        browser.find_element(By.ID, "password").send_keys("not the password")
+        browser.find_element(By.CSS_SELECTOR, "#login button").click()
+        wait.until(lambda b: b.find_element(By.ID, "login-error").text)
+        assert "wrong username or password" in browser.find_element(By.ID, "login-error").text
+
+        password = browser.find_element(By.ID, "password")
+        password.clear()
+        password.send_keys(PASSWORD)
+        browser.find_element(By.CSS_SELECTOR, "#login button").click()
+        wait.until(lambda b: b.find_element(By.ID, "who").text == "ana (analyst)")
+        # The map: zones drawn from their geometry, opened on the latest day of real data.
+        wait.until(lambda b: b.find_element(By.ID, "time-label").text == "week of 2010-03-15")
+        paths = browser.find_elements(By.CSS_SELECTOR, "#map path")
+        assert len(paths) > 500  # Houston's H3 cells with incidents in March 2010
+
+        def move_slider(index: int) -> None:
+            browser.execute_script(
+                "const s = document.getElementById('time');"
+                f"s.value = {index}; s.dispatchEvent(new Event('input'));"
+            )
+
+        move_slider(1)  # a full week (Monday to Sunday, UTC), coloured cell by cell
+        wait.until(lambda b: b.find_element(By.ID, "time-label").text == "week of 2010-03-08")
+        coloured = int(browser.find_element(By.ID, "map").get_attribute("data-coloured"))
+        assert coloured > 20
+        hatched = browser.find_elements(By.CSS_SELECTOR, "#map path.suppressed")
+        assert hatched  # cells under k are drawn hatched, their value never shown
+        assert all(p.get_attribute("data-value") == "suppressed" for p in hatched)
+        fills_before = [p.get_attribute("fill") for p in paths]
+        # Move the time slider to the first week: the label and the colours change.
+        move_slider(0)
+        wait.until(lambda b: b.find_element(By.ID, "time-label").text == "week of 2010-03-01")
+        fills_after = [p.get_attribute("fill") for p in browser.find_elements(By.CSS_SELECTOR, "#map path")]
+        assert fills_after != fills_before
+        status = browser.find_element(By.ID, "map-status").text
+        assert "under k=3" in status
+        assert (
+            browser.find_element(By.ID, "fleet-status").text
+            == "Fleet health is for operators and technicians."
+        )
+        # The forecast layer, from the learnt model.
+        browser.execute_script(
+            "const l = document.getElementById('layer');"
+            "l.value = 'forecast'; l.dispatchEvent(new Event('change'));"
+        )
+        wait.until(lambda b: b.find_element(By.ID, "time-label").text == "next 24 h")
+        wait.until(lambda b: int(b.find_element(By.ID, "map").get_attribute("data-coloured") or 0) > 100)
+        out = (
+            ROOT.parent / "dashboard-screenshot.png"
+            if os.environ.get("VIGIE_KEEP_SCREENSHOT")
+            else tmp_path / "d.png"
+        )
+        browser.save_screenshot(str(out))
+        assert out.stat().st_size > 20_000
+        # No resource came from outside the hub (no CDN, no tiles).
+        hosts = browser.execute_script(
+            "return performance.getEntriesByType('resource').map(e => new URL(e.name).host)"
+        )
+        assert set(hosts) <= {live_hub.url.removeprefix("http://")}
+    finally:
+        browser.quit()
+    # Every call the dashboard made is in the audit log, with the purpose it states.
+    from hub.storage import SQLiteStore as Store
+
+    entries = Store(live_hub.db).list_audit(username="ana", limit=1000)
+    assert {e["purpose"] for e in entries if e["path"] == "/v1/cube"} == {"dashboard: activity map"}
