@@ -22,12 +22,21 @@ from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from securesystemslib.signer import CryptoSigner
-from tuf.api.metadata import Metadata, MetaFile, Root, Snapshot, Targets, Timestamp
+from tuf.api.metadata import Metadata, MetaFile, Root, Snapshot, TargetFile, Targets, Timestamp
 from tuf.api.serialization.json import JSONSerializer
 
 from vigie.files import write_private
 
-__all__ = ["ROLES", "init_repository", "load_signer", "root_json"]
+__all__ = [
+    "ROLES",
+    "init_repository",
+    "list_targets",
+    "load_signer",
+    "publish",
+    "refresh_timestamp",
+    "revoke",
+    "root_json",
+]
 
 ROLES = ("root", "targets", "snapshot", "timestamp")
 #: How long each role's metadata is valid when (re)signed: the short-lived timestamp is what
@@ -85,3 +94,76 @@ def init_repository(folder: Path) -> Path:
 def root_json(folder: Path) -> bytes:
     """The current ``root.json`` bytes, as handed to a device at enrolment."""
     return (folder / "metadata" / "root.json").read_bytes()
+
+
+def _load(meta: Path, role: str) -> Metadata[Any]:
+    return Metadata.from_file(str(meta / f"{role}.json"))
+
+
+def _write(meta: Path, md: Metadata[Any], role: str, *, versioned: bool) -> None:
+    serializer = JSONSerializer(compact=False)
+    if versioned:
+        md.to_file(str(meta / f"{md.signed.version}.{role}.json"), serializer)
+    md.to_file(str(meta / f"{role}.json"), serializer)
+
+
+def _resign_chain(folder: Path, targets: Metadata[Any] | None = None) -> tuple[int, int, int]:
+    """Bump and sign targets (when given), snapshot and timestamp; returns their versions."""
+    meta = folder / "metadata"
+    if targets is not None:
+        targets.signed.version += 1
+        targets.signed.expires = _expiry("targets")
+        targets.sign(load_signer(folder, "targets"))
+        _write(meta, targets, "targets", versioned=True)
+    else:
+        targets = _load(meta, "targets")
+    snapshot = _load(meta, "snapshot")
+    snapshot.signed.meta["targets.json"] = MetaFile(version=targets.signed.version)
+    snapshot.signed.version += 1
+    snapshot.signed.expires = _expiry("snapshot")
+    snapshot.sign(load_signer(folder, "snapshot"))
+    _write(meta, snapshot, "snapshot", versioned=True)
+    timestamp = _load(meta, "timestamp")
+    timestamp.signed.snapshot_meta = MetaFile(version=snapshot.signed.version)
+    timestamp.signed.version += 1
+    timestamp.signed.expires = _expiry("timestamp")
+    timestamp.sign(load_signer(folder, "timestamp"))
+    _write(meta, timestamp, "timestamp", versioned=False)
+    return targets.signed.version, snapshot.signed.version, timestamp.signed.version
+
+
+def publish(folder: Path, bundle: Path, target_name: str) -> TargetFile:
+    """Add ``bundle`` as target ``target_name`` (e.g. ``models/ssd-1.2.0.tar``) and re-sign the chain."""
+    import shutil
+
+    info = TargetFile.from_file(target_name, str(bundle), ["sha256"])
+    digest = info.hashes["sha256"]
+    # Consistent snapshots: targets are stored under their hash, so a file never changes under a name.
+    stored = folder / "targets" / Path(target_name).parent / f"{digest}.{Path(target_name).name}"
+    stored.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(bundle, stored)
+    targets = _load(folder / "metadata", "targets")
+    targets.signed.targets[target_name] = info
+    _resign_chain(folder, targets)
+    return info
+
+
+def revoke(folder: Path, target_name: str) -> bool:
+    """Withdraw a target: devices stop seeing it at their next refresh. False when it was not published."""
+    targets = _load(folder / "metadata", "targets")
+    if targets.signed.targets.pop(target_name, None) is None:
+        return False
+    _resign_chain(folder, targets)
+    return True
+
+
+def list_targets(folder: Path) -> dict[str, dict[str, Any]]:
+    """Published targets: name → length, sha256, custom fields."""
+    targets = _load(folder / "metadata", "targets")
+    return {name: {"length": t.length, "sha256": t.hashes.get("sha256"), "custom": t.custom}
+            for name, t in targets.signed.targets.items()}  # fmt: skip
+
+
+def refresh_timestamp(folder: Path) -> int:
+    """Re-sign snapshot and timestamp with a fresh expiry (daily, from a timer: defeats freeze attacks)."""
+    return _resign_chain(folder)[2]

@@ -22,6 +22,7 @@ from vigie import __version__
 from vigie.cli_access import add_access_commands
 from vigie.cli_fleet import add_edge_commands, add_hub_commands
 from vigie.cli_fusion import add_fusion_commands
+from vigie.cli_ota import add_ota_commands, add_update_command
 from vigie.exceptions import VigieError
 
 if TYPE_CHECKING:
@@ -225,6 +226,7 @@ def _build_parser() -> argparse.ArgumentParser:
     snap.add_argument("--skip", type=int, default=0, help="Frames to skip first (default 0).")
 
     add_edge_commands(edge_sub)
+    add_update_command(edge_sub)
 
     # -- config ---------------------------------------------------------------------
     cfg = sub.add_parser(
@@ -300,6 +302,7 @@ def _build_parser() -> argparse.ArgumentParser:
     add_hub_commands(hub_sub)
     add_fusion_commands(hub_sub)
     add_access_commands(hub_sub)
+    add_ota_commands(sub)
 
     # -- model ----------------------------------------------------------------------
     model = sub.add_parser(

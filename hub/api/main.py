@@ -150,4 +150,13 @@ def create_app(settings: HubSettings | None = None) -> FastAPI:
     )
     app.include_router(governance.users_router, dependencies=[require("users:write")], responses=protected)
     mount_dashboard(app)
+    state = settings.hub_state()
+    if state is not None:
+        from fastapi.staticfiles import StaticFiles
+
+        # The TUF repository, for devices: integrity comes from the signatures, not from this channel.
+        # Only metadata/ and targets/ are served: never ota/keys.
+        for part in ("metadata", "targets"):
+            (state.ota / part).mkdir(parents=True, exist_ok=True)
+            app.mount(f"/ota/{part}", StaticFiles(directory=state.ota / part), name=f"ota-{part}")
     return app

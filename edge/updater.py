@@ -1,0 +1,284 @@
+"""The device's model updater: TUF-verified download, A/B slots, smoke test, atomic switch, rollback.
+
+Layout (``/var/lib/vigie/ota``)::
+
+    metadata/root.json   the trusted TUF root (from enrolment); ngclient keeps the rest here
+    cache/               downloaded bundles (verified by ngclient: length and sha256 from signed metadata)
+    slots/a, slots/b     two unpacked bundles; one is live
+    current -> slots/a   the live slot: a symlink replaced atomically (rename)
+    state.json           the step in progress, written atomically before each step
+
+Power can fail at any step. The live slot is never written during an update (only the
+other one is), and ``current`` changes by one atomic rename, so on restart
+:meth:`ModelUpdater.recover` finds either the old verified model or the new verified
+one: never half of one. A new slot that fails its smoke test (does not load, too slow,
+bad outputs), or its check after the switch, is abandoned and ``current`` goes back.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ota.bundle import BundleError, BundleManifest, unpack
+from vigie.exceptions import VigieError
+from vigie.files import write_atomic
+
+__all__ = ["ModelUpdater", "SmokeResult", "UpdateError", "smoke_test"]
+
+log = logging.getLogger(__name__)
+STEPS = ("download", "unpack", "smoke", "switch", "confirm")
+
+
+class UpdateError(VigieError):
+    """An update was refused or failed; the device stays on its current model."""
+
+
+@dataclass(frozen=True)
+class SmokeResult:
+    ok: bool
+    latency_ms: float
+    reason: str = ""
+
+
+def smoke_test(slot: Path, manifest: BundleManifest, runs: int = 5) -> SmokeResult:
+    """Load the slot's model, run it on reference frames, check latency and outputs."""
+    from edge.detectors.litert import load_interpreter_class
+
+    cls, _ = load_interpreter_class("auto")
+    try:
+        interp = cls(model_path=str(slot / manifest.model_file), num_threads=2)
+        interp.allocate_tensors()
+    except (ValueError, RuntimeError) as exc:
+        return SmokeResult(False, 0.0, f"the model does not load: {exc}")
+    inp = interp.get_input_details()[0]
+    shape = tuple(int(x) for x in inp["shape"])
+    if shape[1:3] != (manifest.input.height, manifest.input.width):
+        return SmokeResult(False, 0.0, f"input {shape} differs from the manifest's {manifest.input}")
+    rng = np.random.default_rng(0)
+    frame = rng.integers(0, 255, size=shape, dtype=np.uint8).astype(np.dtype(inp["dtype"]))
+    times = []
+    for _ in range(runs):
+        interp.set_tensor(inp["index"], frame)
+        started = time.perf_counter()
+        interp.invoke()
+        times.append((time.perf_counter() - started) * 1000)
+        for out in interp.get_output_details():
+            value = interp.get_tensor(out["index"])
+            if value.dtype.kind == "f" and not np.isfinite(value).all():
+                return SmokeResult(False, 0.0, "the model outputs NaN or infinity")
+    latency = float(np.median(times[1:] if runs > 1 else times))
+    if latency > manifest.latency_budget_ms:
+        return SmokeResult(
+            False, latency, f"{latency:.0f} ms per frame, over the {manifest.latency_budget_ms:g} ms budget"
+        )
+    return SmokeResult(True, latency)
+
+
+class ModelUpdater:
+    """One device's OTA state machine (see the module docstring)."""
+
+    def __init__(
+        self,
+        root: Path,
+        repo_url: str,
+        *,
+        smoke: Callable[[Path, BundleManifest], SmokeResult] = smoke_test,
+        health: Callable[[Path, BundleManifest], bool] | None = None,
+        pause_at: str | None = None,
+        report: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
+        self.root = root
+        self.repo_url = repo_url.rstrip("/")
+        self.smoke = smoke
+        self.health = health or (lambda slot, m: smoke(slot, m).ok)
+        self.pause_at = pause_at  # tests: stop at a step, waiting for kill -9
+        self.report = report or (lambda state: None)
+        for sub in ("metadata", "cache", "slots/a", "slots/b"):
+            (root / sub).mkdir(parents=True, exist_ok=True)
+
+    # -- state ---------------------------------------------------------------------------
+    @property
+    def _state_path(self) -> Path:
+        return self.root / "state.json"
+
+    def state(self) -> dict[str, Any]:
+        try:
+            loaded: dict[str, Any] = json.loads(self._state_path.read_text())
+            return loaded
+        except (FileNotFoundError, ValueError):
+            return {"step": "idle"}
+
+    def _set(self, **state: Any) -> None:
+        state["at"] = time.time()
+        write_atomic(self._state_path, json.dumps(state).encode())
+        self.report(state)
+        if self.pause_at is not None and state.get("step") == self.pause_at:
+            log.warning("paused at step %s (test hook)", self.pause_at)
+            os.kill(os.getpid(), signal.SIGSTOP)
+
+    def current_slot(self) -> Path | None:
+        link = self.root / "current"
+        return (self.root / os.readlink(link)).resolve() if link.is_symlink() else None
+
+    def current_manifest(self) -> BundleManifest | None:
+        slot = self.current_slot()
+        if slot is None or not (slot / "manifest.json").exists():
+            return None
+        return BundleManifest.model_validate_json((slot / "manifest.json").read_text())
+
+    def _other_slot(self) -> Path:
+        current = self.current_slot()
+        return self.root / "slots" / ("b" if current is not None and current.name == "a" else "a")
+
+    def _point_current(self, slot: Path) -> None:
+        tmp = self.root / ".current.tmp"
+        tmp.unlink(missing_ok=True)
+        os.symlink(os.path.relpath(slot, self.root), tmp)
+        os.replace(tmp, self.root / "current")  # atomic: the old target or the new, never neither
+        dir_fd = os.open(self.root, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+    # -- install -----------------------------------------------------------------------
+    def install_initial(self, bundle: Path) -> BundleManifest:
+        """First model, from a bundle already trusted (the image or the provisioning run)."""
+        slot = self.root / "slots" / "a"
+        shutil.rmtree(slot, ignore_errors=True)
+        manifest = unpack(bundle, slot)
+        self._point_current(slot)
+        self._set(step="idle", version=manifest.ref)
+        return manifest
+
+    def update(self, target: str) -> BundleManifest:
+        """Download ``target`` through TUF, install it in the other slot, test it, switch, confirm.
+
+        Raises:
+            UpdateError: whatever went wrong; the device is then on its previous model.
+        """
+        from tuf.api.exceptions import RepositoryError
+        from tuf.ngclient import Updater
+
+        before = self.current_manifest()
+        slot = self._other_slot()
+        self._set(step="download", target=target, slot=slot.name, previous=before.ref if before else None)
+        try:
+            updater = Updater(
+                metadata_dir=str(self.root / "metadata"),
+                metadata_base_url=f"{self.repo_url}/metadata/",
+                target_dir=str(self.root / "cache"),
+                target_base_url=f"{self.repo_url}/targets/",
+                bootstrap=(self.root / "metadata" / "root.json").read_bytes(),
+            )
+            updater.refresh()
+            info = updater.get_targetinfo(target)
+            if info is None:
+                raise UpdateError(f"target {target!r} is not in the signed targets metadata")
+            path = Path(updater.find_cached_target(info) or updater.download_target(info))
+        except (RepositoryError, OSError) as exc:
+            self._set(step="idle", version=before.ref if before else None, failed=f"download: {exc}")
+            raise UpdateError(
+                f"{target}: refused by TUF verification or unreachable: {type(exc).__name__}: {exc}"
+            ) from exc
+
+        self._set(step="unpack", target=target, slot=slot.name, previous=before.ref if before else None)
+        shutil.rmtree(slot, ignore_errors=True)
+        try:
+            manifest = unpack(path, slot)
+        except BundleError as exc:
+            shutil.rmtree(slot, ignore_errors=True)
+            self._set(step="idle", version=before.ref if before else None, failed=f"unpack: {exc}")
+            raise UpdateError(str(exc)) from exc
+        if before is not None and _version(manifest.version) <= _version(before.version):
+            shutil.rmtree(slot, ignore_errors=True)
+            self._set(
+                step="idle", version=before.ref, failed=f"{manifest.ref} is not newer than {before.ref}"
+            )
+            raise UpdateError(
+                f"{manifest.ref} is not newer than the installed {before.ref}: refused (downgrade)"
+            )
+
+        self._set(step="smoke", target=target, slot=slot.name, previous=before.ref if before else None)
+        result = self.smoke(slot, manifest)
+        if not result.ok:
+            shutil.rmtree(slot, ignore_errors=True)
+            self._set(step="idle", version=before.ref if before else None, failed=f"smoke: {result.reason}")
+            raise UpdateError(f"{manifest.ref} failed its smoke test: {result.reason}")
+
+        previous_slot = self.current_slot()
+        self._set(
+            step="switch",
+            target=target,
+            slot=slot.name,
+            previous=before.ref if before else None,
+            previous_slot=previous_slot.name if previous_slot else None,
+            latency_ms=result.latency_ms,
+        )
+        self._point_current(slot)
+        self._set(
+            step="confirm",
+            target=target,
+            slot=slot.name,
+            previous=before.ref if before else None,
+            previous_slot=previous_slot.name if previous_slot else None,
+        )
+        if not self.health(slot, manifest):
+            self._rollback(previous_slot, f"{manifest.ref} failed its check after the switch")
+            raise UpdateError(
+                f"{manifest.ref} failed after the switch; rolled back to {before.ref if before else 'none'}"
+            )
+        self._set(step="idle", version=manifest.ref, latency_ms=result.latency_ms)
+        return manifest
+
+    def _rollback(self, previous_slot: Path | None, reason: str) -> None:
+        if previous_slot is not None:
+            self._point_current(previous_slot)
+        restored = self.current_manifest()
+        self._set(step="idle", version=restored.ref if restored else None, rolled_back=reason)
+        log.warning("rolled back", extra={"reason": reason})
+
+    # -- power loss --------------------------------------------------------------------
+    def recover(self) -> str:
+        """After a restart: finish or undo the step that was running; returns what was done."""
+        state = self.state()
+        step = state.get("step", "idle")
+        if step in ("download", "unpack", "smoke"):
+            # The live slot was never touched: drop the half-made one.
+            current = self.current_slot()
+            slot = self.root / "slots" / str(state.get("slot", ""))
+            if state.get("slot") and (current is None or slot.resolve() != current):
+                shutil.rmtree(slot, ignore_errors=True)
+                slot.mkdir(parents=True, exist_ok=True)
+            manifest = self.current_manifest()
+            self._set(step="idle", version=manifest.ref if manifest else None, interrupted=step)
+            return f"interrupted during {step}: stayed on {manifest.ref if manifest else 'no model'}"
+        if step in ("switch", "confirm"):
+            # The new slot passed its smoke test; `current` is the old or the new (atomic rename).
+            slot = self.root / "slots" / str(state["slot"])
+            manifest = BundleManifest.model_validate_json((slot / "manifest.json").read_text())
+            self._point_current(slot)
+            if self.health(slot, manifest):
+                self._set(step="idle", version=manifest.ref, resumed=step)
+                return f"interrupted during {step}: {manifest.ref} confirmed"
+            previous = state.get("previous_slot")
+            self._rollback(
+                self.root / "slots" / previous if previous else None, "failed its check after restart"
+            )
+            return f"interrupted during {step}: rolled back"
+        return "nothing to recover"
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in text.split("."))

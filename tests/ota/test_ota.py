@@ -1,0 +1,267 @@
+"""OTA: TUF-signed bundles, the device's A/B updater, attacks refused, power loss at every step."""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import http.server
+import io
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tarfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from securesystemslib.signer import CryptoSigner
+from tuf.api.metadata import Metadata
+
+from edge.updater import STEPS, ModelUpdater, SmokeResult, UpdateError
+from ota.bundle import BundleError, BundleManifest, pack, unpack
+from ota.repository import init_repository, load_signer, publish, refresh_timestamp
+from tests.conftest import cli
+
+MODEL = "mobilenet_ssd_v2_coco_quant_postprocess.tflite"
+LABELS = "coco_labels.txt"
+
+
+def _manifest(version: str, budget: float = 2000.0) -> dict[str, object]:
+    return {
+        "model_id": "ssd-coco",
+        "version": version,
+        "profiles": ["generic-x86"],
+        "input": {"width": 300, "height": 300, "dtype": "uint8"},
+        "latency_budget_ms": budget,
+    }
+
+
+@dataclass
+class Repo:
+    folder: Path
+    url: str
+    bundles: Path
+
+    def make(self, version: str, model: Path, labels: Path, budget: float = 2000.0) -> BundleManifest:
+        out = self.bundles / f"ssd-coco-{version}.tar"
+        manifest = pack(model, labels, _manifest(version, budget), out)
+        publish(self.folder, out, manifest.target_name)
+        return manifest
+
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Iterator[Repo]:
+    """A TUF repository served over real HTTP, as the hub serves it at /ota."""
+    folder = tmp_path / "repo"
+    init_repository(folder)
+    handler = functools.partial(_Quiet, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    (tmp_path / "bundles").mkdir()
+    try:
+        yield Repo(folder, f"http://127.0.0.1:{server.server_address[1]}", tmp_path / "bundles")
+    finally:
+        server.shutdown()
+
+
+@pytest.fixture
+def device(tmp_path: Path, repo: Repo, model_dir: Path) -> ModelUpdater:
+    """A device enrolled with the repository's root, running version 1.0.0."""
+    root = tmp_path / "device"
+    (root / "metadata").mkdir(parents=True)
+    shutil.copy(repo.folder / "metadata" / "root.json", root / "metadata" / "root.json")
+    first = pack(model_dir / MODEL, model_dir / LABELS, _manifest("1.0.0"), repo.bundles / "first.tar")
+    updater = ModelUpdater(root, repo.url)
+    updater.install_initial(repo.bundles / "first.tar")
+    assert updater.current_manifest() == first
+    return updater
+
+
+def test_update_goes_through_and_is_verified(repo: Repo, device: ModelUpdater, model_dir: Path) -> None:
+    new = repo.make("1.1.0", model_dir / MODEL, model_dir / LABELS)
+    installed = device.update(new.target_name)
+    assert installed.ref == "ssd-coco@1.1.0"
+    assert device.current_manifest() == new
+    assert device.current_slot().name == "b"  # type: ignore[union-attr]
+    assert device.state()["step"] == "idle"
+    assert device.state()["latency_ms"] > 0
+
+
+def test_tampered_model_file_is_refused(repo: Repo, device: ModelUpdater, model_dir: Path) -> None:
+    new = repo.make("1.1.0", model_dir / MODEL, model_dir / LABELS)
+    (stored,) = (repo.folder / "targets" / "models").glob("*ssd-coco-1.1.0.tar")
+    data = bytearray(stored.read_bytes())
+    data[-100] ^= 0xFF  # one flipped byte inside the model
+    stored.write_bytes(bytes(data))
+    with pytest.raises(UpdateError, match="LengthOrHashMismatchError"):
+        device.update(new.target_name)
+    assert device.current_manifest().version == "1.0.0"  # type: ignore[union-attr]
+
+
+def test_metadata_signed_by_an_unknown_key_is_refused(
+    repo: Repo, device: ModelUpdater, model_dir: Path
+) -> None:
+    new = repo.make("1.1.0", model_dir / MODEL, model_dir / LABELS)
+    meta = repo.folder / "metadata"
+    targets = Metadata.from_file(str(meta / "targets.json"))
+    targets.sign(CryptoSigner.generate_ed25519())  # an attacker's key, not the one root names
+    for name in (f"{targets.signed.version}.targets.json", "targets.json"):
+        targets.to_file(str(meta / name))
+    with pytest.raises(UpdateError, match="UnsignedMetadataError"):
+        device.update(new.target_name)
+    assert device.current_manifest().version == "1.0.0"  # type: ignore[union-attr]
+
+
+def test_replayed_old_metadata_is_refused(repo: Repo, device: ModelUpdater, model_dir: Path) -> None:
+    """Rollback attack: after seeing 1.2.0, the device is served the older timestamp naming 1.1.0."""
+    meta = repo.folder / "metadata"
+    repo.make("1.1.0", model_dir / MODEL, model_dir / LABELS)
+    old_timestamp = (meta / "timestamp.json").read_bytes()
+    newer = repo.make("1.2.0", model_dir / MODEL, model_dir / LABELS)
+    device.update(newer.target_name)
+    (meta / "timestamp.json").write_bytes(old_timestamp)
+    with pytest.raises(UpdateError, match="BadVersionNumberError"):
+        device.update("models/ssd-coco-1.1.0.tar")
+    assert device.current_manifest().version == "1.2.0"  # type: ignore[union-attr]
+
+
+def test_expired_timestamp_is_refused(repo: Repo, device: ModelUpdater, model_dir: Path) -> None:
+    """Freeze attack: the mirror keeps serving a timestamp past its expiry."""
+    new = repo.make("1.1.0", model_dir / MODEL, model_dir / LABELS)
+    meta = repo.folder / "metadata"
+    timestamp = Metadata.from_file(str(meta / "timestamp.json"))
+    timestamp.signed.expires = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(hours=1)
+    timestamp.sign(load_signer(repo.folder, "timestamp"))
+    timestamp.to_file(str(meta / "timestamp.json"))
+    with pytest.raises(UpdateError, match="ExpiredMetadataError"):
+        device.update(new.target_name)
+    refresh_timestamp(repo.folder)  # the hub's daily re-signing fixes it
+    assert device.update(new.target_name).version == "1.1.0"
+
+
+def test_path_traversal_inside_a_signed_bundle_is_refused(
+    repo: Repo, device: ModelUpdater, tmp_path: Path
+) -> None:
+    evil = repo.bundles / "evil.tar"
+    manifest = _manifest("1.1.0") | {"model_file": "m.tflite", "labels_file": "l.txt", "files": {}}
+    with tarfile.open(evil, "w") as tar:
+        for name, data in (("manifest.json", json.dumps(manifest).encode()), ("../../escaped.txt", b"owned")):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    publish(repo.folder, evil, "models/evil-1.1.0.tar")  # even properly signed
+    with pytest.raises(UpdateError, match="not a plain file name"):
+        device.update("models/evil-1.1.0.tar")
+    assert not list(tmp_path.rglob("escaped.txt"))
+    link = repo.bundles / "link.tar"
+    with tarfile.open(link, "w") as tar:
+        info = tarfile.TarInfo("model.tflite")
+        info.type = tarfile.SYMTYPE
+        info.linkname = "/etc/shadow"
+        tar.addfile(info)
+    with pytest.raises(BundleError, match="link or device"):
+        unpack(link, tmp_path / "out")
+
+
+def test_bad_models_never_go_live(repo: Repo, device: ModelUpdater, model_dir: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "broken.tflite"
+    broken.write_bytes(os.urandom(4096))
+    bad = repo.make("1.1.0", broken, model_dir / LABELS)
+    with pytest.raises(UpdateError, match="does not load"):
+        device.update(bad.target_name)
+    slow = repo.make("1.2.0", model_dir / MODEL, model_dir / LABELS, budget=0.01)  # 10 µs: too slow here
+    with pytest.raises(UpdateError, match=r"over the 0\.01 ms budget"):
+        device.update(slow.target_name)
+    old = repo.make("0.9.0", model_dir / MODEL, model_dir / LABELS)
+    with pytest.raises(UpdateError, match="downgrade"):
+        device.update(old.target_name)
+    assert device.current_manifest().version == "1.0.0"  # type: ignore[union-attr]
+    assert device.state()["step"] == "idle"
+    spare = device.root / "slots" / "b"
+    assert not spare.exists() or not any(spare.iterdir())  # the failed slot was cleaned
+
+
+def test_failed_check_after_switch_rolls_back(repo: Repo, device: ModelUpdater, model_dir: Path) -> None:
+    new = repo.make("1.1.0", model_dir / MODEL, model_dir / LABELS)
+    device.health = lambda slot, manifest: False  # e.g. crash loop or detection-rate drift after the switch
+    with pytest.raises(UpdateError, match=r"rolled back to ssd-coco@1\.0\.0"):
+        device.update(new.target_name)
+    assert device.current_manifest().version == "1.0.0"  # type: ignore[union-attr]
+    assert "rolled_back" in device.state()
+
+
+def _stopped(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] == "T"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.parametrize("step", STEPS)
+def test_power_loss_at_every_step(repo: Repo, device: ModelUpdater, model_dir: Path, step: str) -> None:
+    """`kill -9` while the updater stands at each step: on restart the device runs a verified model."""
+    new = repo.make("1.1.0", model_dir / MODEL, model_dir / LABELS)
+    proc = subprocess.Popen(
+        cli(
+            "edge",
+            "update",
+            "--ota-dir",
+            str(device.root),
+            "--repo",
+            repo.url,
+            "--target",
+            new.target_name,
+            "--pause-at",
+            step,
+        ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 60
+    while not _stopped(proc.pid) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _stopped(proc.pid), proc.communicate()[0]
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert json.loads((device.root / "state.json").read_text())["step"] == step
+    done = subprocess.run(
+        cli("edge", "update", "--ota-dir", str(device.root), "--recover"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    after = ModelUpdater(device.root, repo.url)
+    manifest = after.current_manifest()
+    assert manifest is not None
+    expected = "1.0.0" if step in ("download", "unpack", "smoke") else "1.1.0"
+    assert manifest.version == expected, done.stdout
+    slot = after.current_slot()
+    assert slot is not None
+    # Verified: every file matches its manifest hash, and the model loads and runs.
+    import hashlib
+
+    for name, entry in manifest.files.items():
+        assert hashlib.sha256((slot / name).read_bytes()).hexdigest() == entry.sha256
+    from edge.updater import smoke_test
+
+    assert smoke_test(slot, manifest).ok
+    assert after.state()["step"] == "idle"
+    # And the next update still works.
+    later = repo.make("1.2.0", model_dir / MODEL, model_dir / LABELS)
+    assert after.update(later.target_name).version == "1.2.0"
+
+
+def test_smoke_result_type() -> None:
+    assert SmokeResult(True, 1.0).ok
