@@ -24,8 +24,10 @@ def _db(parser: argparse.ArgumentParser) -> None:
 
 def add_access_commands(hub_sub: Any) -> None:
     """Register ``user``, ``audit`` and ``gdpr`` under ``vigie hub``."""
-    from hub.auth import ROLES, SCOPES
-
+    try:  # the help text lists the roles; an edge-only install (a Pi) has no hub modules
+        from hub.auth import ROLES, SCOPES
+    except ImportError:
+        ROLES, SCOPES = {}, {}  # noqa: N806
     roles = "\n".join(
         f"  {r:<11} {', '.join(sorted(s)) if r != 'admin' else 'every scope'}" for r, s in ROLES.items()
     )
@@ -43,7 +45,7 @@ def add_access_commands(hub_sub: Any) -> None:
     user_sub = user.add_subparsers(dest="user_command", metavar="ACTION", required=True)
     add = user_sub.add_parser("add", help="Add a user.")
     add.add_argument("username")
-    add.add_argument("--role", required=True, choices=sorted(ROLES))
+    add.add_argument("--role", required=True, choices=sorted(ROLES) or None)
     add.add_argument("--password-file", type=Path, default=None, help="Read the password from a file.")
     _db(add)
     add.set_defaults(handler=_user_add)

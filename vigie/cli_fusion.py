@@ -56,8 +56,10 @@ def _mapping_path(value: str) -> Path:
 
 def add_fusion_commands(hub_sub: Any) -> None:
     """Register ``import``, ``learn`` and ``backtest`` under ``vigie hub``."""
-    from hub.fusion.connectors import CONNECTORS
-
+    try:  # an edge-only install (a Pi) may lack the hub's modules: the CLI must still start
+        from hub.fusion.connectors import CONNECTORS
+    except ImportError:
+        CONNECTORS = {}  # noqa: N806
     sources = "\n".join(f"  {name:<10} {c.description}" for name, c in CONNECTORS.items())
     imp = hub_sub.add_parser(
         "import",
@@ -73,7 +75,7 @@ def add_fusion_commands(hub_sub: Any) -> None:
         "  vigie hub import police houston_crime_2010_ggmap.csv.gz --mapping houston_police\n"
         "  vigie hub import transport validations.csv --mapping transport.yaml --gtfs feed.zip\n",
     )
-    imp.add_argument("source", choices=sorted(CONNECTORS), help="The connector.")
+    imp.add_argument("source", choices=sorted(CONNECTORS) or None, help="The connector.")
     imp.add_argument("file", type=Path, help="CSV file (plain or .gz).")
     imp.add_argument(
         "--mapping",
