@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from edge import model_store
@@ -62,7 +63,9 @@ class AgentControl:
 
 
 def build_detector(config: AgentConfig) -> Detector:
-    """Load and verify the configured model (tiled when asked)."""
+    """Load and verify the configured model (tiled when asked); the OTA live slot wins when there is one."""
+    if config.ota_dir is not None and (config.ota_dir / "current" / "manifest.json").is_file():
+        return _ota_detector(config, config.ota_dir / "current")
     manifest = model_store.load_manifest(config.model)
     model_path, labels_path = model_store.locate(manifest, config.model_dir)
     detector: Detector = LiteRTDetector(
@@ -76,6 +79,34 @@ def build_detector(config: AgentConfig) -> Detector:
         runtime=config.runtime,
         delegate=config.delegate,
     )
+    if config.tiles > 1:
+        detector = TiledDetector(detector, config.tiles)
+    return detector
+
+
+def _ota_live(config: AgentConfig) -> Path | None:
+    """The OTA live slot's real path, or None."""
+    if config.ota_dir is None or not (config.ota_dir / "current").exists():
+        return None
+    return (config.ota_dir / "current").resolve()
+
+
+def _ota_detector(config: AgentConfig, slot: Path) -> Detector:
+    """The detector of the OTA live slot (verified by TUF and smoke-tested before it went live)."""
+    from ota.bundle import BundleManifest
+
+    bundle = BundleManifest.model_validate_json((slot / "manifest.json").read_text())
+    detector: Detector = LiteRTDetector(
+        slot.resolve() / bundle.model_file,
+        model_store.read_labels(slot.resolve() / bundle.labels_file),
+        model_ref=bundle.ref,
+        threads=config.threads,
+        min_score=bundle.min_score,
+        output=bundle.output,
+        runtime=config.runtime,
+        delegate=config.delegate,
+    )
+    log.info("model from the OTA slot", extra={"model": bundle.ref, "slot": slot.resolve().name})
     if config.tiles > 1:
         detector = TiledDetector(detector, config.tiles)
     return detector
@@ -125,6 +156,7 @@ def run_agent(
     control = control or AgentControl()
     notifier = notifier or Notifier()
     detector = build_detector(config)
+    live_slot = _ota_live(config)  # an OTA switch changes it: SIGHUP then rebuilds the detector
     pipeline = _Pipeline(config, detector)
     source = open_source(
         config.source, loop=config.loop, realtime=config.realtime, fps_cap=config.fps_cap,
@@ -190,7 +222,7 @@ def run_agent(
             log.warning(f"thermal throttling {state}", extra={"cpu_temp_c": beat.cpu_temp_c})
 
     def reload() -> None:
-        nonlocal pipeline, source, config, reloads
+        nonlocal pipeline, source, config, reloads, live_slot
         control.reload.clear()
         if reload_config is None:
             log.warning("SIGHUP ignored: the agent was started without a configuration file")
@@ -205,9 +237,10 @@ def run_agent(
                 config.outbox,
             ):
                 raise VigieError("site, device, broker and outbox cannot change on reload: restart the agent")
+            new_slot = _ota_live(new)
             keep_detector = (new.model, new.model_dir, new.threads, new.tiles, new.runtime, new.delegate) == (
                 config.model, config.model_dir, config.threads, config.tiles, config.runtime, config.delegate
-            )  # fmt: skip
+            ) and new_slot == live_slot  # fmt: skip
             new_pipeline = _Pipeline(new, pipeline.detector if keep_detector else build_detector(new))
             new_source: FrameSource | None = None
             if (new.source, new.loop, new.realtime, new.fps_cap, new.resolution) != (
@@ -226,7 +259,7 @@ def run_agent(
             return
         # Close the running window under the old rules before switching.
         enqueue(pipeline.anonymiser.flush())
-        pipeline, config = new_pipeline, new
+        pipeline, config, live_slot = new_pipeline, new, new_slot
         if new_source is not None:
             source.close()
             source = new_source

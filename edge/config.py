@@ -101,6 +101,10 @@ class AgentConfig(_Strict):
     resolution: tuple[int, int] | None = Field(default=None, description="Camera capture size (w, h).")
     model: str = Field(default="ssd_mobilenet_v2_coco_quant", description="Model folder under models/.")
     model_dir: Path | None = Field(default=None, description="Folder holding the model files.")
+    ota_dir: Path | None = Field(
+        default=None,
+        description="OTA folder (`vigie edge update`): when it holds a live slot, the model comes from it.",
+    )
     runtime: Literal["auto", "litert", "tflite-runtime"] = "auto"
     delegate: Literal["none", "edgetpu"] = "none"
     threads: int = Field(default=2, ge=1, le=16, description="Detector threads.")

@@ -56,6 +56,10 @@ class BundleManifest(BaseModel):
     profiles: tuple[str, ...] = Field(min_length=1, description="Hardware profiles it is built for.")
     min_agent_version: str = Field(default="0.1.0", pattern=r"^\d+\.\d+\.\d+$")
     latency_budget_ms: float = Field(default=500.0, gt=0, description="Smoke test: max ms per inference.")
+    output: Literal["ssd_postprocess", "yolo"] = Field(
+        default="ssd_postprocess", description="Output decoding."
+    )
+    min_score: float = Field(default=0.4, gt=0, lt=1, description="Default detection threshold.")
     files: dict[str, FileEntry]
 
     @property

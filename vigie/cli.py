@@ -171,6 +171,12 @@ def _build_parser() -> argparse.ArgumentParser:
         "--model-dir", type=Path, default=None, help="Folder holding the model files (default: the cache)."
     )
     run.add_argument("--threads", type=int, default=None, help="Detector threads (default 2).")
+    run.add_argument(
+        "--ota-dir",
+        type=Path,
+        default=Path(os.environ["VIGIE_OTA_DIR"]) if os.environ.get("VIGIE_OTA_DIR") else None,
+        help="OTA folder: run the model of its live slot (`vigie edge update`; SIGHUP after a switch).",
+    )
     run.add_argument("--tiles", type=int, default=None, help="Split frames into N×N tiles for dense scenes.")
     run.add_argument("--window", type=int, default=None, help="Aggregation window, seconds (default 60).")
     run.add_argument("--k", type=int, default=None, help="Send counts under k as '<k' (default 1: off).")
@@ -442,6 +448,7 @@ def _agent_config(args: argparse.Namespace) -> tuple[AgentConfig, Callable[[], A
 
     overrides: dict[str, Any] = {
         "model_dir": get("model_dir"),
+        "ota_dir": get("ota_dir"),
         "outbox": get("outbox"),
         "snapshot_dir": get("snapshot_dir"),
         "drain_timeout_s": get("drain_timeout"),

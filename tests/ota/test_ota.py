@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from securesystemslib.signer import CryptoSigner
@@ -265,3 +266,23 @@ def test_power_loss_at_every_step(repo: Repo, device: ModelUpdater, model_dir: P
 
 def test_smoke_result_type() -> None:
     assert SmokeResult(True, 1.0).ok
+
+
+@pytest.mark.e2e
+def test_agent_runs_the_model_of_the_live_slot(
+    repo: Repo, device: ModelUpdater, model_dir: Path, hub: Any, broker: Any, bus_jpg: Path, tmp_path: Path
+) -> None:
+    """After an update, a real agent detects with the new slot's model and says so in its events."""
+    new = repo.make("1.1.0", model_dir / MODEL, model_dir / LABELS)
+    device.update(new.target_name)
+    done = subprocess.run(
+        cli("edge", "run", "--site", "ota-test", "--device", "cam-1", "--source", str(bus_jpg),
+            "--ota-dir", str(device.root), "--broker", f"127.0.0.1:{broker.port}", "--window", "10",
+            "--outbox", str(tmp_path / "outbox.sqlite")),
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    body = hub.wait_for("/v1/events", lambda r: r["count"] >= 1, timeout=30)
+    (event,) = body["data"]
+    assert event["model"] == "ssd-coco@1.1.0"
+    assert event["counts"]["bus"] == 1  # the same detector, from the OTA slot
