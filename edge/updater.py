@@ -249,6 +249,20 @@ class ModelUpdater:
         self._set(step="idle", version=restored.ref if restored else None, rolled_back=reason)
         log.warning("rolled back", extra={"reason": reason})
 
+    def revert(self) -> BundleManifest:
+        """Go back to the other slot's model (a campaign halted after this device installed).
+
+        Raises:
+            UpdateError: when the other slot holds no model.
+        """
+        other = self._other_slot()
+        if not (other / "manifest.json").is_file():
+            raise UpdateError("no previous model to go back to")
+        manifest = BundleManifest.model_validate_json((other / "manifest.json").read_text())
+        self._point_current(other)
+        self._set(step="idle", version=manifest.ref, rolled_back="asked by the hub")
+        return manifest
+
     # -- power loss --------------------------------------------------------------------
     def recover(self) -> str:
         """After a restart: finish or undo the step that was running; returns what was done."""

@@ -190,6 +190,9 @@ class Ingestor:
                 heartbeats.append((result, item.received_at))
             elif isinstance(result, wire.Status):
                 statuses.append((result, item.received_at))
+            elif isinstance(result, wire.OtaCommand | wire.OtaState):
+                # Not subscribed here (the campaign runner reads them); dropped if ever delivered.
+                log.warning("OTA message on the ingest path ignored", extra={"topic": item.topic})
             else:
                 events.append(result)
         now = time.time()

@@ -112,6 +112,13 @@ def _add_broker(parser: argparse.ArgumentParser, what: str, default: tuple[str, 
     )
 
 
+def _broker_options(parser: argparse.ArgumentParser) -> None:
+    """--broker and credentials, for subcommands registered outside this module."""
+    _add_broker(parser, "MQTT broker", _DEFAULT_BROKER)
+    _add_credentials(parser)
+    parser.set_defaults(broker_config=_broker_config)
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vigie",
@@ -171,6 +178,9 @@ def _build_parser() -> argparse.ArgumentParser:
         "--model-dir", type=Path, default=None, help="Folder holding the model files (default: the cache)."
     )
     run.add_argument("--threads", type=int, default=None, help="Detector threads (default 2).")
+    run.add_argument(
+        "--pid-file", type=Path, default=None, help="Write the agent's pid here (for ota-listen)."
+    )
     run.add_argument(
         "--ota-dir",
         type=Path,
@@ -232,7 +242,7 @@ def _build_parser() -> argparse.ArgumentParser:
     snap.add_argument("--skip", type=int, default=0, help="Frames to skip first (default 0).")
 
     add_edge_commands(edge_sub)
-    add_update_command(edge_sub)
+    add_update_command(edge_sub, _broker_options)
 
     # -- config ---------------------------------------------------------------------
     cfg = sub.add_parser(
@@ -308,7 +318,7 @@ def _build_parser() -> argparse.ArgumentParser:
     add_hub_commands(hub_sub)
     add_fusion_commands(hub_sub)
     add_access_commands(hub_sub)
-    add_ota_commands(sub)
+    add_ota_commands(sub, _broker_options)
 
     # -- model ----------------------------------------------------------------------
     model = sub.add_parser(
@@ -491,6 +501,14 @@ def _edge_run(args: argparse.Namespace) -> int:
     from edge.agent import AgentControl, run_agent
 
     config, reload = _agent_config(args)
+    if args.pid_file is not None:
+        args.pid_file.write_text(str(os.getpid()))
+    if reload is None:  # flags, no site file: SIGHUP still picks up a new OTA slot
+        frozen = config
+
+        def reload() -> AgentConfig:
+            return frozen
+
     control = AgentControl()
     signal.signal(signal.SIGTERM, lambda *_: control.stop.set())
     signal.signal(signal.SIGINT, lambda *_: control.stop.set())

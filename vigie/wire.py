@@ -379,8 +379,32 @@ class Status(_Message):
     state: Literal["online", "offline"]
 
 
+class OtaCommand(_Message):
+    """Hub to device (channel ``ota``): install a TUF target, or go back to the previous model."""
+
+    kind: Literal["ota_command"] = "ota_command"
+    ts: EpochSeconds
+    campaign: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,47}$")]
+    action: Literal["install", "rollback"]
+    target: Annotated[str, Field(max_length=200, pattern=r"^[A-Za-z0-9._/-]+$")]
+    version: Annotated[str, Field(pattern=r"^\d+\.\d+\.\d+$")]
+
+
+class OtaState(_Message):
+    """Device to hub (channel ``ota-state``): where an update stands on this device."""
+
+    kind: Literal["ota_state"] = "ota_state"
+    ts: EpochSeconds
+    campaign: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,47}$")]
+    step: Literal["received", "download", "unpack", "smoke", "switch", "confirm", "installed", "failed",
+                  "rolled_back"]  # fmt: skip
+    model: Annotated[str, Field(max_length=73)] | None = Field(default=None, description="Live model now.")
+    latency_ms: float | None = Field(default=None, ge=0, le=600_000, description="Smoke-test latency.")
+    reason: Annotated[str, Field(max_length=300)] | None = None
+
+
 Event = ZoneCountEvent | LineCountEvent | Alert | Measurement
-Message = ZoneCountEvent | LineCountEvent | Alert | Measurement | Heartbeat | Status
+Message = ZoneCountEvent | LineCountEvent | Alert | Measurement | Heartbeat | Status | OtaCommand | OtaState
 _BY_KIND: Final[dict[str, type[Message]]] = {
     "zone_count": ZoneCountEvent,
     "line_count": LineCountEvent,
@@ -388,12 +412,16 @@ _BY_KIND: Final[dict[str, type[Message]]] = {
     "measurement": Measurement,
     "heartbeat": Heartbeat,
     "status": Status,
+    "ota_command": OtaCommand,
+    "ota_state": OtaState,
 }
 #: Which kinds may travel on which channel.
 _CHANNEL_KINDS: Final[dict[Channel, frozenset[str]]] = {
     Channel.EVENT: frozenset({"zone_count", "line_count", "alert", "measurement"}),
     Channel.HEARTBEAT: frozenset({"heartbeat"}),
     Channel.STATUS: frozenset({"status"}),
+    Channel.OTA: frozenset({"ota_command"}),
+    Channel.OTA_STATE: frozenset({"ota_state"}),
 }
 
 

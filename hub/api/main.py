@@ -10,7 +10,18 @@ from typing import Any
 from fastapi import Depends, FastAPI
 from pydantic import BaseModel
 
-from hub.api.routes import auth, devices, enrol, events, exports, fusion, governance, health, rollups
+from hub.api.routes import (
+    auth,
+    campaigns,
+    devices,
+    enrol,
+    events,
+    exports,
+    fusion,
+    governance,
+    health,
+    rollups,
+)
 from hub.audit import AuditMiddleware, require_purpose
 from hub.auth import RateLimiter, require
 from hub.config import HubSettings
@@ -142,6 +153,7 @@ def create_app(settings: HubSettings | None = None) -> FastAPI:
     app.include_router(events.router, dependencies=[require("events:read")], responses=protected)
     app.include_router(rollups.router, dependencies=[require("events:read")], responses=protected)
     app.include_router(devices.router, dependencies=[require("fleet:read")], responses=protected)
+    app.include_router(campaigns.router, dependencies=[require("fleet:read")], responses=protected)
     app.include_router(fusion.router, dependencies=[require("analytics:read"), purpose], responses=sensitive)
     app.include_router(exports.router, dependencies=[require("analytics:read"), purpose], responses=sensitive)
     app.include_router(governance.router, dependencies=[require("audit:read"), purpose], responses=sensitive)

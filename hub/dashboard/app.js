@@ -185,6 +185,19 @@ async function loadFleet() {
   }
 }
 
+async function loadRollouts() {
+  try {
+    const body = await (await api("/v1/campaigns")).json();
+    if (!body.count) { $("rollouts").textContent = "No OTA campaign on this hub."; return; }
+    $("rollouts").innerHTML = body.data.map((c) =>
+      `<div class="campaign"><b>${c.id}</b> ${c.target} <span class="muted">${c.state}, wave ${c.wave}/${c.waves}</span> ` +
+      `<progress max="${c.devices}" value="${c.installed}"></progress> ${c.installed}/${c.devices}` +
+      (c.failed ? ` <span class="error">${c.failed} failed</span>` : "") + "</div>").join("");
+  } catch (e) {
+    $("rollouts").textContent = e.status === 403 ? "Rollouts are for operators and technicians." : e.message;
+  }
+}
+
 async function liveEvents() {
   try {
     const response = await api("/v1/events/stream?max_s=3600");
@@ -222,6 +235,8 @@ async function start() {
   $("logout").hidden = false;
   await refreshMap();
   loadFleet();
+  loadRollouts();
+  setInterval(loadRollouts, 10000);
   liveEvents();
 }
 

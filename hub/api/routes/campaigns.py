@@ -1,0 +1,45 @@
+"""OTA campaigns' progress, for operators and the dashboard (campaigns are driven by `vigie ota campaign`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Request
+
+from vigie.exceptions import VigieError
+
+router = APIRouter(prefix="/v1/campaigns", tags=["fleet"])
+
+
+def _store(request: Request) -> Any:
+    state = request.app.state.settings.hub_state()
+    if state is None or not (state.folder / "campaigns.db").exists():
+        return None
+    from hub.campaigns import CampaignStore
+
+    return CampaignStore(state.folder / "campaigns.db")
+
+
+@router.get("", summary="OTA campaigns and their progress")
+def list_campaigns(request: Request) -> dict[str, Any]:
+    """Per campaign: state, current wave, devices installed and failed, the last events."""
+    from hub.campaigns import progress
+
+    store = _store(request)
+    rows = [progress(doc) for doc in store.list()] if store is not None else []
+    return {"data": rows, "count": len(rows)}
+
+
+@router.get(
+    "/{campaign_id}", summary="One campaign's progress", responses={404: {"description": "No such campaign"}}
+)
+def get_campaign(request: Request, campaign_id: str) -> dict[str, Any]:
+    from hub.campaigns import progress
+
+    store = _store(request)
+    try:
+        if store is None:
+            raise VigieError(f"no campaign {campaign_id!r}")
+        return progress(store.get(campaign_id))
+    except VigieError as exc:
+        raise HTTPException(404, str(exc)) from None

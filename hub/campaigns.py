@@ -1,0 +1,249 @@
+"""OTA campaigns: waves of devices, health gates between them, halt and rollback, pause/resume/abort.
+
+A campaign is a document in the hub's campaign store (TinyDB on SQLite, ``campaigns.db`` in the
+state folder). :class:`CampaignRunner` drives one: it sends ``ota_command`` messages to the
+current wave's devices over MQTT, reads their ``ota_state`` reports, and asks
+:func:`ota.rollout.evaluate_gate` whether the wave passes. A failed gate halts the campaign
+and sends ``rollback`` to the wave's devices that had installed. Operators pause, resume or
+abort from the CLI (or the API); the runner re-reads the document on every tick.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from tinydb import Query
+
+from hub.docstore import open_documents
+from ota.rollout import DEFAULT_WAVES, DeviceOutcome, GatePolicy, evaluate_gate, plan_waves
+from vigie import wire
+from vigie.exceptions import VigieError, WireError
+from vigie.mqtt import BrokerConfig, make_client
+
+__all__ = ["CampaignRunner", "CampaignStore"]
+
+log = logging.getLogger(__name__)
+
+
+class CampaignStore:
+    """Campaign documents; every write is one SQLite transaction."""
+
+    def __init__(self, path: Path) -> None:
+        self.db = open_documents(path)
+        self.table = self.db.table("campaigns")
+        self._lock = threading.Lock()
+
+    def create(
+        self,
+        target: str,
+        version: str,
+        devices: Sequence[str],
+        *,
+        fractions: Sequence[float] = DEFAULT_WAVES,
+        policy: GatePolicy | None = None,
+        name: str | None = None,
+    ) -> dict[str, Any]:
+        if not devices:
+            raise VigieError("no device matches the selector: nothing to update")
+        campaign_id = name or f"c-{time.strftime('%Y%m%d')}-{secrets.token_hex(3)}"
+        doc = {
+            "id": campaign_id,
+            "target": target,
+            "version": version,
+            "devices": list(devices),
+            "waves": plan_waves(devices, fractions, seed=campaign_id),
+            "fractions": list(fractions),
+            "policy": (policy or GatePolicy()).model_dump(),
+            "state": "running",
+            "wave": 0,
+            "wave_started": None,
+            "commanded": [],
+            "outcomes": {},
+            "log": [],
+            "created_at": time.time(),
+        }
+        with self._lock:
+            if self.table.contains(Query().id == campaign_id):
+                raise VigieError(f"campaign {campaign_id!r} exists")
+            self.table.insert(doc)
+        return doc
+
+    def get(self, campaign_id: str) -> dict[str, Any]:
+        with self._lock:
+            doc = self.table.get(Query().id == campaign_id)
+        if doc is None:
+            raise VigieError(f"no campaign {campaign_id!r}; `vigie ota campaign list` shows them")
+        return dict(doc)
+
+    def list(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [dict(d) for d in self.table.all()]
+
+    def update(self, campaign_id: str, **fields: Any) -> None:
+        with self._lock:
+            self.table.update(fields, Query().id == campaign_id)
+
+    def set_state(self, campaign_id: str, state: str, reason: str) -> dict[str, Any]:
+        """Operator actions: paused, running (resume), aborted."""
+        doc = self.get(campaign_id)
+        if doc["state"] in ("done", "aborted", "halted") and state != "aborted":
+            raise VigieError(f"campaign {campaign_id} is {doc['state']}: it cannot become {state}")
+        self.update(
+            campaign_id, state=state, log=[*doc["log"], {"at": time.time(), "event": state, "why": reason}]
+        )
+        return self.get(campaign_id)
+
+
+def progress(doc: dict[str, Any]) -> dict[str, Any]:
+    """A campaign's progress for the API, the CLI and the dashboard."""
+    outcomes = doc["outcomes"]
+    by_step: dict[str, int] = {}
+    for o in outcomes.values():
+        by_step[o["step"]] = by_step.get(o["step"], 0) + 1
+    installed = by_step.get("installed", 0)
+    return {
+        "id": doc["id"],
+        "target": doc["target"],
+        "version": doc["version"],
+        "state": doc["state"],
+        "wave": doc["wave"] + 1,
+        "waves": len(doc["waves"]),
+        "devices": len(doc["devices"]),
+        "installed": installed,
+        "failed": by_step.get("failed", 0) + by_step.get("rolled_back", 0),
+        "percent": round(100 * installed / max(1, len(doc["devices"])), 1),
+        "steps": by_step,
+        "log": doc["log"][-20:],
+    }
+
+
+class CampaignRunner:
+    """Drives one campaign to its end (done, halted or aborted)."""
+
+    def __init__(
+        self, store: CampaignStore, campaign_id: str, broker: BrokerConfig, *, tick_s: float = 0.5
+    ) -> None:
+        self.store = store
+        self.id = campaign_id
+        self.tick_s = tick_s
+        self.client = make_client(broker, f"vigie-campaign-{campaign_id}", clean_session=True)
+        self.client.on_connect = lambda c, u, f, r, p=None: c.subscribe(
+            wire.subscription(wire.Channel.OTA_STATE), qos=1
+        )
+        self.client.on_message = self._on_message
+        self._broker = broker
+        self._outcomes: dict[str, dict[str, Any]] = dict(store.get(campaign_id)["outcomes"])
+        self._lock = threading.Lock()
+        self._dirty = False
+
+    def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
+        try:
+            state = wire.decode(message.payload, wire.Channel.OTA_STATE)
+            parts = wire.parse_topic(message.topic)
+        except WireError:
+            return
+        if not isinstance(state, wire.OtaState) or state.campaign != self.id:
+            return
+        if (state.site, state.device) != (parts.site, parts.device):
+            return  # a device speaking for another: ignored (the broker's ACL stops it anyway)
+        key = f"{state.site}/{state.device}"
+        with self._lock:
+            self._outcomes[key] = {
+                "step": state.step,
+                "latency_ms": state.latency_ms,
+                "at": time.time(),
+                "model": state.model,
+                "reason": state.reason,
+            }
+            self._dirty = True
+
+    def _command(self, devices: Sequence[str], action: str, doc: dict[str, Any]) -> None:
+        for key in devices:
+            site, device = key.split("/", 1)
+            msg = wire.OtaCommand(
+                site=site,
+                device=device,
+                ts=int(time.time()),
+                campaign=self.id,
+                action=action,  # type: ignore[arg-type]
+                target=doc["target"],
+                version=doc["version"],
+            )
+            self.client.publish(wire.topic(site, device, wire.Channel.OTA), wire.encode(msg), qos=1)
+
+    def run(self, stop: threading.Event | None = None, timeout_s: float | None = None) -> dict[str, Any]:
+        stop = stop or threading.Event()
+        self.client.connect(self._broker.host, self._broker.port, keepalive=self._broker.keepalive)
+        self.client.loop_start()
+        deadline = time.monotonic() + timeout_s if timeout_s else None
+        try:
+            time.sleep(0.5)  # let the subscription settle before the first command
+            while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
+                doc = self.store.get(self.id)
+                if doc["state"] in ("done", "halted", "aborted"):
+                    return doc
+                with self._lock:
+                    if self._dirty:
+                        self.store.update(self.id, outcomes=dict(self._outcomes))
+                        self._dirty = False
+                    outcomes = dict(self._outcomes)
+                if doc["state"] == "paused":
+                    time.sleep(self.tick_s)
+                    continue
+                self._step(doc, outcomes)
+                time.sleep(self.tick_s)
+            return self.store.get(self.id)
+        finally:
+            with self._lock:
+                self.store.update(self.id, outcomes=dict(self._outcomes))
+            self.client.loop_stop()
+            self.client.disconnect()
+
+    def _step(self, doc: dict[str, Any], outcomes: dict[str, dict[str, Any]]) -> None:
+        wave = doc["waves"][doc["wave"]]
+        if doc["wave_started"] is None:
+            self._command(wave, "install", doc)
+            self.store.update(
+                self.id,
+                wave_started=time.time(),
+                commanded=[*doc["commanded"], *wave],
+                log=[
+                    *doc["log"],
+                    {
+                        "at": time.time(),
+                        "event": f"wave {doc['wave'] + 1} started",
+                        "why": f"{len(wave)} devices",
+                    },
+                ],
+            )
+            return
+        decision = evaluate_gate(
+            wave,
+            {d: DeviceOutcome(o["step"], o.get("latency_ms"), o.get("at", 0)) for d, o in outcomes.items()},
+            GatePolicy(**doc["policy"]),
+            started=doc["wave_started"],
+            now=time.time(),
+        )
+        if decision.verdict == "wait":
+            return
+        entry = {
+            "at": time.time(),
+            "event": f"wave {doc['wave'] + 1} {decision.verdict}",
+            "why": decision.reason,
+        }
+        if decision.verdict == "halt":
+            installed = [d for d in wave if outcomes.get(d, {}).get("step") == "installed"]
+            self._command(installed, "rollback", doc)
+            self.store.update(self.id, state="halted", log=[*doc["log"], entry])
+            log.warning("campaign halted", extra={"campaign": self.id, "reason": decision.reason})
+            return
+        if doc["wave"] + 1 >= len(doc["waves"]):
+            self.store.update(self.id, state="done", log=[*doc["log"], entry])
+            return
+        self.store.update(self.id, wave=doc["wave"] + 1, wave_started=None, log=[*doc["log"], entry])

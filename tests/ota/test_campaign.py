@@ -1,0 +1,182 @@
+"""A campaign end to end: a real Mosquitto, three devices (agent + OTA listener processes), waves, gates."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edge.updater import ModelUpdater
+from ota.bundle import pack
+from ota.rollout import DeviceOutcome, GatePolicy, evaluate_gate, plan_waves
+from tests.conftest import cli
+from tests.ota.test_ota import LABELS, MODEL, Repo, _manifest, repo  # noqa: F401 (the fixture)
+
+
+def test_plan_waves_and_gates() -> None:
+    devices = [f"s/cam-{i}" for i in range(200)]
+    waves = plan_waves(devices, seed="c1")
+    assert [len(w) for w in waves] == [2, 18, 80, 100]
+    assert sorted(d for w in waves for d in w) == sorted(devices)
+    assert plan_waves(devices, seed="c1") == waves  # reproducible
+    assert plan_waves(devices, seed="c2")[0] != waves[0]  # another campaign, another canary
+    assert [len(w) for w in plan_waves(devices[:3])] == [1, 1, 1]
+    with pytest.raises(ValueError, match="increasing"):
+        plan_waves(devices, [0.5, 0.1, 1.0])
+    policy = GatePolicy(max_failure_rate=0.0, max_latency_ms=100, timeout_s=60)
+    wave = ["a", "b"]
+    ok = {"a": DeviceOutcome("installed", 40), "b": DeviceOutcome("installed", 60)}
+    assert evaluate_gate(wave, ok, policy, started=0, now=1).verdict == "pass"
+    assert evaluate_gate(wave, {"a": ok["a"]}, policy, started=0, now=1).verdict == "wait"
+    assert evaluate_gate(wave, {"a": ok["a"]}, policy, started=0, now=61).verdict == "halt"  # b silent
+    bad = {"a": ok["a"], "b": DeviceOutcome("failed")}
+    assert evaluate_gate(wave, bad, policy, started=0, now=1).verdict == "halt"
+    slow = {"a": DeviceOutcome("installed", 150), "b": DeviceOutcome("installed", 170)}
+    decision = evaluate_gate(wave, slow, policy, started=0, now=1)
+    assert decision.verdict == "halt"
+    assert "median inference 160 ms" in decision.reason
+
+
+@pytest.mark.e2e
+def test_campaign_through_waves_then_a_bad_model_halts_at_the_canary(
+    repo: Repo,  # noqa: F811
+    broker: Any,
+    model_dir: Path,
+    vtest_avi: Path,
+    tmp_path: Path,
+) -> None:
+    first = repo.bundles / "first.tar"
+    pack(model_dir / MODEL, model_dir / LABELS, _manifest("1.0.0"), first)
+    broker_arg = f"127.0.0.1:{broker.port}"
+    procs: list[subprocess.Popen[bytes]] = []
+    devices = [f"cam-{i}" for i in range(1, 4)]
+    try:
+        for name in devices:
+            ota = tmp_path / name / "ota"
+            (ota / "metadata").mkdir(parents=True)
+            (ota / "metadata" / "root.json").write_bytes(
+                (repo.folder / "metadata" / "root.json").read_bytes()
+            )
+            ModelUpdater(ota, repo.url).install_initial(first)
+            pid_file = tmp_path / name / "agent.pid"
+            with (tmp_path / name / "agent.log").open("wb") as log:
+                procs.append(
+                    subprocess.Popen(
+                        cli(
+                            "--log-format",
+                            "json",
+                            "edge",
+                            "run",
+                            "--site",
+                            "camp",
+                            "--device",
+                            name,
+                            "--source",
+                            str(vtest_avi),
+                            "--loop",
+                            "--realtime",
+                            "--fps-cap",
+                            "2",
+                            "--threads",
+                            "1",
+                            "--window",
+                            "10",
+                            "--ota-dir",
+                            str(ota),
+                            "--pid-file",
+                            str(pid_file),
+                            "--broker",
+                            broker_arg,
+                            "--outbox",
+                            str(tmp_path / name / "outbox.sqlite"),
+                        ),
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                    )
+                )
+            with (tmp_path / name / "ota.log").open("wb") as log:
+                procs.append(
+                    subprocess.Popen(
+                        cli(
+                            "edge",
+                            "ota-listen",
+                            "--site",
+                            "camp",
+                            "--device",
+                            name,
+                            "--repo",
+                            repo.url,
+                            "--ota-dir",
+                            str(ota),
+                            "--agent-pid-file",
+                            str(pid_file),
+                            "--broker",
+                            broker_arg,
+                        ),
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                    )
+                )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not all((tmp_path / d / "agent.pid").exists() for d in devices):
+            time.sleep(0.2)
+        time.sleep(2.0)  # listeners subscribed, agents on their first model
+
+        state = tmp_path / "hub-state"
+
+        def campaign(name: str, target: str, version: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                cli("ota", "campaign", "create", "--name", name, "--target", target, "--version", version,
+                    "--devices", ",".join(f"camp/{d}" for d in devices), "--waves", "0.33,0.66,1",
+                    "--wave-timeout", "60", "--state-dir", str(state), "--broker", broker_arg, "--run"),
+                capture_output=True, text=True, timeout=180,
+            )  # fmt: skip
+
+        good = repo.make("1.1.0", model_dir / MODEL, model_dir / LABELS)
+        run = campaign("c-good", good.target_name, "1.1.0")
+        assert run.returncode == 0, run.stdout + run.stderr
+        assert "c-good: done, 3/3 installed, 0 failed" in run.stdout
+        assert run.stdout.count("pass:") == 3  # three waves, three gates passed
+        for name in devices:
+            assert ModelUpdater(tmp_path / name / "ota", repo.url).current_manifest().version == "1.1.0"  # type: ignore[union-attr]
+        # Every agent reloaded onto the new model (SIGHUP from its listener) and kept running.
+        deadline = time.monotonic() + 20
+        for name in devices:
+            text = ""
+            while time.monotonic() < deadline and "ssd-coco@1.1.0" not in text:
+                text = (tmp_path / name / "agent.log").read_text()
+                time.sleep(0.3)
+            assert "ssd-coco@1.1.0" in text, text[-2000:]
+        assert all(p.poll() is None for p in procs)
+
+        # A model that does not load: the canary refuses it by itself, the campaign halts there.
+        broken = tmp_path / "broken.tflite"
+        broken.write_bytes(os.urandom(8192))
+        bad = repo.make("1.2.0", broken, model_dir / LABELS)
+        run = campaign("c-bad", bad.target_name, "1.2.0")
+        assert run.returncode == 1, run.stdout + run.stderr
+        assert "c-bad: halted, 0/3 installed, 1 failed" in run.stdout
+        assert "wave 1 halt" in run.stdout
+        shown = json.loads(
+            subprocess.run(
+                cli("ota", "campaign", "show", "c-bad", "--state-dir", str(state)),
+                capture_output=True,
+                text=True,
+            ).stdout
+        )
+        assert shown["steps"] == {"failed": 1}
+        for name in devices:  # the canary stayed on 1.1.0; the others were never asked
+            assert ModelUpdater(tmp_path / name / "ota", repo.url).current_manifest().version == "1.1.0"  # type: ignore[union-attr]
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
