@@ -363,6 +363,7 @@ def _build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--heartbeat", type=float, default=30.0, help="Seconds between heartbeats (default 30).")
     sim.add_argument("--storm-at", type=float, default=None, help="Drop and reconnect every device at T s.")
     sim.add_argument("--connect-rate", type=float, default=500.0, help="New connections per second (500).")
+    sim.add_argument("--ota", action="store_true", help="Answer OTA campaign commands like real devices.")
 
     # -- demo -----------------------------------------------------------------------
     demo = sub.add_parser(
@@ -681,6 +682,7 @@ def _sim(args: argparse.Namespace) -> int:
         heartbeat_s=args.heartbeat,
         storm_at_s=args.storm_at,
         connect_rate=args.connect_rate,
+        ota=args.ota,
     )
     target = f"{opts.host}:{opts.port}"
     print(
@@ -692,6 +694,8 @@ def _sim(args: argparse.Namespace) -> int:
           f"connect failures {r.connect_failures}")  # fmt: skip
     print(f"events acknowledged by the broker {r.events_acked} (failed {r.events_failed}), "
           f"heartbeats {r.heartbeats}, in {r.elapsed_s:.1f} s ({rate:.0f} events/s)")  # fmt: skip
+    if opts.ota:
+        print(f"OTA: {r.ota_installed} installed, {r.ota_failed} failed")
     return 0 if r.connected == opts.devices else 1
 
 

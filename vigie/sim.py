@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass, field
 
 from vigie import __version__, wire
+from vigie.exceptions import WireError
 from vigie.mqtt_codec import encode_string as _str
 from vigie.mqtt_codec import encode_varint as _varint
 
@@ -42,6 +43,8 @@ class MiniMqtt:
         self._pending: dict[int, asyncio.Future[None]] = {}
         self._next_id = 0
         self._read_task: asyncio.Task[None] | None = None
+        #: Messages the broker delivers to our subscriptions: (topic, payload).
+        self.inbox: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
 
     async def connect(self, will: tuple[str, bytes] | None = None, timeout: float = 10.0) -> None:
         reader, writer = await asyncio.wait_for(asyncio.open_connection(self.host, self.port), timeout)
@@ -77,6 +80,17 @@ class MiniMqtt:
                     fut = self._pending.pop(struct.unpack("!H", data[:2])[0], None)
                     if fut is not None and not fut.done():
                         fut.set_result(None)
+                elif first >> 4 == 3:  # PUBLISH to one of our subscriptions
+                    qos = (first >> 1) & 3
+                    tlen = struct.unpack("!H", data[:2])[0]
+                    topic = data[2 : 2 + tlen].decode()
+                    pos = 2 + tlen
+                    if qos:
+                        packet_id = data[pos : pos + 2]
+                        pos += 2
+                        assert self._writer is not None
+                        self._writer.write(b"\x40\x02" + packet_id)  # PUBACK
+                    self.inbox.put_nowait((topic, bytes(data[pos:])))
         except (asyncio.IncompleteReadError, ConnectionError, OSError):
             pass
         finally:
@@ -101,6 +115,14 @@ class MiniMqtt:
         await self._writer.drain()
         if fut is not None:
             await asyncio.wait_for(fut, 30)
+
+    async def subscribe(self, topic: str, qos: int = 1) -> None:
+        """Subscribe (the SUBACK is not awaited: messages simply start to arrive)."""
+        assert self._writer is not None
+        self._next_id = self._next_id % 65535 + 1
+        body = struct.pack("!H", self._next_id) + _str(topic) + bytes([qos])
+        self._writer.write(b"\x82" + _varint(len(body)) + body)
+        await self._writer.drain()
 
     async def ping(self) -> None:
         assert self._writer is not None
@@ -132,6 +154,10 @@ class SimOptions:
     heartbeat_s: float = 30.0
     storm_at_s: float | None = None
     connect_rate: float = 500.0  # new connections per second while ramping up
+    #: Answer OTA campaign commands as a device would (install takes ota_install_s; a target whose
+    #: name contains "bad" fails its smoke test on every device).
+    ota: bool = False
+    ota_install_s: float = 2.0
 
 
 @dataclass
@@ -146,6 +172,8 @@ class FleetResult:
     connect_failures: int = 0
     elapsed_s: float = 0.0
     event_ids: set[str] = field(default_factory=set)
+    ota_installed: int = 0
+    ota_failed: int = 0
 
 
 async def _device(i: int, opts: SimOptions, result: FleetResult, start: float, storm: asyncio.Event) -> None:
@@ -173,9 +201,13 @@ async def _device(i: int, opts: SimOptions, result: FleetResult, start: float, s
             first = False
         else:
             result.reconnects += 1
+        ota_task: asyncio.Task[None] | None = None
         try:
             online = wire.Status(site=opts.site, device=device, ts=int(time.time()), state="online")
             await client.publish(topic_status, wire.encode(online), qos=1, retain=True)
+            if opts.ota:
+                await client.subscribe(wire.topic(opts.site, device, wire.Channel.OTA), qos=1)
+                ota_task = asyncio.create_task(_ota_device(client, opts, device, rng, result))
             while time.monotonic() < deadline and not storm.is_set():
                 now = time.time()
                 window = wire.coarsen(now, opts.window_s) - opts.window_s  # the window that just closed
@@ -212,12 +244,59 @@ async def _device(i: int, opts: SimOptions, result: FleetResult, start: float, s
         except (ConnectionError, TimeoutError, OSError):
             pass
         finally:
+            if ota_task is not None:
+                ota_task.cancel()
             await client.close(clean=not storm.is_set())
         if storm.is_set():
             # A reconnect storm: everyone drops at once and comes back within a few seconds.
             await asyncio.sleep(rng.uniform(0.1, 3.0))
             while storm.is_set() and time.monotonic() < deadline:
                 await asyncio.sleep(0.1)
+
+
+async def _ota_device(
+    client: MiniMqtt, opts: SimOptions, device: str, rng: random.Random, result: FleetResult
+) -> None:
+    """A simulated device's OTA side: received, the update's steps, then installed or failed."""
+    model = "ssd-coco@1.0.0"
+    topic = wire.topic(opts.site, device, wire.Channel.OTA_STATE)
+    while True:
+        _, payload = await client.inbox.get()
+        try:
+            command = wire.decode(payload, wire.Channel.OTA)
+        except WireError:
+            continue
+        if not isinstance(command, wire.OtaCommand):
+            continue
+
+        async def report(step: str, campaign: str = command.campaign, **fields: object) -> None:
+            state = wire.OtaState.model_validate(
+                {
+                    "site": opts.site,
+                    "device": device,
+                    "ts": int(time.time()),
+                    "campaign": campaign,
+                    "step": step,
+                    **fields,
+                }
+            )
+            await client.publish(topic, wire.encode(state), qos=1)
+
+        await report("received", model=model)
+        if command.action == "rollback":
+            model = "ssd-coco@1.0.0"
+            await report("rolled_back", model=model, reason="asked by the hub")
+            continue
+        for step in ("download", "unpack", "smoke"):
+            await asyncio.sleep(opts.ota_install_s * rng.uniform(0.1, 0.4))
+            await report(step)
+        if "bad" in command.target:
+            result.ota_failed += 1
+            await report("failed", model=model, reason="smoke test: the model does not load")
+            continue
+        model = f"ssd-coco@{command.version}"
+        result.ota_installed += 1
+        await report("installed", model=model, latency_ms=round(rng.uniform(15, 25), 1))
 
 
 async def _fleet(opts: SimOptions) -> FleetResult:

@@ -131,11 +131,32 @@ def test_campaign_through_waves_then_a_bad_model_halts_at_the_canary(
 
         def campaign(name: str, target: str, version: str) -> subprocess.CompletedProcess[str]:
             return subprocess.run(
-                cli("ota", "campaign", "create", "--name", name, "--target", target, "--version", version,
-                    "--devices", ",".join(f"camp/{d}" for d in devices), "--waves", "0.33,0.66,1",
-                    "--wave-timeout", "60", "--state-dir", str(state), "--broker", broker_arg, "--run"),
-                capture_output=True, text=True, timeout=180,
-            )  # fmt: skip
+                cli(
+                    "ota",
+                    "campaign",
+                    "create",
+                    "--name",
+                    name,
+                    "--target",
+                    target,
+                    "--version",
+                    version,
+                    "--devices",
+                    ",".join(f"camp/{d}" for d in devices),
+                    "--waves",
+                    "0.33,0.66,1",
+                    "--wave-timeout",
+                    "60",
+                    "--state-dir",
+                    str(state),
+                    "--broker",
+                    broker_arg,
+                    "--run",
+                ),
+                capture_output=True,
+                text=True,
+                timeout=180,
+            )
 
         good = repo.make("1.1.0", model_dir / MODEL, model_dir / LABELS)
         run = campaign("c-good", good.target_name, "1.1.0")
@@ -180,3 +201,106 @@ def test_campaign_through_waves_then_a_bad_model_halts_at_the_canary(
                 p.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 p.kill()
+
+
+@pytest.mark.e2e
+def test_a_thousand_simulated_devices_through_a_campaign(broker: Any, tmp_path: Path) -> None:
+    """The fleet simulator's 1,000 devices answer like devices; the API shows the rollout's progress."""
+    import urllib.request
+
+    from hub.auth import hash_password, issue_token
+    from hub.storage import SQLiteStore
+    from vigie.netutil import free_port, wait_for_port
+
+    state, db = tmp_path / "state", tmp_path / "hub.sqlite"
+    store = SQLiteStore(db)
+    store.add_user("op", hash_password("operator password"), "operator", time.time())
+    token, _ = issue_token(store, "op", ttl_s=600)
+    store.close()
+    env = {**os.environ, "VIGIE_HUB_STATE_DIR": str(state), "VIGIE_HUB_BROKER_USER": "root"}
+    subprocess.run(cli("hub", "init", "--db", str(db)), env=env, check=True, capture_output=True, timeout=60)
+    port = free_port()
+    hub = subprocess.Popen(
+        cli("hub", "serve", "--no-ingest", "--db", str(db), "--port", str(port)),
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    broker_arg = f"127.0.0.1:{broker.port}"
+    sim = subprocess.Popen(
+        cli(
+            "sim",
+            "--devices",
+            "1000",
+            "--duration",
+            "75",
+            "--broker",
+            broker_arg,
+            "--ota",
+            "--heartbeat",
+            "60",
+            "--window",
+            "60",
+        ),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert wait_for_port(port, timeout=30)
+        time.sleep(8)  # the fleet connects at 500 per second and subscribes
+        devices = ",".join(f"sim/dev-{i:05d}" for i in range(1000))
+        campaign = subprocess.Popen(
+            cli(
+                "ota",
+                "campaign",
+                "create",
+                "--name",
+                "c-fleet",
+                "--target",
+                "models/ssd-coco-1.1.0.tar",
+                "--version",
+                "1.1.0",
+                "--devices",
+                devices,
+                "--wave-timeout",
+                "30",
+                "--state-dir",
+                str(state),
+                "--broker",
+                broker_arg,
+                "--run",
+            ),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        seen: list[tuple[int, str]] = []
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/v1/campaigns/c-fleet", headers={"Authorization": f"Bearer {token}"}
+        )
+        while campaign.poll() is None:
+            try:
+                with urllib.request.urlopen(request, timeout=5) as r:  # noqa: S310
+                    body = json.loads(r.read())
+                    seen.append((body["installed"], body["state"]))
+            except OSError:
+                pass
+            time.sleep(0.5)
+        out, err = campaign.communicate()
+        assert campaign.returncode == 0, out + err
+        assert "c-fleet: done, 1000/1000 installed, 0 failed" in out
+        assert out.count("pass:") == 4  # canary 1 %, then 10 %, 50 %, 100 %
+        installed = [n for n, _ in seen]
+        assert installed == sorted(installed)  # progress only goes up
+        assert any(0 < n < 1000 for n in installed)  # and was visible while it ran
+        with urllib.request.urlopen(request, timeout=5) as r:  # noqa: S310
+            final = json.loads(r.read())
+        assert final["state"] == "done"
+        assert final["installed"] == 1000
+        assert final["waves"] == 4
+    finally:
+        sim.terminate()
+        hub.terminate()
+        hub.wait(timeout=20)
+        sim.wait(timeout=60)
