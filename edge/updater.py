@@ -97,6 +97,7 @@ class ModelUpdater:
         health: Callable[[Path, BundleManifest], bool] | None = None,
         pause_at: str | None = None,
         report: Callable[[dict[str, Any]], None] | None = None,
+        max_bytes_per_s: float | None = None,
     ) -> None:
         self.root = root
         self.repo_url = repo_url.rstrip("/")
@@ -104,6 +105,9 @@ class ModelUpdater:
         self.health = health or (lambda slot, m: smoke(slot, m).ok)
         self.pause_at = pause_at  # tests: stop at a step, waiting for kill -9
         self.report = report or (lambda state: None)
+        from edge.ota_fetcher import ResumableFetcher
+
+        self.fetcher = ResumableFetcher(root / "cache" / "partial", max_bytes_per_s=max_bytes_per_s)
         for sub in ("metadata", "cache", "slots/a", "slots/b"):
             (root / sub).mkdir(parents=True, exist_ok=True)
 
@@ -168,7 +172,7 @@ class ModelUpdater:
         Raises:
             UpdateError: whatever went wrong; the device is then on its previous model.
         """
-        from tuf.api.exceptions import RepositoryError
+        from tuf.api.exceptions import DownloadError, RepositoryError
         from tuf.ngclient import Updater
 
         before = self.current_manifest()
@@ -181,13 +185,17 @@ class ModelUpdater:
                 target_dir=str(self.root / "cache"),
                 target_base_url=f"{self.repo_url}/targets/",
                 bootstrap=(self.root / "metadata" / "root.json").read_bytes(),
+                fetcher=self.fetcher,
             )
             updater.refresh()
             info = updater.get_targetinfo(target)
             if info is None:
                 raise UpdateError(f"target {target!r} is not in the signed targets metadata")
             path = Path(updater.find_cached_target(info) or updater.download_target(info))
-        except (RepositoryError, OSError) as exc:
+            self.fetcher.discard()
+        except (RepositoryError, DownloadError, OSError) as exc:
+            if isinstance(exc, RepositoryError):
+                self.fetcher.discard()  # a partial that fails verification is never resumed again
             self._set(step="idle", version=before.ref if before else None, failed=f"download: {exc}")
             raise UpdateError(
                 f"{target}: refused by TUF verification or unreachable: {type(exc).__name__}: {exc}"

@@ -98,6 +98,7 @@ def add_update_command(edge_sub: Any, broker_options: Any = None) -> None:
         "--initial", type=Path, default=None, help="Install this trusted bundle as the first model."
     )
     up.add_argument("--recover", action="store_true", help="Finish or undo an interrupted update.")
+    up.add_argument("--max-kbps", type=float, default=None, help="Bandwidth cap for the download (kB/s).")
     up.add_argument("--pause-at", default=None, help=argparse.SUPPRESS)  # tests: stop at a step
     up.set_defaults(handler=_update)
 
@@ -212,7 +213,8 @@ def _refresh(args: argparse.Namespace) -> int:
 def _update(args: argparse.Namespace) -> int:
     from edge.updater import ModelUpdater, UpdateError
 
-    updater = ModelUpdater(args.ota_dir, args.repo or "", pause_at=args.pause_at)
+    cap = args.max_kbps * 1000 if args.max_kbps else None
+    updater = ModelUpdater(args.ota_dir, args.repo or "", pause_at=args.pause_at, max_bytes_per_s=cap)
     if args.recover:
         print(updater.recover())
         return 0

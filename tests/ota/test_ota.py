@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from securesystemslib.signer import CryptoSigner
@@ -286,3 +286,65 @@ def test_agent_runs_the_model_of_the_live_slot(
     (event,) = body["data"]
     assert event["model"] == "ssd-coco@1.1.0"
     assert event["counts"]["bus"] == 1  # the same detector, from the OTA slot
+
+
+class _RangeHandler(_Quiet):
+    """Serves byte ranges (as the hub's StaticFiles does) and records them."""
+
+    ranges: ClassVar[list[str]] = []
+    cut_after: ClassVar[int | None] = None  # drop the connection after this many bytes of a target, once
+
+    def do_GET(self) -> None:
+        path = Path(self.translate_path(self.path))
+        header = self.headers.get("Range")
+        if "/targets/" not in self.path or not path.is_file():
+            return super().do_GET()
+        data = path.read_bytes()
+        start = 0
+        if header:
+            _RangeHandler.ranges.append(header)
+            start = int(header.removeprefix("bytes=").split("-")[0])
+        body = data[start:]
+        self.send_response(206 if header else 200)
+        self.send_header("Content-Length", str(len(body)))
+        if header:
+            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        self.end_headers()
+        if _RangeHandler.cut_after is not None:
+            self.wfile.write(body[: _RangeHandler.cut_after])
+            _RangeHandler.cut_after = None
+            self.close_connection = True
+            return
+        self.wfile.write(body)
+
+
+def test_download_resumes_with_range_and_respects_the_cap(
+    repo: Repo, device: ModelUpdater, model_dir: Path
+) -> None:
+    new = repo.make("1.1.0", model_dir / MODEL, model_dir / LABELS)
+    handler = functools.partial(_RangeHandler, directory=str(repo.folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        _RangeHandler.ranges = []
+        _RangeHandler.cut_after = 2_000_000  # the link drops after 2 MB
+        first = ModelUpdater(device.root, url)
+        with pytest.raises(UpdateError) as info:
+            first.update(new.target_name)
+        assert device.current_manifest().version == "1.0.0", str(info.value)  # type: ignore[union-attr]
+        assert list((device.root / "cache" / "partial").glob("*.part")), str(info.value)
+        (part,) = (device.root / "cache" / "partial").glob("*.part")
+        assert part.stat().st_size == 2_000_000
+        size = new.files[MODEL].size
+        capped = ModelUpdater(device.root, url, max_bytes_per_s=2_000_000)
+        started = time.monotonic()
+        assert capped.update(new.target_name).version == "1.1.0"
+        elapsed = time.monotonic() - started
+        assert _RangeHandler.ranges == ["bytes=2000000-"]  # resumed, not restarted
+        assert capped.fetcher.resumed_from  # and it says so
+        remaining = size - 2_000_000
+        assert elapsed >= remaining / 2_000_000 * 0.9  # the cap held (about 2 s for the last 4 MB)
+        assert not list((device.root / "cache" / "partial").glob("*.part"))  # cleaned after success
+    finally:
+        server.shutdown()
