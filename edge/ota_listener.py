@@ -114,6 +114,7 @@ class OtaListener:
                 "installed",
                 model=manifest.ref,
                 latency_ms=updater.state().get("latency_ms"),
+                drift=updater.state().get("drift"),
             )
         except UpdateError as exc:
             now = updater.current_manifest()

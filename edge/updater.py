@@ -49,6 +49,41 @@ class SmokeResult:
     ok: bool
     latency_ms: float
     reason: str = ""
+    drift: float | None = None  # relative change in detections vs the live model, on reference frames
+
+
+def _detections(slot: Path, manifest: BundleManifest, frames: list[Path]) -> list[int]:
+    """Detections per reference frame with this slot's model, at its own threshold."""
+    import cv2
+
+    from edge import model_store
+    from edge.detectors.litert import LiteRTDetector
+
+    labels = model_store.read_labels(slot / manifest.labels_file)
+    detector = LiteRTDetector(
+        slot / manifest.model_file, labels, model_ref=manifest.ref, min_score=manifest.min_score,
+        output=manifest.output,
+    )  # fmt: skip
+    counts = []
+    for frame in frames:
+        bgr = cv2.imread(str(frame))
+        if bgr is None:
+            counts.append(0)
+            continue
+        rgb = np.asarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), dtype=np.uint8)
+        counts.append(len(detector.detect(rgb)))
+    return counts
+
+
+def detection_drift(
+    new_slot: Path, new: BundleManifest, live_slot: Path | None, live: BundleManifest | None
+) -> float | None:
+    """Mean relative change in detections per reference frame between the live model and the new one."""
+    if live_slot is None or live is None or not new.reference_frames:
+        return None
+    frames = [new_slot / name for name in new.reference_frames]
+    before, after = _detections(live_slot, live, frames), _detections(new_slot, new, frames)
+    return sum(abs(a - b) / max(1, b) for a, b in zip(after, before, strict=True)) / len(frames)
 
 
 def smoke_test(slot: Path, manifest: BundleManifest, runs: int = 5) -> SmokeResult:
@@ -220,6 +255,9 @@ class ModelUpdater:
 
         self._set(step="smoke", target=target, slot=slot.name, previous=before.ref if before else None)
         result = self.smoke(slot, manifest)
+        if result.ok:
+            drift = detection_drift(slot, manifest, self.current_slot(), before)
+            result = SmokeResult(True, result.latency_ms, drift=drift)
         if not result.ok:
             shutil.rmtree(slot, ignore_errors=True)
             self._set(step="idle", version=before.ref if before else None, failed=f"smoke: {result.reason}")
@@ -247,7 +285,7 @@ class ModelUpdater:
             raise UpdateError(
                 f"{manifest.ref} failed after the switch; rolled back to {before.ref if before else 'none'}"
             )
-        self._set(step="idle", version=manifest.ref, latency_ms=result.latency_ms)
+        self._set(step="idle", version=manifest.ref, latency_ms=result.latency_ms, drift=result.drift)
         return manifest
 
     def _rollback(self, previous_slot: Path | None, reason: str) -> None:

@@ -160,6 +160,7 @@ class CampaignRunner:
                 "at": time.time(),
                 "model": state.model,
                 "reason": state.reason,
+                "drift": state.drift,
             }
             self._dirty = True
 
@@ -225,7 +226,10 @@ class CampaignRunner:
             return
         decision = evaluate_gate(
             wave,
-            {d: DeviceOutcome(o["step"], o.get("latency_ms"), o.get("at", 0)) for d, o in outcomes.items()},
+            {
+                d: DeviceOutcome(o["step"], o.get("latency_ms"), o.get("at", 0), o.get("drift"))
+                for d, o in outcomes.items()
+            },
             GatePolicy(**doc["policy"]),
             started=doc["wave_started"],
             now=time.time(),

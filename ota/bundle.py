@@ -60,6 +60,9 @@ class BundleManifest(BaseModel):
         default="ssd_postprocess", description="Output decoding."
     )
     min_score: float = Field(default=0.4, gt=0, lt=1, description="Default detection threshold.")
+    reference_frames: tuple[str, ...] = Field(
+        default=(), description="Images among the files on which old and new models are compared (drift)."
+    )
     files: dict[str, FileEntry]
 
     @property
@@ -76,13 +79,20 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def pack(model: Path, labels: Path, manifest: dict[str, object], out: Path) -> BundleManifest:
-    """Write a bundle for ``model`` and ``labels``; ``manifest`` gives the other fields."""
-    files = {
-        p.name: FileEntry(sha256=_sha256(p.read_bytes()), size=p.stat().st_size) for p in (model, labels)
-    }
+def pack(
+    model: Path, labels: Path, manifest: dict[str, object], out: Path, *, references: tuple[Path, ...] = ()
+) -> BundleManifest:
+    """Write a bundle for ``model``, ``labels`` and reference frames; ``manifest`` gives the other fields."""
+    members = (model, labels, *references)
+    files = {p.name: FileEntry(sha256=_sha256(p.read_bytes()), size=p.stat().st_size) for p in members}
     declared = BundleManifest.model_validate(
-        {**manifest, "model_file": model.name, "labels_file": labels.name, "files": files}
+        {
+            **manifest,
+            "model_file": model.name,
+            "labels_file": labels.name,
+            "files": files,
+            "reference_frames": tuple(p.name for p in references),
+        }
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     with tarfile.open(out, "w") as tar:
@@ -90,7 +100,7 @@ def pack(model: Path, labels: Path, manifest: dict[str, object], out: Path) -> B
         info = tarfile.TarInfo(MANIFEST)
         info.size = len(body)
         tar.addfile(info, io.BytesIO(body))
-        for p in (model, labels):
+        for p in members:
             tar.add(p, arcname=p.name)
     return declared
 
@@ -133,8 +143,10 @@ def unpack(bundle: Path, dest: Path) -> BundleManifest:
             raise BundleError(
                 f"{bundle.name}: members {sorted(set(names) ^ listed)} differ from the manifest"
             )
-        if {manifest.model_file, manifest.labels_file} - set(manifest.files):
-            raise BundleError(f"{bundle.name}: model_file or labels_file is not among the files")
+        if {manifest.model_file, manifest.labels_file, *manifest.reference_frames} - set(manifest.files):
+            raise BundleError(
+                f"{bundle.name}: model_file, labels_file or a reference frame is not among the files"
+            )
         dest.mkdir(parents=True, exist_ok=True)
         if any(dest.iterdir()):
             raise BundleError(f"{dest} is not empty: refusing to mix two bundles")

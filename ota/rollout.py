@@ -47,6 +47,11 @@ class GatePolicy(BaseModel):
     max_failure_rate: float = Field(default=0.0, ge=0, le=1, description="Share of failed devices tolerated.")
     max_latency_ms: float | None = Field(default=None, gt=0, description="Median smoke-test latency ceiling.")
     timeout_s: float = Field(default=900, gt=0, description="Devices silent this long count as failed.")
+    max_drift: float | None = Field(
+        default=None,
+        gt=0,
+        description="Median change in detections vs the previous model on reference frames.",
+    )
     min_reporting: float = Field(default=1.0, gt=0, le=1, description="Share that must have finished.")
 
 
@@ -57,6 +62,7 @@ class DeviceOutcome:
     step: str
     latency_ms: float | None = None
     at: float = 0.0
+    drift: float | None = None
 
 
 @dataclass(frozen=True)
@@ -117,6 +123,13 @@ def evaluate_gate(
                 len(failed),
                 len(pending),
             )
+    drifts = [dr for d in installed if (dr := outcomes[d].drift) is not None]
+    if policy.max_drift is not None and drifts and statistics.median(drifts) > policy.max_drift:
+        median_drift = statistics.median(drifts)
+        reason = (
+            f"detections changed by {median_drift:.0%} vs the previous model (gate {policy.max_drift:.0%})"
+        )
+        return GateDecision("halt", reason, len(installed), len(failed), len(pending))
     return GateDecision(
         "pass", f"{len(installed)} of {total} installed", len(installed), len(failed), len(pending)
     )

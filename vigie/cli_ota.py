@@ -54,6 +54,14 @@ def add_ota_commands(sub: Any, broker_options: Any = None) -> None:
     bundle.add_argument(
         "--latency-budget-ms", type=float, default=500.0, help="Smoke-test limit (default 500)."
     )
+    bundle.add_argument("--min-score", type=float, default=0.4, help="Detection threshold (default 0.4).")
+    bundle.add_argument(
+        "--reference",
+        type=Path,
+        action="append",
+        default=[],
+        help="A reference image to compare the old and new models on (drift gate); repeat.",
+    )
     bundle.add_argument("--out", type=Path, required=True)
     bundle.set_defaults(handler=_bundle)
     publish = ota_sub.add_parser("publish", help="Sign a bundle into the repository.")
@@ -162,8 +170,10 @@ def _bundle(args: argparse.Namespace) -> int:
             "profiles": args.profile,
             "input": {"width": args.width, "height": args.height, "dtype": args.dtype},
             "latency_budget_ms": args.latency_budget_ms,
+            "min_score": args.min_score,
         },
         args.out,
+        references=tuple(args.reference),
     )
     print(f"{args.out}: {manifest.ref}, target name {manifest.target_name}")
     return 0
@@ -266,6 +276,12 @@ def add_campaign_commands(ota_sub: Any, broker_options: Any) -> None:
         "--max-latency-ms", type=float, default=None, help="Gate on median inference latency."
     )
     create.add_argument(
+        "--max-drift",
+        type=float,
+        default=None,
+        help="Gate on the median change in detections vs the previous model (0.3 = 30 %%).",
+    )
+    create.add_argument(
         "--wave-timeout", type=float, default=900, help="Seconds a wave may take (default 900)."
     )
     create.add_argument("--name", default=None, help="Campaign id (default generated).")
@@ -331,6 +347,7 @@ def _campaign_create(args: argparse.Namespace) -> int:
         max_failure_rate=args.max_failure_rate,
         max_latency_ms=args.max_latency_ms,
         timeout_s=args.wave_timeout,
+        max_drift=args.max_drift,
     )
     fractions = [float(x) for x in args.waves.split(",")]
     doc = _campaign_store(args).create(

@@ -400,6 +400,9 @@ class OtaState(_Message):
                   "rolled_back"]  # fmt: skip
     model: Annotated[str, Field(max_length=73)] | None = Field(default=None, description="Live model now.")
     latency_ms: float | None = Field(default=None, ge=0, le=600_000, description="Smoke-test latency.")
+    drift: float | None = Field(
+        default=None, ge=0, le=1000, description="Change in detections vs the old model."
+    )
     reason: Annotated[str, Field(max_length=300)] | None = None
 
 

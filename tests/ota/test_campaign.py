@@ -48,6 +48,7 @@ def test_campaign_through_waves_then_a_bad_model_halts_at_the_canary(
     broker: Any,
     model_dir: Path,
     vtest_avi: Path,
+    bus_jpg: Path,
     tmp_path: Path,
 ) -> None:
     first = repo.bundles / "first.tar"
@@ -129,7 +130,12 @@ def test_campaign_through_waves_then_a_bad_model_halts_at_the_canary(
 
         state = tmp_path / "hub-state"
 
-        def campaign(name: str, target: str, version: str) -> subprocess.CompletedProcess[str]:
+        def version(name: str) -> str:
+            manifest = ModelUpdater(tmp_path / name / "ota", repo.url).current_manifest()
+            assert manifest is not None
+            return manifest.version
+
+        def campaign(name: str, target: str, version: str, *extra: str) -> subprocess.CompletedProcess[str]:
             return subprocess.run(
                 cli(
                     "ota",
@@ -152,6 +158,7 @@ def test_campaign_through_waves_then_a_bad_model_halts_at_the_canary(
                     "--broker",
                     broker_arg,
                     "--run",
+                    *extra,
                 ),
                 capture_output=True,
                 text=True,
@@ -164,7 +171,9 @@ def test_campaign_through_waves_then_a_bad_model_halts_at_the_canary(
         assert "c-good: done, 3/3 installed, 0 failed" in run.stdout
         assert run.stdout.count("pass:") == 3  # three waves, three gates passed
         for name in devices:
-            assert ModelUpdater(tmp_path / name / "ota", repo.url).current_manifest().version == "1.1.0"  # type: ignore[union-attr]
+            manifest = ModelUpdater(tmp_path / name / "ota", repo.url).current_manifest()
+            assert manifest is not None
+            assert manifest.version == "1.1.0"
         # Every agent reloaded onto the new model (SIGHUP from its listener) and kept running.
         deadline = time.monotonic() + 20
         for name in devices:
@@ -191,8 +200,37 @@ def test_campaign_through_waves_then_a_bad_model_halts_at_the_canary(
             ).stdout
         )
         assert shown["steps"] == {"failed": 1}
-        for name in devices:  # the canary stayed on 1.1.0; the others were never asked
-            assert ModelUpdater(tmp_path / name / "ota", repo.url).current_manifest().version == "1.1.0"  # type: ignore[union-attr]
+        assert [version(n) for n in devices] == [
+            "1.1.0"
+        ] * 3  # the canary stayed; the others were never asked
+
+        # A model that loads and is fast but sees far less (a wrong threshold): the canary installs it,
+        # its reference-frame comparison shows the drift, the gate halts and rolls the canary back.
+        drifting_bundle = repo.bundles / "drift.tar"
+        drifting = pack(model_dir / MODEL, model_dir / LABELS, {**_manifest("1.3.0"), "min_score": 0.97},
+                        drifting_bundle, references=(bus_jpg,))  # fmt: skip
+        from ota.repository import publish
+
+        publish(repo.folder, drifting_bundle, drifting.target_name)
+        run = campaign("c-drift", drifting.target_name, "1.3.0", "--max-drift", "0.5")
+        assert run.returncode == 1, run.stdout + run.stderr
+        assert "c-drift: halted" in run.stdout
+        assert "detections changed by" in run.stdout
+        shown = json.loads(
+            subprocess.run(
+                cli("ota", "campaign", "show", "c-drift", "--state-dir", str(state)),
+                capture_output=True,
+                text=True,
+            ).stdout
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and shown["steps"] != {"rolled_back": 1}:
+            time.sleep(0.5)
+            shown = json.loads(subprocess.run(
+                cli("ota", "campaign", "show", "c-drift", "--state-dir", str(state)), capture_output=True,
+                text=True,
+            ).stdout)  # fmt: skip
+        assert [version(n) for n in devices] == ["1.1.0"] * 3  # the canary went back
     finally:
         for p in procs:
             p.terminate()
