@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,26 @@ from edge.updater import ModelUpdater
 from ota.bundle import pack
 from ota.rollout import DeviceOutcome, GatePolicy, evaluate_gate, plan_waves
 from tests.conftest import cli
-from tests.ota.test_ota import LABELS, MODEL, Repo, _manifest, repo  # noqa: F401 (the fixture)
+from tests.ota.test_ota import LABELS, MODEL, Repo, _manifest
+from vigie.netutil import free_port, wait_for_port
+
+
+@pytest.fixture
+def hub_repo(tmp_path: Path) -> Iterator[Repo]:
+    """The hub itself: `vigie hub init` made the TUF repository, `vigie hub serve` serves it at /ota."""
+    state, db = tmp_path / "hub-state", tmp_path / "hub.sqlite"
+    env = {**os.environ, "VIGIE_HUB_STATE_DIR": str(state), "VIGIE_HUB_BROKER_USER": "root"}
+    subprocess.run(cli("hub", "init", "--db", str(db)), env=env, check=True, capture_output=True, timeout=60)
+    port = free_port()
+    hub = subprocess.Popen(cli("hub", "serve", "--no-ingest", "--db", str(db), "--port", str(port)), env=env,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    (tmp_path / "bundles").mkdir()
+    try:
+        assert wait_for_port(port, timeout=30)
+        yield Repo(state / "ota", f"http://127.0.0.1:{port}/ota", tmp_path / "bundles")
+    finally:
+        hub.terminate()
+        hub.wait(timeout=20)
 
 
 def test_plan_waves_and_gates() -> None:
@@ -44,13 +64,14 @@ def test_plan_waves_and_gates() -> None:
 
 @pytest.mark.e2e
 def test_campaign_through_waves_then_a_bad_model_halts_at_the_canary(
-    repo: Repo,  # noqa: F811
+    hub_repo: Repo,
     broker: Any,
     model_dir: Path,
     vtest_avi: Path,
     bus_jpg: Path,
     tmp_path: Path,
 ) -> None:
+    repo = hub_repo  # the TUF repository as the hub serves it
     first = repo.bundles / "first.tar"
     pack(model_dir / MODEL, model_dir / LABELS, _manifest("1.0.0"), first)
     broker_arg = f"127.0.0.1:{broker.port}"
@@ -128,7 +149,7 @@ def test_campaign_through_waves_then_a_bad_model_halts_at_the_canary(
             time.sleep(0.2)
         time.sleep(2.0)  # listeners subscribed, agents on their first model
 
-        state = tmp_path / "hub-state"
+        state = tmp_path / "hub-state"  # the hub's: campaigns.db beside its TUF repository
 
         def version(name: str) -> str:
             manifest = ModelUpdater(tmp_path / name / "ota", repo.url).current_manifest()
@@ -248,7 +269,6 @@ def test_a_thousand_simulated_devices_through_a_campaign(broker: Any, tmp_path: 
 
     from hub.auth import hash_password, issue_token
     from hub.storage import SQLiteStore
-    from vigie.netutil import free_port, wait_for_port
 
     state, db = tmp_path / "state", tmp_path / "hub.sqlite"
     store = SQLiteStore(db)
