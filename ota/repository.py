@@ -36,6 +36,7 @@ __all__ = [
     "refresh_timestamp",
     "revoke",
     "root_json",
+    "rotate_key",
 ]
 
 ROLES = ("root", "targets", "snapshot", "timestamp")
@@ -167,3 +168,39 @@ def list_targets(folder: Path) -> dict[str, dict[str, Any]]:
 def refresh_timestamp(folder: Path) -> int:
     """Re-sign snapshot and timestamp with a fresh expiry (daily, from a timer: defeats freeze attacks)."""
     return _resign_chain(folder)[2]
+
+
+def rotate_key(folder: Path, role: str) -> int:
+    """Replace ``role``'s key: a new root version names the new key, signed by the current root key
+    (and by the new one when the root key itself rotates), then the role's metadata is re-signed.
+
+    Devices follow the chain of roots by themselves (ngclient); the old key, kept as
+    ``keys/<role>.pem.retired-<root version>``, is trusted no more. Returns the new root version.
+
+    Raises:
+        ValueError: an unknown role.
+    """
+    if role not in ROLES:
+        raise ValueError(f"role {role!r}: one of {', '.join(ROLES)}")
+    meta = folder / "metadata"
+    root = _load(meta, "root")
+    old_root = load_signer(folder, "root")
+    new = CryptoSigner.generate_ed25519()
+    for keyid in list(root.signed.roles[role].keyids):
+        root.signed.revoke_key(keyid, role)
+    root.signed.add_key(new.public_key, role)
+    root.signed.version += 1
+    root.signed.expires = _expiry("root")
+    root.signatures.clear()
+    root.sign(old_root, append=True)  # devices trust the new root through the old root key
+    if role == "root":
+        root.sign(new, append=True)  # and the new root must be signed by its own key too
+    key_file = folder / "keys" / f"{role}.pem"
+    key_file.rename(key_file.with_name(f"{role}.pem.retired-{root.signed.version - 1}"))
+    write_private(key_file, new.private_bytes)
+    _write(meta, root, "root", versioned=True)
+    if role == "targets":
+        _resign_chain(folder, _load(meta, "targets"))
+    elif role in ("snapshot", "timestamp"):
+        _resign_chain(folder)
+    return int(root.signed.version)

@@ -80,6 +80,13 @@ def add_ota_commands(sub: Any, broker_options: Any = None) -> None:
     )
     _repo(refresh)
     refresh.set_defaults(handler=_refresh)
+    rotate = ota_sub.add_parser(
+        "rotate-key",
+        help="Replace a role's key (root, targets, snapshot, timestamp); devices follow by themselves.",
+    )
+    rotate.add_argument("role", choices=["root", "targets", "snapshot", "timestamp"])
+    _repo(rotate)
+    rotate.set_defaults(handler=_rotate)
     add_campaign_commands(ota_sub, broker_options)
 
 
@@ -210,6 +217,14 @@ def _revoke(args: argparse.Namespace) -> int:
         print(f"vigie: error: {args.target} is not published (`vigie ota list`)", file=sys.stderr)
         return 2
     print(f"revoked {args.target}")
+    return 0
+
+
+def _rotate(args: argparse.Namespace) -> int:
+    from ota.repository import rotate_key
+
+    version = rotate_key(args.repo, args.role)
+    print(f"{args.role} key replaced; root version {version} names the new key (the old one is retired)")
     return 0
 
 

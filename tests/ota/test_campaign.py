@@ -334,6 +334,7 @@ def test_a_thousand_simulated_devices_through_a_campaign(broker: Any, tmp_path: 
             env=env,
         )
         seen: list[tuple[int, str]] = []
+        paused_at: int | None = None
         request = urllib.request.Request(
             f"http://127.0.0.1:{port}/v1/campaigns/c-fleet", headers={"Authorization": f"Bearer {token}"}
         )
@@ -343,7 +344,22 @@ def test_a_thousand_simulated_devices_through_a_campaign(broker: Any, tmp_path: 
                     body = json.loads(r.read())
                     seen.append((body["installed"], body["state"]))
             except OSError:
-                pass
+                continue
+            if paused_at is None and body["wave"] == 2:
+                # The operator pauses during wave 2: no new wave starts until they resume.
+                admin = ("--state-dir", str(state))
+                subprocess.run(
+                    cli("ota", "campaign", "pause", "c-fleet", *admin), check=True, capture_output=True
+                )
+                paused_at = body["wave"]
+                time.sleep(4)
+                with urllib.request.urlopen(request, timeout=5) as r:  # noqa: S310
+                    during = json.loads(r.read())
+                assert during["state"] == "paused"
+                assert during["wave"] == paused_at
+                subprocess.run(
+                    cli("ota", "campaign", "resume", "c-fleet", *admin), check=True, capture_output=True
+                )
             time.sleep(0.5)
         out, err = campaign.communicate()
         assert campaign.returncode == 0, out + err
@@ -357,6 +373,8 @@ def test_a_thousand_simulated_devices_through_a_campaign(broker: Any, tmp_path: 
         assert final["state"] == "done"
         assert final["installed"] == 1000
         assert final["waves"] == 4
+        assert paused_at == 2
+        assert [e["event"] for e in final["log"]].count("paused") == 1
     finally:
         sim.terminate()
         hub.terminate()

@@ -348,3 +348,29 @@ def test_download_resumes_with_range_and_respects_the_cap(
         assert not list((device.root / "cache" / "partial").glob("*.part"))  # cleaned after success
     finally:
         server.shutdown()
+
+
+def test_key_rotation_is_followed_and_the_old_key_is_refused(
+    repo: Repo, device: ModelUpdater, model_dir: Path
+) -> None:
+    from ota.repository import rotate_key
+
+    assert rotate_key(repo.folder, "targets") == 2
+    assert rotate_key(repo.folder, "root") == 3
+    assert rotate_key(repo.folder, "timestamp") == 4
+    new = repo.make("1.1.0", model_dir / MODEL, model_dir / LABELS)
+    assert device.update(new.target_name).version == "1.1.0"  # the device walked roots 2, 3, 4
+    assert json.loads((device.root / "metadata" / "root.json").read_text())["signed"]["version"] == 4
+    # Someone who kept the retired targets key signs a target of their own: refused.
+    retired = (repo.folder / "keys").glob("targets.pem.retired-*")
+    from cryptography.hazmat.primitives import serialization
+
+    old = CryptoSigner(serialization.load_pem_private_key(next(retired).read_bytes(), password=None))  # type: ignore[arg-type]
+    evil = repo.make("1.2.0", model_dir / MODEL, model_dir / LABELS)
+    meta = repo.folder / "metadata"
+    targets = Metadata.from_file(str(meta / "targets.json"))
+    targets.sign(old)
+    for name in (f"{targets.signed.version}.targets.json", "targets.json"):
+        targets.to_file(str(meta / name))
+    with pytest.raises(UpdateError, match="UnsignedMetadataError"):
+        device.update(evil.target_name)
