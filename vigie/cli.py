@@ -126,7 +126,9 @@ def _build_parser() -> argparse.ArgumentParser:
         description="Vigie: a public-tranquillity observatory. Edge agents count objects per zone "
         "on the device and send only anonymised counts; the hub stores and serves them.",
         epilog="Start here:\n  vigie demo                 broker + hub + two agents on street footage\n"
-        "  vigie edge run --help      run one agent\n  vigie hub serve --help     run the hub\n",
+        "  vigie edge run --help      run one agent\n"
+        "  vigie hub serve --help     run the hub (dashboard at /dashboard/)\n"
+        "  vigie ota --help           signed model updates and rollout campaigns\n",
     )
     parser.add_argument("--version", action="version", version=f"vigie {__version__}")
     parser.add_argument(
@@ -260,7 +262,12 @@ def _build_parser() -> argparse.ArgumentParser:
     validate.add_argument("paths", type=Path, nargs="+", help="YAML files.")
 
     # -- hub ------------------------------------------------------------------------
-    hub = sub.add_parser("hub", help="The hub.", description="The hub: ingest, store, REST API.")
+    hub = sub.add_parser(
+        "hub",
+        help="The hub.",
+        description="The hub: ingest and store, enrolment, city data fusion and learning, users and audit, "
+        "the REST API and the dashboard.",
+    )
     hub_sub = hub.add_subparsers(dest="hub_command", metavar="ACTION", required=True)
     serve = hub_sub.add_parser(
         "serve",
