@@ -39,11 +39,13 @@ class OtaListener:
         repo_url: str,
         *,
         agent_pid_file: Path | None = None,
+        crash_watch_s: float = 20.0,
     ) -> None:
         self.site, self.device = site, device
         self.repo_url = repo_url
         self.ota_dir = ota_dir
         self.agent_pid_file = agent_pid_file
+        self.crash_watch_s = crash_watch_s
         self.commands: queue.Queue[wire.OtaCommand] = queue.Queue()
         self.client = make_client(broker, f"vigie-ota-{site}-{device}", clean_session=False)
         self.client.on_connect = self._on_connect
@@ -78,13 +80,28 @@ class OtaListener:
             wire.topic(self.site, self.device, wire.Channel.OTA_STATE), wire.encode(state), qos=1
         )
 
-    def _reload_agent(self) -> None:
-        if self.agent_pid_file is None:
-            return
+    def _agent_pid(self) -> int | None:
         try:
-            os.kill(int(self.agent_pid_file.read_text().strip()), signal.SIGHUP)
-        except (OSError, ValueError) as exc:
+            return int(self.agent_pid_file.read_text().strip()) if self.agent_pid_file else None
+        except (OSError, ValueError):
+            return None
+
+    def _reload_agent(self) -> bool:
+        """SIGHUP the agent, then watch it: False when it died or was restarted (a crash loop)."""
+        pid = self._agent_pid()
+        if pid is None:
+            return True
+        try:
+            os.kill(pid, signal.SIGHUP)
+        except OSError as exc:
             log.warning("agent not reloaded", extra={"error": str(exc)})
+            return True
+        deadline = time.monotonic() + self.crash_watch_s
+        while time.monotonic() < deadline:
+            time.sleep(0.2)
+            if not _alive(pid) or self._agent_pid() != pid:
+                return False
+        return True
 
     def handle(self, command: wire.OtaCommand) -> None:
         updater = ModelUpdater(
@@ -108,7 +125,12 @@ class OtaListener:
                 self._report(command.campaign, "installed", model=current.ref)  # already there: idempotent
                 return
             manifest = updater.update(command.target)
-            self._reload_agent()
+            if not self._reload_agent():
+                back = updater.revert()
+                self._reload_agent()
+                why = f"the agent stopped after switching to {manifest.ref} (crash); back on {back.ref}"
+                self._report(command.campaign, "failed", model=back.ref, reason=why)
+                return
             self._report(
                 command.campaign,
                 "installed",
@@ -134,3 +156,15 @@ class OtaListener:
         finally:
             self.client.loop_stop()
             self.client.disconnect()
+
+
+def _alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie counts as gone)."""
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except (OSError, IndexError):
+        return True

@@ -130,6 +130,12 @@ def add_update_command(edge_sub: Any, broker_options: Any = None) -> None:
     listen.add_argument("--repo", required=True, help="Base URL of the hub's TUF repository (…/ota).")
     listen.add_argument("--ota-dir", type=Path, default=Path("/var/lib/vigie/ota"))
     listen.add_argument(
+        "--crash-watch",
+        type=float,
+        default=20.0,
+        help="Seconds the agent must survive a switch before the update counts (default 20).",
+    )
+    listen.add_argument(
         "--agent-pid-file", type=Path, default=None, help="The agent's pid file (`edge run --pid-file`)."
     )
     if broker_options is not None:
@@ -153,6 +159,7 @@ def _listen(args: argparse.Namespace) -> int:
         args.ota_dir,
         args.repo,
         agent_pid_file=args.agent_pid_file,
+        crash_watch_s=args.crash_watch,
     )
     listener.run(stop)
     return 0

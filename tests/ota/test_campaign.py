@@ -139,6 +139,8 @@ def test_campaign_through_waves_then_a_bad_model_halts_at_the_canary(
                             str(pid_file),
                             "--broker",
                             broker_arg,
+                            "--crash-watch",
+                            "2",
                         ),
                         stdout=log,
                         stderr=subprocess.STDOUT,

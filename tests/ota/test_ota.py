@@ -374,3 +374,34 @@ def test_key_rotation_is_followed_and_the_old_key_is_refused(
         targets.to_file(str(meta / name))
     with pytest.raises(UpdateError, match="UnsignedMetadataError"):
         device.update(evil.target_name)
+
+
+def test_an_agent_that_dies_after_the_switch_sends_the_device_back(
+    repo: Repo, device: ModelUpdater, model_dir: Path, tmp_path: Path
+) -> None:
+    """Crash watch: `sleep` dies of the SIGHUP meant to reload it, as an agent crashing on the new model."""
+    from edge.ota_listener import OtaListener
+    from vigie import wire
+    from vigie.mqtt import BrokerConfig
+
+    new = repo.make("1.1.0", model_dir / MODEL, model_dir / LABELS)
+    victim = subprocess.Popen(["sleep", "600"])
+    pid_file = tmp_path / "agent.pid"
+    pid_file.write_text(str(victim.pid))
+    listener = OtaListener(BrokerConfig(), "port", "cam-1", device.root, repo.url, agent_pid_file=pid_file,
+                           crash_watch_s=3)  # fmt: skip
+    reports: list[tuple[str, dict[str, Any]]] = []
+    listener._report = lambda campaign, step, **f: reports.append((step, f))  # type: ignore[method-assign]
+    command = wire.OtaCommand(
+        site="port", device="cam-1", ts=int(time.time()), campaign="c1", action="install",
+        target=new.target_name, version="1.1.0",
+    )  # fmt: skip
+    try:
+        listener.handle(command)
+    finally:
+        victim.kill()
+        victim.wait()
+    step, fields = reports[-1]
+    assert step == "failed"
+    assert "the agent stopped after switching to ssd-coco@1.1.0" in fields["reason"]
+    assert device.current_manifest().version == "1.0.0"  # type: ignore[union-attr]
