@@ -1,0 +1,182 @@
+"""Fuzzing the parsers that take outside input: a clear error every time, never a crash or a hang.
+
+(The wire decoder has its own in tests/test_wire.py.) Each property feeds random or
+mutated input and accepts only the documented error type.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from hub.fusion.connectors import CONNECTORS
+from hub.fusion.observation import ImportReport, load_mapping
+from ota.bundle import BundleError, unpack
+from tests.conftest import ROOT
+from vigie.exceptions import ConfigError
+
+MAPPINGS = ROOT / "hub" / "fusion" / "mappings"
+FUZZ = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+_cell = st.one_of(
+    st.text(max_size=30),
+    st.sampled_from(
+        [
+            "2026-06-12T22:15:00+02:00",
+            "2026-02-30",
+            "43.29",
+            "5.37",
+            "vol",
+            "tapage",
+            "",
+            "NaN",
+            "1e309",
+            "-0",
+            "../../etc/passwd",
+            "Marie Durand 06 12 34 56 78",
+        ]
+    ),
+)
+
+
+@FUZZ
+@given(
+    source=st.sampled_from(["police", "parks", "presence", "hospital"]),
+    rows=st.lists(st.lists(_cell, min_size=0, max_size=10), max_size=12),
+)
+def test_connectors_report_bad_rows_and_never_crash(
+    tmp_path_factory: object, source: str, rows: list[list[str]]
+) -> None:
+    mapping = load_mapping(
+        MAPPINGS
+        / {
+            "police": "main_courante.yaml",
+            "parks": "parks_reports.yaml",
+            "presence": "operator_presence.yaml",
+            "hospital": "hospital_admissions.yaml",
+        }[source]
+    )
+    header = {
+        "police": ["date_heure", "categorie", "initiative", "lat", "lon", "adresse", "resume", "personnes"],
+        "parks": ["date", "type", "lat", "lon", "agent", "commentaire"],
+        "presence": ["cell", "hour", "devices"],
+        "hospital": ["day", "area", "category", "admissions"],
+    }[source]
+    folder = Path(str(tmp_path_factory.mktemp("fuzz")))  # type: ignore[attr-defined]
+    path = folder / "input.csv"
+    import csv
+
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(header)
+        w.writerows(rows)
+    report = ImportReport(source, "input.csv")
+    observations = list(CONNECTORS[source].read(path, mapping, report))
+    assert report.rows == len(rows)
+    assert len(observations) + report.rejected == report.rows
+    for error in report.errors:
+        assert error.row >= 1
+        assert error.field
+        assert "Marie Durand" not in error.reason
+
+
+@FUZZ
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=20),
+        lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=12), kids, max_size=6),
+        max_leaves=25,
+    )
+)
+def test_mapping_and_site_files_fail_with_a_config_error(tmp_path_factory: object, data: object) -> None:
+    from edge.config import load_agent_config
+
+    folder = Path(str(tmp_path_factory.mktemp("cfg")))  # type: ignore[attr-defined]
+    path = folder / "file.yaml"
+    path.write_text(yaml.safe_dump(data))
+    for load in (lambda: load_mapping(path), lambda: load_agent_config(path, "cam-1")):
+        message = ""
+        try:
+            load()
+        except ConfigError as exc:  # the only error allowed; it names the file
+            message = str(exc)
+        assert not message or str(path) in message or "mapping" in message
+
+
+_member = st.tuples(
+    st.sampled_from(
+        [
+            "manifest.json",
+            "model.tflite",
+            "labels.txt",
+            "../x",
+            "/abs",
+            "a/b",
+            "ok.bin",
+            "",
+            ".",
+            "ünïcode",
+            "x" * 200,
+        ]
+    ),
+    st.binary(max_size=64),
+    st.sampled_from([tarfile.REGTYPE, tarfile.SYMTYPE, tarfile.LNKTYPE, tarfile.DIRTYPE, tarfile.CHRTYPE]),
+)
+
+
+@FUZZ
+@given(members=st.lists(_member, max_size=6), manifest=st.booleans())
+def test_bundle_unpacking_refuses_everything_odd(
+    tmp_path_factory: object, members: list[tuple[str, bytes, bytes]], manifest: bool
+) -> None:
+    folder = Path(str(tmp_path_factory.mktemp("bundle")))  # type: ignore[attr-defined]
+    bundle = folder / "b.tar"
+    with tarfile.open(bundle, "w") as tar:
+        if manifest:
+            body = json.dumps(
+                {
+                    "model_id": "m",
+                    "version": "1.0.0",
+                    "model_file": "model.tflite",
+                    "labels_file": "labels.txt",
+                    "input": {"width": 8, "height": 8},
+                    "profiles": ["rpi5"],
+                    "files": {},
+                }
+            ).encode()
+            info = tarfile.TarInfo("manifest.json")
+            info.size = len(body)
+            tar.addfile(info, io.BytesIO(body))
+        for name, data, kind in members:
+            if not name:
+                continue
+            info = tarfile.TarInfo(name)
+            info.type = kind
+            if kind == tarfile.REGTYPE:
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+            else:
+                info.linkname = "/etc/shadow"
+                tar.addfile(info)
+    out = folder / "out"
+    with contextlib.suppress(BundleError):
+        unpack(bundle, out)
+    # Whatever happened, nothing was written outside the output folder.
+    written = {p.relative_to(folder).parts[0] for p in folder.rglob("*")}
+    assert written <= {"b.tar", "out"}
+
+
+@FUZZ
+@given(st.binary(max_size=2048))
+def test_random_bytes_as_a_bundle(tmp_path_factory: object, data: bytes) -> None:
+    folder = Path(str(tmp_path_factory.mktemp("raw")))  # type: ignore[attr-defined]
+    (folder / "b.tar").write_bytes(data)
+    with contextlib.suppress(BundleError):
+        unpack(folder / "b.tar", folder / "out")
