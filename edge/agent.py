@@ -64,18 +64,28 @@ class AgentControl:
 
 def build_detector(config: AgentConfig) -> Detector:
     """Load and verify the configured model (tiled when asked); the OTA live slot wins when there is one."""
-    if config.ota_dir is not None and (config.ota_dir / "current" / "manifest.json").is_file():
-        return _ota_detector(config, config.ota_dir / "current")
-    manifest = model_store.load_manifest(config.model)
-    model_path, labels_path = model_store.locate(manifest, config.model_dir)
+    slot = _ota_live(config)
+    if slot is not None and (slot / "manifest.json").is_file():
+        # The live OTA slot: verified by TUF and smoke-tested before it went live.
+        from ota.bundle import BundleManifest
+
+        bundle = BundleManifest.model_validate_json((slot / "manifest.json").read_text())
+        model_path, labels_path, ref = slot / bundle.model_file, slot / bundle.labels_file, bundle.ref
+        min_score, class_scores, output = bundle.min_score, None, bundle.output
+        log.info("model from the OTA slot", extra={"model": ref, "slot": slot.name})
+    else:
+        manifest = model_store.load_manifest(config.model)
+        model_path, labels_path = model_store.locate(manifest, config.model_dir)
+        ref, min_score, class_scores = manifest.ref, manifest.default_min_score, manifest.class_scores
+        output = manifest.output.kind
     detector: Detector = LiteRTDetector(
         model_path,
         model_store.read_labels(labels_path),
-        model_ref=manifest.ref,
+        model_ref=ref,
         threads=config.threads,
-        min_score=manifest.default_min_score,
-        class_scores=manifest.class_scores,
-        output=manifest.output.kind,
+        min_score=min_score,
+        class_scores=class_scores,
+        output=output,
         runtime=config.runtime,
         delegate=config.delegate,
     )
@@ -89,27 +99,6 @@ def _ota_live(config: AgentConfig) -> Path | None:
     if config.ota_dir is None or not (config.ota_dir / "current").exists():
         return None
     return (config.ota_dir / "current").resolve()
-
-
-def _ota_detector(config: AgentConfig, slot: Path) -> Detector:
-    """The detector of the OTA live slot (verified by TUF and smoke-tested before it went live)."""
-    from ota.bundle import BundleManifest
-
-    bundle = BundleManifest.model_validate_json((slot / "manifest.json").read_text())
-    detector: Detector = LiteRTDetector(
-        slot.resolve() / bundle.model_file,
-        model_store.read_labels(slot.resolve() / bundle.labels_file),
-        model_ref=bundle.ref,
-        threads=config.threads,
-        min_score=bundle.min_score,
-        output=bundle.output,
-        runtime=config.runtime,
-        delegate=config.delegate,
-    )
-    log.info("model from the OTA slot", extra={"model": bundle.ref, "slot": slot.resolve().name})
-    if config.tiles > 1:
-        detector = TiledDetector(detector, config.tiles)
-    return detector
 
 
 class _Pipeline:

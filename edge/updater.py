@@ -212,7 +212,17 @@ class ModelUpdater:
 
         before = self.current_manifest()
         slot = self._other_slot()
-        self._set(step="download", target=target, slot=slot.name, previous=before.ref if before else None)
+        previous_slot = self.current_slot()
+        step = {"target": target, "slot": slot.name, "previous": before.ref if before else None,
+                "previous_slot": previous_slot.name if previous_slot else None}  # fmt: skip
+
+        def abandon(failed: str, message: str) -> UpdateError:
+            """Drop the half-made slot, record why, stay on the live model."""
+            shutil.rmtree(slot, ignore_errors=True)
+            self._set(step="idle", version=before.ref if before else None, failed=failed)
+            return UpdateError(message)
+
+        self._set(step="download", **step)
         try:
             updater = Updater(
                 metadata_dir=str(self.root / "metadata"),
@@ -231,60 +241,37 @@ class ModelUpdater:
         except (RepositoryError, DownloadError, OSError) as exc:
             if isinstance(exc, RepositoryError):
                 self.fetcher.discard()  # a partial that fails verification is never resumed again
-            self._set(step="idle", version=before.ref if before else None, failed=f"download: {exc}")
-            raise UpdateError(
-                f"{target}: refused by TUF verification or unreachable: {type(exc).__name__}: {exc}"
+            reason = f"{type(exc).__name__}: {exc}"
+            raise abandon(
+                f"download: {exc}", f"{target}: refused by TUF verification or unreachable: {reason}"
             ) from exc
 
-        self._set(step="unpack", target=target, slot=slot.name, previous=before.ref if before else None)
+        self._set(step="unpack", **step)
         shutil.rmtree(slot, ignore_errors=True)
         try:
             manifest = unpack(path, slot)
         except BundleError as exc:
-            shutil.rmtree(slot, ignore_errors=True)
-            self._set(step="idle", version=before.ref if before else None, failed=f"unpack: {exc}")
-            raise UpdateError(str(exc)) from exc
+            raise abandon(f"unpack: {exc}", str(exc)) from exc
         if before is not None and _version(manifest.version) <= _version(before.version):
-            shutil.rmtree(slot, ignore_errors=True)
-            self._set(
-                step="idle", version=before.ref, failed=f"{manifest.ref} is not newer than {before.ref}"
-            )
-            raise UpdateError(
-                f"{manifest.ref} is not newer than the installed {before.ref}: refused (downgrade)"
-            )
+            why = f"{manifest.ref} is not newer than the installed {before.ref}"
+            raise abandon(why, f"{why}: refused (downgrade)")
 
-        self._set(step="smoke", target=target, slot=slot.name, previous=before.ref if before else None)
+        self._set(step="smoke", **step)
         result = self.smoke(slot, manifest)
         if result.ok:
-            drift = detection_drift(slot, manifest, self.current_slot(), before)
-            result = SmokeResult(True, result.latency_ms, drift=drift)
-        if not result.ok:
-            shutil.rmtree(slot, ignore_errors=True)
-            self._set(step="idle", version=before.ref if before else None, failed=f"smoke: {result.reason}")
-            raise UpdateError(f"{manifest.ref} failed its smoke test: {result.reason}")
+            result = SmokeResult(
+                True, result.latency_ms, drift=detection_drift(slot, manifest, previous_slot, before)
+            )
+        else:
+            raise abandon(f"smoke: {result.reason}", f"{manifest.ref} failed its smoke test: {result.reason}")
 
-        previous_slot = self.current_slot()
-        self._set(
-            step="switch",
-            target=target,
-            slot=slot.name,
-            previous=before.ref if before else None,
-            previous_slot=previous_slot.name if previous_slot else None,
-            latency_ms=result.latency_ms,
-        )
+        self._set(step="switch", latency_ms=result.latency_ms, **step)
         self._point_current(slot)
-        self._set(
-            step="confirm",
-            target=target,
-            slot=slot.name,
-            previous=before.ref if before else None,
-            previous_slot=previous_slot.name if previous_slot else None,
-        )
+        self._set(step="confirm", **step)
         if not self.health(slot, manifest):
             self._rollback(previous_slot, f"{manifest.ref} failed its check after the switch")
-            raise UpdateError(
-                f"{manifest.ref} failed after the switch; rolled back to {before.ref if before else 'none'}"
-            )
+            back = before.ref if before else "none"
+            raise UpdateError(f"{manifest.ref} failed after the switch; rolled back to {back}")
         self._set(step="idle", version=manifest.ref, latency_ms=result.latency_ms, drift=result.drift)
         return manifest
 

@@ -39,6 +39,9 @@ class CampaignStore:
         self.table = self.db.table("campaigns")
         self._lock = threading.Lock()
 
+    def close(self) -> None:
+        self.db.close()
+
     def create(
         self,
         target: str,

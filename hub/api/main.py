@@ -131,6 +131,8 @@ def create_app(settings: HubSettings | None = None) -> FastAPI:
             if ingestor is not None:
                 ingestor.stop()
             store.close()
+            if getattr(app.state, "campaigns", None) is not None:
+                app.state.campaigns.close()
 
     app = FastAPI(
         title="Vigie hub",

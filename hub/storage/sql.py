@@ -406,28 +406,27 @@ class SqlStore:
             )
             if cur.fetchone() is None:
                 return False
-            rows = [(r.zone, r.hour, r.source, r.category, r.n, r.span_h) for r in cube]
-            for i in range(0, len(rows), _INSERT_CHUNK):
-                cur.executemany(
-                    self._sql(
-                        "INSERT INTO cube (zone, hour, source, category, n, span_h) VALUES (?,?,?,?,?,?)"
-                        " ON CONFLICT (zone, hour, source, category) DO UPDATE SET n = cube.n + excluded.n"
-                    ),
-                    rows[i : i + _INSERT_CHUNK],
-                )
+            self._upsert_cube(cur, cube, "cube.n + excluded.n")
         return True
 
     def replace_cube(self, rows: Sequence[CubeRow]) -> None:
-        values = [(r.zone, r.hour, r.source, r.category, r.n, r.span_h) for r in rows]
         with self._tx() as cur:
-            for i in range(0, len(values), _INSERT_CHUNK):
-                cur.executemany(
-                    self._sql(
-                        "INSERT INTO cube (zone, hour, source, category, n, span_h) VALUES (?,?,?,?,?,?)"
-                        " ON CONFLICT (zone, hour, source, category) DO UPDATE SET n = excluded.n"
-                    ),
-                    values[i : i + _INSERT_CHUNK],
-                )
+            self._upsert_cube(cur, rows, "excluded.n")
+
+    def _upsert_cube(self, cur: Any, rows: Sequence[CubeRow], new_n: str) -> None:
+        """Insert cube rows; an existing (zone, hour, source, category) gets ``n = new_n``."""
+        values = [(r.zone, r.hour, r.source, r.category, r.n, r.span_h) for r in rows]
+        sql = self._sql(
+            "INSERT INTO cube (zone, hour, source, category, n, span_h) VALUES (?,?,?,?,?,?)"
+            f" ON CONFLICT (zone, hour, source, category) DO UPDATE SET n = {new_n}"
+        )
+        for i in range(0, len(values), _INSERT_CHUNK):
+            cur.executemany(sql, values[i : i + _INSERT_CHUNK])
+
+    def list_zones(self, prefix: str) -> list[str]:
+        """The distinct zone keys of the cube starting with ``prefix`` (``h3:``, ``poly:``)."""
+        rows = self._query("SELECT DISTINCT zone FROM cube WHERE zone LIKE ? ORDER BY zone", (prefix + "%",))
+        return [str(r[0]) for r in rows]
 
     def list_imports(self, limit: int = 100) -> list[dict[str, Any]]:
         rows = self._query(

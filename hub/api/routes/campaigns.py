@@ -12,12 +12,17 @@ router = APIRouter(prefix="/v1/campaigns", tags=["fleet"])
 
 
 def _store(request: Request) -> Any:
+    """The campaign store, opened once per app (it appears when the first campaign is created)."""
+    store = getattr(request.app.state, "campaigns", None)
+    if store is not None:
+        return store
     state = request.app.state.settings.hub_state()
     if state is None or not (state.folder / "campaigns.db").exists():
         return None
     from hub.campaigns import CampaignStore
 
-    return CampaignStore(state.folder / "campaigns.db")
+    request.app.state.campaigns = CampaignStore(state.folder / "campaigns.db")
+    return request.app.state.campaigns
 
 
 @router.get("", summary="OTA campaigns and their progress")

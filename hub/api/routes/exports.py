@@ -43,9 +43,7 @@ def zones(
     limit: Annotated[int, Query(ge=1, le=20_000)] = 5000,
 ) -> JSONResponse:
     """Every zone of this kind present in the cube, with its polygon (WGS84)."""
-    keys = sorted({r["zone"] for r in store.query_cube(CubeQuery(zone_prefix=f"{kind}:", limit=2_000_000))})[
-        :limit
-    ]
+    keys = store.list_zones(f"{kind}:")[:limit]
     polygons = {p.name: p for p in request.app.state.zone_index.polygons}
     features = [
         {"type": "Feature", "id": key, "properties": {"zone": key}, "geometry": geom}
