@@ -23,6 +23,7 @@ from vigie.mqtt import BrokerConfig
 
 __all__ = ["IngestStats", "Ingestor", "classify"]
 
+_OTA_KINDS = (wire.OtaCommand, wire.OtaState)
 log = logging.getLogger(__name__)
 
 
@@ -190,7 +191,7 @@ class Ingestor:
                 heartbeats.append((result, item.received_at))
             elif isinstance(result, wire.Status):
                 statuses.append((result, item.received_at))
-            elif isinstance(result, wire.OtaCommand | wire.OtaState):
+            elif isinstance(result, _OTA_KINDS):
                 # Not subscribed here (the campaign runner reads them); dropped if ever delivered.
                 log.warning("OTA message on the ingest path ignored", extra={"topic": item.topic})
             else:
