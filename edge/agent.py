@@ -28,7 +28,7 @@ from edge.rules import RuleEngine, line_crossings
 from edge.sdnotify import Notifier
 from edge.sensors.config import build_sensor
 from edge.sensors.runner import MeasurementAggregator, SensorRunner
-from edge.sources import Frame, FrameSource, open_source
+from edge.sources import Frame, FrameSource, open_source, redact_url
 from edge.telemetry import LatencyWindow, ProcessMonitor, cpu_temperature_c, disk_free_mb, rss_mb, too_hot
 from edge.tracker import IouTracker
 from edge.zones import count_by_zone
@@ -173,7 +173,7 @@ def run_agent(
     def enqueue(batch: Sequence[wire.Event]) -> None:
         nonlocal events, alerts
         if batch:
-            outbox.put_many((event_topic, wire.encode(e), qos) for e in batch)
+            outbox.put_many((event_topic, wire.encode(e), qos, e.id) for e in batch)
             for e in batch:
                 if isinstance(e, wire.Alert):
                     alerts += 1
@@ -266,13 +266,13 @@ def run_agent(
             "device": config.device,
             "model": detector.model_ref,
             "runtime": getattr(detector, "runtime", "?"),
-            "source": config.source,
+            "source": redact_url(config.source),
             "pending": outbox.depth(),
         },
     )
     link.start()
     sensors.start()
-    notifier.ready(f"analysing {config.source}")
+    notifier.ready(f"analysing {redact_url(config.source)}")
     loop_started: float | None = None
     loop_ended = 0.0
     try:

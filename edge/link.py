@@ -1,5 +1,10 @@
 """The agent's MQTT link: drains the outbox to the broker, with a bounded window in flight.
 
+An event leaves the outbox when the hub's receipt names it (see
+:mod:`edge.outbox`); one the broker acknowledged but no receipt confirmed
+within ``resend_after_s`` is sent again, the wait doubling (up to ten minutes)
+while no receipt comes, so a long hub outage does not become a resend storm.
+
 paho-mqtt 2 silently overwrites queued QoS 1 messages once more than 65,535
 await acknowledgement (message ids wrap), so the link never has more than
 :attr:`MqttLink.max_inflight` messages handed to paho at once; the rest wait
@@ -19,6 +24,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from edge.outbox import Outbox
 from vigie import wire
+from vigie.exceptions import WireError
 from vigie.mqtt import BrokerConfig, make_client
 
 __all__ = ["MqttLink"]
@@ -37,19 +43,26 @@ class MqttLink:
         site: str,
         device: str,
         max_inflight: int = 100,
+        receipts: bool = True,
+        resend_after_s: float = 30.0,
     ) -> None:
         self.broker = broker
         self.outbox = outbox
         self.site = site
         self.device = device
         self.max_inflight = max_inflight
+        self.receipts = receipts
+        self.resend_after_s = resend_after_s
+        self._resend_wait = resend_after_s
         self._status_topic = wire.topic(site, device, wire.Channel.STATUS)
+        self._receipt_topic = wire.topic(site, device, wire.Channel.RECEIPT)
         self._client = make_client(broker, client_id=f"vigie-{site}-{device}")
         self._client.max_inflight_messages_set(max_inflight)
         self._client.will_set(self._status_topic, self._status_payload("offline"), qos=1, retain=True)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_publish = self._on_publish
+        self._client.on_message = self._on_message
         self._lock = threading.Lock()
         self._inflight: dict[int, int] = {}  # paho mid -> outbox rowid
         self._early: dict[int, float] = {}  # acks seen before their mid was recorded
@@ -58,6 +71,8 @@ class MqttLink:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._pump, name="outbox-pump", daemon=True)
         self.published = 0
+        self.confirmed = 0
+        self.resent = 0
 
     def _status_payload(self, state: str) -> bytes:
         msg = wire.Status(site=self.site, device=self.device, ts=int(time.time()), state=state)  # type: ignore[arg-type]
@@ -123,6 +138,8 @@ class MqttLink:
             log.warning("broker refused connection", extra={"reason": str(reason)})
             return
         log.info("connected to broker", extra={"host": self.broker.host, "port": self.broker.port})
+        if self.receipts:
+            client.subscribe(self._receipt_topic, qos=wire.QOS[wire.Channel.RECEIPT])
         client.publish(self._status_topic, self._status_payload("online"), qos=1, retain=True)
         self._connected.set()
         self._wake.set()
@@ -148,8 +165,30 @@ class MqttLink:
         if rowid is not None:
             self._acked(rowid)
 
+    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        if message.topic != self._receipt_topic:
+            return
+        try:
+            receipt = wire.decode(bytes(message.payload), wire.Channel.RECEIPT)
+        except WireError as exc:
+            log.warning("receipt refused", extra={"field": exc.field, "reason": exc.reason})
+            return
+        if not isinstance(receipt, wire.Receipt) or (receipt.site, receipt.device) != (
+            self.site,
+            self.device,
+        ):
+            log.warning("receipt for another device ignored", extra={"topic": message.topic})
+            return
+        removed = self.outbox.confirm(receipt.ids)
+        self.confirmed += removed
+        self._resend_wait = self.resend_after_s  # the hub is back: resend promptly next time
+        self._wake.set()
+
     def _acked(self, rowid: int) -> None:
-        self.outbox.ack([rowid])
+        if self.receipts:
+            self.outbox.mark_sent([rowid], time.monotonic())
+        else:
+            self.outbox.ack([rowid])
         self.published += 1
         self._wake.set()
 
@@ -163,7 +202,18 @@ class MqttLink:
             with self._lock:
                 busy = list(self._inflight.values())
             room = self.max_inflight - len(busy)
-            for item in self.outbox.peek(room, exclude=busy):
+            resend_before = time.monotonic() - self._resend_wait if self.receipts else None
+            items = self.outbox.peek(room, exclude=busy, resend_before=resend_before)
+            again = sum(1 for item in items if item.sent is not None)
+            if again:
+                # No receipt in time: the broker lost them, or the hub is down or behind.
+                self.resent += again
+                log.warning(
+                    "no receipt from the hub; sending again",
+                    extra={"messages": again, "waited_s": round(self._resend_wait)},
+                )
+                self._resend_wait = min(self._resend_wait * 2, 600.0)
+            for item in items:
                 if not self._connected.is_set():
                     break
                 # Not under self._lock: paho calls _on_publish holding its own lock.

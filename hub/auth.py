@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-import threading
 import time
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -22,6 +21,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import OAuth2PasswordBearer
 
+from hub.ratelimit import RateLimiter
 from hub.storage import Store
 
 __all__ = ["ROLES", "SCOPES", "Principal", "issue_token", "require", "verify_password"]
@@ -86,28 +86,6 @@ class Principal:
     role: str
     scopes: frozenset[str]
     token_hash: str
-
-
-class RateLimiter:
-    """A token bucket per API token: ``rate`` requests a second, bursts up to ``burst``."""
-
-    def __init__(self, rate: float, burst: int) -> None:
-        self.rate = rate
-        self.burst = burst
-        self._buckets: dict[str, tuple[float, float]] = {}
-        self._lock = threading.Lock()
-
-    def allow(self, key: str) -> tuple[bool, float]:
-        """(allowed, seconds to wait when not)."""
-        now = time.monotonic()
-        with self._lock:
-            tokens, last = self._buckets.get(key, (float(self.burst), now))
-            tokens = min(self.burst, tokens + (now - last) * self.rate)
-            if tokens >= 1:
-                self._buckets[key] = (tokens - 1, now)
-                return True, 0.0
-            self._buckets[key] = (tokens, now)
-            return False, (1 - tokens) / self.rate
 
 
 oauth2 = OAuth2PasswordBearer(tokenUrl="/v1/auth/token", auto_error=False, scopes=SCOPES)

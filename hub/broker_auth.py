@@ -35,12 +35,13 @@ def render_acl(hub_user: str = "vigie-hub") -> str:
         f"topic read {wire.TOPIC_ROOT}/#",
         f"topic write {wire.TOPIC_ROOT}/+/+/{wire.Channel.OTA.value}",
         f"topic write {wire.TOPIC_ROOT}/+/+/{wire.Channel.CMD.value}",
+        f"topic write {wire.TOPIC_ROOT}/+/+/{wire.Channel.RECEIPT.value}",
         "",
         "# Devices: username '<site>/<device>', confined to vigie/v1/<site>/<device>/...",
     ]
     for channel in (wire.Channel.EVENT, wire.Channel.HEARTBEAT, wire.Channel.STATUS, wire.Channel.OTA_STATE):
         lines.append(f"pattern write {wire.TOPIC_ROOT}/%u/{channel.value}")
-    for channel in (wire.Channel.OTA, wire.Channel.CMD):
+    for channel in (wire.Channel.OTA, wire.Channel.CMD, wire.Channel.RECEIPT):
         lines.append(f"pattern read {wire.TOPIC_ROOT}/%u/{channel.value}")
     return "\n".join(lines) + "\n"
 
@@ -58,6 +59,7 @@ def render_device_acl(devices: Iterable[tuple[str, str]], hub_user: str = "vigie
         f"topic read {wire.TOPIC_ROOT}/#",
         f"topic write {wire.TOPIC_ROOT}/+/+/{wire.Channel.OTA.value}",
         f"topic write {wire.TOPIC_ROOT}/+/+/{wire.Channel.CMD.value}",
+        f"topic write {wire.TOPIC_ROOT}/+/+/{wire.Channel.RECEIPT.value}",
     ]
     for site, device in sorted(devices):
         user = device_username(site, device)
@@ -69,7 +71,7 @@ def render_device_acl(devices: Iterable[tuple[str, str]], hub_user: str = "vigie
             wire.Channel.OTA_STATE,
         ):
             lines.append(f"topic write {wire.TOPIC_ROOT}/{user}/{channel.value}")
-        for channel in (wire.Channel.OTA, wire.Channel.CMD):
+        for channel in (wire.Channel.OTA, wire.Channel.CMD, wire.Channel.RECEIPT):
             lines.append(f"topic read {wire.TOPIC_ROOT}/{user}/{channel.value}")
     return "\n".join(lines) + "\n"
 

@@ -61,6 +61,11 @@ def render_mosquitto_conf(layout: BrokerLayout, pki: Path) -> str:
         "persistence true",
         f"persistence_location {f / 'data'}/",
         "max_inflight_messages 100",
+        # Bounded memory for a hub that is behind; what overflows is sent again by the
+        # devices, whose outboxes keep every event until the hub's receipt.
+        "max_queued_messages 100000",
+        # A wire message is at most 8 KiB: a bigger packet is refused at the broker.
+        "max_packet_size 16384",
         "",
         "# Devices: mutual TLS; the certificate's CN (site/device) is the MQTT username.",
         f"listener {layout.tls_port} {layout.tls_bind}",

@@ -50,6 +50,10 @@ class HubSettings(BaseModel):
     k: int = Field(default=5, ge=1, description="Aggregates under k are suppressed in every API answer.")
     token_ttl_s: float = Field(default=8 * 3600, gt=0, description="Lifetime of a login token.")
     rate: float = Field(default=20.0, gt=0, description="Requests per second per token (burst 4× that).")
+    device_rate: float = Field(
+        default=100.0, gt=0, description="MQTT messages per second per device on ingest (excess not stored)."
+    )
+    device_burst: int = Field(default=10_000, ge=1, description="Messages a device may send in one burst.")
     zones: Path | None = Field(default=None, description="GeoJSON of named areas (quartiers) for maps.")
     zones_name: str = Field(default="nom_qua", description="Its property holding each area's name.")
     h3_resolution: int = Field(default=8, ge=0, le=15, description="H3 resolution of the cube's cells.")
@@ -95,6 +99,8 @@ class HubSettings(BaseModel):
             fusion_every_s=float(env.get("VIGIE_HUB_FUSION_EVERY", "60")),
             token_ttl_s=float(env.get("VIGIE_HUB_TOKEN_TTL", str(8 * 3600))),
             rate=float(env.get("VIGIE_HUB_RATE", "20")),
+            device_rate=float(env.get("VIGIE_HUB_DEVICE_RATE", "100")),
+            device_burst=int(env.get("VIGIE_HUB_DEVICE_BURST", "10000")),
             zones=Path(env["VIGIE_HUB_ZONES"]) if env.get("VIGIE_HUB_ZONES") else None,
             zones_name=env.get("VIGIE_HUB_ZONES_NAME", "nom_qua"),
             h3_resolution=int(env.get("VIGIE_HUB_H3_RES", "8")),

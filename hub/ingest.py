@@ -1,5 +1,10 @@
 """MQTT ingest: subscribe, validate, store in batches, acknowledge only after the commit.
 
+After the commit each device also gets a *receipt* naming its events now in
+the store (or quarantined): the device's outbox keeps every event until then,
+because the broker's own acknowledgement does not survive a broker crash or a
+full broker queue (see :mod:`edge.outbox`).
+
 A QoS 1 message is PUBACKed only once its batch is committed, so a hub killed
 mid-batch gets the messages again from the broker (persistent session), and
 the store's idempotent insert drops any that did make it. The MQTT side is
@@ -15,15 +20,17 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 
-from hub.mqtt_receiver import Delivery, LeanSubscriber
+from hub.mqtt_receiver import BatchResult, Delivery, LeanSubscriber
+from hub.ratelimit import RateLimiter
 from hub.storage import QuarantineRecord, Store
 from vigie import wire
 from vigie.exceptions import VigieError, WireError
 from vigie.mqtt import BrokerConfig
 
-__all__ = ["IngestStats", "Ingestor", "classify"]
+__all__ = ["IngestStats", "Ingestor", "classify", "receipts"]
 
-_OTA_KINDS = (wire.OtaCommand, wire.OtaState)
+# Hub -> device kinds and OTA progress (read by the campaign runner), never stored here.
+_NOT_INGESTED = (wire.OtaCommand, wire.OtaState, wire.Receipt)
 log = logging.getLogger(__name__)
 
 
@@ -45,6 +52,18 @@ def classify(topic: str, payload: bytes, received_at: float) -> wire.Message | Q
         return QuarantineRecord(topic, site, device, exc.field, exc.reason, payload, received_at)
 
 
+def receipts(settled: dict[tuple[str, str], list[str]], ts: int) -> list[tuple[str, bytes]]:
+    """One receipt message (or several, of at most RECEIPT_MAX_IDS ids) per device (pure)."""
+    out: list[tuple[str, bytes]] = []
+    n = wire.RECEIPT_MAX_IDS
+    for (site, device), ids in settled.items():
+        topic = wire.topic(site, device, wire.Channel.RECEIPT)
+        for i in range(0, len(ids), n):
+            msg = wire.Receipt(site=site, device=device, ts=ts, ids=ids[i : i + n])
+            out.append((topic, wire.encode(msg)))
+    return out
+
+
 @dataclass
 class IngestStats:
     """Counters exposed at /healthz."""
@@ -55,6 +74,7 @@ class IngestStats:
     heartbeats: int = 0
     statuses: int = 0
     quarantined: int = 0
+    rate_limited: int = 0
     batches: int = 0
     last_error: str | None = None
     started_at: float = field(default_factory=time.time)
@@ -72,6 +92,8 @@ class Ingestor:
         batch_size: int = 500,
         batch_delay_s: float = 0.2,
         share_group: str | None = None,
+        device_rate: float = 100.0,
+        device_burst: int = 10_000,
     ) -> None:
         if share_group and broker.protocol != "5":
             raise VigieError(
@@ -81,6 +103,11 @@ class Ingestor:
         self.broker = broker
         self.store = store
         self.stats = IngestStats()
+        # One device flooding (a bug, a stolen key) must not starve the others. What the
+        # limit refuses is acknowledged but neither stored nor receipted: an honest device
+        # sends it again later (its outbox keeps it); a flooder's excess is gone.
+        self._limiter = RateLimiter(device_rate, device_burst)
+        self._limited_logged: dict[str, float] = {}
         self._share_group = share_group
         filters = [
             wire.subscription(c, share_group)
@@ -150,12 +177,12 @@ class Ingestor:
                 log.warning("broker unreachable; retrying", extra={"reason": why})
             self._connected.clear()
 
-    def _on_batch(self, batch: list[Delivery]) -> bool:
-        """Called from a worker thread; True once stored (the subscriber then acknowledges)."""
+    def _on_batch(self, batch: list[Delivery]) -> BatchResult:
+        """Called from a worker thread; the receipts once stored (the subscriber then acknowledges)."""
         return self._write_until_stored(batch)
 
-    def _write_until_stored(self, batch: list[Delivery]) -> bool:
-        """Write the batch, retrying with backoff while the store fails; False only when stopping.
+    def _write_until_stored(self, batch: list[Delivery]) -> BatchResult:
+        """Write the batch, retrying with backoff while the store fails; None only when stopping.
 
         A QoS 1 message the hub has not acknowledged is redelivered by the broker only when the
         session reconnects, so a failed batch must be retried here, never dropped.
@@ -163,26 +190,41 @@ class Ingestor:
         delay = 0.1
         while True:
             try:
-                self._write(batch)
-                return True
+                return self._write(batch)
             except Exception as exc:  # the store failed (down, deadlock, disk full): keep the batch
                 self.stats.last_error = f"{type(exc).__name__}: {exc}"
                 log.warning(
                     "batch write failed; retrying", extra={"error": self.stats.last_error, "retry_s": delay}
                 )
                 if self._stop.wait(delay):
-                    return False
+                    return None
                 delay = min(delay * 2, 10.0)
 
-    def _write(self, batch: list[Delivery]) -> None:
+    def _write(self, batch: list[Delivery]) -> list[tuple[str, bytes]]:
         events: list[wire.Event] = []
+        settled: dict[tuple[str, str], list[str]] = {}  # (site, device) -> ids to receipt
         bad: list[QuarantineRecord] = []
         heartbeats: list[tuple[wire.Heartbeat, float]] = []
         statuses: list[tuple[wire.Status, float]] = []
+        limited = 0
+        mono = time.monotonic()
         for item in batch:
+            who = item.topic[: item.topic.rfind("/")]  # vigie/v1/<site>/<device>
+            if not self._limiter.allow(who, mono)[0]:
+                limited += 1
+                if mono - self._limited_logged.get(who, -60.0) >= 60.0:
+                    self._limited_logged[who] = mono
+                    log.warning(
+                        "device over its message rate; excess not stored", extra={"topic": item.topic}
+                    )
+                continue
             result = classify(item.topic, item.payload, item.received_at)
             if isinstance(result, QuarantineRecord):
                 bad.append(result)
+                qid = wire.peek_id(item.payload) if result.site and result.device else None
+                if qid is not None and item.topic.endswith("/" + wire.Channel.EVENT.value):
+                    # Sending it again would only quarantine it again.
+                    settled.setdefault((result.site, result.device), []).append(qid)  # type: ignore[arg-type]
                 log.warning(
                     "message quarantined",
                     extra={"topic": item.topic, "field": result.field, "reason": result.reason},
@@ -191,11 +233,12 @@ class Ingestor:
                 heartbeats.append((result, item.received_at))
             elif isinstance(result, wire.Status):
                 statuses.append((result, item.received_at))
-            elif isinstance(result, _OTA_KINDS):
+            elif isinstance(result, _NOT_INGESTED):
                 # Not subscribed here (the campaign runner reads them); dropped if ever delivered.
-                log.warning("OTA message on the ingest path ignored", extra={"topic": item.topic})
+                log.warning("message not meant for the ingest ignored", extra={"topic": item.topic})
             else:
                 events.append(result)
+                settled.setdefault((result.site, result.device), []).append(result.id)
         now = time.time()
         inserted = self.store.add_events(events, now)
         self.store.quarantine(bad)
@@ -208,10 +251,12 @@ class Ingestor:
         s.stored += inserted
         s.duplicates += len(events) - inserted
         s.quarantined += len(bad)
+        s.rate_limited += limited
         s.heartbeats += len(heartbeats)
         s.statuses += len(statuses)
         s.batches += 1
         self.report_status(now)
+        return receipts(settled, int(now))
 
     def report_status(self, now: float, *, force: bool = False) -> None:
         """Every few seconds, write this worker's counters where any API process can read them."""

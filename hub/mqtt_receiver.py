@@ -6,7 +6,8 @@ thread); at tens of thousands of events per second that is the hub's largest
 cost. This client does only what the ingest needs — CONNECT (3.1.1, or 5 with
 a session expiry for persistent shared-subscription sessions), SUBSCRIBE,
 PUBLISH QoS 0/1 in, PUBACK out *when the caller says the batch is stored*,
-PINGREQ — and hands messages over in batches.
+PINGREQ — and hands messages over in batches. After a batch is stored it
+may publish (QoS 0) what the caller returns: the ingest's receipts to devices.
 
 Acknowledgements are sent only on the connection that received the message:
 after a reconnection the broker redelivers what was not acknowledged (the
@@ -28,7 +29,7 @@ from vigie.mqtt_codec import encode_string as _str
 from vigie.mqtt_codec import encode_varint as _varint
 from vigie.mqtt_codec import read_varint as _read_varint
 
-__all__ = ["Delivery", "LeanSubscriber"]
+__all__ = ["BrokerRefusedError", "Delivery", "LeanSubscriber", "MalformedPacketError"]
 
 log = logging.getLogger(__name__)
 
@@ -49,15 +50,28 @@ class BrokerRefusedError(ConnectionError):
     """CONNACK or SUBACK said no (bad credentials, not authorised, unsupported option)."""
 
 
+class MalformedPacketError(ConnectionError):
+    """The broker sent bytes that are not MQTT: the connection is dropped and made again."""
+
+
+#: Largest packet accepted from the broker (the broker's own limit for devices is 16 KiB).
+MAX_PACKET_BYTES = 1 << 18
+
+
+#: What ``on_batch`` returns: None when the batch is not stored (nothing is acknowledged),
+#: else the (topic, payload) pairs to publish with QoS 0 after the acknowledgements.
+BatchResult = Sequence[tuple[str, bytes]] | None
+
+
 class LeanSubscriber:
-    """Receives batches of deliveries and acknowledges them once ``on_batch`` returns True."""
+    """Receives batches of deliveries and acknowledges them once ``on_batch`` has stored them."""
 
     def __init__(
         self,
         broker: BrokerConfig,
         client_id: str,
         filters: Sequence[str],
-        on_batch: Callable[[list[Delivery]], bool],
+        on_batch: Callable[[list[Delivery]], BatchResult],
         *,
         batch_size: int = 500,
         batch_delay_s: float = 0.2,
@@ -155,41 +169,66 @@ class LeanSubscriber:
         generation = self.generation
         batch: list[Delivery] = []
         deadline = 0.0
-        pending_write: asyncio.Future[bool] | None = None
+        pending_write: asyncio.Future[BatchResult] | None = None
         pending_batch: list[Delivery] = []
         last_sent = time.monotonic()
         buf = bytearray()
-        while not stop.is_set():
-            now = time.monotonic()
-            wait = max(0.005, deadline - now) if batch else 0.5
-            # Read whatever has arrived, many packets at a time: per-packet awaits cost more than parsing.
-            try:
-                chunk = await asyncio.wait_for(reader.read(1 << 18), timeout=wait)
-            except TimeoutError:
-                chunk = None
-            if chunk is not None:
-                if not chunk:
-                    raise ConnectionError("broker closed the connection")
-                buf += chunk
-                batch, deadline = self._parse(buf, batch, deadline, generation)
-            now = time.monotonic()
-            if pending_write is not None and pending_write.done():
-                if pending_write.result():
-                    self._ack(writer, pending_batch, generation)
-                pending_write, pending_batch = None, []
-            if batch and pending_write is None and (len(batch) >= self.batch_size or now >= deadline):
-                pending_batch, batch = batch, []
-                pending_write = loop.run_in_executor(None, self.on_batch, pending_batch)
-            elif len(batch) >= 4 * self.batch_size and pending_write is not None:
-                await asyncio.wait({pending_write})  # back-pressure: stop reading while the store is behind
-            if now - last_sent >= self.broker.keepalive / 2:
-                writer.write(b"\xc0\x00")  # PINGREQ
-                last_sent = now
-                await writer.drain()
-        if pending_write is not None and await pending_write:
-            self._ack(writer, pending_batch, generation)
-            pending_batch = []
+        try:
+            while not stop.is_set():
+                now = time.monotonic()
+                wait = max(0.005, deadline - now) if batch else 0.5
+                # Read whatever has arrived, many packets at a time: per-packet awaits cost more than parsing.
+                try:
+                    chunk = await asyncio.wait_for(reader.read(1 << 18), timeout=wait)
+                except TimeoutError:
+                    chunk = None
+                if chunk is not None:
+                    if not chunk:
+                        raise ConnectionError("broker closed the connection")
+                    buf += chunk
+                    batch, deadline = self._parse(buf, batch, deadline, generation)
+                now = time.monotonic()
+                if pending_write is not None and pending_write.done():
+                    self._settle(writer, pending_batch, generation, pending_write.result())
+                    pending_write, pending_batch = None, []
+                if batch and pending_write is None and (len(batch) >= self.batch_size or now >= deadline):
+                    pending_batch, batch = batch, []
+                    pending_write = loop.run_in_executor(None, self.on_batch, pending_batch)
+                elif len(batch) >= 4 * self.batch_size and pending_write is not None:
+                    await asyncio.wait(
+                        {pending_write}
+                    )  # back-pressure: stop reading while the store is behind
+                if now - last_sent >= self.broker.keepalive / 2:
+                    writer.write(b"\xc0\x00")  # PINGREQ
+                    last_sent = now
+                    await writer.drain()
+        except (OSError, asyncio.IncompleteReadError, BrokerRefusedError):
+            # The connection is gone, but what arrived on it is real data: store it (the broker
+            # may not have it any more if it crashed). It cannot be acknowledged on this
+            # connection; a redelivery is a duplicate the store drops.
+            if pending_write is not None:
+                await asyncio.wait({pending_write})
+            if batch:
+                await loop.run_in_executor(None, self.on_batch, batch)
+            raise
+        if pending_write is not None:
+            self._settle(writer, pending_batch, generation, await pending_write)
         await self._finish(loop, writer, batch, generation)
+
+    def _settle(
+        self, writer: asyncio.StreamWriter, batch: list[Delivery], generation: int, result: BatchResult
+    ) -> None:
+        """A batch is stored: acknowledge it, then publish what the caller asked (receipts)."""
+        if result is None:
+            return
+        self._ack(writer, batch, generation)
+        out = bytearray()
+        for topic, payload in result:
+            # QoS 0: no packet id; MQTT 5 adds an (empty) property list.
+            body = _str(topic) + (b"\x00" if self.v5 else b"") + payload
+            out += b"\x30" + _varint(len(body)) + body
+        if out:
+            writer.write(bytes(out))
 
     def _parse(
         self, buf: bytearray, batch: list[Delivery], deadline: float, generation: int
@@ -207,33 +246,27 @@ class LeanSubscriber:
                 shift += 7
                 if not b & 0x80:
                     break
+                if shift >= 28:  # MQTT allows at most four length bytes
+                    raise MalformedPacketError("remaining length longer than four bytes")
             else:
                 break  # remaining length not complete yet
+            if length > MAX_PACKET_BYTES:
+                raise MalformedPacketError(f"a {length}-byte packet exceeds {MAX_PACKET_BYTES} bytes")
             if i + length > end:
                 break  # packet not complete yet
             kind = first >> 4
             if kind == 3:  # PUBLISH
-                qos = (first >> 1) & 0x03
-                tlen = (buf[i] << 8) | buf[i + 1]
-                topic = bytes(buf[i + 2 : i + 2 + tlen]).decode("utf-8", "replace")
-                p = i + 2 + tlen
-                packet_id = 0
-                if qos:
-                    packet_id = (buf[p] << 8) | buf[p + 1]
-                    p += 2
-                if self.v5:
-                    plen, p = _read_varint(buf, p)
-                    p += plen
-                if not batch:
+                batch.append(self._publish_packet(buf, first, i, i + length, generation, received_at))
+                if len(batch) == 1:
                     deadline = time.monotonic() + self.batch_delay_s
-                batch.append(
-                    Delivery(topic, bytes(buf[p : i + length]), qos, packet_id, generation, received_at)
-                )
             elif kind == 9:  # SUBACK: any code >= 0x80 is a refusal
                 data = bytes(buf[i : i + length])
                 codes = data[2:]
                 if self.v5 and len(data) > 2:
-                    plen, q = _read_varint(data, 2)
+                    try:
+                        plen, q = _read_varint(data, 2)
+                    except (IndexError, ValueError):
+                        raise MalformedPacketError("SUBACK with a broken property length") from None
                     codes = data[q + plen :]
                 if any(c >= 0x80 for c in codes):
                     raise BrokerRefusedError(f"subscription refused (SUBACK codes {list(codes)})")
@@ -242,6 +275,32 @@ class LeanSubscriber:
             pos = i + length
         del buf[:pos]
         return batch, deadline
+
+    def _publish_packet(
+        self, buf: bytearray, first: int, i: int, end: int, generation: int, received_at: float
+    ) -> Delivery:
+        """One PUBLISH from ``buf[i:end]``; a packet shorter than its own fields is malformed."""
+        qos = (first >> 1) & 0x03
+        if qos == 3 or end - i < 2:
+            raise MalformedPacketError(f"PUBLISH with QoS {qos} or no topic length")
+        tlen = (buf[i] << 8) | buf[i + 1]
+        p = i + 2 + tlen
+        topic = bytes(buf[i + 2 : p]).decode("utf-8", "replace")
+        packet_id = 0
+        if qos:
+            if p + 2 > end:
+                raise MalformedPacketError("PUBLISH shorter than its topic and packet id")
+            packet_id = (buf[p] << 8) | buf[p + 1]
+            p += 2
+        if self.v5:
+            try:
+                plen, p = _read_varint(buf, p)
+            except (IndexError, ValueError):
+                raise MalformedPacketError("PUBLISH with a broken property length") from None
+            p += plen
+        if p > end:
+            raise MalformedPacketError("PUBLISH shorter than its own header")
+        return Delivery(topic, bytes(buf[p:end]), qos, packet_id, generation, received_at)
 
     async def _finish(
         self,
@@ -252,9 +311,8 @@ class LeanSubscriber:
     ) -> None:
         # Stopping: store what was received, acknowledge it, leave.
         if batch:
-            stored: bool = await loop.run_in_executor(None, self.on_batch, batch)
-            if stored:
-                self._ack(writer, batch, generation)
+            result = await loop.run_in_executor(None, self.on_batch, batch)
+            self._settle(writer, batch, generation, result)
         with contextlib.suppress(OSError):
             if self.retire and self.v5:
                 # DISCONNECT, reason 0, Session Expiry Interval 0: the session ends here.

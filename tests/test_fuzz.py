@@ -9,9 +9,14 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
+import re
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
+import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -180,3 +185,21 @@ def test_random_bytes_as_a_bundle(tmp_path_factory: object, data: bytes) -> None
     (folder / "b.tar").write_bytes(data)
     with contextlib.suppress(BundleError):
         unpack(folder / "b.tar", folder / "out")
+
+
+def test_coverage_guided_fuzzing_of_the_network_parsers(tmp_path: Path) -> None:
+    """atheris (libFuzzer) on the wire decoder, the ingest classifier and the MQTT packet parser."""
+    pytest.importorskip("atheris", reason="atheris is installed by the dev extra on x86_64")
+    seconds = os.environ.get("VIGIE_FUZZ_S", "30")
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "tests" / "fuzz" / "fuzz_parsers.py"), f"-max_total_time={seconds}",
+         "-timeout=5", "-rss_limit_mb=2048", f"-artifact_prefix={tmp_path}/", str(corpus)],
+        capture_output=True, text=True, timeout=int(seconds) + 120, check=False,
+    )  # fmt: skip
+    tail = proc.stderr[-4000:]
+    assert proc.returncode == 0, f"atheris found a crash or a hang:\n{tail}"
+    runs = re.search(r"Done (\d+) runs", proc.stderr)
+    assert runs is not None, tail
+    assert int(runs.group(1)) > 10_000, tail

@@ -9,6 +9,8 @@ coordinates, timing finer than the window, a MAC address or a track id.
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -80,6 +82,8 @@ def capture(port: int) -> tuple[mqtt.Client, list[tuple[str, bytes]]]:
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="privacy-tap")
 
     def on_message(c: Any, u: Any, msg: mqtt.MQTTMessage) -> None:
+        if msg.topic.endswith("/" + wire.Channel.RECEIPT.value):
+            return  # hub -> device: the hub's receipts are not what the devices publish
         with lock:
             seen.append((msg.topic, bytes(msg.payload)))
 
@@ -112,9 +116,17 @@ def published(
     tmp_path = tmp_path_factory.mktemp("privacy")
     need_service(find_mosquitto() is not None, "mosquitto")
     broker = start_broker(tmp_path / "broker", free_port())
+    # The hub's ingest receipts the events: an agent exits only once its outbox is confirmed.
+    ingest = subprocess.Popen(
+        [sys.executable, "-m", "vigie", "hub", "ingest", "--db", str(tmp_path / "hub.sqlite"),
+         "--broker", f"127.0.0.1:{broker.port}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
     try:
         yield _publish_all(broker, model_dir, (bus_jpg, zidane_jpg), vtest_avi, tmp_path)
     finally:
+        ingest.terminate()
+        ingest.wait(timeout=30)
         broker.stop()
 
 

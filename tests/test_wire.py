@@ -272,3 +272,23 @@ def test_alert_time_is_coarsened_and_names_one_place() -> None:
         wire.Alert(id=wire.new_event_id(WINDOW), ts=WINDOW, line="door", **body)
     with pytest.raises(ValueError, match="rule"):
         wire.Alert(id=wire.new_event_id(WINDOW), ts=WINDOW, **{**body, "rule": "face_match"})
+
+
+def test_receipt_round_trip_chunking_and_peek_id() -> None:
+    from hub.ingest import receipts
+
+    ids = [wire.new_event_id(WINDOW) for _ in range(wire.RECEIPT_MAX_IDS + 10)]
+    out = receipts({("vieux-port", "cam-01"): ids}, WINDOW)
+    assert [t for t, _ in out] == ["vigie/v1/vieux-port/cam-01/receipt"] * 2  # 150 + 10
+    decoded = [wire.decode(p, wire.Channel.RECEIPT) for _, p in out]
+    assert [i for r in decoded for i in r.ids] == ids  # type: ignore[union-attr]
+    assert all(len(p) <= wire.MAX_PAYLOAD_BYTES for _, p in out)
+    # An event id can be read from a message that fails validation (it is receipted too) ...
+    bad = msgpack.packb({**msgpack.unpackb(wire.encode(event())), "frames": "many"})
+    assert wire.peek_id(bad) == msgpack.unpackb(bad)["id"]
+    # ... but never from garbage.
+    for junk in (b"\xc1", msgpack.packb([1, 2]), msgpack.packb({"id": "x" * 36}), b"\x00" * 9000):
+        assert wire.peek_id(junk) is None
+    # A receipt is refused on another channel, and carries nothing but ids.
+    with pytest.raises(WireError):
+        wire.decode(out[0][1], wire.Channel.EVENT)

@@ -52,8 +52,14 @@ def start_broker(
     prefer: str = "mosquitto",
     password_file: Path | None = None,
     acl_file: Path | None = None,
+    host: str = "127.0.0.1",
+    max_queued_messages: int = 100_000,
 ) -> LocalBroker:
-    """Start a broker on 127.0.0.1:``port`` with its files under ``workdir``.
+    """Start a broker on ``host``:``port`` with its files under ``workdir``.
+
+    ``max_queued_messages`` bounds what Mosquitto keeps for a subscriber that is
+    behind (the hub); beyond it Mosquitto drops messages it has already
+    acknowledged to the publisher, which the devices' receipts then recover.
 
     Raises:
         VigieError: when no broker can be started (the message says what to install).
@@ -74,9 +80,11 @@ def start_broker(
         if acl_file is not None:
             auth += f"acl_file {acl_file}\n"
         conf.write_text(
-            stay + f"listener {port} 127.0.0.1\n" + auth + "persistence true\n"
+            stay + f"listener {port} {host}\n" + auth + "persistence true\n"
             f"persistence_location {workdir}/\n"
-            "max_queued_messages 100000\n"
+            f"max_queued_messages {max_queued_messages}\n"
+            # A wire message is at most 8 KiB: a bigger packet is refused at the broker.
+            "max_packet_size 16384\n"
             f"log_dest file {log_path}\n"
         )
         cmd = [mosquitto, "-c", str(conf)]
@@ -91,7 +99,7 @@ def start_broker(
         conf = workdir / "amqtt.yaml"
         conf.write_text(
             "listeners:\n  default:\n    type: tcp\n"
-            f"    bind: 127.0.0.1:{port}\n"
+            f"    bind: {host}:{port}\n"
             "plugins:\n  amqtt.plugins.authentication.AnonymousAuthPlugin:\n    allow_anonymous: true\n"
         )
         cmd = [amqtt, "-c", str(conf)]
@@ -99,7 +107,7 @@ def start_broker(
     with log_path.open("ab") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     broker = LocalBroker(kind, port, proc, log_path)
-    if not wait_for_port(port, timeout=15):
+    if not wait_for_port(port, host=host, timeout=15):
         broker.stop()
-        raise VigieError(f"{kind} did not start on 127.0.0.1:{port}; see {log_path}")
+        raise VigieError(f"{kind} did not start on {host}:{port}; see {log_path}")
     return broker

@@ -154,8 +154,8 @@ def _build_parser() -> argparse.ArgumentParser:
         help="Detect, track, apply rules and publish anonymised events.",
         description="Read frames from a source, detect objects with the TFLite model, track them on the "
         "device, count them per zone and line over a window, apply the event rules, and publish only "
-        "anonymised events over MQTT (QoS 1). Events wait in a durable outbox on disk until the broker "
-        "acknowledges them.\n\n"
+        "anonymised events over MQTT (QoS 1). Events wait in a durable outbox on disk until the hub's "
+        "receipt says they are stored (sent again when none comes).\n\n"
         "Either give a site file (--config, with --device naming the camera) or the flags below.\n"
         "Signals: SIGHUP reloads the site file without a restart; SIGUSR1 saves a calibration snapshot "
         "(faces blurred, kept on the device only).",
@@ -535,7 +535,7 @@ def _edge_run(args: argparse.Namespace) -> int:
 def _edge_snapshot(args: argparse.Namespace) -> int:
     from edge.agent import build_detector
     from edge.snapshot import save_snapshot
-    from edge.sources import open_source
+    from edge.sources import open_source, redact_url
     from vigie.exceptions import ConfigError
 
     config, _ = _agent_config(args)
@@ -545,7 +545,7 @@ def _edge_snapshot(args: argparse.Namespace) -> int:
     finally:
         source.close()
     if frame is None:
-        raise ConfigError(f"source {config.source} gave no frame")
+        raise ConfigError(f"source {redact_url(config.source)} gave no frame")
     detections = build_detector(config).detect(frame.rgb)
     path = save_snapshot(frame.rgb, detections, config, face_model=args.face_model)
     print(f"snapshot saved (faces blurred, local only, deleted after {config.snapshot_ttl_s:.0f} s): {path}")
@@ -657,9 +657,12 @@ def _hub_ingest(args: argparse.Namespace) -> int:
     broker = _broker_config(args, protocol="5" if shared else "3.1.1")
     index = args.worker_index or 0
     store = open_store(args.db)
+    env = os.environ
     ingestor = Ingestor(
-        broker, store, client_id=f"{args.client_id}-{index}", share_group=args.group if shared else None
-    )
+        broker, store, client_id=f"{args.client_id}-{index}", share_group=args.group if shared else None,
+        device_rate=float(env.get("VIGIE_HUB_DEVICE_RATE", "100")),
+        device_burst=int(env.get("VIGIE_HUB_DEVICE_BURST", "10000")),
+    )  # fmt: skip
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

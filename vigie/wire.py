@@ -28,6 +28,7 @@ __all__ = [
     "ALERT_GRANULARITY_S",
     "MAX_PAYLOAD_BYTES",
     "QOS",
+    "RECEIPT_MAX_IDS",
     "SCHEMA_VERSION",
     "TOPIC_ROOT",
     "Alert",
@@ -38,6 +39,7 @@ __all__ = [
     "LineCountEvent",
     "Measurement",
     "Message",
+    "Receipt",
     "Status",
     "TopicParts",
     "ZoneCountEvent",
@@ -46,6 +48,7 @@ __all__ = [
     "encode",
     "new_event_id",
     "parse_topic",
+    "peek_id",
     "subscription",
     "topic",
 ]
@@ -76,6 +79,8 @@ class Channel(StrEnum):
     OTA_STATE = "ota-state"
     # Reserved for hub -> device commands.
     CMD = "cmd"
+    # Hub -> device: these events are in the store (the end-to-end acknowledgement).
+    RECEIPT = "receipt"
 
 
 #: Delivery guarantee per channel. Events must arrive (QoS 1 + idempotent id);
@@ -88,6 +93,8 @@ QOS: Final[dict[Channel, int]] = {
     Channel.OTA: 1,
     Channel.OTA_STATE: 1,
     Channel.CMD: 1,
+    # A lost receipt costs one resend, which the store drops as a duplicate and receipts again.
+    Channel.RECEIPT: 0,
 }
 
 _ID_RE: Final = r"^[a-z0-9][a-z0-9-]{0,47}$"
@@ -406,8 +413,37 @@ class OtaState(_Message):
     reason: Annotated[str, Field(max_length=300)] | None = None
 
 
+#: Event ids per receipt: 150 UUIDs (38 packed bytes each) stay well under MAX_PAYLOAD_BYTES.
+RECEIPT_MAX_IDS: Final = 150
+EventId = Annotated[str, Field(min_length=36, max_length=36, pattern=r"^[0-9a-f-]{36}$")]
+
+
+class Receipt(_Message):
+    """Hub to device (channel ``receipt``): these events are committed to the store.
+
+    The broker's PUBACK only says the broker has a message, and a broker keeps
+    its queues in memory (a crash or a full queue drops them). The device's
+    outbox therefore keeps each event until the hub's receipt names it, and
+    sends it again when no receipt comes; the store drops the duplicate by id.
+    """
+
+    kind: Literal["receipt"] = "receipt"
+    ts: EpochSeconds
+    ids: list[EventId] = Field(max_length=RECEIPT_MAX_IDS, description="Event ids now in the store.")
+
+
 Event = ZoneCountEvent | LineCountEvent | Alert | Measurement
-Message = ZoneCountEvent | LineCountEvent | Alert | Measurement | Heartbeat | Status | OtaCommand | OtaState
+Message = (
+    ZoneCountEvent
+    | LineCountEvent
+    | Alert
+    | Measurement
+    | Heartbeat
+    | Status
+    | OtaCommand
+    | OtaState
+    | Receipt
+)
 _BY_KIND: Final[dict[str, type[Message]]] = {
     "zone_count": ZoneCountEvent,
     "line_count": LineCountEvent,
@@ -417,6 +453,7 @@ _BY_KIND: Final[dict[str, type[Message]]] = {
     "status": Status,
     "ota_command": OtaCommand,
     "ota_state": OtaState,
+    "receipt": Receipt,
 }
 #: Which kinds may travel on which channel.
 _CHANNEL_KINDS: Final[dict[Channel, frozenset[str]]] = {
@@ -425,6 +462,7 @@ _CHANNEL_KINDS: Final[dict[Channel, frozenset[str]]] = {
     Channel.STATUS: frozenset({"status"}),
     Channel.OTA: frozenset({"ota_command"}),
     Channel.OTA_STATE: frozenset({"ota_state"}),
+    Channel.RECEIPT: frozenset({"receipt"}),
 }
 
 
@@ -486,6 +524,24 @@ def decode(payload: bytes, channel: Channel | None = None) -> Message:
         if first["type"] == "extra_forbidden":
             reason = "field not in the v1 schema (extra fields are refused)"
         raise WireError(field, reason) from None
+
+
+def peek_id(payload: bytes) -> str | None:
+    """The ``id`` of a message that failed validation, when it has a plausible one (else None).
+
+    A quarantined event is receipted too: sending it again would only quarantine it again.
+    """
+    try:
+        raw = _unpack(payload) if len(payload) <= MAX_PAYLOAD_BYTES else None
+    except WireError:
+        return None
+    value = raw.get("id") if isinstance(raw, dict) else None
+    if isinstance(value, str) and len(value) == 36:
+        try:
+            return str(uuid.UUID(value)) if str(uuid.UUID(value)) == value else None
+        except ValueError:
+            return None
+    return None
 
 
 _UNION_TAGS = ("constrained-", "function-", "lax-", "json-or-python")

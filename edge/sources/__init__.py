@@ -17,7 +17,7 @@ import numpy.typing as npt
 
 from vigie.exceptions import ConfigError
 
-__all__ = ["Frame", "FrameSource", "open_source"]
+__all__ = ["Frame", "FrameSource", "open_source", "redact_url"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,3 +90,14 @@ def open_source(
     if path.suffix.lower() in IMAGE_SUFFIXES:
         return ImageFilesSource([path], loop=loop, fps_cap=fps_cap)
     return VideoFileSource(path, loop=loop, realtime=realtime, fps_cap=fps_cap)
+
+
+def redact_url(url: str) -> str:
+    """``rtsp://user:secret@host/…`` → ``rtsp://user:***@host/…``."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 import cv2
 import numpy as np
 
-from edge.sources import Frame
+from edge.sources import Frame, redact_url
 
 __all__ = ["StreamSource"]
 
@@ -39,7 +39,7 @@ class StreamSource:
     ) -> None:
         self.url = url
         # What logs show: the URL without its password (secrets never go to logs).
-        self.shown = _redact(url)
+        self.shown = redact_url(url)
         self.fps_cap = fps_cap
         self.resolution = resolution
         self.stall_s = stall_s
@@ -103,14 +103,3 @@ class StreamSource:
         if self._cap is not None:
             self._cap.release()
             self._cap = None
-
-
-def _redact(url: str) -> str:
-    """``rtsp://user:secret@host/…`` → ``rtsp://user:***@host/…``."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))

@@ -23,9 +23,10 @@ from hub.api.routes import (
     rollups,
 )
 from hub.audit import AuditMiddleware, require_purpose
-from hub.auth import RateLimiter, require
+from hub.auth import require
 from hub.config import HubSettings
 from hub.ingest import Ingestor
+from hub.ratelimit import RateLimiter
 from hub.retention import PurgeJob
 from hub.storage import open_store
 from vigie import __version__
@@ -76,7 +77,14 @@ def create_app(settings: HubSettings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store = open_store(settings.db)
         ingestor = (
-            Ingestor(settings.broker, store, client_id=settings.client_id, share_group=settings.share_group)
+            Ingestor(
+                settings.broker,
+                store,
+                client_id=settings.client_id,
+                share_group=settings.share_group,
+                device_rate=settings.device_rate,
+                device_burst=settings.device_burst,
+            )
             if settings.ingest
             else None
         )

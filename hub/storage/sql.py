@@ -47,6 +47,15 @@ def index_columns(e: wire.Event) -> tuple[str, str, str, str, str, int, int]:
     return (e.id, e.site, e.device, e.kind, place, e.window_start, e.window_s)
 
 
+def clock_skew_s(device_ts: int, received_at: float) -> int:
+    """Device clock minus hub clock, to the heartbeat's granularity (0 within it; pure)."""
+    skew = device_ts - received_at
+    # Heartbeat times are rounded down to HEARTBEAT_GRANULARITY_S and take a moment to arrive.
+    if -wire.HEARTBEAT_GRANULARITY_S - 5 <= skew <= 5:
+        return 0
+    return round(skew)
+
+
 class SqlStore:
     """Shared implementation; subclasses set ``backend``, ``_greatest`` and the connection."""
 
@@ -181,9 +190,12 @@ class SqlStore:
     def record_heartbeat(self, beat: wire.Heartbeat, received_at: float) -> None:
         with self._tx() as cur:
             self._touch(cur, beat.site, beat.device, received_at)
+            # The device's clock against the hub's: a skewed clock shifts its event windows
+            # (stored as sent, never dropped); operators see the offset in /v1/devices.
+            body = {**beat.model_dump(mode="json"), "clock_skew_s": clock_skew_s(beat.ts, received_at)}
             cur.execute(
                 self._sql("UPDATE devices SET heartbeat = ? WHERE site = ? AND device = ?"),
-                (beat.model_dump_json(), beat.site, beat.device),
+                (json.dumps(body), beat.site, beat.device),
             )
 
     def record_status(self, status: wire.Status, received_at: float) -> None:

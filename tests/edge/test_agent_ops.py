@@ -123,8 +123,9 @@ def test_kill_9_loses_nothing_and_duplicates_nothing(
 
 
 def test_sd_notify_ready_watchdog_stopping(
-    broker: LocalBroker, model_dir: Path, bus_jpg: Path, tmp_path: Path
+    hub: Hub, broker: LocalBroker, model_dir: Path, bus_jpg: Path, tmp_path: Path
 ) -> None:
+    # The hub is there to receipt the event: without it the agent would exit with it still pending.
     path = str(tmp_path / "notify.sock")
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(path)
