@@ -107,6 +107,10 @@ def test_a_flooding_device_is_held_to_its_rate_and_others_are_unaffected(
     acked = int(re.search(r"acknowledged by the broker (\d+)", out).group(1))  # type: ignore[union-attr]
     time.sleep(3)
     stored_flood = hub.count("flood-%")
+    print(
+        f"flood: {sent} events in {flood_s:.1f} s from one device, {stored_flood} stored "
+        f"(limit 20/s, burst 300); honest fleet: {acked} acknowledged, {hub.count('dev-%')} stored"
+    )
     # The flood is refused beyond burst + rate × time (and the hub stays up) ...
     assert sent > 3000, sent
     assert stored_flood <= 300 + 20 * (flood_s + 5), (sent, stored_flood)

@@ -53,11 +53,12 @@ _cell = st.one_of(
 
 @FUZZ
 @given(
-    source=st.sampled_from(["police", "parks", "presence", "hospital"]),
+    source=st.sampled_from(["police", "parks", "presence", "hospital", "fire", "transport"]),
     rows=st.lists(st.lists(_cell, min_size=0, max_size=10), max_size=12),
+    stops=st.lists(st.lists(_cell, min_size=0, max_size=5), max_size=6),
 )
 def test_connectors_report_bad_rows_and_never_crash(
-    tmp_path_factory: object, source: str, rows: list[list[str]]
+    tmp_path_factory: object, source: str, rows: list[list[str]], stops: list[list[str]]
 ) -> None:
     mapping = load_mapping(
         MAPPINGS
@@ -66,6 +67,8 @@ def test_connectors_report_bad_rows_and_never_crash(
             "parks": "parks_reports.yaml",
             "presence": "operator_presence.yaml",
             "hospital": "hospital_admissions.yaml",
+            "fire": "montgomery_911.yaml",
+            "transport": "transport_validations.yaml",
         }[source]
     )
     header = {
@@ -73,17 +76,36 @@ def test_connectors_report_bad_rows_and_never_crash(
         "parks": ["date", "type", "lat", "lon", "agent", "commentaire"],
         "presence": ["cell", "hour", "devices"],
         "hospital": ["day", "area", "category", "admissions"],
+        "fire": None,  # the Montgomery sample has no header row
+        "transport": ["stop_id", "hour", "validations"],
     }[source]
     folder = Path(str(tmp_path_factory.mktemp("fuzz")))  # type: ignore[attr-defined]
     path = folder / "input.csv"
     import csv
+    import zipfile
 
     with path.open("w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
-        w.writerow(header)
+        if header:
+            w.writerow(header)
         w.writerows(rows)
     report = ImportReport(source, "input.csv")
-    observations = list(CONNECTORS[source].read(path, mapping, report))
+    if source == "transport":  # a GTFS feed whose stops.txt is as hostile as the rows
+        feed = folder / "gtfs.zip"
+        text = io.StringIO()
+        csv.writer(text).writerows([["stop_id", "stop_lat", "stop_lon"], *stops])
+        with zipfile.ZipFile(feed, "w") as z:
+            z.writestr("stops.txt", text.getvalue())
+        refused = ""
+        try:
+            observations = list(CONNECTORS[source].read(path, mapping, report, gtfs=feed))  # type: ignore[call-arg]
+        except ValueError as exc:  # a feed it cannot use: said once, naming the feed
+            refused = str(exc)
+        if refused:
+            assert "gtfs.zip" in refused
+            return
+    else:
+        observations = list(CONNECTORS[source].read(path, mapping, report))
     assert report.rows == len(rows)
     assert len(observations) + report.rejected == report.rows
     for error in report.errors:

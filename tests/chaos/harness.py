@@ -20,6 +20,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import cv2
 
@@ -153,6 +154,7 @@ class Bench:
         *,
         broker_host: str = "127.0.0.1",
         max_queued_messages: int = 100_000,
+        store_url: str | None = None,
     ) -> None:
         self.workdir = workdir
         self.model_dir = model_dir
@@ -161,6 +163,8 @@ class Bench:
         self.broker_port = free_port()
         self.max_queued_messages = max_queued_messages
         self.db = workdir / "hub.sqlite"
+        #: The hub's store: this SQLite file, or a PostgreSQL URL (its search_path names a schema).
+        self.store_url = store_url or str(self.db)
         self.hub_port = free_port()
         self.broker: LocalBroker | None = None
         self.hub: Proc | None = None
@@ -188,7 +192,7 @@ class Bench:
     # -- hub ------------------------------------------------------------------------------
     def start_hub(self) -> None:
         self.hub = Proc(
-            cli("hub", "serve", "--port", str(self.hub_port), "--db", str(self.db),
+            cli("hub", "serve", "--port", str(self.hub_port), "--db", self.store_url,
                 "--broker", f"{self.broker_host}:{self.broker_port}"),
             self.workdir / "hub.log", env={"VIGIE_HUB_AUTH": "off"},
         ).start()  # fmt: skip
@@ -242,26 +246,35 @@ class Bench:
         return codes
 
     # -- accounting -----------------------------------------------------------------------
+    def query(self, sql: str, *args: object) -> tuple[Any, ...] | None:
+        """One row from the hub's store (``?`` placeholders), SQLite or PostgreSQL."""
+        if self.store_url.startswith("postgresql://"):
+            import psycopg
+
+            with psycopg.connect(self.store_url, connect_timeout=10) as pg:
+                row = pg.execute(sql.replace("?", "%s"), args).fetchone()
+                return tuple(row) if row is not None else None
+        with contextlib.closing(sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=30)) as db:
+            found = db.execute(sql, args).fetchone()
+            return tuple(found) if found is not None else None
+
     def ledger(self) -> dict[str, Count]:
         out: dict[str, Count] = {}
-        with contextlib.closing(sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=30)) as db:
-            for device, agent in self.agents.items():
-                box = Outbox(agent.outbox, disk_reserve_bytes=0)
-                rows, ids, windows = db.execute(
-                    "SELECT count(*), count(DISTINCT id), count(DISTINCT place || '@' || window_start)"
-                    " FROM events WHERE site = ? AND device = ?",
-                    (SITE, device),
-                ).fetchone()
-                row = db.execute(
-                    "SELECT events FROM devices WHERE site = ? AND device = ?", (SITE, device)
-                ).fetchone()
-                out[device] = Count(
-                    device=device, produced=box.produced(), dropped=box.dropped(), pending=box.depth(),
-                    stored=ids, delivered=row[0] if row else 0, duplicate_ids=rows - ids,
-                    duplicate_windows=ids - windows,
-                    resent=sum(map(int, re.findall(r"sending again\s+messages=(\d+)", agent.proc.text()))),
-                )  # fmt: skip
-                box.close()
+        for device, agent in self.agents.items():
+            box = Outbox(agent.outbox, disk_reserve_bytes=0)
+            rows, ids, windows = self.query(
+                "SELECT count(*), count(DISTINCT id), count(DISTINCT place || '@' || window_start)"
+                " FROM events WHERE site = ? AND device = ?",
+                SITE, device,
+            ) or (0, 0, 0)  # fmt: skip
+            row = self.query("SELECT events FROM devices WHERE site = ? AND device = ?", SITE, device)
+            out[device] = Count(
+                device=device, produced=box.produced(), dropped=box.dropped(), pending=box.depth(),
+                stored=ids, delivered=row[0] if row else 0, duplicate_ids=rows - ids,
+                duplicate_windows=ids - windows,
+                resent=sum(map(int, re.findall(r"sending again\s+messages=(\d+)", agent.proc.text()))),
+            )  # fmt: skip
+            box.close()
         return out
 
     def stop(self) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,12 +32,17 @@ def read_gtfs_stops(feed: Path) -> dict[str, tuple[float, float]]:
             reader = csv.DictReader(io.TextIOWrapper(raw, encoding="utf-8-sig"))
             stops = {}
             for row in reader:
+                # A stop without usable coordinates is left out; rows naming it are then
+                # rejected with "stop … is not in the feed" (counted in the import report).
                 try:
-                    stops[row["stop_id"].strip()] = (float(row["stop_lat"]), float(row["stop_lon"]))
-                except (KeyError, ValueError):
+                    lat, lon = float(row["stop_lat"]), float(row["stop_lon"])
+                    stop = row["stop_id"].strip()
+                except (KeyError, ValueError, TypeError, AttributeError):
                     continue
+                if stop and math.isfinite(lat) and math.isfinite(lon):
+                    stops[stop] = (lat, lon)
             return stops
-    except (zipfile.BadZipFile, KeyError) as exc:
+    except (zipfile.BadZipFile, KeyError, UnicodeDecodeError, csv.Error) as exc:
         raise ValueError(f"{feed}: not a GTFS feed with stops.txt ({exc})") from None
 
 
