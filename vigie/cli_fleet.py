@@ -212,6 +212,7 @@ def devices_table(enrolled: list[dict[str, Any]], seen: list[dict[str, Any]]) ->
             "enrolment": "revoked" if e["revoked_at"] else "enrolled",
             "cert_expires": time.strftime("%Y-%m-%d", time.gmtime(e["not_after"])),
             "fingerprint": e["fingerprint"][:16], "last_seen": None, "status": None, "events": 0,
+            "clock_skew_s": None, "outbox_dropped": None,
         }  # fmt: skip
     for d in seen:
         row = rows.setdefault(
@@ -219,7 +220,11 @@ def devices_table(enrolled: list[dict[str, Any]], seen: list[dict[str, Any]]) ->
             {"device": f"{d['site']}/{d['device']}", "profile": "", "enrolment": "not enrolled",
              "cert_expires": "", "fingerprint": ""},
         )  # fmt: skip
-        row.update({"last_seen": d.get("last_seen"), "status": d.get("status"), "events": d.get("events", 0)})
+        beat = d.get("heartbeat") or {}
+        row.update({
+            "last_seen": d.get("last_seen"), "status": d.get("status"), "events": d.get("events", 0),
+            "clock_skew_s": beat.get("clock_skew_s"), "outbox_dropped": beat.get("outbox_dropped"),
+        })  # fmt: skip
     return [rows[k] for k in sorted(rows)]
 
 
@@ -237,10 +242,12 @@ def _hub_devices(args: argparse.Namespace) -> int:
     if not rows:
         print("no devices yet: `vigie hub enrol-token create --help` shows how to enrol one")
         return 0
-    headers = ["DEVICE", "PROFILE", "ENROLMENT", "CERT EXPIRES", "STATUS", "LAST SEEN", "EVENTS"]
+    headers = ["DEVICE", "PROFILE", "ENROLMENT", "CERT EXPIRES", "STATUS", "LAST SEEN", "EVENTS", "CLOCK",
+               "DROPPED"]  # fmt: skip
     table = [
         [r["device"], r["profile"], r["enrolment"], r["cert_expires"], r["status"] or "-",
-         _age(r["last_seen"]), str(r["events"] or 0)]
+         _age(r["last_seen"]), str(r["events"] or 0), _skew(r.get("clock_skew_s")),
+         "-" if r.get("outbox_dropped") is None else str(r["outbox_dropped"])]
         for r in rows
     ]  # fmt: skip
     widths = [max(len(h), *(len(t[i]) for t in table)) for i, h in enumerate(headers)]
@@ -248,6 +255,19 @@ def _hub_devices(args: argparse.Namespace) -> int:
     for t in table:
         print("  ".join(c.ljust(w) for c, w in zip(t, widths, strict=True)))
     return 0
+
+
+def _skew(seconds: int | None) -> str:
+    """A device clock's offset for the table: ``ok``, or e.g. ``-2h00m`` / ``+10m`` (fix its NTP)."""
+    if seconds is None:
+        return "-"
+    if seconds == 0:
+        return "ok"
+    sign, left = ("+" if seconds > 0 else "-"), abs(seconds)
+    hours, minutes = divmod(left // 60, 60)
+    if hours:
+        return f"{sign}{hours}h{minutes:02d}m"
+    return f"{sign}{minutes}m" if minutes else f"{sign}{left}s"
 
 
 def _hub_revoke(args: argparse.Namespace) -> int:

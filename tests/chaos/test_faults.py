@@ -341,6 +341,14 @@ def test_clock_skew_between_devices_and_hub(bench: Bench) -> None:
     assert -7300 < int(beats["cam-behind"]["clock_skew_s"]) < -7100  # type: ignore[call-overload]
     assert 500 < int(beats["cam-ahead"]["clock_skew_s"]) < 700  # type: ignore[call-overload]
     assert beats["cam-right"]["clock_skew_s"] == 0
+    # The fleet operator's table says it too.
+    table = subprocess.run(
+        cli("hub", "devices", "--db", bench.store_url), capture_output=True, text=True, check=True
+    ).stdout
+    lines = {line.split()[0]: line for line in table.splitlines()[1:]}
+    assert "-2h00m" in lines[f"{SITE}/cam-behind"], table
+    assert re.search(r"\+(9|10)m\b", lines[f"{SITE}/cam-ahead"]), table
+    assert " ok " in lines[f"{SITE}/cam-right"], table
     with contextlib.closing(sqlite3.connect(bench.db)) as db:
         (behind,) = db.execute("SELECT max(window_start) FROM events WHERE device = 'cam-behind'").fetchone()
     assert behind < time.time() - 7000
