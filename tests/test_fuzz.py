@@ -225,3 +225,56 @@ def test_coverage_guided_fuzzing_of_the_network_parsers(tmp_path: Path) -> None:
     runs = re.search(r"Done (\d+) runs", proc.stderr)
     assert runs is not None, tail
     assert int(runs.group(1)) > 10_000, tail
+
+
+_hostile = st.one_of(
+    st.none(), st.booleans(), st.integers(min_value=-(2**70), max_value=2**70), st.floats(allow_nan=True),
+    st.text(max_size=30), st.sampled_from(["../../etc/passwd", "rtsp://u:p@h/x", "-1", "1e309", "nope"]),
+    st.lists(st.integers(), max_size=3), st.dictionaries(st.text(max_size=5), st.integers(), max_size=3),
+)  # fmt: skip
+
+
+def _leaves(node: object, path: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+    if isinstance(node, dict):
+        return [path] + [p for k, v in node.items() for p in _leaves(v, (*path, k))]
+    if isinstance(node, list):
+        return [path] + [p for i, v in enumerate(node) for p in _leaves(v, (*path, i))]
+    return [path]
+
+
+@FUZZ
+@given(data=st.data(), kind=st.sampled_from(["site", "profile"]))
+def test_mutated_real_site_and_profile_files_fail_with_a_config_error(
+    tmp_path_factory: object, data: st.DataObject, kind: str
+) -> None:
+    """Start from the shipped files and break one to three places: deep inside, not just at the top."""
+    import copy
+
+    from edge.config import load_agent_config, load_profile
+
+    source = ROOT / "firmware_configs" / ("sites/demo.yaml" if kind == "site" else "profiles/rpi5.yaml")
+    doc = copy.deepcopy(yaml.safe_load(source.read_text()))
+    for _ in range(data.draw(st.integers(1, 3))):
+        path = data.draw(st.sampled_from(_leaves(doc)))
+        if not path:
+            continue
+        parent = doc
+        for key in path[:-1]:
+            parent = parent[key]  # type: ignore[index]
+        if data.draw(st.booleans()):
+            parent[path[-1]] = data.draw(_hostile)  # type: ignore[index]
+        else:
+            del parent[path[-1]]  # type: ignore[attr-defined]
+    folder = Path(str(tmp_path_factory.mktemp("cfg")))  # type: ignore[attr-defined]
+    target = folder / ("site.yaml" if kind == "site" else "rpi5.yaml")
+    target.write_text(yaml.safe_dump(doc))
+    message = ""
+    try:
+        if kind == "site":
+            device = next(iter(yaml.safe_load(source.read_text())["cameras"]))["device"]
+            load_agent_config(target, device)
+        else:
+            load_profile("rpi5", folder)
+    except ConfigError as exc:  # the only error allowed, and it names the file
+        message = str(exc)
+    assert not message or str(target) in message or "not found" in message, message
