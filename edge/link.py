@@ -43,7 +43,6 @@ class MqttLink:
         site: str,
         device: str,
         max_inflight: int = 100,
-        receipts: bool = True,
         resend_after_s: float = 30.0,
     ) -> None:
         self.broker = broker
@@ -51,7 +50,6 @@ class MqttLink:
         self.site = site
         self.device = device
         self.max_inflight = max_inflight
-        self.receipts = receipts
         self.resend_after_s = resend_after_s
         self._resend_wait = resend_after_s
         self._status_topic = wire.topic(site, device, wire.Channel.STATUS)
@@ -138,8 +136,7 @@ class MqttLink:
             log.warning("broker refused connection", extra={"reason": str(reason)})
             return
         log.info("connected to broker", extra={"host": self.broker.host, "port": self.broker.port})
-        if self.receipts:
-            client.subscribe(self._receipt_topic, qos=wire.QOS[wire.Channel.RECEIPT])
+        client.subscribe(self._receipt_topic, qos=wire.QOS[wire.Channel.RECEIPT])
         client.publish(self._status_topic, self._status_payload("online"), qos=1, retain=True)
         self._connected.set()
         self._wake.set()
@@ -173,10 +170,8 @@ class MqttLink:
         except WireError as exc:
             log.warning("receipt refused", extra={"field": exc.field, "reason": exc.reason})
             return
-        if not isinstance(receipt, wire.Receipt) or (receipt.site, receipt.device) != (
-            self.site,
-            self.device,
-        ):
+        mine = (receipt.site, receipt.device) == (self.site, self.device)
+        if not isinstance(receipt, wire.Receipt) or not mine:
             log.warning("receipt for another device ignored", extra={"topic": message.topic})
             return
         removed = self.outbox.confirm(receipt.ids)
@@ -185,10 +180,7 @@ class MqttLink:
         self._wake.set()
 
     def _acked(self, rowid: int) -> None:
-        if self.receipts:
-            self.outbox.mark_sent([rowid], time.monotonic())
-        else:
-            self.outbox.ack([rowid])
+        self.outbox.mark_sent([rowid], time.monotonic())
         self.published += 1
         self._wake.set()
 
@@ -202,8 +194,7 @@ class MqttLink:
             with self._lock:
                 busy = list(self._inflight.values())
             room = self.max_inflight - len(busy)
-            resend_before = time.monotonic() - self._resend_wait if self.receipts else None
-            items = self.outbox.peek(room, exclude=busy, resend_before=resend_before)
+            items = self.outbox.peek(room, exclude=busy, resend_before=time.monotonic() - self._resend_wait)
             again = sum(1 for item in items if item.sent is not None)
             if again:
                 # No receipt in time: the broker lost them, or the hub is down or behind.

@@ -24,7 +24,7 @@ import logging
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -244,55 +244,43 @@ class Outbox:
 
     def ack(self, rowids: Iterable[int]) -> None:
         """Forget messages outright (the broker has them and no receipt is expected)."""
-        ids = [(r,) for r in rowids]
-        if not ids:
-            return
-        with self._lock:
-            for (rowid,) in ids:
-                cur = self._db.execute(
-                    "DELETE FROM outbox WHERE rowid = ? RETURNING length(payload) + length(topic)", (rowid,)
-                )
-                row = cur.fetchone()
-                if row is not None:
-                    self._bytes -= int(row[0]) + ROW_OVERHEAD
+        with self._transaction():
+            for rowid in rowids:
+                self._delete("rowid = ?", rowid)
 
     def mark_sent(self, rowids: Iterable[int], at: float) -> None:
         """The broker has these: rows with an event id now wait for the hub's receipt, others go."""
         ids = list(rowids)
-        if not ids:
-            return
-        with self._lock:
-            self._db.executemany(
-                "UPDATE outbox SET sent = ? WHERE rowid = ? AND msg_id IS NOT NULL", [(at, r) for r in ids]
-            )
+        with self._transaction():
+            self._db.executemany("UPDATE outbox SET sent = ? WHERE rowid = ?", [(at, r) for r in ids])
             for rowid in ids:
-                row = self._db.execute(
-                    "DELETE FROM outbox WHERE rowid = ? AND msg_id IS NULL"
-                    " RETURNING length(payload) + length(topic)",
-                    (rowid,),
-                ).fetchone()
-                if row is not None:
-                    self._bytes -= int(row[0]) + ROW_OVERHEAD
+                self._delete("rowid = ? AND msg_id IS NULL", rowid)
 
     def confirm(self, msg_ids: Iterable[str]) -> int:
         """Forget the events the hub's receipt names; returns how many rows that removed."""
-        ids = [(m,) for m in msg_ids]
-        removed = 0
+        with self._transaction():
+            return sum(self._delete("msg_id = ?", m) for m in msg_ids)
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                for (msg_id,) in ids:
-                    for (size,) in self._db.execute(
-                        "DELETE FROM outbox WHERE msg_id = ? RETURNING length(payload) + length(topic)",
-                        (msg_id,),
-                    ).fetchall():
-                        self._bytes -= int(size) + ROW_OVERHEAD
-                        removed += 1
+                yield
                 self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                with contextlib.suppress(sqlite3.OperationalError):
+                    self._db.execute("ROLLBACK")
                 raise
-        return removed
+
+    def _delete(self, where: str, value: object) -> int:
+        """Delete the rows matching ``where`` (one placeholder), keeping the byte count; how many went."""
+        sizes = self._db.execute(
+            f"DELETE FROM outbox WHERE {where} RETURNING length(payload) + length(topic)",  # noqa: S608 (constant clauses)
+            (value,),
+        ).fetchall()
+        self._bytes -= sum(int(size) + ROW_OVERHEAD for (size,) in sizes)
+        return len(sizes)
 
     def depth(self) -> int:
         """How many messages the hub has not confirmed yet (on disk and in memory)."""

@@ -64,7 +64,7 @@ def receipts(settled: dict[tuple[str, str], list[str]], ts: int) -> list[tuple[s
     out: list[tuple[str, bytes]] = []
     n = wire.RECEIPT_MAX_IDS
     for (site, device), ids in settled.items():
-        topic = f"{wire.TOPIC_ROOT}/{site}/{device}/{wire.Channel.RECEIPT.value}"
+        topic = wire.topic(site, device, wire.Channel.RECEIPT)
         for i in range(0, len(ids), n):
             body = {"v": wire.SCHEMA_VERSION, "site": site, "device": device, "kind": "receipt", "ts": ts,
                     "ids": ids[i : i + n]}  # fmt: skip
@@ -229,8 +229,9 @@ class Ingestor:
             result = classify(item.topic, item.payload, item.received_at)
             if isinstance(result, QuarantineRecord):
                 bad.append(result)
-                qid = wire.peek_id(item.payload) if result.site and result.device else None
-                if qid is not None and item.topic.endswith("/" + wire.Channel.EVENT.value):
+                on_event_channel = item.topic.endswith("/" + wire.Channel.EVENT.value)
+                qid = wire.peek_id(item.payload) if on_event_channel and result.device else None
+                if qid is not None:
                     # Sending it again would only quarantine it again.
                     settled.setdefault((result.site, result.device), []).append(qid)  # type: ignore[arg-type]
                 log.warning(
