@@ -14,13 +14,13 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from tinydb import Query
 
-from hub.docstore import open_documents
+from hub.docstore import open_documents, transaction
 from ota.rollout import DEFAULT_WAVES, DeviceOutcome, GatePolicy, evaluate_gate, plan_waves
 from vigie import wire
 from vigie.exceptions import VigieError, WireError
@@ -32,12 +32,13 @@ log = logging.getLogger(__name__)
 
 
 class CampaignStore:
-    """Campaign documents; every write is one SQLite transaction."""
+    """Campaign documents. The runner and operators' commands run in different processes: every
+    read-modify-write is one SQLite transaction, so neither overwrites the other's change."""
 
     def __init__(self, path: Path) -> None:
         self.db = open_documents(path)
         self.table = self.db.table("campaigns")
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # modify() calls get() while holding it
 
     def close(self) -> None:
         self.db.close()
@@ -71,7 +72,7 @@ class CampaignStore:
             "log": [],
             "created_at": time.time(),
         }
-        with self._lock:
+        with self._lock, transaction(self.db):
             if self.table.contains(Query().id == campaign_id):
                 raise VigieError(f"campaign {campaign_id!r} exists")
             self.table.insert(doc)
@@ -89,18 +90,34 @@ class CampaignStore:
             return [dict(d) for d in self.table.all()]
 
     def update(self, campaign_id: str, **fields: Any) -> None:
-        with self._lock:
+        with self._lock, transaction(self.db):
             self.table.update(fields, Query().id == campaign_id)
+
+    def modify(
+        self, campaign_id: str, change: Callable[[dict[str, Any]], dict[str, Any] | None]
+    ) -> dict[str, Any]:
+        """Read the campaign, ask ``change`` for the fields to set (None: nothing), write them.
+
+        Atomic across processes: nobody writes between the read and the write. Returns the
+        document as written.
+        """
+        with self._lock, transaction(self.db):
+            doc = self.get(campaign_id)
+            fields = change(doc)
+            if fields:
+                self.table.update(fields, Query().id == campaign_id)
+                doc.update(fields)
+            return doc
 
     def set_state(self, campaign_id: str, state: str, reason: str) -> dict[str, Any]:
         """Operator actions: paused, running (resume), aborted."""
-        doc = self.get(campaign_id)
-        if doc["state"] in ("done", "aborted", "halted") and state != "aborted":
-            raise VigieError(f"campaign {campaign_id} is {doc['state']}: it cannot become {state}")
-        self.update(
-            campaign_id, state=state, log=[*doc["log"], {"at": time.time(), "event": state, "why": reason}]
-        )
-        return self.get(campaign_id)
+
+        def change(doc: dict[str, Any]) -> dict[str, Any]:
+            if doc["state"] in ("done", "aborted", "halted") and state != "aborted":
+                raise VigieError(f"campaign {campaign_id} is {doc['state']}: it cannot become {state}")
+            return {"state": state, "log": [*doc["log"], {"at": time.time(), "event": state, "why": reason}]}
+
+        return self.modify(campaign_id, change)
 
 
 def progress(doc: dict[str, Any]) -> dict[str, Any]:
@@ -200,7 +217,7 @@ class CampaignRunner:
                 if doc["state"] == "paused":
                     time.sleep(self.tick_s)
                     continue
-                self._step(doc, outcomes)
+                self._step(outcomes)
                 time.sleep(self.tick_s)
             return self.store.get(self.id)
         finally:
@@ -209,24 +226,24 @@ class CampaignRunner:
             self.client.loop_stop()
             self.client.disconnect()
 
-    def _step(self, doc: dict[str, Any], outcomes: dict[str, dict[str, Any]]) -> None:
+    def _step(self, outcomes: dict[str, dict[str, Any]]) -> None:
+        # Decided and written in one transaction: an operator's pause, resume or abort lands
+        # before or after a step, never inside one (a stale write would start a wave again).
+        self.store.modify(self.id, lambda doc: self._advance(doc, outcomes))
+
+    def _advance(self, doc: dict[str, Any], outcomes: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+        if doc["state"] != "running":
+            return None
         wave = doc["waves"][doc["wave"]]
         if doc["wave_started"] is None:
             self._command(wave, "install", doc)
-            self.store.update(
-                self.id,
-                wave_started=time.time(),
-                commanded=[*doc["commanded"], *wave],
-                log=[
-                    *doc["log"],
-                    {
-                        "at": time.time(),
-                        "event": f"wave {doc['wave'] + 1} started",
-                        "why": f"{len(wave)} devices",
-                    },
-                ],
-            )
-            return
+            started = f"wave {doc['wave'] + 1} started"
+            entry = {"at": time.time(), "event": started, "why": f"{len(wave)} devices"}
+            return {
+                "wave_started": time.time(),
+                "commanded": [*doc["commanded"], *wave],
+                "log": [*doc["log"], entry],
+            }
         decision = evaluate_gate(
             wave,
             {
@@ -238,7 +255,7 @@ class CampaignRunner:
             now=time.time(),
         )
         if decision.verdict == "wait":
-            return
+            return None
         entry = {
             "at": time.time(),
             "event": f"wave {doc['wave'] + 1} {decision.verdict}",
@@ -247,10 +264,8 @@ class CampaignRunner:
         if decision.verdict == "halt":
             installed = [d for d in wave if outcomes.get(d, {}).get("step") == "installed"]
             self._command(installed, "rollback", doc)
-            self.store.update(self.id, state="halted", log=[*doc["log"], entry])
             log.warning("campaign halted", extra={"campaign": self.id, "reason": decision.reason})
-            return
+            return {"state": "halted", "log": [*doc["log"], entry]}
         if doc["wave"] + 1 >= len(doc["waves"]):
-            self.store.update(self.id, state="done", log=[*doc["log"], entry])
-            return
-        self.store.update(self.id, wave=doc["wave"] + 1, wave_started=None, log=[*doc["log"], entry])
+            return {"state": "done", "log": [*doc["log"], entry]}
+        return {"wave": doc["wave"] + 1, "wave_started": None, "log": [*doc["log"], entry]}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,10 +14,12 @@ from typing import Any
 import pytest
 
 from edge.updater import ModelUpdater
+from hub.campaigns import CampaignStore
 from ota.bundle import pack
 from ota.rollout import DeviceOutcome, GatePolicy, evaluate_gate, plan_waves
 from tests.conftest import cli
 from tests.ota.test_ota import LABELS, MODEL, Repo, _manifest
+from vigie.exceptions import VigieError
 from vigie.netutil import free_port, wait_for_port
 
 
@@ -60,6 +63,32 @@ def test_plan_waves_and_gates() -> None:
     decision = evaluate_gate(wave, slow, policy, started=0, now=1)
     assert decision.verdict == "halt"
     assert "median inference 160 ms" in decision.reason
+
+
+def test_an_operator_pause_and_a_runner_step_do_not_undo_each_other(tmp_path: Path) -> None:
+    """The runner and `vigie ota campaign pause` are two processes writing one document."""
+    runner_side = CampaignStore(tmp_path / "campaigns.db")
+    operator_side = CampaignStore(tmp_path / "campaigns.db")
+    runner_side.create("models/m.tar", "1.0.0", [f"s/cam-{i}" for i in range(10)], name="c1")
+    read = threading.Event()
+
+    def start_wave(doc: dict[str, Any]) -> dict[str, Any]:
+        read.set()
+        time.sleep(0.5)  # the operator pauses while the runner is between its read and its write
+        return {"wave_started": 1.0, "log": [*doc["log"], {"at": 1.0, "event": "wave 1 started", "why": ""}]}
+
+    step = threading.Thread(target=runner_side.modify, args=("c1", start_wave))
+    step.start()
+    assert read.wait(5)
+    operator_side.set_state("c1", "paused", "operator: pause")
+    step.join()
+    doc = CampaignStore(tmp_path / "campaigns.db").get("c1")
+    assert doc["state"] == "paused"
+    assert doc["wave_started"] == 1.0  # the wave the runner started is not forgotten (nor started twice)
+    assert [e["event"] for e in doc["log"]] == ["wave 1 started", "paused"]
+    operator_side.set_state("c1", "aborted", "operator: abort")
+    with pytest.raises(VigieError, match="c1 is aborted: it cannot become running"):
+        operator_side.set_state("c1", "running", "operator: resume")
 
 
 @pytest.mark.e2e
