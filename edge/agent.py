@@ -160,7 +160,9 @@ def run_agent(
         ),
         lambda batch: enqueue(batch),
     )  # fmt: skip
-    link = MqttLink(config.broker, outbox, site=config.site, device=config.device)
+    link = MqttLink(
+        config.broker, outbox, site=config.site, device=config.device, resend_after_s=config.resend_after_s
+    )
     event_topic = wire.topic(config.site, config.device, wire.Channel.EVENT)
     qos = wire.QOS[wire.Channel.EVENT]
     started = time.monotonic()

@@ -125,6 +125,13 @@ class AgentConfig(_Strict):
     drain_timeout_s: float = Field(
         default=30.0, ge=0, description="At the end of a finite source, wait for the broker."
     )
+    resend_after_s: float = Field(
+        default=30.0,
+        ge=1,
+        le=600,
+        description="Publish an event again when the hub has not receipted it after this many seconds"
+        " (the wait doubles, up to 10 min, while the hub stays silent).",
+    )
     throttle_c: float | None = Field(
         default=None, description="Above this SoC temperature the agent halves its frame rate."
     )

@@ -223,6 +223,14 @@ def _build_parser() -> argparse.ArgumentParser:
         default=None,
         help="At the end of a finite source, wait up to N s for the broker (default 30).",
     )
+    run.add_argument(
+        "--resend-after",
+        type=float,
+        default=None,
+        metavar="S",
+        help="Publish an event again when the hub has not receipted it within S s (default 30; the wait "
+        "doubles up to 10 min while the hub is silent). Lower it on a lossy link, raise it on a metered one.",
+    )
 
     snap = edge_sub.add_parser(
         "snapshot",
@@ -470,6 +478,7 @@ def _agent_config(args: argparse.Namespace) -> tuple[AgentConfig, Callable[[], A
         "outbox": get("outbox"),
         "snapshot_dir": get("snapshot_dir"),
         "drain_timeout_s": get("drain_timeout"),
+        "resend_after_s": get("resend_after"),
         "broker": _broker_config(args) if get("broker") or get("mqtt_username") else None,
     }
     if args.config is not None and overrides["broker"] is None:

@@ -8,8 +8,10 @@ import signal
 import socket
 import stat
 import subprocess
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -150,6 +152,48 @@ def test_sd_notify_ready_watchdog_stopping(
     assert "READY=1" in text
     assert "WATCHDOG=1" in text
     assert text.rstrip().endswith("STOPPING=1")
+
+
+def test_without_receipts_the_agent_sends_again_after_resend_after(
+    broker: LocalBroker, model_dir: Path, bus_jpg: Path, tmp_path: Path
+) -> None:
+    """No hub: nothing is receipted, so the event goes out again after 1 s, then 2 s (the wait doubles)."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    from vigie import wire
+
+    deliveries: list[str] = []
+    subscribed = threading.Event()
+    tap = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="resend-tap")
+    tap.on_subscribe = lambda *a: subscribed.set()
+
+    def on_message(client: Any, userdata: Any, message: Any) -> None:
+        event = wire.decode(bytes(message.payload), wire.Channel.EVENT)
+        assert isinstance(event, wire.Event)
+        deliveries.append(event.id)
+
+    tap.on_message = on_message
+    tap.connect("127.0.0.1", broker.port)
+    tap.subscribe(wire.topic("test", "cam-1", wire.Channel.EVENT), qos=1)
+    tap.loop_start()
+    assert subscribed.wait(5)
+    try:
+        proc = subprocess.run(
+            cli("edge", "run", "--site", "test", "--device", "cam-1", "--source", str(bus_jpg),
+                "--model-dir", str(model_dir), "--broker", f"127.0.0.1:{broker.port}",
+                "--outbox", str(tmp_path / "o.sqlite"), "--resend-after", "1", "--drain-timeout", "5"),
+            capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+    finally:
+        tap.loop_stop()
+        tap.disconnect()
+    assert proc.returncode == 3, proc.stderr  # 3: events left in the outbox for the next start
+    assert "no receipt from the hub; sending again" in proc.stderr
+    assert deliveries, proc.stderr
+    for event_id in set(deliveries):
+        assert deliveries.count(event_id) >= 3  # at 0 s, ~1 s and ~3 s (then ~7 s) within the 5 s drain
+    assert Outbox(tmp_path / "o.sqlite").depth() == len(set(deliveries))  # kept until a hub receipts them
 
 
 def test_notifier_is_silent_outside_systemd() -> None:
