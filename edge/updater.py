@@ -7,7 +7,9 @@ Layout (``/var/lib/vigie/ota``)::
     slots/a, slots/b     two unpacked bundles; one is live
     current -> slots/a   the live slot: a symlink replaced atomically (rename)
     state.json           the step in progress, written atomically before each step
+    lock                 held (flock) by whoever is changing slots: the OTA listener or a technician
 
+Power can fail at any step.
 Power can fail at any step. The live slot is never written during an update (only the
 other one is), and ``current`` changes by one atomic rename, so on restart
 :meth:`ModelUpdater.recover` finds either the old verified model or the new verified
@@ -17,16 +19,19 @@ bad outputs), or its check after the switch, is abandoned and ``current`` goes b
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import functools
 import json
 import logging
 import os
 import shutil
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import numpy as np
 
@@ -37,6 +42,8 @@ from vigie.files import write_atomic
 __all__ = ["ModelUpdater", "SmokeResult", "UpdateError", "smoke_test"]
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
+_P = ParamSpec("_P")
 STEPS = ("download", "unpack", "smoke", "switch", "confirm")
 
 
@@ -120,6 +127,19 @@ def smoke_test(slot: Path, manifest: BundleManifest, runs: int = 5) -> SmokeResu
     return SmokeResult(True, latency)
 
 
+def _one_writer(method: Callable[_P, _T]) -> Callable[_P, _T]:
+    """Run a method that changes slots under the OTA folder's lock."""
+
+    @functools.wraps(method)
+    def locked(*args: _P.args, **kwargs: _P.kwargs) -> _T:
+        self = args[0]
+        assert isinstance(self, ModelUpdater)
+        with self._exclusive():
+            return method(*args, **kwargs)
+
+    return locked
+
+
 class ModelUpdater:
     """One device's OTA state machine (see the module docstring)."""
 
@@ -133,8 +153,10 @@ class ModelUpdater:
         pause_at: str | None = None,
         report: Callable[[dict[str, Any]], None] | None = None,
         max_bytes_per_s: float | None = None,
+        lock_timeout_s: float = 600.0,
     ) -> None:
         self.root = root
+        self.lock_timeout_s = lock_timeout_s
         self.repo_url = repo_url.rstrip("/")
         self.smoke = smoke
         self.health = health or (lambda slot, m: smoke(slot, m).ok)
@@ -145,6 +167,40 @@ class ModelUpdater:
         self.fetcher = ResumableFetcher(root / "cache" / "partial", max_bytes_per_s=max_bytes_per_s)
         for sub in ("metadata", "cache", "slots/a", "slots/b"):
             (root / sub).mkdir(parents=True, exist_ok=True)
+
+    # -- one writer ----------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        """Hold the OTA folder's lock: a technician's `vigie edge update` and the OTA listener
+        would otherwise unpack into the same spare slot at once."""
+        path = self.root / "lock"
+        with path.open("a+") as fh:
+            deadline = time.monotonic() + self.lock_timeout_s
+            waiting = False
+            while True:
+                try:
+                    fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    fh.seek(0)
+                    holder = fh.read().strip() or "unknown"
+                    if time.monotonic() >= deadline:
+                        raise UpdateError(
+                            f"another update holds {path} (pid {holder}) for over"
+                            f" {self.lock_timeout_s:g} s; wait for it to finish, or stop that process"
+                        ) from None
+                    if not waiting:
+                        log.warning("waiting for another update", extra={"lock": str(path), "pid": holder})
+                        waiting = True
+                    time.sleep(0.2)
+            try:
+                fh.truncate(0)
+                fh.write(str(os.getpid()))
+                fh.flush()
+                yield
+            finally:
+                fh.truncate(0)
+                fcntl.flock(fh, fcntl.LOCK_UN)
 
     # -- state ---------------------------------------------------------------------------
     @property
@@ -192,6 +248,7 @@ class ModelUpdater:
             os.close(dir_fd)
 
     # -- install -----------------------------------------------------------------------
+    @_one_writer
     def install_initial(self, bundle: Path) -> BundleManifest:
         """First model, from a bundle already trusted (the image or the provisioning run)."""
         slot = self.root / "slots" / "a"
@@ -201,6 +258,7 @@ class ModelUpdater:
         self._set(step="idle", version=manifest.ref)
         return manifest
 
+    @_one_writer
     def update(self, target: str) -> BundleManifest:
         """Download ``target`` through TUF, install it in the other slot, test it, switch, confirm.
 
@@ -282,6 +340,7 @@ class ModelUpdater:
         self._set(step="idle", version=restored.ref if restored else None, rolled_back=reason)
         log.warning("rolled back", extra={"reason": reason})
 
+    @_one_writer
     def revert(self) -> BundleManifest:
         """Go back to the other slot's model (a campaign halted after this device installed).
 
@@ -297,6 +356,7 @@ class ModelUpdater:
         return manifest
 
     # -- power loss --------------------------------------------------------------------
+    @_one_writer
     def recover(self) -> str:
         """After a restart: finish or undo the step that was running; returns what was done."""
         state = self.state()

@@ -11,6 +11,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tarfile
 import threading
 import time
@@ -23,7 +24,7 @@ import pytest
 from securesystemslib.signer import CryptoSigner
 from tuf.api.metadata import Metadata
 
-from edge.updater import STEPS, ModelUpdater, SmokeResult, UpdateError
+from edge.updater import STEPS, ModelUpdater, SmokeResult, UpdateError, smoke_test
 from ota.bundle import BundleError, BundleManifest, pack, unpack
 from ota.repository import init_repository, load_signer, publish, refresh_timestamp
 from tests.conftest import cli
@@ -200,6 +201,64 @@ def test_failed_check_after_switch_rolls_back(repo: Repo, device: ModelUpdater, 
         device.update(new.target_name)
     assert device.current_manifest().version == "1.0.0"  # type: ignore[union-attr]
     assert "rolled_back" in device.state()
+
+
+def test_two_updaters_on_one_device_take_turns(repo: Repo, device: ModelUpdater, model_dir: Path) -> None:
+    """The OTA listener and a technician's `vigie edge update` at once: one waits for the other."""
+    new = repo.make("1.1.0", model_dir / MODEL, model_dir / LABELS)
+    inside, most, count = 0, 0, threading.Lock()
+
+    def slow_smoke(slot: Path, manifest: BundleManifest) -> SmokeResult:
+        nonlocal inside, most
+        with count:
+            inside += 1
+            most = max(most, inside)
+        time.sleep(1.0)
+        try:
+            return smoke_test(slot, manifest)
+        finally:
+            with count:
+                inside -= 1
+
+    refusals: list[str] = []
+
+    def update(updater: ModelUpdater) -> None:
+        try:
+            updater.update(new.target_name)
+        except UpdateError as exc:
+            refusals.append(str(exc))
+
+    updaters = [ModelUpdater(device.root, repo.url, smoke=slow_smoke) for _ in range(2)]
+    threads = [threading.Thread(target=update, args=(u,)) for u in updaters]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert most == 1  # never two in the spare slot at once
+    assert device.current_manifest() == new
+    assert len(refusals) == 1
+    assert "ssd-coco@1.1.0 is not newer than the installed ssd-coco@1.1.0" in refusals[0]
+
+
+def test_a_held_lock_is_waited_for_then_named(device: ModelUpdater) -> None:
+    code = (
+        "import fcntl, sys, time\n"
+        "f = open(sys.argv[1], 'a+')\n"
+        "fcntl.flock(f, fcntl.LOCK_EX)\n"
+        "f.write('4242'); f.flush(); print('held', flush=True); time.sleep(60)\n"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", code, str(device.root / "lock")], stdout=subprocess.PIPE,
+                              text=True)  # fmt: skip
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "held"
+        device.lock_timeout_s = 0.5
+        with pytest.raises(UpdateError, match=r"another update holds \S+/lock \(pid 4242\) for over 0.5 s"):
+            device.recover()
+    finally:
+        holder.kill()
+        holder.wait()
+    assert device.recover() == "nothing to recover"  # the lock died with its holder
 
 
 def _stopped(pid: int) -> bool:
