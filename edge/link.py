@@ -155,12 +155,16 @@ class MqttLink:
     ) -> None:
         # Called with paho's out-message lock held: never call into paho here.
         with self._lock:
-            rowid = self._inflight.pop(mid, None)
+            rowid = self._inflight.get(mid)
             if rowid is None:
                 # The ack beat the pump's bookkeeping (or it is a status message).
                 self._early[mid] = time.monotonic()
         if rowid is not None:
+            # The row stays in flight until it is marked sent: out of the map earlier, the pump
+            # would see an unsent row that nobody holds and publish it again.
             self._acked(rowid)
+            with self._lock:
+                self._inflight.pop(mid, None)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         if message.topic != self._receipt_topic:
