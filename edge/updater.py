@@ -7,7 +7,7 @@ Layout (``/var/lib/vigie/ota``)::
     slots/a, slots/b     two unpacked bundles; one is live
     current -> slots/a   the live slot: a symlink replaced atomically (rename)
     state.json           the step in progress, written atomically before each step
-    lock                 held (flock) by whoever is changing slots: the OTA listener or a technician
+    lock                 the pid of whoever last changed slots (the folder itself is flock'ed meanwhile)
 
 Power can fail at any step.
 Power can fail at any step. The live slot is never written during an update (only the
@@ -172,35 +172,38 @@ class ModelUpdater:
     @contextlib.contextmanager
     def _exclusive(self) -> Iterator[None]:
         """Hold the OTA folder's lock: a technician's `vigie edge update` and the OTA listener
-        would otherwise unpack into the same spare slot at once."""
-        path = self.root / "lock"
-        with path.open("a+") as fh:
+        would otherwise unpack into the same spare slot at once.
+
+        The lock is an flock on the folder itself, which any user who can read the folder can
+        take (a lock file made by root would lock the service user out); ``lock`` beside it
+        names the holder's pid when it can be written, for the error message.
+        """
+        pid_file = self.root / "lock"
+        fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
+        try:
             deadline = time.monotonic() + self.lock_timeout_s
             waiting = False
             while True:
                 try:
-                    fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                     break
                 except BlockingIOError:
-                    fh.seek(0)
-                    holder = fh.read().strip() or "unknown"
+                    holder = _read_pid(pid_file)
                     if time.monotonic() >= deadline:
                         raise UpdateError(
-                            f"another update holds {path} (pid {holder}) for over"
+                            f"another update holds the lock on {self.root} (pid {holder}) for over"
                             f" {self.lock_timeout_s:g} s; wait for it to finish, or stop that process"
                         ) from None
                     if not waiting:
-                        log.warning("waiting for another update", extra={"lock": str(path), "pid": holder})
+                        extra = {"folder": str(self.root), "pid": holder}
+                        log.warning("waiting for another update", extra=extra)
                         waiting = True
                     time.sleep(0.2)
-            try:
-                fh.truncate(0)
-                fh.write(str(os.getpid()))
-                fh.flush()
-                yield
-            finally:
-                fh.truncate(0)
-                fcntl.flock(fh, fcntl.LOCK_UN)
+            with contextlib.suppress(OSError):
+                write_atomic(pid_file, str(os.getpid()).encode())
+            yield
+        finally:
+            os.close(fd)  # releases the flock
 
     # -- state ---------------------------------------------------------------------------
     @property
@@ -385,6 +388,13 @@ class ModelUpdater:
             )
             return f"interrupted during {step}: rolled back"
         return "nothing to recover"
+
+
+def _read_pid(path: Path) -> str:
+    try:
+        return path.read_text().strip() or "unknown"
+    except OSError:
+        return "unknown"
 
 
 def _version(text: str) -> tuple[int, ...]:

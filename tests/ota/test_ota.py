@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import tarfile
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -241,24 +242,48 @@ def test_two_updaters_on_one_device_take_turns(repo: Repo, device: ModelUpdater,
 
 
 def test_a_held_lock_is_waited_for_then_named(device: ModelUpdater) -> None:
+    # Another process in the middle of an update: it holds the folder's flock and wrote its pid.
     code = (
-        "import fcntl, sys, time\n"
-        "f = open(sys.argv[1], 'a+')\n"
-        "fcntl.flock(f, fcntl.LOCK_EX)\n"
-        "f.write('4242'); f.flush(); print('held', flush=True); time.sleep(60)\n"
+        "import fcntl, os, sys, time\n"
+        "fd = os.open(sys.argv[1], os.O_RDONLY)\n"
+        "fcntl.flock(fd, fcntl.LOCK_EX)\n"
+        "open(os.path.join(sys.argv[1], 'lock'), 'w').write(str(os.getpid()))\n"
+        "print('held', flush=True); time.sleep(60)\n"
     )
-    holder = subprocess.Popen([sys.executable, "-c", code, str(device.root / "lock")], stdout=subprocess.PIPE,
-                              text=True)  # fmt: skip
+    holder = subprocess.Popen(
+        [sys.executable, "-c", code, str(device.root)], stdout=subprocess.PIPE, text=True
+    )
     try:
         assert holder.stdout is not None
         assert holder.stdout.readline().strip() == "held"
         device.lock_timeout_s = 0.5
-        with pytest.raises(UpdateError, match=r"another update holds \S+/lock \(pid 4242\) for over 0.5 s"):
+        with pytest.raises(UpdateError, match=rf"holds the lock on \S+ \(pid {holder.pid}\) for over 0.5 s"):
             device.recover()
     finally:
         holder.kill()
         holder.wait()
     assert device.recover() == "nothing to recover"  # the lock died with its holder
+    assert (device.root / "lock").read_text() == str(os.getpid())
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None, reason="needs root and setpriv")
+def test_a_lock_left_by_root_does_not_lock_out_the_service_user() -> None:
+    """A technician ran `sudo vigie edge update`; the agent's OTA listener (another user) still can."""
+    # Not under pytest's tmp_path: /tmp/pytest-of-root is closed to other users.
+    folder = Path(tempfile.mkdtemp(prefix="vigie-ota-"))
+    folder.chmod(0o777)
+    (folder / "lock").write_text("1")
+    (folder / "lock").chmod(0o600)  # root's, unreadable to others
+    code = "import sys; from pathlib import Path; from edge.updater import ModelUpdater; "
+    code += "print(ModelUpdater(Path(sys.argv[1]), '').recover())"
+    done = subprocess.run(
+        ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", sys.executable, "-c", code,
+         str(folder)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    shutil.rmtree(folder)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "nothing to recover"
 
 
 def _stopped(pid: int) -> bool:
