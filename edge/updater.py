@@ -9,7 +9,6 @@ Layout (``/var/lib/vigie/ota``)::
     state.json           the step in progress, written atomically before each step
     lock                 the pid of whoever last changed slots (the folder itself is flock'ed meanwhile)
 
-Power can fail at any step.
 Power can fail at any step. The live slot is never written during an update (only the
 other one is), and ``current`` changes by one atomic rename, so on restart
 :meth:`ModelUpdater.recover` finds either the old verified model or the new verified
@@ -31,7 +30,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import numpy as np
 
@@ -127,15 +126,15 @@ def smoke_test(slot: Path, manifest: BundleManifest, runs: int = 5) -> SmokeResu
     return SmokeResult(True, latency)
 
 
-def _one_writer(method: Callable[_P, _T]) -> Callable[_P, _T]:
+def _one_writer(
+    method: Callable[Concatenate[ModelUpdater, _P], _T],
+) -> Callable[Concatenate[ModelUpdater, _P], _T]:
     """Run a method that changes slots under the OTA folder's lock."""
 
     @functools.wraps(method)
-    def locked(*args: _P.args, **kwargs: _P.kwargs) -> _T:
-        self = args[0]
-        assert isinstance(self, ModelUpdater)
-        with self._exclusive():
-            return method(*args, **kwargs)
+    def locked(updater: ModelUpdater, /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        with updater._exclusive():
+            return method(updater, *args, **kwargs)
 
     return locked
 

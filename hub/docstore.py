@@ -89,7 +89,7 @@ class SQLiteStorage(Storage):
     def write(self, data: dict[str, dict[str, Any]]) -> None:
         # No sort_keys: TinyDB returns documents in the order of their keys here (insertion order).
         bodies = {name: json.dumps(table, separators=(",", ":")) for name, table in data.items()}
-        with self._lock, self.transaction():
+        with self.transaction():  # holds self._lock too
             if self._read_version is not None and self._data_version() != self._read_version:
                 # Another process wrote after our read: writing now would undo its change.
                 raise StaleWriteError(
