@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from vigie import __version__
-from vigie.cli_access import add_access_commands
-from vigie.cli_fleet import add_edge_commands, add_hub_commands
-from vigie.cli_fusion import add_fusion_commands
-from vigie.cli_ota import add_ota_commands, add_update_command
+from vigie.cli.access import add_access_commands
+from vigie.cli.fleet import add_edge_commands, add_hub_commands
+from vigie.cli.fusion import add_fusion_commands
+from vigie.cli.ota import add_ota_commands, add_update_command
 from vigie.exceptions import VigieError
 
 if TYPE_CHECKING:

@@ -12,7 +12,7 @@ from typing import Any
 __all__ = ["add_fusion_commands"]
 
 _FMT = argparse.RawDescriptionHelpFormatter
-MAPPINGS = Path(__file__).resolve().parent.parent / "hub" / "fusion" / "mappings"
+MAPPINGS = Path(__file__).resolve().parents[2] / "hub" / "fusion" / "mappings"
 
 
 def _db(parser: argparse.ArgumentParser) -> None:

@@ -1,6 +1,6 @@
 """CLI for the fleet's identity: `vigie hub init|enrol-token|devices|revoke|broker-config`, `edge enrol`.
 
-Each subcommand sets ``handler`` on its parser; :func:`vigie.cli.main` calls it.
+Each subcommand sets ``handler`` on its parser; :func:`vigie.cli.main.main` calls it.
 """
 
 from __future__ import annotations
