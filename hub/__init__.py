@@ -1,3 +1,7 @@
-"""The Vigie hub: ingest -> store -> REST API (fusion, learning, OTA campaigns come later)."""
+"""The Vigie hub: ingest -> store -> fusion and learning -> REST API and dashboard -> OTA campaigns.
+
+The hub never imports the edge (import-linter's ``floors`` contract); both sit above ``ota``
+and the core (``vigie.wire``). See the README's architecture diagram.
+"""
 
 __all__: list[str] = []

@@ -35,7 +35,6 @@ __all__ = [
     "publish",
     "refresh_timestamp",
     "revoke",
-    "root_json",
     "rotate_key",
 ]
 
@@ -90,11 +89,6 @@ def init_repository(folder: Path) -> Path:
         md.to_file(str(meta / f"{role}.json"), serializer)
     documents["root"].to_file(str(meta / "1.root.json"), serializer)
     return meta / "root.json"
-
-
-def root_json(folder: Path) -> bytes:
-    """The current ``root.json`` bytes, as handed to a device at enrolment."""
-    return (folder / "metadata" / "root.json").read_bytes()
 
 
 def _load(meta: Path, role: str) -> Metadata[Any]:

@@ -11,7 +11,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import pytest
 
-from hub.broker_auth import device_username, render_acl, write_password_file
+from hub.broker_auth import device_username, render_device_acl, write_password_file
 from hub.storage import EventQuery, SQLiteStore
 from tests.conftest import cli, need_service
 from tests.test_wire import event
@@ -43,7 +43,7 @@ def test_devices_can_only_publish_as_themselves(tmp_path: Path) -> None:
     users = {"vigie-hub": "hub-secret", device_username("load", "cam-0"): "pw0",
              device_username("load", "cam-1"): "pw1"}  # fmt: skip
     write_password_file(pw, users.items())
-    acl.write_text(render_acl("vigie-hub"))
+    acl.write_text(render_device_acl([("load", "cam-0"), ("load", "cam-1")], "vigie-hub"))
     port = free_port()
     broker = start_broker(tmp_path / "broker", port, password_file=pw, acl_file=acl)
     (tmp_path / "hub.pw").write_text("hub-secret")
@@ -104,9 +104,10 @@ def test_devices_can_only_publish_as_themselves(tmp_path: Path) -> None:
 
 
 def test_acl_text() -> None:
-    text = render_acl("hub")
-    assert "pattern write vigie/v1/%u/event" in text
-    assert "pattern read vigie/v1/%u/ota" in text
+    text = render_device_acl([("load", "cam-0")], "hub")
+    assert "user load/cam-0\ntopic write vigie/v1/load/cam-0/event" in text
+    assert "topic read vigie/v1/load/cam-0/ota" in text
     assert "user hub\ntopic read vigie/v1/#" in text
+    assert "pattern" not in text  # an identity the hub did not enrol gets no topic at all
     with pytest.raises(Exception, match="slug"):
         device_username("load", "cam/1")
