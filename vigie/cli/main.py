@@ -639,6 +639,7 @@ def _hub_serve(args: argparse.Namespace) -> int:
 
 
 def _hub_ingest(args: argparse.Namespace) -> int:
+    from hub.config import HubSettings
     from hub.ingest import Ingestor
     from hub.storage import open_store
 
@@ -665,12 +666,11 @@ def _hub_ingest(args: argparse.Namespace) -> int:
     shared = args.workers > 1 or args.worker_index is not None
     broker = _broker_config(args, protocol="5" if shared else "3.1.1")
     index = args.worker_index or 0
+    settings = HubSettings.from_env()
     store = open_store(args.db)
-    env = os.environ
     ingestor = Ingestor(
         broker, store, client_id=f"{args.client_id}-{index}", share_group=args.group if shared else None,
-        device_rate=float(env.get("VIGIE_HUB_DEVICE_RATE", "100")),
-        device_burst=int(env.get("VIGIE_HUB_DEVICE_BURST", "10000")),
+        device_rate=settings.device_rate, device_burst=settings.device_burst,
     )  # fmt: skip
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
