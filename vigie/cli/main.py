@@ -607,10 +607,11 @@ def _hub_serve(args: argparse.Namespace) -> int:
     from hub.api.main import create_app
     from hub.config import HubSettings
 
+    base = HubSettings.from_env()  # a wrong setting fails here, once, before any process starts
     scaled = args.workers > 1 or args.ingest_workers > 1
     print(f"vigie hub: API on http://{args.host}:{args.port}/v1/events (docs at /docs)", file=sys.stderr)
     if not scaled:
-        settings = HubSettings.from_env().model_copy(
+        settings = base.model_copy(
             update={"db": str(args.db), "ingest": not args.no_ingest, "broker": _broker_config(args)}
         )
         uvicorn.run(create_app(settings), host=args.host, port=args.port, log_config=None, access_log=False)
