@@ -1,23 +1,52 @@
-"""The hub's settings: one object, read from ``VIGIE_HUB_*`` environment variables."""
+"""The hub's settings: one object, defaults written once, read from the environment and a YAML file.
+
+Precedence, highest first: arguments (the CLI's flags), ``VIGIE_HUB_<FIELD>`` variables (``__`` into
+``retention`` and ``broker``: ``VIGIE_HUB_RETENTION__EVENTS_DAYS``), the older names
+(``VIGIE_MQTT_HOST``, ``VIGIE_HUB_H3_RES``, … see ``hub.config_sources.LEGACY_ENV``), the YAML file
+named by ``VIGIE_HUB_CONFIG`` (or ``config=``), then the defaults below. The table of every setting
+in docs/configuration.md is generated from this model (``python -m hub.config_doc``).
+"""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
+from hub.config_sources import (
+    CONFIG_ENV,
+    ENV_PREFIX,
+    EnvNamesSource,
+    YamlFileSource,
+    describe_validation_error,
+)
 from hub.enrolment import HubState
 from hub.storage import Retention
+from vigie.exceptions import ConfigError
 from vigie.mqtt import BrokerConfig
 
 __all__ = ["HubSettings"]
 
+#: Words that mean "keep forever" for a retention period given as text (an environment variable).
+_FOREVER = {"forever", "none", "null", "never"}
 
-class HubSettings(BaseModel):
+
+class HubSettings(BaseSettings):
     """Everything the hub process needs."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        env_ignore_empty=True,  # VIGIE_HUB_STATE_DIR= means unset, as it always did
+        extra="forbid",
+        frozen=True,
+    )
+    config: Path | None = Field(
+        default=None, description="YAML file of settings (keys as here; nested for retention, broker)."
+    )
     db: str = Field(
         default="vigie-hub.sqlite",
         description="SQLite file (WAL mode), or a PostgreSQL URL `postgresql://user@host/dbname`.",
@@ -26,14 +55,16 @@ class HubSettings(BaseModel):
     share_group: str | None = Field(
         default=None, description="MQTT v5 shared-subscription group, to split ingest across processes."
     )
-    retention: Retention = Field(default_factory=Retention)
+    retention: Retention = Field(
+        default_factory=Retention, description="Days each data class is kept (`forever` or null: kept)."
+    )
     purge_every_s: float = Field(default=3600, gt=0, description="How often the retention purge runs.")
     fusion_every_s: float = Field(
         default=60,
         gt=0,
         description="How often camera roll-ups are folded into the cube and new hours learnt.",
     )
-    broker: BrokerConfig = Field(default_factory=BrokerConfig)
+    broker: BrokerConfig = Field(default_factory=BrokerConfig, description="MQTT broker the ingest reads.")
     client_id: str = Field(default="vigie-hub-ingest", description="MQTT client id of the ingest.")
     state_dir: Path | None = Field(
         default=None, description="Folder from `vigie hub init` (device CA, OTA repository, broker files)."
@@ -72,38 +103,48 @@ class HubSettings(BaseModel):
             broker_reload=self.broker_reload, broker_user=self.broker_user,
         )  # fmt: skip
 
+    @field_validator("retention", mode="before")
     @classmethod
-    def from_env(cls) -> HubSettings:
-        """Build from ``VIGIE_HUB_DB``, ``VIGIE_HUB_INGEST``, ``VIGIE_MQTT_HOST``, ``VIGIE_MQTT_PORT``, ..."""
-        env = os.environ
-        broker = BrokerConfig(
-            host=env.get("VIGIE_MQTT_HOST", "127.0.0.1"),
-            port=int(env.get("VIGIE_MQTT_PORT", "1883")),
-            username=env.get("VIGIE_MQTT_USERNAME") or None,
-            password=env.get("VIGIE_MQTT_PASSWORD") or None,
-        )
-        return cls(
-            db=env.get("VIGIE_HUB_DB", "vigie-hub.sqlite"),
-            ingest=env.get("VIGIE_HUB_INGEST", "1") not in {"0", "false", "no"},
-            broker=broker,
-            client_id=env.get("VIGIE_HUB_CLIENT_ID", "vigie-hub-ingest"),
-            state_dir=Path(env["VIGIE_HUB_STATE_DIR"]) if env.get("VIGIE_HUB_STATE_DIR") else None,
-            broker_host=env.get("VIGIE_HUB_BROKER_HOST", "localhost"),
-            tls_port=int(env.get("VIGIE_HUB_TLS_PORT", "8883")),
-            tls_bind=env.get("VIGIE_HUB_TLS_BIND", "0.0.0.0"),
-            local_port=int(env.get("VIGIE_HUB_LOCAL_PORT", "1884")),
-            broker_reload=env.get("VIGIE_HUB_BROKER_RELOAD") or None,
-            broker_user=env.get("VIGIE_HUB_BROKER_USER") or None,
-            auth=env.get("VIGIE_HUB_AUTH", "on").lower() not in {"off", "0", "false", "no"},
-            k=int(env.get("VIGIE_HUB_K", "5")),
-            fusion_every_s=float(env.get("VIGIE_HUB_FUSION_EVERY", "60")),
-            token_ttl_s=float(env.get("VIGIE_HUB_TOKEN_TTL", str(8 * 3600))),
-            rate=float(env.get("VIGIE_HUB_RATE", "20")),
-            device_rate=float(env.get("VIGIE_HUB_DEVICE_RATE", "100")),
-            device_burst=int(env.get("VIGIE_HUB_DEVICE_BURST", "10000")),
-            zones=Path(env["VIGIE_HUB_ZONES"]) if env.get("VIGIE_HUB_ZONES") else None,
-            zones_name=env.get("VIGIE_HUB_ZONES_NAME", "nom_qua"),
-            h3_resolution=int(env.get("VIGIE_HUB_H3_RES", "8")),
-            controller=env.get("VIGIE_HUB_CONTROLLER", "the city (set VIGIE_HUB_CONTROLLER)"),
-            dpo_contact=env.get("VIGIE_HUB_DPO", "the DPO (set VIGIE_HUB_DPO)"),
-        )
+    def _forever(cls, value: Any) -> Any:
+        """An environment variable cannot hold null: ``forever`` (or ``none``) says "keep forever"."""
+        if isinstance(value, dict):
+            return {k: None if isinstance(v, str) and v.lower() in _FOREVER else v for k, v in value.items()}
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Arguments > ``VIGIE_HUB_*`` > older names > the YAML file > defaults (no .env, no secrets dir)."""
+        init_kwargs: dict[str, Any] = getattr(init_settings, "init_kwargs", {})
+        # Every source is read before validation: an unknown name fails before a wrong value.
+        names = EnvNamesSource(settings_cls)
+        config = init_kwargs.get("config") or os.environ.get(CONFIG_ENV) or None
+        if config is None:
+            return init_settings, env_settings, names
+        return init_settings, env_settings, names, YamlFileSource(settings_cls, Path(config))
+
+    @classmethod
+    def from_env(cls, config: Path | None = None, **overrides: Any) -> HubSettings:
+        """Load from the environment and the config file; ``overrides`` (CLI flags) win over both.
+
+        Raises:
+            ConfigError: an unknown variable or key, a missing file, or a wrong value; the message names
+                it, the value and the fix.
+        """
+        init = {**overrides, **({"config": config} if config is not None else {})}
+        try:
+            return cls(**init)
+        except ValidationError as exc:
+            file = init.get("config") or os.environ.get(CONFIG_ENV) or None
+            raise ConfigError(describe_validation_error(exc, init, Path(file) if file else None)) from None
+        except SettingsError as exc:  # a nested model given as JSON that is not JSON
+            raise ConfigError(
+                f"invalid hub settings: {exc}: a whole group (VIGIE_HUB_RETENTION, VIGIE_HUB_BROKER) must be "
+                "JSON such as '{\"events_days\": 30}'; or set one value: VIGIE_HUB_RETENTION__EVENTS_DAYS=30"
+            ) from None

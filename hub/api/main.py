@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -30,10 +31,13 @@ from hub.ratelimit import RateLimiter
 from hub.retention import PurgeJob
 from hub.storage import open_store
 from vigie import __version__
+from vigie.exceptions import ConfigError
 
 __all__ = ["create_app"]
 
 log = logging.getLogger(__name__)
+#: uvicorn's exit status for a worker that failed to start (uvicorn.config.STARTUP_FAILURE).
+STARTUP_FAILURE = 3
 
 DESCRIPTION = """
 Vigie's hub API. Every event is anonymised on the device: counts of objects per
@@ -69,9 +73,22 @@ def mount_dashboard(app: FastAPI) -> None:
         return RedirectResponse("/dashboard/")
 
 
+def _settings_or_exit() -> HubSettings:
+    """The settings for uvicorn's factory mode (``hub.api.main:create_app``, one call per worker).
+
+    A wrong setting there would otherwise be a traceback per worker: say what is wrong, in the CLI's
+    words, and exit with uvicorn's start-up failure status, which stops the parent instead of restarting.
+    """
+    try:
+        return HubSettings.from_env()
+    except ConfigError as exc:
+        print(f"vigie: error: {exc}", file=sys.stderr)
+        raise SystemExit(STARTUP_FAILURE) from None
+
+
 def create_app(settings: HubSettings | None = None) -> FastAPI:
-    """Build the app; with no settings, read them from the environment (uvicorn factory)."""
-    settings = settings or HubSettings.from_env()
+    """Build the app; with no settings, read them from the environment and config file (uvicorn factory)."""
+    settings = settings or _settings_or_exit()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -90,25 +107,14 @@ def create_app(settings: HubSettings | None = None) -> FastAPI:
         )
         purge = PurgeJob(store, settings.retention, settings.purge_every_s)
         app.state.store = store
-        app.state.settings = settings
-        app.state.k = settings.k
-        app.state.token_ttl_s = settings.token_ttl_s
         app.state.rate_limiter = RateLimiter(settings.rate, burst=max(1, int(settings.rate * 4)))
-        app.state.auth_enabled = settings.auth
+        app.state.auth_enabled = settings.auth  # read by hub.auth, beside the store
         if not settings.auth:
             log.warning("API authentication is OFF (VIGIE_HUB_AUTH=off): for closed test benches only")
         from hub.fusion.zones import ZoneIndex, load_geojson
-        from hub.gdpr import collect_facts
 
         polygons = load_geojson(settings.zones, settings.zones_name) if settings.zones else []
         app.state.zone_index = ZoneIndex(settings.h3_resolution, polygons)
-        app.state.gdpr_facts = lambda: collect_facts(
-            store,
-            settings.retention,
-            settings.k,
-            controller=settings.controller,
-            dpo_contact=settings.dpo_contact,
-        )
         state = settings.hub_state()
         app.state.enrolment = None
         if state is not None:
@@ -148,6 +154,7 @@ def create_app(settings: HubSettings | None = None) -> FastAPI:
         description=DESCRIPTION,
         lifespan=lifespan,
     )
+    app.state.settings = settings  # for hub.api.deps.get_settings: routes read settings only there
     purpose = Depends(require_purpose)
     protected: dict[int | str, dict[str, Any]] = {
         401: {"description": "No token, or an invalid, expired or revoked one", "model": ErrorOut},

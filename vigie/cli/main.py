@@ -607,10 +607,11 @@ def _hub_serve(args: argparse.Namespace) -> int:
     from hub.api.main import create_app
     from hub.config import HubSettings
 
+    base = HubSettings.from_env()  # a wrong setting fails here, once, before any process starts
     scaled = args.workers > 1 or args.ingest_workers > 1
     print(f"vigie hub: API on http://{args.host}:{args.port}/v1/events (docs at /docs)", file=sys.stderr)
     if not scaled:
-        settings = HubSettings.from_env().model_copy(
+        settings = base.model_copy(
             update={"db": str(args.db), "ingest": not args.no_ingest, "broker": _broker_config(args)}
         )
         uvicorn.run(create_app(settings), host=args.host, port=args.port, log_config=None, access_log=False)
@@ -639,6 +640,7 @@ def _hub_serve(args: argparse.Namespace) -> int:
 
 
 def _hub_ingest(args: argparse.Namespace) -> int:
+    from hub.config import HubSettings
     from hub.ingest import Ingestor
     from hub.storage import open_store
 
@@ -665,12 +667,11 @@ def _hub_ingest(args: argparse.Namespace) -> int:
     shared = args.workers > 1 or args.worker_index is not None
     broker = _broker_config(args, protocol="5" if shared else "3.1.1")
     index = args.worker_index or 0
+    settings = HubSettings.from_env()
     store = open_store(args.db)
-    env = os.environ
     ingestor = Ingestor(
         broker, store, client_id=f"{args.client_id}-{index}", share_group=args.group if shared else None,
-        device_rate=float(env.get("VIGIE_HUB_DEVICE_RATE", "100")),
-        device_burst=int(env.get("VIGIE_HUB_DEVICE_BURST", "10000")),
+        device_rate=settings.device_rate, device_burst=settings.device_burst,
     )  # fmt: skip
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

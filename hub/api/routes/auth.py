@@ -5,10 +5,11 @@ from __future__ import annotations
 import time
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Request, status
+from fastapi import APIRouter, Depends, HTTPException, status
 from fastapi.security import OAuth2PasswordRequestForm
 from pydantic import BaseModel, Field
 
+from hub.api.deps import SettingsDep, StoreDep
 from hub.auth import ROLES, Principal, authenticate, issue_token, verify_password
 
 router = APIRouter(prefix="/v1/auth", tags=["auth"])
@@ -34,9 +35,10 @@ class Me(BaseModel):
     summary="Log in: username and password for a bearer token",
     responses={401: {"description": "Wrong username or password, or account disabled"}},
 )
-def login(request: Request, form: Annotated[OAuth2PasswordRequestForm, Depends()]) -> TokenOut:
+def login(
+    settings: SettingsDep, store: StoreDep, form: Annotated[OAuth2PasswordRequestForm, Depends()]
+) -> TokenOut:
     """OAuth2 password flow (form fields `username`, `password`). Tokens last `VIGIE_HUB_TOKEN_TTL` (8 h)."""
-    store = request.app.state.store
     user = store.get_user(form.username)
     ok = verify_password(user["password_hash"] if user else None, form.password)
     if not ok or user is None or user["disabled_at"] is not None:
@@ -44,7 +46,7 @@ def login(request: Request, form: Annotated[OAuth2PasswordRequestForm, Depends()
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED, "wrong username or password", headers={"WWW-Authenticate": "Bearer"}
         )
-    ttl = request.app.state.token_ttl_s
+    ttl = settings.token_ttl_s
     token, _ = issue_token(store, user["username"], ttl_s=ttl)
     return TokenOut(
         access_token=token, expires_in=int(ttl), role=user["role"], scopes=sorted(ROLES[user["role"]])
@@ -57,5 +59,5 @@ def me(principal: Annotated[Principal, Depends(authenticate)]) -> Me:
 
 
 @router.post("/logout", status_code=204, summary="Revoke the token of this request")
-def logout(request: Request, principal: Annotated[Principal, Depends(authenticate)]) -> None:
-    request.app.state.store.revoke_api_tokens(token_hash=principal.token_hash, now=time.time())
+def logout(store: StoreDep, principal: Annotated[Principal, Depends(authenticate)]) -> None:
+    store.revoke_api_tokens(token_hash=principal.token_hash, now=time.time())

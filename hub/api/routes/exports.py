@@ -11,7 +11,7 @@ import h3
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 
-from hub.api.deps import EpochQuery, StoreDep
+from hub.api.deps import EpochQuery, SettingsDep, StoreDep
 from hub.fusion.cameras import load_locations
 from hub.privacy import BUCKETS, bucket_rows, suppress
 from hub.storage import CubeQuery, RollupQuery
@@ -54,7 +54,7 @@ def zones(
 
 
 def _cube_rows(
-    request: Request,
+    k: int,
     store: Any,
     source: str | None,
     since: int | None,
@@ -70,7 +70,7 @@ def _cube_rows(
             limit=2_000_000,
         )
     )
-    return suppress(bucket_rows(rows, bucket), request.app.state.k)
+    return suppress(bucket_rows(rows, bucket), k)
 
 
 @router.get(
@@ -80,7 +80,7 @@ def _cube_rows(
     responses={200: {"content": {"text/csv": {}}}},
 )
 def cube_csv(
-    request: Request,
+    settings: SettingsDep,
     store: StoreDep,
     source: str | None = None,
     since: EpochQuery = None,
@@ -90,7 +90,7 @@ def cube_csv(
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(["zone", "start", "bucket", "source", "category", "n", "suppressed"])
-    for r in _cube_rows(request, store, source, since, until, bucket):
+    for r in _cube_rows(settings.k, store, source, since, until, bucket):
         writer.writerow(
             [
                 r["zone"],
@@ -112,6 +112,7 @@ def cube_csv(
 @router.get("/exports/cube.geojson", summary="The cube as GeoJSON features (k-suppressed)")
 def cube_geojson(
     request: Request,
+    settings: SettingsDep,
     store: StoreDep,
     source: str | None = None,
     since: EpochQuery = None,
@@ -120,7 +121,7 @@ def cube_geojson(
 ) -> JSONResponse:
     polygons = {p.name: p for p in request.app.state.zone_index.polygons}
     features = []
-    for r in _cube_rows(request, store, source, since, until, bucket):
+    for r in _cube_rows(settings.k, store, source, since, until, bucket):
         geom = _geometry(r["zone"], polygons)
         if geom is not None:
             features.append({"type": "Feature", "geometry": geom, "properties": r})
@@ -137,7 +138,7 @@ def _iso(ts: int) -> str:
     "/exports/ngsi-ld", summary="FIWARE Smart Data Models in NGSI-LD (CrowdFlowObserved, TrafficFlowObserved)"
 )
 def ngsi_ld(
-    request: Request,
+    settings: SettingsDep,
     store: StoreDep,
     type: Annotated[Literal["CrowdFlowObserved", "TrafficFlowObserved"], Query()] = "CrowdFlowObserved",
     since: EpochQuery = None,
@@ -145,7 +146,7 @@ def ngsi_ld(
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
 ) -> JSONResponse:
     """One entity per camera place and hour, from the roll-ups; values under k are left out."""
-    k = request.app.state.k
+    k = settings.k
     where = load_locations(store)
     metric = "peak:person" if type == "CrowdFlowObserved" else "forward:*"
     rows = store.list_rollups(RollupQuery(metric=metric, since=since, until=until, limit=limit))

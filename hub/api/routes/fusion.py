@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
-from hub.api.deps import EPOCH_MAX, StoreDep
+from hub.api.deps import EPOCH_MAX, SettingsDep, StoreDep
 from hub.fusion.service import forecast as compute_forecast
 from hub.privacy import BUCKETS, bucket_rows, suppress
 from hub.storage import CubeQuery
@@ -64,7 +64,7 @@ def _split(value: str | None) -> tuple[str, ...]:
 )
 def cube(
     store: StoreDep,
-    request: Request,
+    settings: SettingsDep,
     zone_kind: Annotated[
         str | None, Query(pattern="^(h3|poly)$", description="`h3` cells or `poly` areas.")
     ] = None,
@@ -102,14 +102,14 @@ def cube(
             limit=1_000_000,
         )
     )
-    served = suppress(bucket_rows(rows, bucket), request.app.state.k)[:limit]
-    return CubePublic(data=served, count=len(served), k=request.app.state.k)
+    served = suppress(bucket_rows(rows, bucket), settings.k)[:limit]
+    return CubePublic(data=served, count=len(served), k=settings.k)
 
 
 @router.get("/anomalies", response_model=AnomaliesPublic, summary="Zone-hours far above their baseline")
 def anomalies(
     store: StoreDep,
-    request: Request,
+    settings: SettingsDep,
     since: Annotated[
         int | None, Query(ge=0, le=EPOCH_MAX, description="Hours at or after (UTC epoch s).")
     ] = None,
@@ -117,7 +117,7 @@ def anomalies(
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
 ) -> AnomaliesPublic:
     """Raised by the online model when an hour's count is improbable under its hour-of-week baseline."""
-    rows = suppress(store.list_anomalies(since, until, limit), request.app.state.k, value="observed")
+    rows = suppress(store.list_anomalies(since, until, limit), settings.k, value="observed")
     return AnomaliesPublic(data=rows, count=len(rows))
 
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query
 from fastapi.responses import PlainTextResponse, Response
 from pydantic import BaseModel, Field
 
-from hub.api.deps import EPOCH_MAX, StoreDep
+from hub.api.deps import EPOCH_MAX, SettingsDep, StoreDep
+from hub.config import HubSettings
+from hub.storage import Store
 
 router = APIRouter(prefix="/v1", tags=["governance"])
 gdpr_router = APIRouter(prefix="/v1", tags=["governance"])
@@ -38,16 +40,29 @@ def audit(
     return AuditPublic(data=rows, count=len(rows))
 
 
+def _facts(settings: HubSettings, store: Store) -> Any:
+    """The facts the GDPR documents are written from: the live store and settings."""
+    from hub.gdpr import collect_facts
+
+    return collect_facts(
+        store,
+        settings.retention,
+        settings.k,
+        controller=settings.controller,
+        dpo_contact=settings.dpo_contact,
+    )
+
+
 @gdpr_router.get(
     "/gdpr/records",
     summary="Record of processing activities (GDPR art. 30), from the live configuration",
     response_class=PlainTextResponse,
     responses={200: {"content": {"text/markdown": {}}}},
 )
-def records(request: Request) -> Response:
+def records(settings: SettingsDep, store: StoreDep) -> Response:
     from hub.gdpr import record_of_processing
 
-    return PlainTextResponse(record_of_processing(request.app.state.gdpr_facts()), media_type="text/markdown")
+    return PlainTextResponse(record_of_processing(_facts(settings, store)), media_type="text/markdown")
 
 
 @gdpr_router.get(
@@ -56,15 +71,15 @@ def records(request: Request) -> Response:
     response_class=PlainTextResponse,
     responses={200: {"content": {"text/markdown": {}}}},
 )
-def dpia(request: Request) -> Response:
+def dpia(settings: SettingsDep, store: StoreDep) -> Response:
     from hub.gdpr import dpia_draft
 
-    return PlainTextResponse(dpia_draft(request.app.state.gdpr_facts()), media_type="text/markdown")
+    return PlainTextResponse(dpia_draft(_facts(settings, store)), media_type="text/markdown")
 
 
 @gdpr_router.get("/gdpr/retention", summary="Retention report: the policy and what was purged when")
-def retention(request: Request, store: StoreDep) -> dict[str, Any]:
-    return {"policy": request.app.state.settings.retention.model_dump(), "purges": store.list_purges(1000)}
+def retention(settings: SettingsDep, store: StoreDep) -> dict[str, Any]:
+    return {"policy": settings.retention.model_dump(), "purges": store.list_purges(1000)}
 
 
 @users_router.get("/users", summary="Users and their roles (admin)")
