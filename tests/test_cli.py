@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -227,3 +228,15 @@ def test_edge_run_help_states_the_config_rule() -> None:
     out = " ".join(run("edge", "run", "--help").stdout.split())
     assert "With --config, flags that change how this process runs override" in out
     assert "--zone, --line, --window, --k and --epsilon come from the site file only" in out
+
+
+def test_a_malformed_hub_setting_is_an_error_not_a_traceback(tmp_path: Path) -> None:
+    env = {**os.environ, "VIGIE_HUB_K": "many"}
+    result = subprocess.run(
+        cli("hub", "devices", "--db", str(tmp_path / "h.sqlite"), "--state-dir", str(tmp_path / "s")),
+        capture_output=True, text=True, timeout=60, check=False, env=env,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.startswith("vigie: error: hub settings")
+    assert "many" in result.stderr
+    assert "Traceback" not in result.stderr

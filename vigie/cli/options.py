@@ -226,8 +226,12 @@ def hub_settings(args: argparse.Namespace) -> HubSettings:
     A command with ``--state-dir`` always gets a state folder (./vigie-hub-state by default).
     """
     from hub.config import HubSettings
+    from vigie.exceptions import ConfigError
 
-    base = HubSettings.from_env()
+    try:
+        base = HubSettings.from_env()
+    except ValueError as exc:  # a malformed VIGIE_HUB_* value (pydantic's errors are ValueErrors too)
+        raise ConfigError(f"hub settings from the environment: {exc}") from None
     update: dict[str, Any] = {
         field: getattr(args, flag)
         for flag, field in _SETTING_FLAGS.items()
