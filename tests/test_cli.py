@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -139,3 +140,103 @@ def test_config_validate_names_file_and_key_in_a_broken_profile(tmp_path: Path) 
     assert f"invalid {bad}" in result.stdout
     for key in ("arch", "threads", "thermal.throttle_c", "budgets.rss_mb", "budgets.swap"):
         assert f"  {key}:" in result.stdout, key
+
+
+# -- `edge run --config`: every flag is an override or refused, never ignored ----------------------
+SITE = """
+site: test
+anonymisation: {window_s: 10, k: 3}
+cameras:
+  - device: cam-1
+    profile: generic-x86
+    source: SOURCE
+    fps_cap: 2
+    zones:
+      - {name: left, polygon: [[0, 0], [0.5, 0], [0.5, 1], [0, 1]]}
+"""
+
+
+def _site(tmp_path: Path, source: Path) -> Path:
+    site = tmp_path / "site.yaml"
+    site.write_text(SITE.replace("SOURCE", str(source)))
+    return site
+
+
+def test_config_overrides_apply_on_top_of_the_site_file(tmp_path: Path, bus_jpg: Path) -> None:
+    from vigie.cli.agent_args import agent_config
+    from vigie.cli.main import build_parser
+
+    site = _site(tmp_path, bus_jpg)
+    base = ["edge", "run", "--config", str(site), "--device", "cam-1"]
+    plain, _ = agent_config(build_parser().parse_args(base))
+    assert (plain.source, plain.fps_cap, plain.tiles, plain.loop) == (str(bus_jpg), 2, 1, False)
+    other = tmp_path / "other.jpg"
+    args = build_parser().parse_args(
+        [*base, "--source", str(other), "--fps-cap", "7", "--tiles", "2", "--loop", "--threads", "3"]
+    )
+    config, reload = agent_config(args)
+    assert (config.source, config.fps_cap, config.tiles, config.loop, config.threads) == (
+        str(other), 7, 2, True, 3,
+    )  # fmt: skip
+    assert [z.name for z in config.zones] == ["left"]  # what is counted still comes from the file
+    assert config.anonymisation.k == 3
+    assert reload is not None
+    assert reload().fps_cap == 7
+
+
+def test_config_source_override_reaches_the_agent(tmp_path: Path, bus_jpg: Path, model_dir: Path) -> None:
+    site = _site(tmp_path, bus_jpg)
+    result = run(
+        "edge", "run", "--config", str(site), "--device", "cam-1", "--source", str(tmp_path / "nope.avi"),
+        "--model-dir", str(model_dir), "--outbox", str(tmp_path / "o.sqlite"),
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "nope.avi" in result.stderr
+    assert "does not exist" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "why"),
+    [
+        ("--zone", "a=0,0;1,0;1,1", "zones come from the site file"),
+        ("--line", "door=0.5,0;0.5,1", "lines come from the site file"),
+        ("--k", "2", "k comes from the site file"),
+        ("--window", "30", "the anonymisation window comes from the site file"),
+        ("--epsilon", "0.5", "epsilon comes from the site file"),
+    ],
+)
+def test_config_refuses_what_the_site_file_decides(
+    tmp_path: Path, bus_jpg: Path, flag: str, value: str, why: str
+) -> None:
+    site = _site(tmp_path, bus_jpg)
+    result = run("edge", "run", "--config", str(site), "--device", "cam-1", flag, value)
+    assert result.returncode == 2
+    assert f"vigie: error: {flag} cannot be used with --config: {why}" in result.stderr
+    assert "drop --config" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_config_refuses_another_site(tmp_path: Path, bus_jpg: Path) -> None:
+    site = _site(tmp_path, bus_jpg)
+    result = run("edge", "run", "--config", str(site), "--device", "cam-1", "--site", "elsewhere")
+    assert result.returncode == 2
+    assert "--site 'elsewhere' disagrees" in result.stderr
+    assert "'test'" in result.stderr
+
+
+def test_edge_run_help_states_the_config_rule() -> None:
+    out = " ".join(run("edge", "run", "--help").stdout.split())
+    assert "With --config, flags that change how this process runs override" in out
+    assert "--zone, --line, --window, --k and --epsilon come from the site file only" in out
+
+
+def test_a_malformed_hub_setting_is_an_error_not_a_traceback(tmp_path: Path) -> None:
+    env = {**os.environ, "VIGIE_HUB_K": "many"}
+    result = subprocess.run(
+        cli("hub", "devices", "--db", str(tmp_path / "h.sqlite"), "--state-dir", str(tmp_path / "s")),
+        capture_output=True, text=True, timeout=60, check=False, env=env,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.startswith("vigie: error: invalid hub settings")
+    assert "VIGIE_HUB_K (environment) = 'many'" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -4,43 +4,49 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["add_fusion_commands"]
+from vigie.cli.options import FMT, LazyChoices, add_db, hub_settings
 
-_FMT = argparse.RawDescriptionHelpFormatter
+__all__ = ["register"]
+
 MAPPINGS = Path(__file__).resolve().parents[2] / "hub" / "fusion" / "mappings"
 
 
-def _db(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--db",
-        default=os.environ.get("VIGIE_HUB_DB", "vigie-hub.sqlite"),
-        help="The hub's store: SQLite file or postgresql://… URL (env VIGIE_HUB_DB).",
-    )
-
-
 def _zones(parser: argparse.ArgumentParser) -> None:
+    # None: the hub setting (env VIGIE_HUB_H3_RES, VIGIE_HUB_ZONES, VIGIE_HUB_ZONES_NAME, else its default).
     parser.add_argument(
         "--resolution",
         type=int,
-        default=int(os.environ.get("VIGIE_HUB_H3_RES", "8")),
+        default=None,
         help="H3 resolution of the cells (default 8: about 0.74 km²; env VIGIE_HUB_H3_RES).",
     )
     parser.add_argument(
         "--zones",
         type=Path,
-        default=Path(os.environ["VIGIE_HUB_ZONES"]) if os.environ.get("VIGIE_HUB_ZONES") else None,
+        default=None,
         help="GeoJSON of named areas (quartiers, districts); env VIGIE_HUB_ZONES.",
     )
     parser.add_argument(
         "--zone-name",
-        default=os.environ.get("VIGIE_HUB_ZONES_NAME", "nom_qua"),
+        default=None,
         help="The GeoJSON property holding each area's name (default nom_qua).",
     )
+
+
+def _connectors() -> dict[str, Any]:
+    try:  # an edge-only install (a Pi) may lack the hub's modules: the CLI must still start
+        from hub.fusion.connectors import CONNECTORS
+    except ImportError:
+        return {}
+    return dict(CONNECTORS)
+
+
+def _describe_sources() -> str:
+    """The connectors, for ``vigie hub import --help`` (imports the hub only when shown)."""
+    return "\n".join(f"  {name:<10} {c.description}" for name, c in _connectors().items())
 
 
 def _mapping_path(value: str) -> Path:
@@ -54,28 +60,31 @@ def _mapping_path(value: str) -> Path:
     raise argparse.ArgumentTypeError(f"mapping {value!r}: no such file, and not a shipped mapping ({known})")
 
 
-def add_fusion_commands(hub_sub: Any) -> None:
-    """Register ``import``, ``learn`` and ``backtest`` under ``vigie hub``."""
-    try:  # an edge-only install (a Pi) may lack the hub's modules: the CLI must still start
-        from hub.fusion.connectors import CONNECTORS
-    except ImportError:
-        CONNECTORS = {}  # noqa: N806
-    sources = "\n".join(f"  {name:<10} {c.description}" for name, c in CONNECTORS.items())
+def register(hub_sub: Any) -> None:
+    """Add ``import``, ``learn``, ``cameras`` and ``backtest`` under ``vigie hub``."""
+    _register_import(hub_sub)
+    _register_learn(hub_sub)
+    _register_backtest(hub_sub)
+
+
+def _register_import(hub_sub: Any) -> None:
     imp = hub_sub.add_parser(
         "import",
-        formatter_class=_FMT,
+        formatter_class=FMT,
         help="Import a city data file (police logbook, fire brigade, parks, presence, transport, hospital).",
         description="Read FILE with the SOURCE connector and its mapping (which columns mean what), keep "
         "only the mapped columns (free text and person fields are never read), map every row to its H3 "
         "cell and named area, and add the counts to the fused cube. Rows that are wrong are reported "
         "with their number and field, not imported. The whole file is one transaction: a crash imports "
-        "nothing, and the same file imported twice adds nothing.\n\nSources:\n" + sources,
+        "nothing, and the same file imported twice adds nothing.\n\nSources:\n",
+        describe=_describe_sources,
         epilog="Examples:\n"
         "  vigie hub import police logbook.csv --mapping main_courante --zones quartiers.geojson\n"
         "  vigie hub import police houston_crime_2010_ggmap.csv.gz --mapping houston_police\n"
         "  vigie hub import transport validations.csv --mapping transport.yaml --gtfs feed.zip\n",
     )
-    imp.add_argument("source", choices=sorted(CONNECTORS) or None, help="The connector.")
+    source = imp.add_argument("source", help="The connector.")
+    LazyChoices.attach(source, lambda: list(_connectors()))
     imp.add_argument("file", type=Path, help="CSV file (plain or .gz).")
     imp.add_argument(
         "--mapping",
@@ -87,24 +96,30 @@ def add_fusion_commands(hub_sub: Any) -> None:
         "--gtfs", type=Path, default=None, help="transport: the GTFS feed (zip) placing the stops."
     )
     imp.add_argument("--no-learn", action="store_true", help="Do not learn from the new hours now.")
-    _db(imp)
+    add_db(imp)
     _zones(imp)
     imp.set_defaults(handler=_import)
 
+
+def _register_learn(hub_sub: Any) -> None:
     learn = hub_sub.add_parser(
         "learn",
-        formatter_class=_FMT,
+        formatter_class=FMT,
         help="Learn from the cube's closed hours: baselines, anomalies, forecast state.",
         description="Feed every closed hour after the model's watermark to the online model (the hub "
         "also does this after each import). The state is kept in the store.",
     )
-    _db(learn)
+    add_db(learn)
     _zones(learn)
     learn.set_defaults(handler=_learn)
+    _register_cameras(hub_sub)
+
+
+def _register_cameras(hub_sub: Any) -> None:
 
     cams = hub_sub.add_parser(
         "cameras",
-        formatter_class=_FMT,
+        formatter_class=FMT,
         help="Place the cameras (from site files) and fold their hourly counts into the cube.",
         description="Read each site file's location (or a camera's own `location: [lat, lon]`), remember "
         "where every device is, and add the cameras' and sensors' hourly roll-ups to the cube (source "
@@ -113,13 +128,16 @@ def add_fusion_commands(hub_sub: Any) -> None:
         epilog="Example:\n  vigie hub cameras firmware_configs/sites/*.yaml --zones quartiers.geojson\n",
     )
     cams.add_argument("sites", type=Path, nargs="+", help="Site files.")
-    _db(cams)
+    add_db(cams)
     _zones(cams)
     cams.set_defaults(handler=_cameras)
 
+
+def _register_backtest(hub_sub: Any) -> None:
+
     bt = hub_sub.add_parser(
         "backtest",
-        formatter_class=_FMT,
+        formatter_class=FMT,
         help="Rolling-origin backtest of the risk forecast against last-28-days and KDE hotspots.",
         description="Train on the file up to --train-until, then forecast week by week (7-day horizon), "
         "learning as it goes without refitting; score hit rate and PAI at 1 % and 5 % of the area against "
@@ -145,8 +163,9 @@ def add_fusion_commands(hub_sub: Any) -> None:
 def _zone_index(args: argparse.Namespace) -> Any:
     from hub.fusion.zones import ZoneIndex, load_geojson
 
-    polygons = load_geojson(args.zones, args.zone_name) if args.zones else []
-    return ZoneIndex(args.resolution, polygons)
+    settings = hub_settings(args)
+    polygons = load_geojson(settings.zones, settings.zones_name) if settings.zones else []
+    return ZoneIndex(settings.h3_resolution, polygons)
 
 
 def _import(args: argparse.Namespace) -> int:
@@ -157,7 +176,7 @@ def _import(args: argparse.Namespace) -> int:
     from vigie.progress import Progress
 
     mapping = load_mapping(args.mapping)
-    store = open_store(args.db)
+    store = open_store(hub_settings(args).db)
     bar = Progress(f"importing {args.file.name}", "rows")
     options = {"gtfs": args.gtfs} if args.source == "transport" else {}
     try:
@@ -195,7 +214,7 @@ def _cameras(args: argparse.Namespace) -> int:
     except (ValueError, KeyError, OSError) as exc:
         print(f"vigie: error: {exc}", file=sys.stderr)
         return 2
-    store = open_store(args.db)
+    store = open_store(hub_settings(args).db)
     save_locations(store, locations)
     rows, unplaced = fold_cameras(store, _zone_index(args))
     store.close()
@@ -211,7 +230,7 @@ def _learn(args: argparse.Namespace) -> int:
     from hub.storage import open_store
     from vigie.progress import Progress
 
-    store = open_store(args.db)
+    store = open_store(hub_settings(args).db)
     if load_locations(store):
         rows, _ = fold_cameras(store, _zone_index(args))
         print(f"cameras: {rows} cube rows refreshed from their roll-ups")

@@ -1,60 +1,40 @@
-"""CLI for the fleet's identity: `vigie hub init|enrol-token|devices|revoke|broker-config`, `edge enrol`.
+"""``vigie hub init|enrol-token|devices|revoke|broker-config``: the fleet's identity.
 
-Each subcommand sets ``handler`` on its parser; :func:`vigie.cli.main.main` calls it.
+The device side, ``vigie edge enrol``, is in :mod:`vigie.cli.edge_device`.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
-__all__ = ["add_edge_commands", "add_hub_commands"]
+from vigie.cli.options import FMT, add_db, add_state_dir, hub_settings
 
-_FMT = argparse.RawDescriptionHelpFormatter
-
-
-def _add_state(parser: argparse.ArgumentParser, *, db: bool = True) -> None:
-    if db:
-        parser.add_argument(
-            "--db",
-            default=os.environ.get("VIGIE_HUB_DB", "vigie-hub.sqlite"),
-            help="The hub's store: SQLite file or postgresql://… URL (env VIGIE_HUB_DB).",
-        )
-    parser.add_argument(
-        "--state-dir",
-        type=Path,
-        default=Path(os.environ.get("VIGIE_HUB_STATE_DIR", "vigie-hub-state")),
-        help="Folder made by `vigie hub init`: device CA, OTA repository, broker files "
-        "(env VIGIE_HUB_STATE_DIR; default ./vigie-hub-state).",
-    )
+__all__ = ["devices_table", "register"]
 
 
-def _settings(args: argparse.Namespace) -> Any:
-    from hub.config import HubSettings
-
-    base = HubSettings.from_env()
-    return base.model_copy(update={"db": str(getattr(args, "db", base.db)), "state_dir": args.state_dir})
+def _add_state(parser: argparse.ArgumentParser) -> None:
+    add_db(parser)
+    add_state_dir(parser)
 
 
 def _service(args: argparse.Namespace) -> Any:
     from hub.enrolment import EnrolmentService
     from hub.storage import open_store
 
-    settings = _settings(args)
+    settings = hub_settings(args)
     state = settings.hub_state()
-    assert state is not None  # _settings always sets state_dir
+    assert state is not None  # hub_settings always sets state_dir when the command has --state-dir
     return EnrolmentService(open_store(settings.db), state)
 
 
-def add_hub_commands(hub_sub: Any) -> None:
-    """Register the hub's fleet-identity subcommands."""
+def register(hub_sub: Any) -> None:
+    """Add the fleet-identity actions under ``vigie hub``."""
     init = hub_sub.add_parser(
         "init",
-        formatter_class=_FMT,
+        formatter_class=FMT,
         help="Create the hub's device CA, OTA trust root and broker TLS configuration.",
         description="Create, in the state folder: pki/ (the device CA, and the broker's TLS certificate "
         "for the names given with --broker-host), ota/ (TUF keys and root metadata), broker/ "
@@ -73,7 +53,7 @@ def add_hub_commands(hub_sub: Any) -> None:
 
     token = hub_sub.add_parser(
         "enrol-token",
-        formatter_class=_FMT,
+        formatter_class=FMT,
         help="Create a one-time enrolment token for a device.",
         description="Tokens are single-use and expire; the hub stores only their hash, so the token is "
         "shown once. Give it to the provisioning playbook (vault) or to `vigie edge enrol`.",
@@ -81,7 +61,7 @@ def add_hub_commands(hub_sub: Any) -> None:
         "  vigie hub enrol-token create --site vieux-port --profile rpi5 --device cam-3 --ttl 24h\n",
     )
     token_sub = token.add_subparsers(dest="token_command", metavar="ACTION", required=True)
-    create = token_sub.add_parser("create", help="Create a token.", formatter_class=_FMT)
+    create = token_sub.add_parser("create", help="Create a token.", formatter_class=FMT)
     _add_state(create)
     create.add_argument("--site", required=True, help="Site slug the device belongs to.")
     create.add_argument(
@@ -94,7 +74,7 @@ def add_hub_commands(hub_sub: Any) -> None:
 
     devices = hub_sub.add_parser(
         "devices",
-        formatter_class=_FMT,
+        formatter_class=FMT,
         help="List enrolled devices: certificate, status, last seen.",
         description="One line per device known to the registry or seen on the broker.",
         epilog="Example:\n  vigie hub devices --db postgresql://vigie@db/vigie\n",
@@ -105,7 +85,7 @@ def add_hub_commands(hub_sub: Any) -> None:
 
     revoke = hub_sub.add_parser(
         "revoke",
-        formatter_class=_FMT,
+        formatter_class=FMT,
         help="Revoke a device's certificate; the broker refuses it from now on.",
         description="Adds the certificate to the CRL, removes the device from the ACL and reloads the "
         "broker. The device's data already stored stays (retention applies).",
@@ -117,7 +97,7 @@ def add_hub_commands(hub_sub: Any) -> None:
 
     bc = hub_sub.add_parser(
         "broker-config",
-        formatter_class=_FMT,
+        formatter_class=FMT,
         help="Rewrite the broker's CRL, ACL and configuration from the registry, and reload it.",
         description="The hub does this by itself on start, enrolment and revocation; run it by hand "
         "after restoring a backup, or from a daily timer to refresh the CRL's validity.",
@@ -127,38 +107,13 @@ def add_hub_commands(hub_sub: Any) -> None:
     bc.set_defaults(handler=_hub_broker_config)
 
 
-def add_edge_commands(edge_sub: Any) -> None:
-    """Register ``vigie edge enrol``."""
-    enrol = edge_sub.add_parser(
-        "enrol",
-        formatter_class=_FMT,
-        help="Enrol this device: make a key, send a CSR with a token, install the certificate.",
-        description="The private key is made here and never leaves the device. Does nothing when a "
-        "certificate is already installed (revoke on the hub and delete the PKI folder to start again).",
-        epilog="Example:\n  vigie edge enrol --hub https://hub.city.example --site vieux-port --device cam-3 "
-        "--token-file /run/vigie-token\n",
-    )
-    enrol.add_argument("--hub", required=True, help="Hub base URL, e.g. https://hub.city.example.")
-    enrol.add_argument("--site", required=True, help="Site slug.")
-    enrol.add_argument("--device", required=True, help="This device's slug.")
-    enrol.add_argument(
-        "--token-file", type=Path, default=None, help="File holding the token (or env VIGIE_ENROL_TOKEN)."
-    )
-    enrol.add_argument("--pki-dir", type=Path, default=Path("/etc/vigie/pki"), help="Default /etc/vigie/pki.")
-    enrol.add_argument(
-        "--ota-dir", type=Path, default=Path("/var/lib/vigie/ota"), help="Default /var/lib/vigie/ota."
-    )
-    enrol.add_argument("--hub-ca", type=Path, default=None, help="CA bundle to trust the hub's HTTPS with.")
-    enrol.set_defaults(handler=_edge_enrol)
-
-
 # -- handlers -----------------------------------------------------------------------------
 def _hub_init(args: argparse.Namespace) -> int:
     from hub.broker_config import refresh_broker
     from hub.pki import DeviceCA
     from hub.storage import open_store
 
-    settings = _settings(args)
+    settings = hub_settings(args)
     state = settings.hub_state()
     assert state is not None
     hosts = args.broker_host or ["localhost", "127.0.0.1"]
@@ -233,7 +188,7 @@ def _hub_devices(args: argparse.Namespace) -> int:
 
     from hub.storage import open_store
 
-    store = open_store(_settings(args).db)
+    store = open_store(hub_settings(args).db)
     rows = devices_table(store.list_enrolments(), store.list_devices())
     store.close()
     if args.json:
@@ -285,25 +240,4 @@ def _hub_broker_config(args: argparse.Namespace) -> int:
     service = _service(args)
     refresh_broker(service.store, service.ca, service.state.layout, reload=not args.no_reload)
     print(f"wrote {service.state.layout.folder / 'mosquitto.conf'}, acl and {service.ca.folder / 'crl.pem'}")
-    return 0
-
-
-def _edge_enrol(args: argparse.Namespace) -> int:
-    from edge.enrol import enrol
-    from vigie.exceptions import ConfigError
-
-    token = os.environ.get("VIGIE_ENROL_TOKEN", "")
-    if args.token_file is not None:
-        try:
-            token = args.token_file.read_text().strip()
-        except OSError as exc:
-            raise ConfigError(f"--token-file {args.token_file}: {exc.strerror}") from None
-    if not token:
-        raise ConfigError("no enrolment token: give --token-file FILE or set VIGIE_ENROL_TOKEN")
-    outcome = enrol(args.hub, args.site, args.device, token, args.pki_dir, args.ota_dir, cafile=args.hub_ca)
-    what = "enrolled" if outcome.state == "enrolled" else "already enrolled"
-    print(
-        f"{what}: {args.site}/{args.device}, certificate {outcome.certificate}",
-        f"(sha256 {outcome.fingerprint[:16]}…)",
-    )
     return 0
