@@ -330,13 +330,10 @@ def add_campaign_commands(ota_sub: Any, broker_options: Any) -> None:
 
 def _campaign_common(parser: argparse.ArgumentParser, broker_options: Any) -> None:
     parser.add_argument(
-        "--state-dir",
-        type=Path,
-        default=Path(os.environ.get("VIGIE_HUB_STATE_DIR", "vigie-hub-state")),
-        help="The hub's state folder (campaigns.db lives there).",
-    )
-    parser.add_argument(
-        "--db", default=os.environ.get("VIGIE_HUB_DB", "vigie-hub.sqlite"), help="The hub's store."
+        "--db",
+        default=os.environ.get("VIGIE_HUB_DB", "vigie-hub.sqlite"),
+        help="The hub's store, where campaigns live: a SQLite file or a postgresql:// URL "
+        "(every hub host on one PostgreSQL shares its campaigns).",
     )
     if broker_options is not None:
         broker_options(parser)
@@ -345,8 +342,7 @@ def _campaign_common(parser: argparse.ArgumentParser, broker_options: Any) -> No
 def _campaign_store(args: argparse.Namespace) -> Any:
     from hub.campaigns import CampaignStore
 
-    args.state_dir.mkdir(parents=True, exist_ok=True)
-    return CampaignStore(args.state_dir / "campaigns.db")
+    return CampaignStore.open(args.db)
 
 
 def _campaign_create(args: argparse.Namespace) -> int:

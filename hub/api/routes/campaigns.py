@@ -12,17 +12,10 @@ router = APIRouter(prefix="/v1/campaigns", tags=["fleet"])
 
 
 def _store(request: Request) -> Any:
-    """The campaign store, opened once per app (it appears when the first campaign is created)."""
-    store = getattr(request.app.state, "campaigns", None)
-    if store is not None:
-        return store
-    state = request.app.state.settings.hub_state()
-    if state is None or not (state.folder / "campaigns.db").exists():
-        return None
+    """The campaigns in the hub's own store (shared by every hub host on one database)."""
     from hub.campaigns import CampaignStore
 
-    request.app.state.campaigns = CampaignStore(state.folder / "campaigns.db")
-    return request.app.state.campaigns
+    return CampaignStore(request.app.state.store)
 
 
 @router.get("", summary="OTA campaigns and their progress")
@@ -31,7 +24,7 @@ def list_campaigns(request: Request) -> dict[str, Any]:
     from hub.campaigns import progress
 
     store = _store(request)
-    rows = [progress(doc) for doc in store.list()] if store is not None else []
+    rows = [progress(doc) for doc in store.list()]
     return {"data": rows, "count": len(rows)}
 
 
@@ -43,8 +36,6 @@ def get_campaign(request: Request, campaign_id: str) -> dict[str, Any]:
 
     store = _store(request)
     try:
-        if store is None:
-            raise VigieError(f"no campaign {campaign_id!r}")
         return progress(store.get(campaign_id))
     except VigieError as exc:
         raise HTTPException(404, str(exc)) from None
