@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from hub.storage.base import ApiTokenGrant, User, UserSummary
 from hub.storage.sqlbase import SqlBase
 
 __all__ = ["AccessSql"]
@@ -23,17 +24,20 @@ class AccessSql(SqlBase):
             )
             return cur.fetchone() is not None
 
-    def get_user(self, username: str) -> dict[str, Any] | None:
+    def get_user(self, username: str) -> User | None:
         rows = self._query(
             "SELECT username, password_hash, role, created_at, disabled_at FROM users WHERE username = ?",
             (username,),
         )
-        keys = ("username", "password_hash", "role", "created_at", "disabled_at")
-        return dict(zip(keys, rows[0], strict=True)) if rows else None
+        if not rows:
+            return None
+        name, password_hash, role, created_at, disabled_at = rows[0]
+        return User(username=name, password_hash=password_hash, role=role, created_at=created_at,
+                    disabled_at=disabled_at)  # fmt: skip
 
-    def list_users(self) -> list[dict[str, Any]]:
+    def list_users(self) -> list[UserSummary]:
         rows = self._query("SELECT username, role, created_at, disabled_at FROM users ORDER BY username")
-        return [dict(zip(("username", "role", "created_at", "disabled_at"), r, strict=True)) for r in rows]
+        return [UserSummary(username=r[0], role=r[1], created_at=r[2], disabled_at=r[3]) for r in rows]
 
     def update_user(
         self, username: str, *, password_hash: str | None = None, role: str | None = None,
@@ -68,14 +72,17 @@ class AccessSql(SqlBase):
                 (token_hash, username, label, now, expires_at),
             )
 
-    def get_api_token(self, token_hash: str) -> dict[str, Any] | None:
+    def get_api_token(self, token_hash: str) -> ApiTokenGrant | None:
         rows = self._query(
             "SELECT t.username, u.role, t.label, t.expires_at, t.revoked_at, u.disabled_at FROM api_tokens t"
             " JOIN users u ON u.username = t.username WHERE t.token_hash = ?",
             (token_hash,),
         )
-        keys = ("username", "role", "label", "expires_at", "revoked_at", "disabled_at")
-        return dict(zip(keys, rows[0], strict=True)) if rows else None
+        if not rows:
+            return None
+        username, role, label, expires_at, revoked_at, disabled_at = rows[0]
+        return ApiTokenGrant(username=username, role=role, label=label, expires_at=expires_at,
+                             revoked_at=revoked_at, disabled_at=disabled_at)  # fmt: skip
 
     def revoke_api_tokens(
         self, *, token_hash: str | None = None, username: str | None = None, now: float

@@ -17,6 +17,7 @@ from vigie import wire
 __all__ = [
     "QUARANTINE_KEEP_BYTES",
     "AccessStore",
+    "ApiTokenGrant",
     "AuditStore",
     "Campaign",
     "CampaignLogEntry",
@@ -34,6 +35,8 @@ __all__ = [
     "RollupQuery",
     "Store",
     "StoreAdmin",
+    "User",
+    "UserSummary",
 ]
 
 #: Bytes of a quarantined payload that are kept for the operator to inspect.
@@ -144,6 +147,36 @@ class Campaign(TypedDict):
     created_at: float
 
 
+class User(TypedDict):
+    """A user as stored: the argon2id hash of the password, never the password."""
+
+    username: str
+    password_hash: str
+    role: str
+    created_at: float
+    disabled_at: float | None
+
+
+class UserSummary(TypedDict):
+    """A user as listed (no password hash)."""
+
+    username: str
+    role: str
+    created_at: float
+    disabled_at: float | None
+
+
+class ApiTokenGrant(TypedDict):
+    """What an API token grants, joined with its user's role and state."""
+
+    username: str
+    role: str
+    label: str
+    expires_at: float
+    revoked_at: float | None
+    disabled_at: float | None
+
+
 class EventStore(Protocol):
     """What devices send (``hub/ingest.py`` writes, the API reads): events, roll-ups, devices, quarantine."""
 
@@ -228,14 +261,14 @@ class AccessStore(Protocol):
         """False when the user exists already."""
         ...
 
-    def get_user(self, username: str) -> dict[str, Any] | None: ...
-    def list_users(self) -> list[dict[str, Any]]: ...
+    def get_user(self, username: str) -> User | None: ...
+    def list_users(self) -> list[UserSummary]: ...
     def update_user(self, username: str, *, password_hash: str | None = None, role: str | None = None,
                     disabled_at: float | bool | None = False) -> bool: ...  # fmt: skip
     def add_api_token(
         self, token_hash: str, username: str, label: str, now: float, expires_at: float
     ) -> None: ...
-    def get_api_token(self, token_hash: str) -> dict[str, Any] | None: ...
+    def get_api_token(self, token_hash: str) -> ApiTokenGrant | None: ...
     def revoke_api_tokens(
         self, *, token_hash: str | None = None, username: str | None = None, now: float
     ) -> int: ...
