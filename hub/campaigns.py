@@ -43,7 +43,17 @@ class CampaignStore:
 
     @classmethod
     def open(cls, db: str | Path) -> CampaignStore:
-        """The campaigns of the hub whose store is ``db`` (a SQLite file or a ``postgresql://`` URL)."""
+        """The campaigns of the hub whose store is ``db`` (a SQLite file or a ``postgresql://`` URL).
+
+        A SQLite file that does not exist is refused rather than created: it is a wrong ``--db``
+        (a new empty store would list no campaign and run one that no hub sees).
+        """
+        text = str(db)
+        if not text.startswith(("postgresql://", "postgres://")) and not Path(text).exists():
+            raise VigieError(
+                f"--db {text}: no hub store there; pass the store the hub serves from "
+                "(`vigie hub serve --db`, or VIGIE_HUB_DB)"
+            )
         store = open_store(db)
         return cls(store, owned=store)
 

@@ -16,7 +16,7 @@ import pytest
 
 from edge.updater import ModelUpdater
 from hub.campaigns import CampaignStore
-from hub.storage import Campaign
+from hub.storage import Campaign, SQLiteStore
 from ota.bundle import pack
 from ota.rollout import DeviceOutcome, GatePolicy, evaluate_gate, plan_waves
 from tests.conftest import PG_DSN, cli, need_service, postgres_available
@@ -71,6 +71,7 @@ def test_plan_waves_and_gates() -> None:
 def sides(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[list[CampaignStore]]:
     """Three connections to one hub store, as three processes would have: runner, operator, reader."""
     if request.param == "sqlite":
+        SQLiteStore(tmp_path / "hub.sqlite").close()  # the hub made its store
         stores = [CampaignStore.open(tmp_path / "hub.sqlite") for _ in range(3)]
         yield stores
         for s in stores:
@@ -116,6 +117,15 @@ def test_an_operator_pause_and_a_runner_step_do_not_undo_each_other(sides: list[
         reader.create("models/m.tar", "1.0.0", ["s/cam-0"], name="c1")
     with pytest.raises(VigieError, match="no campaign 'c2'"):
         reader.set_state("c2", "paused", "operator: pause")
+
+
+def test_a_wrong_db_is_refused_not_created(tmp_path: Path) -> None:
+    run = subprocess.run(cli("ota", "campaign", "list", "--db", str(tmp_path / "typo.sqlite")),
+                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert run.returncode != 0
+    assert "typo.sqlite: no hub store there" in run.stderr
+    assert "Traceback" not in run.stderr
+    assert not (tmp_path / "typo.sqlite").exists()
 
 
 @pytest.mark.e2e
@@ -326,7 +336,6 @@ def test_a_thousand_simulated_devices_through_a_campaign(broker: Any, tmp_path: 
     import urllib.request
 
     from hub.auth import hash_password, issue_token
-    from hub.storage import SQLiteStore
 
     state, db = tmp_path / "state", tmp_path / "hub.sqlite"
     store = SQLiteStore(db)
