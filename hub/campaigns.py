@@ -1,11 +1,12 @@
 """OTA campaigns: waves of devices, health gates between them, halt and rollback, pause/resume/abort.
 
-A campaign is a document in the hub's campaign store (TinyDB on SQLite, ``campaigns.db`` in the
-state folder). :class:`CampaignRunner` drives one: it sends ``ota_command`` messages to the
-current wave's devices over MQTT, reads their ``ota_state`` reports, and asks
-:func:`ota.rollout.evaluate_gate` whether the wave passes. A failed gate halts the campaign
-and sends ``rollback`` to the wave's devices that had installed. Operators pause, resume or
-abort from the CLI (or the API); the runner re-reads the document on every tick.
+A campaign is a row in the hub's shared store (``campaigns`` table, ``hub/storage/campaigns.py``),
+so every hub host on one PostgreSQL sees and steers the same rollout. :class:`CampaignRunner`
+drives one: it sends ``ota_command`` messages to the current wave's devices over MQTT, reads their
+``ota_state`` reports, and asks :func:`ota.rollout.evaluate_gate` whether the wave passes. A
+failed gate halts the campaign and sends ``rollback`` to the wave's devices that had installed.
+Operators pause, resume or abort from the CLI (or the API), from any host; the runner re-reads
+the campaign on every tick.
 """
 
 from __future__ import annotations
@@ -14,34 +15,52 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from tinydb import Query
-
-from hub.docstore import open_documents, transaction
+from hub.storage import Campaign, CampaignStateStore, Store, open_store
 from ota.rollout import DEFAULT_WAVES, DeviceOutcome, GatePolicy, evaluate_gate, plan_waves
 from vigie import wire
 from vigie.exceptions import VigieError, WireError
 from vigie.mqtt import BrokerConfig, make_client
 
-__all__ = ["CampaignRunner", "CampaignStore"]
+__all__ = ["CampaignRunner", "CampaignStore", "progress"]
 
 log = logging.getLogger(__name__)
 
+_FINAL = ("done", "aborted", "halted")
+
 
 class CampaignStore:
-    """Campaign documents. The runner and operators' commands run in different processes: every
-    read-modify-write is one SQLite transaction, so neither overwrites the other's change."""
+    """Campaigns in the hub's store. The runner and operators' commands run in different processes,
+    possibly on different hosts: every read-modify-write is one transaction holding the campaign's
+    row, so neither overwrites the other's change."""
 
-    def __init__(self, path: Path) -> None:
-        self.db = open_documents(path)
-        self.table = self.db.table("campaigns")
-        self._lock = threading.RLock()  # modify() calls get() while holding it
+    def __init__(self, store: CampaignStateStore, *, owned: Store | None = None) -> None:
+        self.store = store
+        self._owned = owned
+
+    @classmethod
+    def open(cls, db: str | Path) -> CampaignStore:
+        """The campaigns of the hub whose store is ``db`` (a SQLite file or a ``postgresql://`` URL).
+
+        A SQLite file that does not exist is refused rather than created: it is a wrong ``--db``
+        (a new empty store would list no campaign and run one that no hub sees).
+        """
+        text = str(db)
+        if not text.startswith(("postgresql://", "postgres://")) and not Path(text).exists():
+            raise VigieError(
+                f"--db {text}: no hub store there; pass the store the hub serves from "
+                "(`vigie hub serve --db`, or VIGIE_HUB_DB)"
+            )
+        store = open_store(db)
+        return cls(store, owned=store)
 
     def close(self) -> None:
-        self.db.close()
+        """Closes the store if :meth:`open` opened it (a store passed in belongs to its caller)."""
+        if self._owned is not None:
+            self._owned.close()
 
     def create(
         self,
@@ -52,11 +71,11 @@ class CampaignStore:
         fractions: Sequence[float] = DEFAULT_WAVES,
         policy: GatePolicy | None = None,
         name: str | None = None,
-    ) -> dict[str, Any]:
+    ) -> Campaign:
         if not devices:
             raise VigieError("no device matches the selector: nothing to update")
         campaign_id = name or f"c-{time.strftime('%Y%m%d')}-{secrets.token_hex(3)}"
-        doc = {
+        doc: Campaign = {
             "id": campaign_id,
             "target": target,
             "version": version,
@@ -72,55 +91,45 @@ class CampaignStore:
             "log": [],
             "created_at": time.time(),
         }
-        with self._lock, transaction(self.db):
-            if self.table.contains(Query().id == campaign_id):
-                raise VigieError(f"campaign {campaign_id!r} exists")
-            self.table.insert(doc)
+        if not self.store.add_campaign(doc, time.time()):
+            raise VigieError(f"campaign {campaign_id!r} exists; choose another --name")
         return doc
 
-    def get(self, campaign_id: str) -> dict[str, Any]:
-        with self._lock:
-            doc = self.table.get(Query().id == campaign_id)
+    def get(self, campaign_id: str) -> Campaign:
+        doc = self.store.get_campaign(campaign_id)
         if doc is None:
             raise VigieError(f"no campaign {campaign_id!r}; `vigie ota campaign list` shows them")
-        return dict(doc)
+        return doc
 
-    def list(self) -> list[dict[str, Any]]:
-        with self._lock:
-            return [dict(d) for d in self.table.all()]
+    def list(self) -> list[Campaign]:
+        return self.store.list_campaigns()
 
     def update(self, campaign_id: str, **fields: Any) -> None:
-        with self._lock, transaction(self.db):
-            self.table.update(fields, Query().id == campaign_id)
+        self.modify(campaign_id, lambda _: fields)
 
-    def modify(
-        self, campaign_id: str, change: Callable[[dict[str, Any]], dict[str, Any] | None]
-    ) -> dict[str, Any]:
+    def modify(self, campaign_id: str, change: Callable[[Campaign], Mapping[str, Any] | None]) -> Campaign:
         """Read the campaign, ask ``change`` for the fields to set (None: nothing), write them.
 
-        Atomic across processes: nobody writes between the read and the write. Returns the
-        document as written.
+        Atomic across processes and hosts: nobody writes between the read and the write. Returns
+        the campaign as written. ``change`` runs inside the transaction: it must not use the store.
         """
-        with self._lock, transaction(self.db):
-            doc = self.get(campaign_id)
-            fields = change(doc)
-            if fields:
-                self.table.update(fields, Query().id == campaign_id)
-                doc.update(fields)
-            return doc
+        doc = self.store.modify_campaign(campaign_id, change, time.time())
+        if doc is None:
+            raise VigieError(f"no campaign {campaign_id!r}; `vigie ota campaign list` shows them")
+        return doc
 
-    def set_state(self, campaign_id: str, state: str, reason: str) -> dict[str, Any]:
+    def set_state(self, campaign_id: str, state: str, reason: str) -> Campaign:
         """Operator actions: paused, running (resume), aborted."""
 
-        def change(doc: dict[str, Any]) -> dict[str, Any]:
-            if doc["state"] in ("done", "aborted", "halted") and state != "aborted":
+        def change(doc: Campaign) -> dict[str, Any]:
+            if doc["state"] in _FINAL and state != "aborted":
                 raise VigieError(f"campaign {campaign_id} is {doc['state']}: it cannot become {state}")
             return {"state": state, "log": [*doc["log"], {"at": time.time(), "event": state, "why": reason}]}
 
         return self.modify(campaign_id, change)
 
 
-def progress(doc: dict[str, Any]) -> dict[str, Any]:
+def progress(doc: Campaign) -> dict[str, Any]:
     """A campaign's progress for the API, the CLI and the dashboard."""
     outcomes = doc["outcomes"]
     by_step: dict[str, int] = {}
@@ -184,7 +193,7 @@ class CampaignRunner:
             }
             self._dirty = True
 
-    def _command(self, devices: Sequence[str], action: str, doc: dict[str, Any]) -> None:
+    def _command(self, devices: Sequence[str], action: str, doc: Campaign) -> None:
         for key in devices:
             site, device = key.split("/", 1)
             msg = wire.OtaCommand(
@@ -198,7 +207,7 @@ class CampaignRunner:
             )
             self.client.publish(wire.topic(site, device, wire.Channel.OTA), wire.encode(msg), qos=1)
 
-    def run(self, stop: threading.Event | None = None, timeout_s: float | None = None) -> dict[str, Any]:
+    def run(self, stop: threading.Event | None = None, timeout_s: float | None = None) -> Campaign:
         stop = stop or threading.Event()
         self.client.connect(self._broker.host, self._broker.port, keepalive=self._broker.keepalive)
         self.client.loop_start()
@@ -207,7 +216,7 @@ class CampaignRunner:
             time.sleep(0.5)  # let the subscription settle before the first command
             while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
                 doc = self.store.get(self.id)
-                if doc["state"] in ("done", "halted", "aborted"):
+                if doc["state"] in _FINAL:
                     return doc
                 with self._lock:
                     if self._dirty:
@@ -231,7 +240,7 @@ class CampaignRunner:
         # before or after a step, never inside one (a stale write would start a wave again).
         self.store.modify(self.id, lambda doc: self._advance(doc, outcomes))
 
-    def _advance(self, doc: dict[str, Any], outcomes: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+    def _advance(self, doc: Campaign, outcomes: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
         if doc["state"] != "running":
             return None
         wave = doc["waves"][doc["wave"]]

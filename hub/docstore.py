@@ -1,17 +1,18 @@
-"""TinyDB on the project's own SQLite storage, for small document collections.
+"""TinyDB on the project's own SQLite storage, for small document collections local to one host.
 
-Device and model registries, rollout campaigns, enrolment state: a few
-hundred to a few thousand documents that operators edit, where TinyDB's
-query API fits. TinyDB's own JSON storage rewrites the whole file on each
-write (measured: 0.4 ms per insert when empty, 437 ms at 50,000 documents),
-and `tinydb-sqlite` 0.1.2 rewrites whole tables and fails with current
-TinyDB. This storage keeps one row per TinyDB table in SQLite (WAL), writes
-only the tables that changed, in one transaction: a crash mid-write leaves
-the previous state, never a torn file. TinyDB's own updates read the table, change it and
-write it back; two processes doing that at once lose one's change (a campaign runner and an
-operator's `pause`), so read-modify-write goes through :meth:`SQLiteStorage.transaction`,
-which holds SQLite's write lock from the read to the write. Anything that grows with time
-(events, roll-ups, quarantine, outbox) lives in SQL tables instead.
+A few hundred to a few thousand documents that one host's operators edit, where TinyDB's query API
+fits. State that several hub hosts share (OTA campaigns) lives in the SQL store instead
+(``hub/storage``, docs/storage.md).
+
+TinyDB's own JSON storage rewrites the whole file on each write (measured: 0.4 ms per insert when
+empty, 437 ms at 50,000 documents), and `tinydb-sqlite` 0.1.2 rewrites whole tables and fails with
+current TinyDB. This storage keeps one row per TinyDB table in SQLite (WAL), writes only the tables
+that changed, in one transaction: a crash mid-write leaves the previous state, never a torn file.
+TinyDB's own updates read the table, change it and write it back; two processes doing that at once
+lose one's change (it happened to a campaign runner and an operator's `pause`, when campaigns were
+TinyDB documents), so read-modify-write goes through :meth:`SQLiteStorage.transaction`, which holds
+SQLite's write lock from the read to the write. Anything that grows with time (events, roll-ups,
+quarantine, outbox) lives in SQL tables instead.
 """
 
 from __future__ import annotations

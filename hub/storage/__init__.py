@@ -1,23 +1,20 @@
-"""Storage backends behind one interface: SQLite (embedded default) and PostgreSQL (production)."""
+"""Storage backends behind one interface: SQLite (embedded default) and PostgreSQL (production).
+
+One module per domain (``events``, ``retention``, ``registry``, ``fusion``, ``access``, ``audit``,
+``campaigns``), each a small protocol in ``base.py`` and a mixin of SQL; ``docs/storage.md``.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from hub.storage.base import CubeQuery, CubeRow, EventQuery, QuarantineRecord, Retention, RollupQuery, Store
+# The shapes and protocols are base.py's, re-exported whole: one list of names, kept there.
+from hub.storage import base
+from hub.storage.base import *  # noqa: F403
+from hub.storage.base import Store
 from hub.storage.sqlite import SQLiteStore
 
-__all__ = [
-    "CubeQuery",
-    "CubeRow",
-    "EventQuery",
-    "QuarantineRecord",
-    "Retention",
-    "RollupQuery",
-    "SQLiteStore",
-    "Store",
-    "open_store",
-]
+__all__ = [*base.__all__, "SQLiteStore", "open_store"]
 
 
 def open_store(url: str | Path) -> Store:

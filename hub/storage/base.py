@@ -1,16 +1,43 @@
-"""What the ingest and the API need from a storage backend, and the shapes they exchange."""
+"""What the hub needs from a storage backend, one small protocol per domain, and the shapes they exchange.
+
+:class:`Store` is their union: what ``open_store`` returns. A caller that needs one domain only
+(the campaign runner, the audit log) may ask for that domain's protocol instead.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from vigie import wire
 
-__all__ = ["EventQuery", "QuarantineRecord", "Retention", "RollupQuery", "Store"]
+__all__ = [
+    "QUARANTINE_KEEP_BYTES",
+    "AccessStore",
+    "ApiTokenGrant",
+    "AuditStore",
+    "Campaign",
+    "CampaignLogEntry",
+    "CampaignState",
+    "CampaignStateStore",
+    "CubeQuery",
+    "CubeRow",
+    "EventQuery",
+    "EventStore",
+    "FusionStore",
+    "QuarantineRecord",
+    "RegistryStore",
+    "Retention",
+    "RetentionStore",
+    "RollupQuery",
+    "Store",
+    "StoreAdmin",
+    "User",
+    "UserSummary",
+]
 
 #: Bytes of a quarantined payload that are kept for the operator to inspect.
 QUARANTINE_KEEP_BYTES = 1024
@@ -90,10 +117,68 @@ class CubeQuery:
     limit: int = 100_000
 
 
-class Store(Protocol):
-    """A storage backend: SQLite (embedded) or PostgreSQL (production)."""
+CampaignState = Literal["running", "paused", "done", "halted", "aborted"]
 
-    backend: str
+
+class CampaignLogEntry(TypedDict):
+    """One line of a campaign's history: a wave started or judged, an operator's action."""
+
+    at: float
+    event: str
+    why: str
+
+
+class Campaign(TypedDict):
+    """An OTA campaign as stored (``hub/campaigns.py`` drives it; ``ota/rollout.py`` plans and judges)."""
+
+    id: str
+    target: str
+    version: str
+    devices: list[str]
+    waves: list[list[str]]
+    fractions: list[float]
+    policy: dict[str, Any]
+    state: CampaignState
+    wave: int
+    wave_started: float | None
+    commanded: list[str]
+    outcomes: dict[str, dict[str, Any]]
+    log: list[CampaignLogEntry]
+    created_at: float
+
+
+class User(TypedDict):
+    """A user as stored: the argon2id hash of the password, never the password."""
+
+    username: str
+    password_hash: str
+    role: str
+    created_at: float
+    disabled_at: float | None
+
+
+class UserSummary(TypedDict):
+    """A user as listed (no password hash)."""
+
+    username: str
+    role: str
+    created_at: float
+    disabled_at: float | None
+
+
+class ApiTokenGrant(TypedDict):
+    """What an API token grants, joined with its user's role and state."""
+
+    username: str
+    role: str
+    label: str
+    expires_at: float
+    revoked_at: float | None
+    disabled_at: float | None
+
+
+class EventStore(Protocol):
+    """What devices send (``hub/ingest.py`` writes, the API reads): events, roll-ups, devices, quarantine."""
 
     def add_events(self, events: Sequence[wire.Event], received_at: float) -> int:
         """Insert events and their roll-ups, ignoring ids already stored; returns how many were new."""
@@ -108,16 +193,25 @@ class Store(Protocol):
     def list_quarantine(self, limit: int = 100) -> list[dict[str, Any]]: ...
     def quarantine_count(self) -> int: ...
     def count_events(self) -> int: ...
+    def record_ingest_status(
+        self, worker: str, connected: bool, stats: dict[str, Any], now: float
+    ) -> None: ...
+    def list_ingest_status(self) -> list[dict[str, Any]]: ...
+
+
+class RetentionStore(Protocol):
+    """Purges by the retention policy (``hub/retention.py``)."""
+
     def purge(self, retention: Retention, now: float) -> dict[str, int]:
         """Delete what the retention policy says is too old; returns rows removed per data class."""
         ...
 
     def list_purges(self, limit: int = 100) -> list[dict[str, Any]]: ...
-    def record_ingest_status(
-        self, worker: str, connected: bool, stats: dict[str, Any], now: float
-    ) -> None: ...
-    def list_ingest_status(self) -> list[dict[str, Any]]: ...
-    # -- enrolment registry (hub/enrolment.py) --------------------------------------
+
+
+class RegistryStore(Protocol):
+    """The enrolment registry (``hub/enrolment.py``)."""
+
     def add_enrol_token(
         self, token_hash: str, site: str, profile: str, device: str | None, now: float, expires_at: float
     ) -> None: ...
@@ -134,7 +228,11 @@ class Store(Protocol):
         ...
 
     def list_revoked(self) -> list[tuple[str, float]]: ...
-    # -- city data fusion (hub/fusion) -------------------------------------------------
+
+
+class FusionStore(Protocol):
+    """City data fusion (``hub/fusion``): the cube, imports, model state, anomalies."""
+
     def record_import(
         self, source: str, sha256: str, file: str, report: dict[str, Any], cube: Sequence[CubeRow], now: float
     ) -> bool:
@@ -154,22 +252,31 @@ class Store(Protocol):
     def list_anomalies(
         self, start: int | None = None, end: int | None = None, limit: int = 1000
     ) -> list[dict[str, Any]]: ...
-    # -- access control and audit (hub/auth.py, hub/audit.py) -----------------------------
+
+
+class AccessStore(Protocol):
+    """Users and API tokens (``hub/auth.py``)."""
+
     def add_user(self, username: str, password_hash: str, role: str, now: float) -> bool:
         """False when the user exists already."""
         ...
 
-    def get_user(self, username: str) -> dict[str, Any] | None: ...
-    def list_users(self) -> list[dict[str, Any]]: ...
+    def get_user(self, username: str) -> User | None: ...
+    def list_users(self) -> list[UserSummary]: ...
     def update_user(self, username: str, *, password_hash: str | None = None, role: str | None = None,
                     disabled_at: float | bool | None = False) -> bool: ...  # fmt: skip
     def add_api_token(
         self, token_hash: str, username: str, label: str, now: float, expires_at: float
     ) -> None: ...
-    def get_api_token(self, token_hash: str) -> dict[str, Any] | None: ...
+    def get_api_token(self, token_hash: str) -> ApiTokenGrant | None: ...
     def revoke_api_tokens(
         self, *, token_hash: str | None = None, username: str | None = None, now: float
     ) -> int: ...
+
+
+class AuditStore(Protocol):
+    """The hash-chained, append-only audit log (``hub/audit.py``)."""
+
     def append_audit(
         self, entry: dict[str, Any], chain: Callable[[str, dict[str, Any]], str]
     ) -> tuple[int, str]:
@@ -179,6 +286,45 @@ class Store(Protocol):
     def list_audit(self, *, after: int = 0, limit: int = 1000, username: str | None = None,
                    path: str | None = None, since: float | None = None, until: float | None = None
                    ) -> list[dict[str, Any]]: ...  # fmt: skip
+
+
+class CampaignStateStore(Protocol):
+    """OTA campaigns, shared by every hub host on one database (``hub/campaigns.py``)."""
+
+    def add_campaign(self, campaign: Campaign, now: float) -> bool:
+        """False (and nothing written) when a campaign has this id already."""
+        ...
+
+    def get_campaign(self, campaign_id: str) -> Campaign | None: ...
+    def list_campaigns(self) -> list[Campaign]: ...
+    def modify_campaign(
+        self, campaign_id: str, change: Callable[[Campaign], Mapping[str, Any] | None], now: float
+    ) -> Campaign | None:
+        """Read the campaign, write the fields ``change`` returns, in one transaction that holds the
+        campaign's row from the read to the write (no other process writes in between). Returns the
+        campaign as written, or None when there is none with this id."""
+        ...
+
+
+class StoreAdmin(Protocol):
+    """The backend itself."""
+
+    backend: str
+
     def schema_version(self) -> int: ...
     def ping(self) -> bool: ...
     def close(self) -> None: ...
+
+
+class Store(
+    EventStore,
+    RetentionStore,
+    RegistryStore,
+    FusionStore,
+    AccessStore,
+    AuditStore,
+    CampaignStateStore,
+    StoreAdmin,
+    Protocol,
+):
+    """A storage backend: SQLite (embedded) or PostgreSQL (production); every domain."""

@@ -117,6 +117,12 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
         """CREATE TRIGGER audit_no_change BEFORE UPDATE OR DELETE ON audit
             FOR EACH ROW EXECUTE FUNCTION audit_append_only()""",
     ]),
+    (7, [
+        # OTA campaigns (hub/campaigns.py), shared by every hub host on this database.
+        """CREATE TABLE campaigns (
+            id TEXT PRIMARY KEY, state TEXT NOT NULL, created_at DOUBLE PRECISION NOT NULL,
+            updated_at DOUBLE PRECISION NOT NULL, doc TEXT NOT NULL)""",
+    ]),
 ]  # fmt: skip
 
 
@@ -142,6 +148,7 @@ class PostgresStore(SqlStore):
     backend = "postgres"
     _greatest = "GREATEST"
     _placeholder = "%s"
+    _for_update = " FOR UPDATE"
 
     def __init__(self, dsn: str, *, schema: str | None = None) -> None:
         super().__init__()

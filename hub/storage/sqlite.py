@@ -100,6 +100,12 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
         """CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
             BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END""",
     ]),
+    (7, [
+        # OTA campaigns (hub/campaigns.py), shared by every hub host on this database.
+        """CREATE TABLE campaigns (
+            id TEXT PRIMARY KEY, state TEXT NOT NULL, created_at REAL NOT NULL,
+            updated_at REAL NOT NULL, doc TEXT NOT NULL)""",
+    ]),
 ]  # fmt: skip
 
 

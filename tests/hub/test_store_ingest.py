@@ -8,7 +8,7 @@ import msgpack
 import pytest
 
 from hub.ingest import classify
-from hub.storage import EventQuery, QuarantineRecord, Retention, RollupQuery
+from hub.storage import Campaign, EventQuery, QuarantineRecord, Retention, RollupQuery
 from hub.storage.rollup import rollup_rows
 from tests.test_wire import WINDOW, event
 from vigie import wire
@@ -126,6 +126,43 @@ def test_retention_purges_exactly_what_it_should(store: Any) -> None:
     assert store.purge(Retention(events_days=100, rollups_days=150, quarantine_days=30), now) == {
         "events": 0, "rollups": 0, "quarantine": 0,
     }  # fmt: skip
+
+
+def _campaign(campaign_id: str, created_at: float) -> Campaign:
+    return {
+        "id": campaign_id, "target": "models/m-1.1.0.tar", "version": "1.1.0", "devices": ["s/a", "s/b"],
+        "waves": [["s/b"], ["s/a"]], "fractions": [0.5, 1.0], "policy": {"timeout_s": 60}, "state": "running",
+        "wave": 0, "wave_started": None, "commanded": [], "outcomes": {}, "log": [], "created_at": created_at,
+    }  # fmt: skip
+
+
+def test_campaigns_are_rows_changed_under_a_lock(store: Any) -> None:
+    assert store.add_campaign(_campaign("c-2", 2.0), 2.0)
+    assert store.add_campaign(_campaign("c-1", 1.0), 1.0)
+    assert not store.add_campaign({**_campaign("c-1", 3.0), "target": "other"}, 3.0)  # ids are unique
+    assert [c["id"] for c in store.list_campaigns()] == ["c-1", "c-2"]  # oldest first
+    assert store.get_campaign("c-1")["target"] == "models/m-1.1.0.tar"
+    assert store.get_campaign("nope") is None
+    assert store.modify_campaign("nope", lambda c: {"state": "paused"}, 4.0) is None
+    seen: list[Campaign] = []
+    unchanged = store.modify_campaign("c-1", lambda c: seen.append(c), 4.0)  # None: nothing to write
+    assert unchanged == seen[0] == store.get_campaign("c-1")
+
+    def pause(c: Campaign) -> dict[str, Any]:
+        return {"state": "paused", "log": [*c["log"], {"at": 5.0, "event": "paused", "why": "test"}]}
+
+    written = store.modify_campaign("c-1", pause, 5.0)
+    assert written["state"] == "paused"
+    assert written["waves"] == [["s/b"], ["s/a"]]  # fields not returned are kept
+    assert store.get_campaign("c-1") == written
+    assert store.get_campaign("c-2")["state"] == "running"
+
+    def fail(c: Campaign) -> dict[str, Any]:
+        raise RuntimeError("refused")
+
+    with pytest.raises(RuntimeError, match="refused"):
+        store.modify_campaign("c-1", fail, 6.0)
+    assert store.get_campaign("c-1") == written  # rolled back, and the store still works
 
 
 def test_schema_is_migrated_to_the_latest_version(store: Any) -> None:

@@ -7,6 +7,7 @@ import os
 import subprocess
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,9 +16,10 @@ import pytest
 
 from edge.updater import ModelUpdater
 from hub.campaigns import CampaignStore
+from hub.storage import Campaign, SQLiteStore
 from ota.bundle import pack
 from ota.rollout import DeviceOutcome, GatePolicy, evaluate_gate, plan_waves
-from tests.conftest import cli
+from tests.conftest import PG_DSN, cli, need_service, postgres_available
 from tests.ota.test_ota import LABELS, MODEL, Repo, _manifest
 from vigie.exceptions import VigieError
 from vigie.netutil import free_port, wait_for_port
@@ -65,14 +67,36 @@ def test_plan_waves_and_gates() -> None:
     assert "median inference 160 ms" in decision.reason
 
 
-def test_an_operator_pause_and_a_runner_step_do_not_undo_each_other(tmp_path: Path) -> None:
-    """The runner and `vigie ota campaign pause` are two processes writing one document."""
-    runner_side = CampaignStore(tmp_path / "campaigns.db")
-    operator_side = CampaignStore(tmp_path / "campaigns.db")
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def sides(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[list[CampaignStore]]:
+    """Three connections to one hub store, as three processes would have: runner, operator, reader."""
+    if request.param == "sqlite":
+        SQLiteStore(tmp_path / "hub.sqlite").close()  # the hub made its store
+        stores = [CampaignStore.open(tmp_path / "hub.sqlite") for _ in range(3)]
+        yield stores
+        for s in stores:
+            s.close()
+        return
+    need_service(postgres_available(), f"PostgreSQL ({PG_DSN})")
+    from hub.storage.postgres import PostgresStore
+
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    pg = [PostgresStore(PG_DSN, schema=schema) for _ in range(3)]
+    try:
+        yield [CampaignStore(s) for s in pg]
+    finally:
+        pg[0].drop_schema()
+        for s in pg:
+            s.close()
+
+
+def test_an_operator_pause_and_a_runner_step_do_not_undo_each_other(sides: list[CampaignStore]) -> None:
+    """The runner and `vigie ota campaign pause` are two processes writing one campaign."""
+    runner_side, operator_side, reader = sides
     runner_side.create("models/m.tar", "1.0.0", [f"s/cam-{i}" for i in range(10)], name="c1")
     read = threading.Event()
 
-    def start_wave(doc: dict[str, Any]) -> dict[str, Any]:
+    def start_wave(doc: Campaign) -> dict[str, Any]:
         read.set()
         time.sleep(0.5)  # the operator pauses while the runner is between its read and its write
         return {"wave_started": 1.0, "log": [*doc["log"], {"at": 1.0, "event": "wave 1 started", "why": ""}]}
@@ -82,13 +106,26 @@ def test_an_operator_pause_and_a_runner_step_do_not_undo_each_other(tmp_path: Pa
     assert read.wait(5)
     operator_side.set_state("c1", "paused", "operator: pause")
     step.join()
-    doc = CampaignStore(tmp_path / "campaigns.db").get("c1")
+    doc = reader.get("c1")
     assert doc["state"] == "paused"
     assert doc["wave_started"] == 1.0  # the wave the runner started is not forgotten (nor started twice)
     assert [e["event"] for e in doc["log"]] == ["wave 1 started", "paused"]
     operator_side.set_state("c1", "aborted", "operator: abort")
     with pytest.raises(VigieError, match="c1 is aborted: it cannot become running"):
         operator_side.set_state("c1", "running", "operator: resume")
+    with pytest.raises(VigieError, match="campaign 'c1' exists"):
+        reader.create("models/m.tar", "1.0.0", ["s/cam-0"], name="c1")
+    with pytest.raises(VigieError, match="no campaign 'c2'"):
+        reader.set_state("c2", "paused", "operator: pause")
+
+
+def test_a_wrong_db_is_refused_not_created(tmp_path: Path) -> None:
+    run = subprocess.run(cli("ota", "campaign", "list", "--db", str(tmp_path / "typo.sqlite")),
+                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert run.returncode != 0
+    assert "typo.sqlite: no hub store there" in run.stderr
+    assert "Traceback" not in run.stderr
+    assert not (tmp_path / "typo.sqlite").exists()
 
 
 @pytest.mark.e2e
@@ -180,7 +217,7 @@ def test_campaign_through_waves_then_a_bad_model_halts_at_the_canary(
             time.sleep(0.2)
         time.sleep(2.0)  # listeners subscribed, agents on their first model
 
-        state = tmp_path / "hub-state"  # the hub's: campaigns.db beside its TUF repository
+        db = tmp_path / "hub.sqlite"  # the hub's store: campaigns live there, beside its events
 
         def version(name: str) -> str:
             manifest = ModelUpdater(tmp_path / name / "ota", repo.url).current_manifest()
@@ -205,8 +242,8 @@ def test_campaign_through_waves_then_a_bad_model_halts_at_the_canary(
                     "0.33,0.66,1",
                     "--wave-timeout",
                     "60",
-                    "--state-dir",
-                    str(state),
+                    "--db",
+                    str(db),
                     "--broker",
                     broker_arg,
                     "--run",
@@ -246,7 +283,7 @@ def test_campaign_through_waves_then_a_bad_model_halts_at_the_canary(
         assert "wave 1 halt" in run.stdout
         shown = json.loads(
             subprocess.run(
-                cli("ota", "campaign", "show", "c-bad", "--state-dir", str(state)),
+                cli("ota", "campaign", "show", "c-bad", "--db", str(db)),
                 capture_output=True,
                 text=True,
             ).stdout
@@ -270,7 +307,7 @@ def test_campaign_through_waves_then_a_bad_model_halts_at_the_canary(
         assert "detections changed by" in run.stdout
         shown = json.loads(
             subprocess.run(
-                cli("ota", "campaign", "show", "c-drift", "--state-dir", str(state)),
+                cli("ota", "campaign", "show", "c-drift", "--db", str(db)),
                 capture_output=True,
                 text=True,
             ).stdout
@@ -279,7 +316,7 @@ def test_campaign_through_waves_then_a_bad_model_halts_at_the_canary(
         while time.monotonic() < deadline and shown["steps"] != {"rolled_back": 1}:
             time.sleep(0.5)
             shown = json.loads(subprocess.run(
-                cli("ota", "campaign", "show", "c-drift", "--state-dir", str(state)), capture_output=True,
+                cli("ota", "campaign", "show", "c-drift", "--db", str(db)), capture_output=True,
                 text=True,
             ).stdout)  # fmt: skip
         assert [version(n) for n in devices] == ["1.1.0"] * 3  # the canary went back
@@ -299,7 +336,6 @@ def test_a_thousand_simulated_devices_through_a_campaign(broker: Any, tmp_path: 
     import urllib.request
 
     from hub.auth import hash_password, issue_token
-    from hub.storage import SQLiteStore
 
     state, db = tmp_path / "state", tmp_path / "hub.sqlite"
     store = SQLiteStore(db)
@@ -353,8 +389,8 @@ def test_a_thousand_simulated_devices_through_a_campaign(broker: Any, tmp_path: 
                 devices,
                 "--wave-timeout",
                 "30",
-                "--state-dir",
-                str(state),
+                "--db",
+                str(db),
                 "--broker",
                 broker_arg,
                 "--run",
@@ -378,7 +414,7 @@ def test_a_thousand_simulated_devices_through_a_campaign(broker: Any, tmp_path: 
                 continue
             if paused_at is None and body["wave"] == 2:
                 # The operator pauses during wave 2: no new wave starts until they resume.
-                admin = ("--state-dir", str(state))
+                admin = ("--db", str(db))
                 subprocess.run(
                     cli("ota", "campaign", "pause", "c-fleet", *admin), check=True, capture_output=True
                 )

@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any
 
-from vigie.cli.options import FMT, add_broker_options, add_db, add_state_dir, broker_config, hub_settings
+from vigie.cli.options import FMT, add_broker_options, add_db, broker_config, hub_settings
 
 __all__ = ["register"]
 
@@ -74,7 +74,7 @@ def register(ota_sub: Any) -> None:
 
 
 def _campaign_common(parser: argparse.ArgumentParser, *, broker: bool) -> None:
-    add_state_dir(parser, "The hub's state folder (campaigns.db lives there).")
+    # Campaigns live in the hub's store: every hub host on one PostgreSQL shares them.
     add_db(parser)
     if broker:
         add_broker_options(parser)
@@ -83,10 +83,7 @@ def _campaign_common(parser: argparse.ArgumentParser, *, broker: bool) -> None:
 def _campaign_store(args: argparse.Namespace) -> Any:
     from hub.campaigns import CampaignStore
 
-    folder = hub_settings(args).state_dir
-    assert folder is not None  # hub_settings always sets state_dir when the command has --state-dir
-    folder.mkdir(parents=True, exist_ok=True)
-    return CampaignStore(folder / "campaigns.db")
+    return CampaignStore.open(hub_settings(args).db)
 
 
 def _campaign_create(args: argparse.Namespace) -> int:
