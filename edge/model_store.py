@@ -114,9 +114,11 @@ def load_manifest(name: str = DEFAULT_MODEL) -> ModelManifest:
 
 def default_cache_dir() -> Path:
     """Where fetched models live: ``$VIGIE_MODEL_DIR`` or ``~/.cache/vigie/models``."""
-    env = os.environ.get("VIGIE_MODEL_DIR")
-    if env:
-        return Path(env)
+    from edge.settings import EdgeSettings
+
+    configured = EdgeSettings.load().model_dir
+    if configured is not None:
+        return configured
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "vigie" / "models"
 

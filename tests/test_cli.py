@@ -240,3 +240,34 @@ def test_a_malformed_hub_setting_is_an_error_not_a_traceback(tmp_path: Path) -> 
     assert result.stderr.startswith("vigie: error: invalid hub settings")
     assert "VIGIE_HUB_K (environment) = 'many'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_the_edge_reads_its_environment_through_one_settings_object(tmp_path: Path) -> None:
+    """VIGIE_OTA_DIR and VIGIE_MQTT_* reach the agent's flags through edge.settings; a flag wins."""
+    import argparse
+
+    from edge.settings import EdgeSettings
+    from vigie.cli.options import apply_environment
+
+    env = {"VIGIE_OTA_DIR": str(tmp_path / "ota"), "VIGIE_MQTT_USERNAME": "demo/cam-1",
+           "VIGIE_MQTT_PASSWORD": "pw", "VIGIE_MQTT_TLS_DIR": ""}  # fmt: skip
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        args = argparse.Namespace(mqtt_username=None, mqtt_tls_dir=None, ota_dir=None)
+        apply_environment(args)
+        assert args.ota_dir == tmp_path / "ota"
+        assert args.mqtt_username == "demo/cam-1"
+        assert args.mqtt_password == "pw"
+        assert args.mqtt_tls_dir is None  # empty means unset
+        given = argparse.Namespace(mqtt_username="other/cam", mqtt_tls_dir=None, ota_dir=tmp_path)
+        apply_environment(given)
+        assert given.mqtt_username == "other/cam"
+        assert given.ota_dir == tmp_path
+        assert "pw" not in repr(EdgeSettings.load())  # the password is never shown
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

@@ -108,7 +108,6 @@ def create_app(settings: HubSettings | None = None) -> FastAPI:
         purge = PurgeJob(store, settings.retention, settings.purge_every_s)
         app.state.store = store
         app.state.rate_limiter = RateLimiter(settings.rate, burst=max(1, int(settings.rate * 4)))
-        app.state.auth_enabled = settings.auth  # read by hub.auth, beside the store
         if not settings.auth:
             log.warning("API authentication is OFF (VIGIE_HUB_AUTH=off): for closed test benches only")
         from hub.fusion.zones import ZoneIndex, load_geojson

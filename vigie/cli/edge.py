@@ -91,8 +91,9 @@ def _run_source_options(run: argparse.ArgumentParser) -> None:
     run.add_argument(
         "--ota-dir",
         type=Path,
-        default=Path(os.environ["VIGIE_OTA_DIR"]) if os.environ.get("VIGIE_OTA_DIR") else None,
-        help="OTA folder: run the model of its live slot (`vigie edge update`; SIGHUP after a switch).",
+        default=None,
+        help="OTA folder: run the model of its live slot (`vigie edge update`; SIGHUP after a switch); "
+        "env VIGIE_OTA_DIR.",
     )
     run.add_argument("--tiles", type=int, default=None, help="Split frames into N×N tiles for dense scenes.")
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -98,9 +97,11 @@ def _register_listen(edge_sub: Any) -> None:
 # -- handlers ---------------------------------------------------------------------------------
 def _enrol(args: argparse.Namespace) -> int:
     from edge.enrol import enrol
+    from edge.settings import EdgeSettings
     from vigie.exceptions import ConfigError
 
-    token = os.environ.get("VIGIE_ENROL_TOKEN", "")
+    secret = EdgeSettings.load().enrol_token
+    token = secret.get_secret_value() if secret else ""
     if args.token_file is not None:
         try:
             token = args.token_file.read_text().strip()

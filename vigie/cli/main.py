@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from vigie import __version__
 from vigie.cli import config, demo, edge, hub, model, ota, sim
-from vigie.cli.options import FMT, VigieParser
+from vigie.cli.options import FMT, VigieParser, apply_environment
 from vigie.exceptions import VigieError
 
 __all__ = ["build_parser", "main"]
@@ -61,6 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     configure(args.log_level, args.log_format)
     try:
+        apply_environment(args)
         return int(args.handler(args))
     except VigieError as exc:
         print(f"vigie: error: {exc}", file=sys.stderr)

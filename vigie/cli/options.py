@@ -31,6 +31,7 @@ __all__ = [
     "add_db",
     "add_hub_config",
     "add_state_dir",
+    "apply_environment",
     "broker_arg",
     "broker_config",
     "hub_settings",
@@ -144,7 +145,7 @@ def add_credentials(parser: argparse.ArgumentParser) -> None:
     """``--mqtt-username``, ``--mqtt-password-file`` and ``--mqtt-tls-dir``."""
     parser.add_argument(
         "--mqtt-username",
-        default=os.environ.get("VIGIE_MQTT_USERNAME"),
+        default=None,
         help="Broker username (devices: SITE/DEVICE); env VIGIE_MQTT_USERNAME.",
     )
     parser.add_argument(
@@ -156,9 +157,33 @@ def add_credentials(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--mqtt-tls-dir",
         type=Path,
-        default=Path(os.environ["VIGIE_MQTT_TLS_DIR"]) if os.environ.get("VIGIE_MQTT_TLS_DIR") else None,
+        default=None,
         help="TLS with the enrolment files in DIR (ca.crt, device.crt, device.key); env VIGIE_MQTT_TLS_DIR.",
     )
+
+
+def apply_environment(args: argparse.Namespace) -> None:
+    """Fill the flags that were not given from the environment's settings, once, after parsing.
+
+    The edge's variables (``VIGIE_MQTT_*``, ``VIGIE_OTA_DIR``) are read through one object,
+    :class:`edge.settings.EdgeSettings`; a flag on the command line wins. Done after parsing so
+    that building the parser imports no ``edge`` module (``vigie --help`` stays instant).
+    """
+    wanted = [
+        n for n in ("mqtt_username", "mqtt_tls_dir", "mqtt_password_file", "ota_dir") if hasattr(args, n)
+    ]
+    if not wanted:
+        return
+    from edge.settings import EdgeSettings
+
+    env = EdgeSettings.load()
+    if hasattr(args, "mqtt_username") and args.mqtt_username is None:
+        args.mqtt_username = env.mqtt_username
+    if hasattr(args, "mqtt_tls_dir") and args.mqtt_tls_dir is None:
+        args.mqtt_tls_dir = env.mqtt_tls_dir
+    if hasattr(args, "ota_dir") and args.ota_dir is None:
+        args.ota_dir = env.ota_dir
+    args.mqtt_password = env.mqtt_password.get_secret_value() if env.mqtt_password else None
 
 
 def add_broker_options(parser: argparse.ArgumentParser, what: str = "MQTT broker") -> None:
@@ -172,7 +197,7 @@ def broker_config(args: argparse.Namespace, protocol: Literal["3.1.1", "5"] = "3
     from vigie.exceptions import ConfigError
     from vigie.mqtt import BrokerConfig
 
-    password = os.environ.get("VIGIE_MQTT_PASSWORD")
+    password = getattr(args, "mqtt_password", None)
     if args.mqtt_password_file is not None:
         try:
             password = args.mqtt_password_file.read_text().strip()
