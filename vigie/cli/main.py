@@ -191,7 +191,7 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--tiles", type=int, default=None, help="Split frames into N×N tiles for dense scenes.")
     run.add_argument("--window", type=int, default=None, help="Aggregation window, seconds (default 60).")
-    run.add_argument("--k", type=int, default=None, help="Send counts under k as '<k' (default 1: off).")
+    run.add_argument("--k", type=int, default=None, help="Send counts under k as '<k' (default 3; 1: off).")
     run.add_argument("--epsilon", type=float, default=None, help="Laplace noise on counts (default: off).")
     run.add_argument(
         "--zone",
