@@ -8,6 +8,7 @@ coordinates, timing finer than the window, a MAC address or a track id.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import subprocess
 import sys
@@ -105,6 +106,21 @@ def walk(value: Any) -> list[Any]:
     return [value]
 
 
+@contextlib.contextmanager
+def receipting_ingest(db: Path, broker_port: int) -> Iterator[None]:
+    """The hub's ingest, receipting what agents publish: an agent exits once its outbox is confirmed."""
+    ingest = subprocess.Popen(
+        [sys.executable, "-m", "vigie", "hub", "ingest", "--db", str(db),
+         "--broker", f"127.0.0.1:{broker_port}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        yield
+    finally:
+        ingest.terminate()
+        ingest.wait(timeout=30)
+
+
 @pytest.fixture(scope="module")
 def published(
     model_dir: Path,
@@ -116,17 +132,10 @@ def published(
     tmp_path = tmp_path_factory.mktemp("privacy")
     need_service(find_mosquitto() is not None, "mosquitto")
     broker = start_broker(tmp_path / "broker", free_port())
-    # The hub's ingest receipts the events: an agent exits only once its outbox is confirmed.
-    ingest = subprocess.Popen(
-        [sys.executable, "-m", "vigie", "hub", "ingest", "--db", str(tmp_path / "hub.sqlite"),
-         "--broker", f"127.0.0.1:{broker.port}"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
     try:
-        yield _publish_all(broker, model_dir, (bus_jpg, zidane_jpg), vtest_avi, tmp_path)
+        with receipting_ingest(tmp_path / "hub.sqlite", broker.port):
+            yield _publish_all(broker, model_dir, (bus_jpg, zidane_jpg), vtest_avi, tmp_path)
     finally:
-        ingest.terminate()
-        ingest.wait(timeout=30)
         broker.stop()
 
 
