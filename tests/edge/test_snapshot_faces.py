@@ -9,6 +9,13 @@ x0, y0, x1, y1). Two face detectors (BlazeFace full range and its sparse
 variant, below the blurring's threshold) must find the faces in the original and nothing
 in the output, and the detail inside every head (the Laplacian's variance)
 must drop at least tenfold.
+
+Measured: the detail drops 14.5× and 66× (frame 460), 16×, 21× and 322×
+(frame 500), 107× to 150× (zidane); the checkers find 4, 7 and 11 faces in
+the originals and none in the outputs. The blur before this change (top 30 %
+of the box, 12 px blocks) dropped it only 2.1× and 1.7× in frame 460 and 1.3×
+on the second man's face in frame 500, and left 4 faces (frame 500) and 6
+(zidane) that the checkers still found.
 """
 
 from __future__ import annotations
