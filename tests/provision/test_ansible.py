@@ -238,6 +238,7 @@ def test_provision_debootstrapped_debian(
     )  # fmt: skip
     assert run.returncode == 0, run.stdout + run.stderr
     assert (rootfs / "var/lib/vigie/models/mobilenet_ssd_v2_coco_quant_postprocess.tflite").exists()
+    assert (rootfs / "var/lib/vigie/models/face_detection_full_range.tflite").exists()  # snapshots need it
 
     # Enrolled: the key was made on the device, the certificate comes from the hub's CA.
     pki = rootfs / "etc/vigie/pki"

@@ -101,7 +101,7 @@ def _run_source_options(run: argparse.ArgumentParser) -> None:
 def _run_counting_options(run: argparse.ArgumentParser) -> None:
     # Refused with --config (see agent_args.REFUSED): the site file decides what is counted.
     run.add_argument("--window", type=int, default=None, help="Aggregation window, seconds (default 60).")
-    run.add_argument("--k", type=int, default=None, help="Send counts under k as '<k' (default 1: off).")
+    run.add_argument("--k", type=int, default=None, help="Send counts under k as '<k' (default 3; 1: off).")
     run.add_argument("--epsilon", type=float, default=None, help="Laplace noise on counts (default: off).")
     run.add_argument(
         "--zone",
@@ -152,15 +152,20 @@ def _register_snapshot(edge_sub: Any) -> None:
         formatter_class=FMT,
         help="Save one frame with zones and lines drawn and faces blurred (calibration).",
         description="For technicians calibrating zones and lines: take one frame from the camera, blur "
-        "every face (BlazeFace on each person's head; the whole head when no face is found), draw the "
-        "zones and the lines with their forward direction, and save it on this device only. Snapshots "
-        "are deleted after snapshot_ttl_s (default 1 h) and never published.",
+        "every face and every person's upper body (BlazeFace; refused without its model: `vigie model "
+        "fetch`), draw the zones and the lines with their forward direction, and save it on this device "
+        "only. Snapshots are deleted after snapshot_ttl_s (default 1 h) and never published.",
         epilog="Example:\n  vigie edge snapshot --config firmware_configs/sites/demo.yaml --device cam-2\n",
     )
     snap.add_argument("--config", type=Path, required=True, help="Site file.")
     snap.add_argument("--device", required=True, help="The camera.")
     snap.add_argument("--model-dir", type=Path, default=None, help="Folder holding the model files.")
-    snap.add_argument("--face-model", type=Path, default=None, help="face_detection_full_range.tflite.")
+    snap.add_argument(
+        "--face-model",
+        type=Path,
+        default=None,
+        help="face_detection_full_range.tflite (default: the model folder, then the cache; required).",
+    )
     snap.add_argument(
         "--snapshot-dir", type=Path, default=None, help="Where to save (default ./vigie-snapshots)."
     )
