@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from edge.updater import ModelUpdater
+from edge.ota.updater import ModelUpdater
 from hub.campaigns import CampaignStore
 from ota.bundle import pack
 from ota.rollout import DeviceOutcome, GatePolicy, evaluate_gate, plan_waves
