@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from edge.ota.slots import SlotLayout
 from vigie.exceptions import EnrolmentError
 from vigie.files import write_atomic, write_private
 
@@ -125,7 +126,8 @@ def enrol(
     broker = {"host": answer["broker_host"], "port": answer["broker_port"], "profile": answer["profile"]}
     write_atomic(pki_dir / "broker.json", json.dumps(broker, indent=2).encode())
     if ota_dir is not None and answer.get("tuf_root") is not None:
-        write_atomic(ota_dir / "metadata" / "root.json", json.dumps(answer["tuf_root"], indent=1).encode())
+        root_json = SlotLayout(ota_dir).trusted_root
+        write_atomic(root_json, json.dumps(answer["tuf_root"], indent=1).encode())
     # Last: the certificate's presence is what "enrolled" means on this device.
     write_atomic(cert_path, answer["certificate"].encode())
     fp = cert.fingerprint(hashes.SHA256()).hex()

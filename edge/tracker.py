@@ -56,9 +56,6 @@ class Track:
         ymin, xmin, ymax, xmax = self.box
         return (ymin + dy, xmin + dx, ymax + dy, xmax + dx)
 
-    def age(self, ts: float) -> float:
-        return ts - self.first_ts
-
 
 class IouTracker:
     """Greedy IoU matching per class; a track dies after ``max_age_s`` without a match."""

@@ -20,7 +20,7 @@ from edge.detectors import Detection
 from edge.detectors.decode import decode_ssd, decode_yolo
 from vigie.exceptions import ModelError
 
-__all__ = ["LiteRTDetector", "load_interpreter_class", "runtime_name", "to_input_dtype"]
+__all__ = ["LiteRTDetector", "load_interpreter_class", "to_input_dtype"]
 
 log = logging.getLogger(__name__)
 
@@ -51,11 +51,6 @@ def load_interpreter_class(runtime: str = "auto") -> tuple[Any, str]:
         raise ModelError(
             "no TFLite runtime installed: run `pip install 'vigie[edge]'` (brings ai-edge-litert)"
         ) from None
-
-
-def runtime_name() -> str:
-    """Name of the runtime :class:`LiteRTDetector` will use."""
-    return load_interpreter_class()[1]
 
 
 def load_edgetpu_delegate(module: Any) -> Any | None:

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from edge.updater import ModelUpdater
+from edge.ota.updater import ModelUpdater
 from hub.campaigns import CampaignStore
 from hub.storage import Campaign, SQLiteStore
 from ota.bundle import pack

@@ -202,7 +202,7 @@ def _edge_run(args: argparse.Namespace) -> int:
 
 
 def _edge_snapshot(args: argparse.Namespace) -> int:
-    from edge.agent import build_detector
+    from edge.detectors.factory import build_detector
     from edge.snapshot import save_snapshot
     from edge.sources import open_source, redact_url
     from vigie.exceptions import ConfigError

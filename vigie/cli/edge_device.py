@@ -119,7 +119,7 @@ def _enrol(args: argparse.Namespace) -> int:
 
 
 def _update(args: argparse.Namespace) -> int:
-    from edge.updater import ModelUpdater, UpdateError
+    from edge.ota.updater import ModelUpdater, UpdateError
 
     cap = args.max_kbps * 1000 if args.max_kbps else None
     updater = ModelUpdater(args.ota_dir, args.repo or "", pause_at=args.pause_at, max_bytes_per_s=cap)
@@ -145,7 +145,7 @@ def _listen(args: argparse.Namespace) -> int:
     import signal
     import threading
 
-    from edge.ota_listener import OtaListener
+    from edge.ota.listener import OtaListener
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -1,13 +1,8 @@
 """The device's model updater: TUF-verified download, A/B slots, smoke test, atomic switch, rollback.
 
-Layout (``/var/lib/vigie/ota``)::
-
-    metadata/root.json   the trusted TUF root (from enrolment); ngclient keeps the rest here
-    cache/               downloaded bundles (verified by ngclient: length and sha256 from signed metadata)
-    slots/a, slots/b     two unpacked bundles; one is live
-    current -> slots/a   the live slot: a symlink replaced atomically (rename)
-    state.json           the step in progress, written atomically before each step
-    lock                 the pid of whoever last changed slots (the folder itself is flock'ed meanwhile)
+The OTA folder's layout (``current``, ``slots/a`` and ``slots/b``, ``state.json``, the
+TUF metadata and cache) belongs to :class:`edge.ota.slots.SlotLayout`; this module is
+its only writer.
 
 Power can fail at any step. The live slot is never written during an update (only the
 other one is), and ``current`` changes by one atomic rename, so on restart
@@ -34,6 +29,8 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import numpy as np
 
+from edge.ota.fetcher import ResumableFetcher
+from edge.ota.slots import SlotLayout
 from ota.bundle import BundleError, BundleManifest, unpack
 from vigie.exceptions import VigieError
 from vigie.files import write_atomic
@@ -62,14 +59,9 @@ def _detections(slot: Path, manifest: BundleManifest, frames: list[Path]) -> lis
     """Detections per reference frame with this slot's model, at its own threshold."""
     import cv2
 
-    from edge import model_store
-    from edge.detectors.litert import LiteRTDetector
+    from edge.detectors.factory import bundle_detector
 
-    labels = model_store.read_labels(slot / manifest.labels_file)
-    detector = LiteRTDetector(
-        slot / manifest.model_file, labels, model_ref=manifest.ref, min_score=manifest.min_score,
-        output=manifest.output,
-    )  # fmt: skip
+    detector = bundle_detector(slot, manifest)
     counts = []
     for frame in frames:
         bgr = cv2.imread(str(frame))
@@ -155,17 +147,16 @@ class ModelUpdater:
         lock_timeout_s: float = 600.0,
     ) -> None:
         self.root = root
+        self.layout = SlotLayout(root)
         self.lock_timeout_s = lock_timeout_s
         self.repo_url = repo_url.rstrip("/")
         self.smoke = smoke
         self.health = health or (lambda slot, m: smoke(slot, m).ok)
         self.pause_at = pause_at  # tests: stop at a step, waiting for kill -9
         self.report = report or (lambda state: None)
-        from edge.ota_fetcher import ResumableFetcher
-
-        self.fetcher = ResumableFetcher(root / "cache" / "partial", max_bytes_per_s=max_bytes_per_s)
-        for sub in ("metadata", "cache", "slots/a", "slots/b"):
-            (root / sub).mkdir(parents=True, exist_ok=True)
+        self.fetcher = ResumableFetcher(self.layout.partial, max_bytes_per_s=max_bytes_per_s)
+        for folder in self.layout.folders():
+            folder.mkdir(parents=True, exist_ok=True)
 
     # -- one writer ----------------------------------------------------------------------
     @contextlib.contextmanager
@@ -177,7 +168,7 @@ class ModelUpdater:
         take (a lock file made by root would lock the service user out); ``lock`` beside it
         names the holder's pid when it can be written, for the error message.
         """
-        pid_file = self.root / "lock"
+        pid_file = self.layout.lock
         fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
         try:
             deadline = time.monotonic() + self.lock_timeout_s
@@ -205,44 +196,32 @@ class ModelUpdater:
             os.close(fd)  # releases the flock
 
     # -- state ---------------------------------------------------------------------------
-    @property
-    def _state_path(self) -> Path:
-        return self.root / "state.json"
-
     def state(self) -> dict[str, Any]:
         try:
-            loaded: dict[str, Any] = json.loads(self._state_path.read_text())
+            loaded: dict[str, Any] = json.loads(self.layout.state.read_text())
             return loaded
         except (FileNotFoundError, ValueError):
             return {"step": "idle"}
 
     def _set(self, **state: Any) -> None:
         state["at"] = time.time()
-        write_atomic(self._state_path, json.dumps(state).encode())
+        write_atomic(self.layout.state, json.dumps(state).encode())
         self.report(state)
         if self.pause_at is not None and state.get("step") == self.pause_at:
             log.warning("paused at step %s (test hook)", self.pause_at)
             os.kill(os.getpid(), signal.SIGSTOP)
 
     def current_slot(self) -> Path | None:
-        link = self.root / "current"
-        return (self.root / os.readlink(link)).resolve() if link.is_symlink() else None
+        return self.layout.current_slot()
 
     def current_manifest(self) -> BundleManifest | None:
-        slot = self.current_slot()
-        if slot is None or not (slot / "manifest.json").exists():
-            return None
-        return BundleManifest.model_validate_json((slot / "manifest.json").read_text())
-
-    def _other_slot(self) -> Path:
-        current = self.current_slot()
-        return self.root / "slots" / ("b" if current is not None and current.name == "a" else "a")
+        return self.layout.live_manifest()
 
     def _point_current(self, slot: Path) -> None:
         tmp = self.root / ".current.tmp"
         tmp.unlink(missing_ok=True)
         os.symlink(os.path.relpath(slot, self.root), tmp)
-        os.replace(tmp, self.root / "current")  # atomic: the old target or the new, never neither
+        os.replace(tmp, self.layout.current)  # atomic: the old target or the new, never neither
         dir_fd = os.open(self.root, os.O_RDONLY)
         try:
             os.fsync(dir_fd)
@@ -253,7 +232,7 @@ class ModelUpdater:
     @_one_writer
     def install_initial(self, bundle: Path) -> BundleManifest:
         """First model, from a bundle already trusted (the image or the provisioning run)."""
-        slot = self.root / "slots" / "a"
+        slot = self.layout.slot("a")
         shutil.rmtree(slot, ignore_errors=True)
         manifest = unpack(bundle, slot)
         self._point_current(slot)
@@ -271,7 +250,7 @@ class ModelUpdater:
         from tuf.ngclient import Updater
 
         before = self.current_manifest()
-        slot = self._other_slot()
+        slot = self.layout.other_slot()
         previous_slot = self.current_slot()
         step = {"target": target, "slot": slot.name, "previous": before.ref if before else None,
                 "previous_slot": previous_slot.name if previous_slot else None}  # fmt: skip
@@ -285,11 +264,11 @@ class ModelUpdater:
         self._set(step="download", **step)
         try:
             updater = Updater(
-                metadata_dir=str(self.root / "metadata"),
+                metadata_dir=str(self.layout.metadata),
                 metadata_base_url=f"{self.repo_url}/metadata/",
-                target_dir=str(self.root / "cache"),
+                target_dir=str(self.layout.cache),
                 target_base_url=f"{self.repo_url}/targets/",
-                bootstrap=(self.root / "metadata" / "root.json").read_bytes(),
+                bootstrap=self.layout.trusted_root.read_bytes(),
                 fetcher=self.fetcher,
             )
             updater.refresh()
@@ -349,10 +328,10 @@ class ModelUpdater:
         Raises:
             UpdateError: when the other slot holds no model.
         """
-        other = self._other_slot()
-        if not (other / "manifest.json").is_file():
+        other = self.layout.other_slot()
+        manifest = self.layout.manifest_in(other)
+        if manifest is None:
             raise UpdateError("no previous model to go back to")
-        manifest = BundleManifest.model_validate_json((other / "manifest.json").read_text())
         self._point_current(other)
         self._set(step="idle", version=manifest.ref, rolled_back="asked by the hub")
         return manifest
@@ -366,7 +345,7 @@ class ModelUpdater:
         if step in ("download", "unpack", "smoke"):
             # The live slot was never touched: drop the half-made one.
             current = self.current_slot()
-            slot = self.root / "slots" / str(state.get("slot", ""))
+            slot = self.layout.slot(str(state.get("slot", "")))
             if state.get("slot") and (current is None or slot.resolve() != current):
                 shutil.rmtree(slot, ignore_errors=True)
                 slot.mkdir(parents=True, exist_ok=True)
@@ -375,16 +354,14 @@ class ModelUpdater:
             return f"interrupted during {step}: stayed on {manifest.ref if manifest else 'no model'}"
         if step in ("switch", "confirm"):
             # The new slot passed its smoke test; `current` is the old or the new (atomic rename).
-            slot = self.root / "slots" / str(state["slot"])
+            slot = self.layout.slot(str(state["slot"]))
             manifest = BundleManifest.model_validate_json((slot / "manifest.json").read_text())
             self._point_current(slot)
             if self.health(slot, manifest):
                 self._set(step="idle", version=manifest.ref, resumed=step)
                 return f"interrupted during {step}: {manifest.ref} confirmed"
             previous = state.get("previous_slot")
-            self._rollback(
-                self.root / "slots" / previous if previous else None, "failed its check after restart"
-            )
+            self._rollback(self.layout.slot(previous) if previous else None, "failed its check after restart")
             return f"interrupted during {step}: rolled back"
         return "nothing to recover"
 

@@ -1,7 +1,7 @@
 """The device side of OTA campaigns: listen on ``vigie/v1/<site>/<device>/ota``, update, report.
 
 Runs beside the agent (``vigie edge ota-listen``, its own systemd unit): commands arrive
-over MQTT, the update itself goes through :class:`edge.updater.ModelUpdater` (TUF, A/B,
+over MQTT, the update itself goes through :class:`edge.ota.updater.ModelUpdater` (TUF, A/B,
 smoke test, rollback), each step is reported on the ``ota-state`` channel, and after a
 switch the agent is told to reload its model (SIGHUP to its pid).
 """
@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from edge.updater import ModelUpdater, UpdateError
+from edge.ota.updater import ModelUpdater, UpdateError
 from vigie import wire
 from vigie.exceptions import WireError
 from vigie.mqtt import BrokerConfig, make_client
