@@ -601,6 +601,13 @@ def _config_validate(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+def _check_tls(args: argparse.Namespace) -> None:
+    """Refuse TLS settings the ingest cannot honour before spawning processes that would each fail."""
+    from hub.mqtt_tls import tls_context
+
+    tls_context(_broker_config(args))
+
+
 def _hub_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -608,6 +615,8 @@ def _hub_serve(args: argparse.Namespace) -> int:
     from hub.config import HubSettings
 
     scaled = args.workers > 1 or args.ingest_workers > 1
+    if not args.no_ingest:
+        _check_tls(args)
     print(f"vigie hub: API on http://{args.host}:{args.port}/v1/events (docs at /docs)", file=sys.stderr)
     if not scaled:
         settings = HubSettings.from_env().model_copy(
@@ -624,6 +633,7 @@ def _hub_serve(args: argparse.Namespace) -> int:
             "--workers", str(args.ingest_workers),
             *(["--mqtt-username", args.mqtt_username] if args.mqtt_username else []),
             *(["--mqtt-password-file", str(args.mqtt_password_file)] if args.mqtt_password_file else []),
+            *(["--mqtt-tls-dir", str(args.mqtt_tls_dir)] if args.mqtt_tls_dir else []),
         ])  # fmt: skip
     os.environ.update({"VIGIE_HUB_DB": str(args.db), "VIGIE_HUB_INGEST": "0"})
     try:
@@ -651,6 +661,9 @@ def _hub_ingest(args: argparse.Namespace) -> int:
             base += ["--mqtt-username", args.mqtt_username]
         if args.mqtt_password_file:
             base += ["--mqtt-password-file", str(args.mqtt_password_file)]
+        if args.mqtt_tls_dir:
+            base += ["--mqtt-tls-dir", str(args.mqtt_tls_dir)]
+        _check_tls(args)
         children = [subprocess.Popen([*base, "--worker-index", str(i)]) for i in range(args.workers)]
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
