@@ -149,6 +149,9 @@ def next_frame(buf: bytes | bytearray, pos: int) -> tuple[int, int] | None:
     """
     n = len(buf)
     i = pos + 1
+    if i < n and buf[i] < 0x80:  # fast path: a one-byte remaining length (acks, pings, short publishes)
+        end = i + 1 + buf[i]
+        return None if end > n else (i + 1, end)
     length = 0
     for shift in (0, 7, 14, 21):
         if i >= n:
@@ -294,7 +297,7 @@ def parse_publish(
     p = start + 2 + ((buf[start] << 8) | buf[start + 1])
     if p > end:
         raise MalformedPacketError("PUBLISH shorter than its topic")
-    topic = bytes(buf[start + 2 : p]).decode("utf-8", "replace")
+    topic = buf[start + 2 : p].decode("utf-8", "replace")
     packet_id = 0
     if qos:
         if p + 2 > end:

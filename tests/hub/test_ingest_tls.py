@@ -6,11 +6,14 @@ for ``localhost``/``127.0.0.1``, and a client certificate the listener requires.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -215,3 +218,46 @@ def test_spawned_workers_connect_over_tls(tls_broker: TlsBroker, tmp_path: Path)
         out = proc.communicate(timeout=30)[0]
         store.close()
     assert proc.returncode == 0, out.decode()
+
+
+def _healthz(port: int) -> dict[str, Any]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as resp:
+        answer: dict[str, Any] = json.loads(resp.read())
+    return answer
+
+
+@pytest.mark.parametrize("listener", ["tls", "plain"])
+def test_hub_serve_passes_tls_to_its_ingest_workers_and_healthz_tells(
+    tls_broker: TlsBroker, tmp_path: Path, listener: str
+) -> None:
+    """`hub serve --ingest-workers 2`: the spawned workers speak TLS; against a plain listener, degraded."""
+    port = free_port()
+    broker_port = tls_broker.tls_port if listener == "tls" else tls_broker.plain_port
+    log = (tmp_path / "hub.log").open("wb")
+    # Its own process group: the spawned ingest processes are stopped with it, whatever happens.
+    proc = subprocess.Popen(
+        cli("hub", "serve", "--port", str(port), "--db", str(tmp_path / "hub.sqlite"),
+            "--ingest-workers", "2", "--broker", f"localhost:{broker_port}",
+            "--mqtt-tls-dir", str(tls_broker.pki)),
+        env={**os.environ, "VIGIE_HUB_AUTH": "off"}, stdout=log, stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        assert wait_for_port(port, timeout=30)
+        health = _wait(lambda: (h := _healthz(port))["ingest"] and len(h["ingest"]["workers"]) == 2 and h, 30,
+                       "two ingest workers reporting")  # fmt: skip
+        if listener == "tls":
+            health = _wait(lambda: (h := _healthz(port))["status"] == "ok" and h, 30, "status ok")
+            assert all(w["connected"] for w in health["ingest"]["workers"])
+        else:
+            time.sleep(1.0)
+            health = _healthz(port)
+            assert health["status"] == "degraded"
+            for w in health["ingest"]["workers"]:
+                assert not w["connected"]
+                assert f"localhost:{broker_port} failed" in w["last_error"]
+                assert "is this a TLS listener?" in w["last_error"]
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+        log.close()
