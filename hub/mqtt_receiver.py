@@ -53,6 +53,8 @@ class BrokerRefusedError(ConnectionError):
     """CONNACK or SUBACK said no (bad credentials, not authorised, unsupported option)."""
 
 
+_PUBLISH = int(PacketType.PUBLISH)
+
 #: What ``on_batch`` returns: None when the batch is not stored (nothing is acknowledged),
 #: else the (topic, payload) pairs to publish with QoS 0 after the acknowledgements.
 BatchResult = Sequence[tuple[str, bytes]] | None
@@ -223,12 +225,14 @@ class LeanSubscriber:
         """Take every complete packet off the front of ``buf``; PUBLISHes join the batch."""
         pos = 0
         received_at = time.time()
-        while (body := codec.next_frame(buf, pos)) is not None:
+        # Locals, not attribute look-ups: this loop runs once per received message.
+        next_frame, parse_publish, v5, publish = codec.next_frame, codec.parse_publish, self.v5, _PUBLISH
+        while (body := next_frame(buf, pos)) is not None:
             start, end = body
             first = buf[pos]
             kind = first >> 4
-            if kind == PacketType.PUBLISH:
-                topic, qos, packet_id, payload = codec.parse_publish(first, buf, start, end, v5=self.v5)
+            if kind == publish:
+                topic, qos, packet_id, payload = parse_publish(first, buf, start, end, v5)
                 batch.append(Delivery(topic, payload, qos, packet_id, generation, received_at))
                 if len(batch) == 1:
                     deadline = time.monotonic() + self.batch_delay_s

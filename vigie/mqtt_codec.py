@@ -284,7 +284,7 @@ def parse_suback(body: bytes, *, v5: bool = False) -> tuple[int, list[int]]:
 
 
 def parse_publish(
-    first: int, buf: bytes | bytearray, start: int, end: int, *, v5: bool = False
+    first: int, buf: bytes | bytearray, start: int, end: int, v5: bool = False
 ) -> tuple[str, int, int, bytes]:
     """(topic, QoS, packet id (0 with QoS 0), payload) of the PUBLISH whose body is ``buf[start:end]``.
 
