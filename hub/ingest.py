@@ -178,12 +178,17 @@ class Ingestor:
             log.info("ingest connected", extra={"host": self.broker.host, "port": self.broker.port})
             self.report_status(time.time(), force=True)
         else:
-            if self._connected.is_set() and not self._stop.is_set():
-                log.warning("ingest lost the broker; reconnecting", extra={"reason": why})
-            elif not self._stop.is_set():
-                self.stats.last_error = why
-                log.warning("broker unreachable; retrying", extra={"reason": why})
+            was_up = self._connected.is_set()
             self._connected.clear()
+            if self._stop.is_set():
+                return
+            self.stats.last_error = why
+            where = {"reason": why, "host": self.broker.host, "port": self.broker.port}
+            log.warning("ingest lost the broker; reconnecting" if was_up else "broker unreachable; retrying",
+                        extra=where)  # fmt: skip
+            # Recorded even before a first connection: a worker that cannot connect (a TLS
+            # handshake refused, say) shows as not connected at /healthz instead of not at all.
+            self.report_status(time.time(), force=was_up)
 
     def _on_batch(self, batch: list[Delivery]) -> BatchResult:
         """Called from a worker thread; the receipts once stored (the subscriber then acknowledges)."""

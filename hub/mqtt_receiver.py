@@ -12,6 +12,10 @@ may publish (QoS 0) what the caller returns: the ingest's receipts to devices.
 Acknowledgements are sent only on the connection that received the message:
 after a reconnection the broker redelivers what was not acknowledged (the
 session is persistent), and the store drops the duplicates by event id.
+
+Packets are built and parsed by :mod:`vigie.mqtt_codec`. With ``tls_ca`` set
+the connection is TLS, verified (:mod:`hub.mqtt_tls`); a TLS setting that
+cannot be honoured fails in the constructor, never as a plain-TCP fallback.
 """
 
 from __future__ import annotations
@@ -19,17 +23,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import struct
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from hub.mqtt_tls import handshake_error, tls_context
+from vigie import mqtt_codec as codec
 from vigie.mqtt import BrokerConfig
-from vigie.mqtt_codec import encode_string as _str
-from vigie.mqtt_codec import encode_varint as _varint
-from vigie.mqtt_codec import read_varint as _read_varint
+from vigie.mqtt_codec import MalformedPacketError, PacketType
 
-__all__ = ["BrokerRefusedError", "Delivery", "LeanSubscriber", "MalformedPacketError"]
+__all__ = ["BatchResult", "BrokerRefusedError", "Delivery", "LeanSubscriber", "MalformedPacketError"]
 
 log = logging.getLogger(__name__)
 
@@ -50,13 +53,7 @@ class BrokerRefusedError(ConnectionError):
     """CONNACK or SUBACK said no (bad credentials, not authorised, unsupported option)."""
 
 
-class MalformedPacketError(ConnectionError):
-    """The broker sent bytes that are not MQTT: the connection is dropped and made again."""
-
-
-#: Largest packet accepted from the broker (the broker's own limit for devices is 16 KiB).
-MAX_PACKET_BYTES = 1 << 18
-
+_PUBLISH = int(PacketType.PUBLISH)
 
 #: What ``on_batch`` returns: None when the batch is not stored (nothing is acknowledged),
 #: else the (topic, payload) pairs to publish with QoS 0 after the acknowledgements.
@@ -64,7 +61,11 @@ BatchResult = Sequence[tuple[str, bytes]] | None
 
 
 class LeanSubscriber:
-    """Receives batches of deliveries and acknowledges them once ``on_batch`` has stored them."""
+    """Receives batches of deliveries and acknowledges them once ``on_batch`` has stored them.
+
+    Raises:
+        ConfigError: (constructor) a TLS setting of ``broker`` that cannot be honoured.
+    """
 
     def __init__(
         self,
@@ -87,56 +88,48 @@ class LeanSubscriber:
         self.session_expiry_s = session_expiry_s
         self.on_state = on_state or (lambda up, why: None)
         self.v5 = broker.protocol == "5"
+        self.tls = tls_context(broker)  # checked now: a bad TLS setting is a start-up error
         self.generation = 0
         #: Scaling down: unsubscribe on connect, take what the session holds, end the session.
         self.retire = False
 
     # -- connection ----------------------------------------------------------------------
-    async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(self.broker.host, self.broker.port), timeout=10
-        )
-        flags = 0x00  # clean_session / clean_start off: a persistent session
-        payload = _str(self.client_id)
-        if self.broker.username:
-            flags |= 0x80
-            payload += _str(self.broker.username)
-            if self.broker.password is not None:
-                flags |= 0x40
-                payload += _str(self.broker.password)
-        var = _str("MQTT") + bytes([5 if self.v5 else 4, flags]) + struct.pack("!H", self.broker.keepalive)
-        if self.v5:
-            props = b"\x11" + struct.pack("!I", self.session_expiry_s)  # Session Expiry Interval
-            var += _varint(len(props)) + props
-        body = var + payload
-        writer.write(b"\x10" + _varint(len(body)) + body)
-        await writer.drain()
-        first, data = await asyncio.wait_for(self._read_packet(reader), timeout=10)
-        if first >> 4 != 2 or len(data) < 2 or data[1] != 0:
+    async def _open(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """TCP, then the TLS handshake when configured: a failed handshake says so, with host:port."""
+        host, port = self.broker.host, self.broker.port
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout=10)
+        if self.tls is None:
+            return reader, writer
+        try:
+            await asyncio.wait_for(writer.start_tls(self.tls, server_hostname=host), timeout=10)
+        except (OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError
             writer.close()
-            raise BrokerRefusedError(
-                f"broker refused the connection (CONNACK code {data[1] if data else '?'})"
-            )
-        var = struct.pack("!H", 1) + (b"\x00" if self.v5 else b"")  # packet id 1: we never publish
-        if self.retire:  # UNSUBSCRIBE: the broker stops routing our share here
-            packet = var + b"".join(_str(f) for f in self.filters)
-            writer.write(b"\xa2" + _varint(len(packet)) + packet)
-        else:  # SUBSCRIBE, QoS 1 for every filter
-            packet = var + b"".join(_str(f) + b"\x01" for f in self.filters)
-            writer.write(b"\x82" + _varint(len(packet)) + packet)
-        await writer.drain()
+            raise handshake_error(host, port, exc) from None
         return reader, writer
 
-    @staticmethod
-    async def _read_packet(reader: asyncio.StreamReader) -> tuple[int, bytes]:
-        head = await reader.readexactly(2)
-        first, b = head[0], head[1]
-        length, shift = b & 0x7F, 7
-        while b & 0x80:
-            b = (await reader.readexactly(1))[0]
-            length |= (b & 0x7F) << shift
-            shift += 7
-        return first, (await reader.readexactly(length) if length else b"")
+    async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        reader, writer = await self._open()
+        writer.write(
+            codec.connect(
+                self.client_id, v5=self.v5, keepalive=self.broker.keepalive,
+                clean=False,  # a persistent session: unacknowledged messages wait for us
+                username=self.broker.username, password=self.broker.password,
+                session_expiry_s=self.session_expiry_s if self.v5 else None,
+            )
+        )  # fmt: skip
+        await writer.drain()
+        first, data = await asyncio.wait_for(codec.read_packet(reader), timeout=10)
+        code = codec.parse_connack(data)[1] if first >> 4 == PacketType.CONNACK else None
+        if code != 0:
+            writer.close()
+            raise BrokerRefusedError(f"broker refused the connection (CONNACK code {code})")
+        # Packet id 1: this client never has two subscriptions in flight.
+        if self.retire:  # the broker stops routing our share here
+            writer.write(codec.unsubscribe(1, self.filters, v5=self.v5))
+        else:
+            writer.write(codec.subscribe(1, self.filters, qos=1, v5=self.v5))
+        await writer.drain()
+        return reader, writer
 
     # -- main loop --------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
@@ -199,7 +192,7 @@ class LeanSubscriber:
                         {pending_write}
                     )  # back-pressure: stop reading while the store is behind
                 if now - last_sent >= self.broker.keepalive / 2:
-                    writer.write(b"\xc0\x00")  # PINGREQ
+                    writer.write(codec.PINGREQ)
                     last_sent = now
                     await writer.drain()
         except (OSError, asyncio.IncompleteReadError, BrokerRefusedError):
@@ -222,85 +215,36 @@ class LeanSubscriber:
         if result is None:
             return
         self._ack(writer, batch, generation)
-        out = bytearray()
-        for topic, payload in result:
-            # QoS 0: no packet id; MQTT 5 adds an (empty) property list.
-            body = _str(topic) + (b"\x00" if self.v5 else b"") + payload
-            out += b"\x30" + _varint(len(body)) + body
+        out = b"".join(codec.publish(topic, payload, v5=self.v5) for topic, payload in result)
         if out:
-            writer.write(bytes(out))
+            writer.write(out)
 
     def _parse(
         self, buf: bytearray, batch: list[Delivery], deadline: float, generation: int
     ) -> tuple[list[Delivery], float]:
         """Take every complete packet off the front of ``buf``; PUBLISHes join the batch."""
-        pos, end = 0, len(buf)
+        pos = 0
         received_at = time.time()
-        while end - pos >= 2:
+        # Locals, not attribute look-ups: this loop runs once per received message.
+        next_frame, parse_publish, v5, publish = codec.next_frame, codec.parse_publish, self.v5, _PUBLISH
+        while (body := next_frame(buf, pos)) is not None:
+            start, end = body
             first = buf[pos]
-            length, shift, i = 0, 0, pos + 1
-            while i < end:
-                b = buf[i]
-                i += 1
-                length |= (b & 0x7F) << shift
-                shift += 7
-                if not b & 0x80:
-                    break
-                if shift >= 28:  # MQTT allows at most four length bytes
-                    raise MalformedPacketError("remaining length longer than four bytes")
-            else:
-                break  # remaining length not complete yet
-            if length > MAX_PACKET_BYTES:
-                raise MalformedPacketError(f"a {length}-byte packet exceeds {MAX_PACKET_BYTES} bytes")
-            if i + length > end:
-                break  # packet not complete yet
             kind = first >> 4
-            if kind == 3:  # PUBLISH
-                batch.append(self._publish_packet(buf, first, i, i + length, generation, received_at))
+            if kind == publish:
+                topic, qos, packet_id, payload = parse_publish(first, buf, start, end, v5)
+                batch.append(Delivery(topic, payload, qos, packet_id, generation, received_at))
                 if len(batch) == 1:
                     deadline = time.monotonic() + self.batch_delay_s
-            elif kind == 9:  # SUBACK: any code >= 0x80 is a refusal
-                data = bytes(buf[i : i + length])
-                codes = data[2:]
-                if self.v5 and len(data) > 2:
-                    try:
-                        plen, q = _read_varint(data, 2)
-                    except (IndexError, ValueError):
-                        raise MalformedPacketError("SUBACK with a broken property length") from None
-                    codes = data[q + plen :]
+            elif kind == PacketType.SUBACK:  # any code >= 0x80 is a refusal
+                codes = codec.parse_suback(bytes(buf[start:end]), v5=self.v5)[1]
                 if any(c >= 0x80 for c in codes):
-                    raise BrokerRefusedError(f"subscription refused (SUBACK codes {list(codes)})")
-            elif kind == 14:  # DISCONNECT from the broker (MQTT 5)
+                    raise BrokerRefusedError(f"subscription refused (SUBACK codes {codes})")
+            elif kind == PacketType.DISCONNECT:  # from the broker (MQTT 5)
                 raise ConnectionError("broker sent DISCONNECT")
-            pos = i + length
+            pos = end
         del buf[:pos]
         return batch, deadline
-
-    def _publish_packet(
-        self, buf: bytearray, first: int, i: int, end: int, generation: int, received_at: float
-    ) -> Delivery:
-        """One PUBLISH from ``buf[i:end]``; a packet shorter than its own fields is malformed."""
-        qos = (first >> 1) & 0x03
-        if qos == 3 or end - i < 2:
-            raise MalformedPacketError(f"PUBLISH with QoS {qos} or no topic length")
-        tlen = (buf[i] << 8) | buf[i + 1]
-        p = i + 2 + tlen
-        topic = bytes(buf[i + 2 : p]).decode("utf-8", "replace")
-        packet_id = 0
-        if qos:
-            if p + 2 > end:
-                raise MalformedPacketError("PUBLISH shorter than its topic and packet id")
-            packet_id = (buf[p] << 8) | buf[p + 1]
-            p += 2
-        if self.v5:
-            try:
-                plen, p = _read_varint(buf, p)
-            except (IndexError, ValueError):
-                raise MalformedPacketError("PUBLISH with a broken property length") from None
-            p += plen
-        if p > end:
-            raise MalformedPacketError("PUBLISH shorter than its own header")
-        return Delivery(topic, bytes(buf[p:end]), qos, packet_id, generation, received_at)
 
     async def _finish(
         self,
@@ -314,21 +258,12 @@ class LeanSubscriber:
             result = await loop.run_in_executor(None, self.on_batch, batch)
             self._settle(writer, batch, generation, result)
         with contextlib.suppress(OSError):
-            if self.retire and self.v5:
-                # DISCONNECT, reason 0, Session Expiry Interval 0: the session ends here.
-                props = b"\x11" + struct.pack("!I", 0)
-                body = b"\x00" + _varint(len(props)) + props
-                writer.write(b"\xe0" + _varint(len(body)) + body)
-            else:
-                writer.write(b"\xe0\x00")  # DISCONNECT; the session stays (expiry from CONNECT)
+            # Retiring, the session ends here (expiry 0); else it stays (expiry from CONNECT).
+            writer.write(codec.disconnect(v5=self.v5, session_expiry_s=0 if self.retire else None))
             await writer.drain()
 
     @staticmethod
     def _ack(writer: asyncio.StreamWriter, batch: list[Delivery], generation: int) -> None:
-        acks = b"".join(
-            b"\x40\x02" + struct.pack("!H", d.packet_id)
-            for d in batch
-            if d.qos == 1 and d.generation == generation
-        )
+        acks = codec.pubacks([d.packet_id for d in batch if d.qos == 1 and d.generation == generation])
         if acks:
             writer.write(acks)

@@ -1,8 +1,8 @@
 """`vigie sim`: a fleet of simulated devices against a real broker and hub, for load tests.
 
 Thousands of devices in one process: each is an asyncio task with its own
-MQTT 3.1.1 connection (a minimal client written for this: CONNECT, PUBLISH
-QoS 0/1, PUBACK, PINGREQ; paho's threads would not scale to 10,000), with
+MQTT 3.1.1 connection (a minimal client on :mod:`vigie.mqtt_codec`: CONNECT,
+PUBLISH QoS 0/1, PUBACK, PINGREQ; paho's threads would not scale to 10,000), with
 realistic schedules: a retained ``online`` status, a heartbeat every
 ``heartbeat_s``, one ``zone_count`` event per zone per window, starts spread
 over the first period, and optional reconnect storms (every device drops its
@@ -17,14 +17,12 @@ import asyncio
 import contextlib
 import random
 import resource
-import struct
 import time
 from dataclasses import dataclass, field
 
-from vigie import __version__, wire
+from vigie import __version__, mqtt_codec, wire
 from vigie.exceptions import WireError
-from vigie.mqtt_codec import encode_string as _str
-from vigie.mqtt_codec import encode_varint as _varint
+from vigie.mqtt_codec import PacketType
 
 __all__ = ["FleetResult", "MiniMqtt", "SimOptions", "run_fleet"]
 
@@ -49,48 +47,30 @@ class MiniMqtt:
     async def connect(self, will: tuple[str, bytes] | None = None, timeout: float = 10.0) -> None:
         reader, writer = await asyncio.wait_for(asyncio.open_connection(self.host, self.port), timeout)
         self._reader, self._writer = reader, writer
-        flags = 0x02  # clean session: a device keeps its own outbox, not the broker's
-        payload = _str(self.client_id)
-        if will:
-            flags |= 0x04 | (1 << 3) | 0x20  # will, QoS 1, retained
-            payload += _str(will[0]) + _str(will[1])
-        var = _str("MQTT") + bytes([4, flags]) + struct.pack("!H", self.keepalive)
-        body = var + payload
-        writer.write(b"\x10" + _varint(len(body)) + body)
+        # Clean session: a device keeps its own outbox, not the broker's.
+        writer.write(mqtt_codec.connect(self.client_id, keepalive=self.keepalive, clean=True, will=will))
         await writer.drain()
-        head = await asyncio.wait_for(reader.readexactly(4), timeout)
-        if head[0] != 0x20 or head[3] != 0:
-            raise MqttRefusedError(f"CONNACK return code {head[3]}")
+        first, body = await asyncio.wait_for(mqtt_codec.read_packet(reader), timeout)
+        code = mqtt_codec.parse_connack(body)[1] if first >> 4 == PacketType.CONNACK else None
+        if code != 0:
+            raise MqttRefusedError(f"CONNACK return code {code}")
         self._read_task = asyncio.create_task(self._read_loop())
 
     async def _read_loop(self) -> None:
         assert self._reader is not None
+        assert self._writer is not None
         try:
             while True:
-                first = (await self._reader.readexactly(1))[0]
-                length, shift = 0, 0
-                while True:
-                    b = (await self._reader.readexactly(1))[0]
-                    length += (b & 0x7F) << shift
-                    shift += 7
-                    if not b & 0x80:
-                        break
-                data = await self._reader.readexactly(length) if length else b""
-                if first >> 4 == 4:  # PUBACK
-                    fut = self._pending.pop(struct.unpack("!H", data[:2])[0], None)
+                first, body = await mqtt_codec.read_packet(self._reader)
+                if first >> 4 == PacketType.PUBACK:
+                    fut = self._pending.pop(mqtt_codec.parse_packet_id(body), None)
                     if fut is not None and not fut.done():
                         fut.set_result(None)
-                elif first >> 4 == 3:  # PUBLISH to one of our subscriptions
-                    qos = (first >> 1) & 3
-                    tlen = struct.unpack("!H", data[:2])[0]
-                    topic = data[2 : 2 + tlen].decode()
-                    pos = 2 + tlen
+                elif first >> 4 == PacketType.PUBLISH:  # to one of our subscriptions
+                    topic, qos, packet_id, payload = mqtt_codec.parse_publish(first, body, 0, len(body))
                     if qos:
-                        packet_id = data[pos : pos + 2]
-                        pos += 2
-                        assert self._writer is not None
-                        self._writer.write(b"\x40\x02" + packet_id)  # PUBACK
-                    self.inbox.put_nowait((topic, bytes(data[pos:])))
+                        self._writer.write(mqtt_codec.puback(packet_id))
+                    self.inbox.put_nowait((topic, payload))
         except (asyncio.IncompleteReadError, ConnectionError, OSError):
             pass
         finally:
@@ -102,16 +82,13 @@ class MiniMqtt:
     async def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None:
         """Send; with QoS 1, return once the broker has acknowledged (raises if the link drops)."""
         assert self._writer is not None
-        header = 0x30 | (qos << 1) | int(retain)
-        var = _str(topic)
         fut: asyncio.Future[None] | None = None
+        packet_id = 0
         if qos:
-            self._next_id = self._next_id % 65535 + 1
-            var += struct.pack("!H", self._next_id)
+            packet_id = self._next_packet_id()
             fut = asyncio.get_running_loop().create_future()
-            self._pending[self._next_id] = fut
-        body = var + payload
-        self._writer.write(bytes([header]) + _varint(len(body)) + body)
+            self._pending[packet_id] = fut
+        self._writer.write(mqtt_codec.publish(topic, payload, qos=qos, packet_id=packet_id, retain=retain))
         await self._writer.drain()
         if fut is not None:
             await asyncio.wait_for(fut, 30)
@@ -119,21 +96,23 @@ class MiniMqtt:
     async def subscribe(self, topic: str, qos: int = 1) -> None:
         """Subscribe (the SUBACK is not awaited: messages simply start to arrive)."""
         assert self._writer is not None
-        self._next_id = self._next_id % 65535 + 1
-        body = struct.pack("!H", self._next_id) + _str(topic) + bytes([qos])
-        self._writer.write(b"\x82" + _varint(len(body)) + body)
+        self._writer.write(mqtt_codec.subscribe(self._next_packet_id(), [topic], qos))
         await self._writer.drain()
+
+    def _next_packet_id(self) -> int:
+        self._next_id = self._next_id % 65535 + 1
+        return self._next_id
 
     async def ping(self) -> None:
         assert self._writer is not None
-        self._writer.write(b"\xc0\x00")
+        self._writer.write(mqtt_codec.PINGREQ)
         await self._writer.drain()
 
     async def close(self, clean: bool = True) -> None:
         if self._writer is not None:
             with contextlib.suppress(ConnectionError, OSError):
                 if clean:
-                    self._writer.write(b"\xe0\x00")
+                    self._writer.write(mqtt_codec.disconnect())
                     await self._writer.drain()
                 self._writer.close()
         if self._read_task is not None:

@@ -3,7 +3,8 @@
     .venv/bin/python tests/fuzz/fuzz_parsers.py -max_total_time=60 [corpus_dir]
 
 Targets: the wire decoder (every channel), the ingest's classifier (topic and
-payload together) and the hub's MQTT packet parser (bytes from the broker).
+payload together) and the hub's MQTT packet parser (bytes from the broker,
+framed and parsed by vigie.mqtt_codec).
 Each may refuse its input only with its own error type; any other exception,
 or a hang (libFuzzer's -timeout), is a finding and stops the run with a crash file.
 """

@@ -93,6 +93,13 @@ def _register_ingest(hub_sub: Any) -> None:
 
 
 # -- handlers ---------------------------------------------------------------------------------
+def _check_tls(args: argparse.Namespace) -> None:
+    """Refuse TLS settings the ingest cannot honour before spawning processes that would each fail."""
+    from hub.mqtt_tls import tls_context
+
+    tls_context(broker_config(args))
+
+
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -101,6 +108,8 @@ def _serve(args: argparse.Namespace) -> int:
     settings = hub_settings(args)
     db = settings.db
     scaled = args.workers > 1 or args.ingest_workers > 1
+    if not args.no_ingest:
+        _check_tls(args)
     print(f"vigie hub: API on http://{args.host}:{args.port}/v1/events (docs at /docs)", file=sys.stderr)
     if not scaled:
         settings = settings.model_copy(update={"ingest": not args.no_ingest, "broker": broker_config(args)})
@@ -115,6 +124,7 @@ def _serve(args: argparse.Namespace) -> int:
             "--workers", str(args.ingest_workers),
             *(["--mqtt-username", args.mqtt_username] if args.mqtt_username else []),
             *(["--mqtt-password-file", str(args.mqtt_password_file)] if args.mqtt_password_file else []),
+            *(["--mqtt-tls-dir", str(args.mqtt_tls_dir)] if args.mqtt_tls_dir else []),
         ])  # fmt: skip
     os.environ.update({"VIGIE_HUB_DB": db, "VIGIE_HUB_INGEST": "0"})
     try:
@@ -138,6 +148,9 @@ def _spawn_ingest_workers(args: argparse.Namespace, db: str) -> int:
         base += ["--mqtt-username", args.mqtt_username]
     if args.mqtt_password_file:
         base += ["--mqtt-password-file", str(args.mqtt_password_file)]
+    if args.mqtt_tls_dir:
+        base += ["--mqtt-tls-dir", str(args.mqtt_tls_dir)]
+    _check_tls(args)
     children = [subprocess.Popen([*base, "--worker-index", str(i)]) for i in range(args.workers)]
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
