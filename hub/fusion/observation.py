@@ -61,6 +61,7 @@ class ImportReport:
     errors: list[RowError] = field(default_factory=list)
     by_reason: dict[str, int] = field(default_factory=dict)
     duplicate_file: bool = False
+    warnings: list[str] = field(default_factory=list)
 
     def reject(self, error: RowError, keep: int = 50) -> None:
         self.rejected += 1
@@ -87,6 +88,11 @@ class Mapping(BaseModel):
     time_column: str = Field(description="Date and time of the incident (or of the aggregate).")
     time_format: str | None = Field(default=None, description="strptime format; default ISO 8601.")
     timezone: str = Field(default="Europe/Paris", description="Zone of times without an offset.")
+    city_timezone: str | None = Field(
+        default=None,
+        description="The city's own zone, for local weeks and days (default: ``timezone``); differs when "
+        "the file writes its times in UTC.",
+    )
     category_column: str | None = None
     categories: dict[str, str] = Field(
         default_factory=dict, description="Raw value → category (case-insensitive)."
@@ -115,14 +121,26 @@ class Mapping(BaseModel):
         default=None, description="Transport: the GTFS feed (zip) that places the stops."
     )
 
-    @field_validator("timezone")
+    @field_validator("timezone", "city_timezone")
     @classmethod
-    def _known_zone(cls, value: str) -> str:
+    def _known_zone(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
         try:
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError(f"unknown time zone {value!r}; use an IANA name like Europe/Paris") from None
         return value
+
+    @property
+    def local_zone(self) -> ZoneInfo:
+        """The city's time zone: where weeks start on Monday and days at midnight."""
+        return ZoneInfo(self.city_timezone or self.timezone)
+
+    @property
+    def date_only(self) -> bool:
+        """True when the time format carries no hour: such rows cannot inform hourly profiles."""
+        return self.time_format is not None and not any(d in self.time_format for d in ("%H", "%I"))
 
     def category_of(self, raw: str) -> str | None:
         """The category for a raw value, or None when the mapping does not know it."""

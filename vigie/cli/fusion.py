@@ -196,6 +196,8 @@ def _import(args: argparse.Namespace) -> int:
         print(f"  {n:>7}  {reason}")
     for error in report.errors[:10]:
         print(f"  e.g. {error}")
+    for warning in report.warnings:
+        print(f"warning: {warning}")
     if mapping.exclude_from_training:
         set_exclusions(store, mapping.source, mapping.exclude_from_training)
     if not args.no_learn:
