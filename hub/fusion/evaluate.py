@@ -2,7 +2,8 @@
 
 ``evaluate`` is what ``vigie hub backtest`` runs, so the CLI and the library give the
 same numbers. Tuning (KDE bandwidth, blend weights, the guard) sees only the
-``validation`` periods just before ``until`` and the history before them.
+``validation_weeks`` weeks just before ``until`` (4 weekly or 28 daily periods) and the history
+before them.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import numpy as np
 from hub.fusion.baselines import BASELINES, Events, centres_km, feature_matrix, neighbour_index
 from hub.fusion.blend import CANDIDATES, BlendParams, fit_weights
 from hub.fusion.observation import Observation
-from hub.fusion.protocol import Horizon, StudyArea, periods, score
+from hub.fusion.protocol import Horizon, StudyArea, flag, periods, score
 
 __all__ = ["Evaluation", "build_events", "evaluate", "local_hours_of_week", "tune_blend"]
 
@@ -26,6 +27,7 @@ HOUR = 3600
 SHARES = (0.01, 0.05)
 BANDWIDTHS = (0.25, 0.5, 1.0, 2.0)
 MIN_HISTORY_DAYS = 14
+GUARD_MARGIN = 0.01
 
 
 def local_hours_of_week(start: int, stop: int, tz: ZoneInfo) -> np.ndarray:
@@ -111,12 +113,14 @@ def tune_blend(
         feature_matrix(ev, CANDIDATES, a, b, h, bandwidth) for (a, b), h in zip(valid, hows, strict=True)
     ]
     weights = fit_weights(blocks, acts)
-    # The guard: on validation, the blend must rank at least as well as every single candidate.
+    # The guard: on validation, a single candidate that ranks better than the blend by more than
+    # GUARD_MARGIN (relative) replaces it; within the margin the difference is noise, and the blend,
+    # which averages several views of the same hot spots, is the more robust choice.
     names = [*CANDIDATES, "blend"]
     columns = [np.eye(len(CANDIDATES))[j] for j in range(len(CANDIDATES))] + [weights]
     quality = [sum(_hit5(f @ w, y) for f, y in zip(blocks, acts, strict=True)) for w in columns]
     best = int(np.argmax(quality[:-1]))
-    pick = len(names) - 1 if quality[-1] >= quality[best] else best
+    pick = len(names) - 1 if quality[-1] * (1 + GUARD_MARGIN) >= quality[best] else best
     chosen = columns[pick]
     if pick != len(names) - 1:  # rescale the lone baseline to the observed totals (calibration)
         chosen = fit_weights([f[:, [best]] for f in blocks], acts)[0] * np.eye(len(CANDIDATES))[best]
@@ -147,6 +151,7 @@ class Evaluation:
     calibration: dict[str, list[tuple[float, int]]] = field(default_factory=dict)  # model, seasonal
     outside: int = 0
     empty: int = 0  # test periods without any incident (not scored)
+    flagged: list[set[int]] = field(default_factory=list)  # the model's cells at 5 %, per period
     train_incidents: float = 0.0
 
     def mean_pai(self, method: str, share: float) -> float:
@@ -173,17 +178,17 @@ def evaluate(
     count: int,
     horizon: Horizon,
     tz: ZoneInfo,
-    validation: int = 4,
+    validation_weeks: int = 4,
 ) -> Evaluation:
-    """Tune on the ``validation`` periods before ``until``, then score ``count`` test periods from it.
+    """Tune on the ``validation_weeks`` weeks before ``until``, then score ``count`` test periods from it.
 
     Raises:
         ValueError: too little history, or test periods past the end of the data (naming the fix).
     """
     step = 7 if horizon == "week" else 1
     test = periods(until, count, horizon, tz)
-    valid = periods(until - dt.timedelta(days=step * validation), validation, horizon, tz)
-    _check_history(ev, valid[0][0], until, tz, step * validation)
+    valid = periods(until - dt.timedelta(weeks=validation_weeks), 7 * validation_weeks // step, horizon, tz)
+    _check_history(ev, valid[0][0], until, tz, 7 * validation_weeks)
     last = int(ev.time[-1])
     if test[-1][1] > last + HOUR:
         fits = sum(1 for _, b in test if b <= last + HOUR)
@@ -211,6 +216,7 @@ def evaluate(
         model = params.predict(feature_matrix(ev, params.features, a, b, hows, params.kde_bandwidth_km))
         scores = {m: base[:, j] for j, m in enumerate(BASELINES)} | {"model": model, "oracle": actual}
         result.incidents.append(float(actual.sum()))
+        result.flagged.append({int(i) for i in flag(model, 0.05)})
         for m, s in scores.items():
             for share in SHARES:
                 sc = score(s, actual, share)

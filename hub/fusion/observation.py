@@ -16,7 +16,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from hub.fusion.scrub import scrub
 from vigie.exceptions import ConfigError
 
-__all__ = ["ImportReport", "Mapping", "Observation", "RowError", "load_mapping", "parse_time"]
+__all__ = [
+    "ImportReport",
+    "Mapping",
+    "Observation",
+    "RowError",
+    "load_mapping",
+    "parse_day_and_hour",
+    "parse_time",
+]
 
 HOUR = 3600
 _VALUES = re.compile(r"\([^)]*\)|'[^']*'|\"[^\"]*\"|-?\d[\d.,:-]*")
@@ -87,6 +95,11 @@ class Mapping(BaseModel):
     delimiter: str = ","
     time_column: str = Field(description="Date and time of the incident (or of the aggregate).")
     time_format: str | None = Field(default=None, description="strptime format; default ISO 8601.")
+    hour_column: str | None = Field(
+        default=None,
+        description="The local hour of day (0-23) when the time column gives the day: the time column is "
+        "then read up to its first space, with time_format.",
+    )
     timezone: str = Field(default="Europe/Paris", description="Zone of times without an offset.")
     city_timezone: str | None = Field(
         default=None,
@@ -140,6 +153,8 @@ class Mapping(BaseModel):
     @property
     def date_only(self) -> bool:
         """True when the time format carries no hour: such rows cannot inform hourly profiles."""
+        if self.hour_column is not None:
+            return False
         return self.time_format is not None and not any(d in self.time_format for d in ("%H", "%I"))
 
     def category_of(self, raw: str) -> str | None:
@@ -187,6 +202,26 @@ def parse_time(text: str, fmt: str | None, tz: ZoneInfo) -> int:
         when = when.replace(tzinfo=tz)
     epoch = int(when.timestamp())
     return epoch - epoch % HOUR
+
+
+def parse_day_and_hour(day: str, hour: str, fmt: str | None, tz: ZoneInfo) -> int:
+    """Epoch seconds of local ``hour`` o'clock on the day that ``day`` starts with (up to its first space).
+
+    Raises:
+        ValueError: with the values (scrubbed) and what was expected.
+    """
+    text = day.strip().split(" ", 1)[0]
+    try:
+        date = dt.datetime.strptime(text, fmt).date() if fmt else dt.date.fromisoformat(text)
+        h = int(hour.strip())
+        if not 0 <= h <= 23:
+            raise ValueError
+    except ValueError:
+        raise ValueError(
+            f"{scrub(text, 40)!r} at hour {scrub(hour, 10)!r} is not a day in format {fmt or 'ISO 8601'} "
+            "and an hour 0-23"
+        ) from None
+    return int(dt.datetime.combine(date, dt.time(h), tzinfo=tz).timestamp())
 
 
 def in_bounds(lat: float, lon: float, bounds: Sequence[float] | None) -> bool:

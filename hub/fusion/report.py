@@ -90,6 +90,23 @@ def _reliability_png(ev: Evaluation, path: Path) -> None:
     plt.close(fig)
 
 
+def _concentration(ev: Evaluation) -> list[str]:
+    """Feedback: a forecast that sends patrols where it flags, trained on what they record, can lock onto
+    the same places (Ensign et al. 2018); how often the flagged cells stay flagged shows it."""
+    again = [len(a & b) / len(b) for a, b in itertools.pairwise(ev.flagged) if b]
+    distinct = len(set().union(*ev.flagged)) if ev.flagged else 0
+    per = len(ev.flagged[0]) if ev.flagged else 0
+    return [
+        "## Concentration of the flagged area (feedback)",
+        "",
+        f"Of the model's cells flagged at 5 % ({per} per {ev.horizon}), a mean "
+        f"{np.mean(again) * 100 if again else 0:.0f} % are flagged again the next {ev.horizon}; "
+        f"{distinct} distinct cells were flagged over {len(ev.flagged)} {ev.horizon}s. Police-initiated "
+        "records can be kept out of training per category (`exclude_from_training`, Lum & Isaac 2016).",
+        "",
+    ]
+
+
 def write_report(ev: Evaluation, out: Path, title: str) -> Path:
     """``backtest-<horizon>.md`` and ``reliability-<horizon>.png`` in ``out``; returns the report's path."""
     out.mkdir(parents=True, exist_ok=True)
@@ -135,7 +152,7 @@ def write_report(ev: Evaluation, out: Path, title: str) -> Path:
         f"| {r['bin']} | {r['n']} | {r['forecast']:.3f} | {r['observed']:.3f} |"
         for r in calibration_table(ev.calibration["model"])
     ]
-    lines += ["", f"![reliability]({png.name})", ""]
+    lines += ["", f"![reliability]({png.name})", "", *_concentration(ev)]
     report = out / f"backtest-{ev.horizon}.md"
     report.write_text("\n".join(lines))
     return report

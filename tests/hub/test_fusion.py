@@ -314,3 +314,19 @@ def test_date_only_incidents_are_spread_over_the_day_with_a_warning(tmp_path: Pa
     assert len({o.hour for o in spread}) == 24
     assert {o.span_h for o in spread} == {1}
     assert "cannot inform hour-of-day" in report.warnings[0]
+
+
+def test_day_and_hour_columns_toronto_style(tmp_path: Path) -> None:
+    """Toronto's MCI gives the day (its local midnight written in UTC) and the local hour apart."""
+    header = ["occurrencedate", "occurrencehour", "MCI", "Lat", "Long"]
+    rows = [["2014/03/02 05:00:00+00", "8", "Assault", 43.734, -79.590],
+            ["2014/07/02 04:00:00+00", "23", "Robbery", 43.731, -79.600],
+            ["2014/07/03 04:00:00+00", "24", "Robbery", 43.731, -79.600]]  # fmt: skip
+    path = _write_csv(tmp_path / "mci.csv", header, rows)
+    report = ImportReport("police", "mci.csv")
+    observations = list(CONNECTORS["police"].read(path, load_mapping(MAPPINGS / "toronto_mci.yaml"), report))
+    toronto = ZoneInfo("America/Toronto")
+    local = [dt.datetime.fromtimestamp(o.hour, toronto) for o in observations]
+    assert local == [dt.datetime(2014, 3, 2, 8, tzinfo=toronto), dt.datetime(2014, 7, 2, 23, tzinfo=toronto)]
+    assert report.rejected == 1
+    assert "an hour 0-23" in report.errors[0].reason

@@ -19,7 +19,16 @@ from pathlib import Path
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
-from hub.fusion.observation import HOUR, ImportReport, Mapping, Observation, RowError, in_bounds, parse_time
+from hub.fusion.observation import (
+    HOUR,
+    ImportReport,
+    Mapping,
+    Observation,
+    RowError,
+    in_bounds,
+    parse_day_and_hour,
+    parse_time,
+)
 from hub.fusion.scrub import scrub, shown
 
 __all__ = ["AggregateConnector", "Connector", "IncidentConnector", "read_rows"]
@@ -46,6 +55,7 @@ def read_rows(path: Path, mapping: Mapping, report: ImportReport) -> Iterator[tu
         c
         for c in (
             mapping.time_column,
+            mapping.hour_column,
             mapping.category_column,
             mapping.lat_column,
             mapping.lon_column,
@@ -83,7 +93,12 @@ def _time_and_category(
 ) -> tuple[int, str] | None:
     """The row's hour and category, or None after reporting what is wrong."""
     try:
-        hour = parse_time(values[mapping.time_column], mapping.time_format, tz)
+        if mapping.hour_column:
+            hour = parse_day_and_hour(
+                values[mapping.time_column], values[mapping.hour_column], mapping.time_format, tz
+            )
+        else:
+            hour = parse_time(values[mapping.time_column], mapping.time_format, tz)
     except ValueError as exc:
         report.reject(RowError(number, mapping.time_column, str(exc)))
         return None
