@@ -80,6 +80,12 @@ def run_backtest(request: BacktestRequest) -> BacktestOutcome:
             "not hold the data; use the city's own boundary, or none (the hull of all incidents)"
         )
     weeks = request.weeks if request.weeks is not None else _weeks_left(observations, request.until, tz)
+    if weeks < 1:
+        end = dt.datetime.fromtimestamp(max(o.hour for o in observations), tz).date()
+        raise ValueError(
+            f"--until {request.until}: no whole week between it and the end of the data ({end}); "
+            "choose an earlier --until, or --weeks 1 or more"
+        )
     outcome = BacktestOutcome(lines=[f"{len(observations)} incidents, {report.rejected} rows rejected"])
     for horizon in request.horizons:
         count = weeks if horizon == "week" else 7 * weeks

@@ -132,6 +132,8 @@ def test_errors_say_what_to_change(houston_slice: Path, tmp_path: Path) -> None:
     assert "outside the study area" in outside
     past = _fails(str(houston_slice), "--mapping", "houston_police", "--until", "2010-03-01", "--weeks", "9")
     assert "use --weeks 2 or less" in past
+    none_left = _fails(str(houston_slice), "--mapping", "houston_police", "--until", "2010-03-15")
+    assert "no whole week between it and the end of the data (2010-03-15)" in none_left
 
 
 def test_hub_serves_the_tuned_persisted_blend(houston_slice: Path, tmp_path: Path) -> None:
@@ -172,3 +174,7 @@ def test_hub_serves_the_tuned_persisted_blend(houston_slice: Path, tmp_path: Pat
             assert [r["zone"] for r in again["data"][:50]] != ranked
             assert again["data"][0]["expected"] != top["expected"]
             save_blend(store, tuned)
+    learnt = subprocess.run(cli("hub", "learn", "--db", str(db)), capture_output=True, text=True, timeout=120)
+    assert learnt.returncode == 0, learnt.stderr[-2000:]
+    assert "forecast (week): the tuned blend (" in learnt.stdout
+    assert "tuned on 2010-02-01 to 2010-03-01" in learnt.stdout

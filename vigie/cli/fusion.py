@@ -243,7 +243,7 @@ def _cameras(args: argparse.Namespace) -> int:
 
 def _learn(args: argparse.Namespace) -> int:
     from hub.fusion.cameras import fold_cameras, load_locations
-    from hub.fusion.service import learn_pending
+    from hub.fusion.service import learn_pending, load_blend
     from hub.storage import open_store
     from vigie.progress import Progress
 
@@ -254,6 +254,14 @@ def _learn(args: argparse.Namespace) -> int:
     bar = Progress("learning", "hours")
     outcome = learn_pending(store, progress=bar)
     bar.done()
+    for horizon in ("week", "day"):
+        tuned = load_blend(store, horizon)
+        serves = (
+            f"the tuned blend ({tuned.chosen}, tuned on {tuned.tuned_on[0]} to {tuned.tuned_on[1]})"
+            if tuned
+            else "the online model (store a tuned blend with vigie hub backtest --save)"
+        )
+        print(f"forecast ({horizon}): {serves}")
     store.close()
     when = (
         dt.datetime.fromtimestamp(outcome.watermark, dt.UTC).isoformat()
