@@ -19,7 +19,7 @@ import numpy as np
 from hub.fusion.baselines import BASELINES, Events, centres_km, feature_matrix, neighbour_index
 from hub.fusion.blend import CANDIDATES, BlendParams, fit_weights
 from hub.fusion.observation import Observation
-from hub.fusion.protocol import Horizon, StudyArea, flag, periods, score
+from hub.fusion.protocol import Horizon, StudyArea, flag, local_midnight, periods, score
 
 __all__ = ["Evaluation", "build_events", "evaluate", "local_hours_of_week", "tune_blend"]
 
@@ -189,11 +189,14 @@ def evaluate(
     test = periods(until, count, horizon, tz)
     valid = periods(until - dt.timedelta(weeks=validation_weeks), 7 * validation_weeks // step, horizon, tz)
     _check_history(ev, valid[0][0], until, tz, 7 * validation_weeks)
-    last = int(ev.time[-1])
-    if test[-1][1] > last + HOUR:
-        fits = sum(1 for _, b in test if b <= last + HOUR)
-        end = dt.datetime.fromtimestamp(last, tz).date()
-        raise ValueError(f"the data end on {end}: --weeks {count} goes past it; use --weeks {fits} or less")
+    # The data cover the whole day of their last incident (a week is not dropped for want of an
+    # incident in its final hour).
+    end = dt.datetime.fromtimestamp(int(ev.time[-1]), tz).date()
+    covered = local_midnight(end + dt.timedelta(days=1), tz)
+    if test[-1][1] > covered:
+        fits = sum(1 for _, b in test if b <= covered) * step // 7
+        weeks = count * step // 7
+        raise ValueError(f"the data end on {end}: --weeks {weeks} goes past it; use --weeks {fits} or less")
     params = tune_blend(ev, valid, tz, horizon, area.resolution)
     result = Evaluation(
         horizon, area, params, test, train_incidents=float(ev.counts(ev.first, test[0][0]).sum())

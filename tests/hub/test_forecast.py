@@ -178,3 +178,17 @@ def test_hub_serves_the_tuned_persisted_blend(houston_slice: Path, tmp_path: Pat
     assert learnt.returncode == 0, learnt.stderr[-2000:]
     assert "forecast (week): the tuned blend (" in learnt.stdout
     assert "tuned on 2010-02-01 to 2010-03-01" in learnt.stdout
+
+
+def test_the_last_week_counts_without_an_incident_in_its_final_hour(tmp_path: Path) -> None:
+    """A test week whose last incident falls on Sunday afternoon is still a whole week of data."""
+    sliced = tmp_path / "to_sunday_noon.csv.gz"
+    with (
+        gzip.open(need(HOUSTON), "rt", encoding="utf-8") as src,
+        gzip.open(sliced, "wt", encoding="utf-8") as dst,
+    ):
+        for line in src:  # UTC times: Sunday 2010-03-07 12:00 local is 18:00 UTC
+            if line < "2010-03-07 18" or line.startswith("time"):
+                dst.write(line)
+    outcome = run_backtest(BacktestRequest(sliced, MAPPING, dt.date(2010, 3, 1), horizons=("week",)))
+    assert len(outcome.evaluations[0].periods) == 1
