@@ -16,6 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import h3
+
 from hub.fusion.blend import BlendParams
 from hub.fusion.learning import HOUR, LearnerParams, OnlineModel, hourly_counts
 from hub.fusion.serving import blend_forecast
@@ -105,10 +107,22 @@ def forecast(store: Store, horizon_h: int) -> list[dict[str, Any]]:
         return []
     start = model.watermark + HOUR
     blend = load_blend(store, {24: "day", 168: "week"}.get(horizon_h, ""))
+    rows = []
     if blend is not None:
         rows = store.query_cube(
             CubeQuery(zone_prefix="h3:", sources=(model.target_source,), end=start, limit=10_000_000)
         )
+        if rows and h3.get_resolution(rows[0]["zone"][3:]) != blend.resolution:
+            # Tuned on other cells: its weights do not apply; say so and serve the online model.
+            log.warning(
+                "tuned blend ignored",
+                extra={
+                    "blend_resolution": blend.resolution,
+                    "cube_resolution": h3.get_resolution(rows[0]["zone"][3:]),
+                },
+            )
+            blend = None
+    if blend is not None:
         expected = blend_forecast(blend, rows, model.excluded, start, start + horizon_h * HOUR)
         label = f"blend ({blend.chosen}, tuned on {blend.tuned_on[0]} to {blend.tuned_on[1]})"
     else:

@@ -174,6 +174,10 @@ def test_hub_serves_the_tuned_persisted_blend(houston_slice: Path, tmp_path: Pat
             assert [r["zone"] for r in again["data"][:50]] != ranked
             assert again["data"][0]["expected"] != top["expected"]
             save_blend(store, tuned)
+        # A blend tuned on other cells (resolution 9) does not apply to this cube's: the online model serves.
+        save_blend(store, tuned.__class__(**{**tuned.__dict__, "resolution": 9}))
+        assert client.get("/v1/forecast", params={"horizon": 24}).json()["data"][0]["model"] == "online model"
+        save_blend(store, tuned)
     learnt = subprocess.run(cli("hub", "learn", "--db", str(db)), capture_output=True, text=True, timeout=120)
     assert learnt.returncode == 0, learnt.stderr[-2000:]
     assert "forecast (week): the tuned blend (" in learnt.stdout
