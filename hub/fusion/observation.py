@@ -16,7 +16,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from hub.fusion.scrub import scrub
 from vigie.exceptions import ConfigError
 
-__all__ = ["ImportReport", "Mapping", "Observation", "RowError", "load_mapping", "parse_time"]
+__all__ = [
+    "ImportReport",
+    "Mapping",
+    "Observation",
+    "RowError",
+    "load_mapping",
+    "parse_day_and_hour",
+    "parse_time",
+]
 
 HOUR = 3600
 _VALUES = re.compile(r"\([^)]*\)|'[^']*'|\"[^\"]*\"|-?\d[\d.,:-]*")
@@ -61,6 +69,7 @@ class ImportReport:
     errors: list[RowError] = field(default_factory=list)
     by_reason: dict[str, int] = field(default_factory=dict)
     duplicate_file: bool = False
+    warnings: list[str] = field(default_factory=list)
 
     def reject(self, error: RowError, keep: int = 50) -> None:
         self.rejected += 1
@@ -86,7 +95,17 @@ class Mapping(BaseModel):
     delimiter: str = ","
     time_column: str = Field(description="Date and time of the incident (or of the aggregate).")
     time_format: str | None = Field(default=None, description="strptime format; default ISO 8601.")
+    hour_column: str | None = Field(
+        default=None,
+        description="The local hour of day (0-23) when the time column gives the day: the time column is "
+        "then read up to its first space, with time_format.",
+    )
     timezone: str = Field(default="Europe/Paris", description="Zone of times without an offset.")
+    city_timezone: str | None = Field(
+        default=None,
+        description="The city's own zone, for local weeks and days (default: ``timezone``); differs when "
+        "the file writes its times in UTC.",
+    )
     category_column: str | None = None
     categories: dict[str, str] = Field(
         default_factory=dict, description="Raw value → category (case-insensitive)."
@@ -115,14 +134,28 @@ class Mapping(BaseModel):
         default=None, description="Transport: the GTFS feed (zip) that places the stops."
     )
 
-    @field_validator("timezone")
+    @field_validator("timezone", "city_timezone")
     @classmethod
-    def _known_zone(cls, value: str) -> str:
+    def _known_zone(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
         try:
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError(f"unknown time zone {value!r}; use an IANA name like Europe/Paris") from None
         return value
+
+    @property
+    def local_zone(self) -> ZoneInfo:
+        """The city's time zone: where weeks start on Monday and days at midnight."""
+        return ZoneInfo(self.city_timezone or self.timezone)
+
+    @property
+    def date_only(self) -> bool:
+        """True when the time format carries no hour: such rows cannot inform hourly profiles."""
+        if self.hour_column is not None:
+            return False
+        return self.time_format is not None and not any(d in self.time_format for d in ("%H", "%I"))
 
     def category_of(self, raw: str) -> str | None:
         """The category for a raw value, or None when the mapping does not know it."""
@@ -169,6 +202,26 @@ def parse_time(text: str, fmt: str | None, tz: ZoneInfo) -> int:
         when = when.replace(tzinfo=tz)
     epoch = int(when.timestamp())
     return epoch - epoch % HOUR
+
+
+def parse_day_and_hour(day: str, hour: str, fmt: str | None, tz: ZoneInfo) -> int:
+    """Epoch seconds of local ``hour`` o'clock on the day that ``day`` starts with (up to its first space).
+
+    Raises:
+        ValueError: with the values (scrubbed) and what was expected.
+    """
+    text = day.strip().split(" ", 1)[0]
+    try:
+        date = dt.datetime.strptime(text, fmt).date() if fmt else dt.date.fromisoformat(text)
+        h = int(hour.strip())
+        if not 0 <= h <= 23:
+            raise ValueError
+    except ValueError:
+        raise ValueError(
+            f"{scrub(text, 40)!r} at hour {scrub(hour, 10)!r} is not a day in format {fmt or 'ISO 8601'} "
+            "and an hour 0-23"
+        ) from None
+    return int(dt.datetime.combine(date, dt.time(h), tzinfo=tz).timestamp())
 
 
 def in_bounds(lat: float, lon: float, bounds: Sequence[float] | None) -> bool:

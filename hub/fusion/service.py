@@ -8,6 +8,7 @@ but not learnt (an online model does not go back in time).
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import math
 import time
@@ -15,10 +16,22 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import h3
+
+from hub.fusion.blend import BlendParams
 from hub.fusion.learning import HOUR, LearnerParams, OnlineModel, hourly_counts
+from hub.fusion.serving import blend_forecast
 from hub.storage import CubeQuery, Store
 
-__all__ = ["LearnOutcome", "forecast", "learn_pending", "load_model", "set_exclusions"]
+__all__ = [
+    "LearnOutcome",
+    "forecast",
+    "learn_pending",
+    "load_blend",
+    "load_model",
+    "save_blend",
+    "set_exclusions",
+]
 
 log = logging.getLogger(__name__)
 STATE = "fusion.model"
@@ -72,16 +85,61 @@ def learn_pending(
     return LearnOutcome(len(hours), anomalies, model.watermark)
 
 
+def save_blend(store: Store, params: BlendParams) -> None:
+    """Keep the tuned blend (``vigie hub backtest --save``): the hub serves it for its horizon from now on."""
+    store.save_state(f"{STATE}.blend.{params.horizon}", params.to_json(), time.time())
+
+
+def load_blend(store: Store, horizon: str) -> BlendParams | None:
+    body = store.load_state(f"{STATE}.blend.{horizon}")
+    return BlendParams.from_json(body) if body else None
+
+
 def forecast(store: Store, horizon_h: int) -> list[dict[str, Any]]:
-    """Per H3 cell: expected target incidents over the next ``horizon_h`` hours and P(at least one)."""
+    """Per H3 cell: expected target incidents over the next ``horizon_h`` hours, P(at least one), and the
+    hours covered (``start``, ``end``: UTC ISO 8601).
+
+    With a tuned blend persisted for this horizon (24 h: ``day``, 168 h: ``week``), the blend serves;
+    otherwise the online model does.
+    """
     model = load_model(store)
     if model.watermark is None:
         return []
-    expected = model.forecast(horizon_h)
+    start = model.watermark + HOUR
+    blend = load_blend(store, {24: "day", 168: "week"}.get(horizon_h, ""))
+    rows = []
+    if blend is not None:
+        rows = store.query_cube(
+            CubeQuery(zone_prefix="h3:", sources=(model.target_source,), end=start, limit=10_000_000)
+        )
+        if rows and h3.get_resolution(rows[0]["zone"][3:]) != blend.resolution:
+            # Tuned on other cells: its weights do not apply; say so and serve the online model.
+            log.warning(
+                "tuned blend ignored",
+                extra={
+                    "blend_resolution": blend.resolution,
+                    "cube_resolution": h3.get_resolution(rows[0]["zone"][3:]),
+                },
+            )
+            blend = None
+    if blend is not None:
+        expected = blend_forecast(blend, rows, model.excluded, start, start + horizon_h * HOUR)
+        label = f"blend ({blend.chosen}, tuned on {blend.tuned_on[0]} to {blend.tuned_on[1]})"
+    else:
+        expected = model.forecast(horizon_h)
+        label = "online model"
+    covers = {k: dt.datetime.fromtimestamp(t, dt.UTC).isoformat() for k, t in
+              (("start", start), ("end", start + horizon_h * HOUR))}  # fmt: skip
     return sorted(
         (
-            {"zone": f"h3:{cell}", "expected": value, "probability": 1 - math.exp(-value)}
+            {
+                "zone": f"h3:{cell}",
+                "expected": value,
+                "probability": 1 - math.exp(-value),
+                **covers,
+                "model": label,
+            }
             for cell, value in expected.items()
         ),
-        key=lambda r: -r["expected"],
+        key=lambda r: (-r["expected"], r["zone"]),
     )

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import h3
 
-__all__ = ["Polygon", "ZoneIndex", "h3_key", "load_geojson", "point_in_ring"]
+__all__ = ["Polygon", "ZoneIndex", "h3_key", "load_boundary", "load_geojson", "point_in_ring"]
 
 Ring = Sequence[tuple[float, float]]  # (lon, lat) pairs, as GeoJSON writes them
 
@@ -96,6 +96,19 @@ def load_geojson(path: Path, name_property: str) -> list[Polygon]:
             raise ValueError(f"{path}: feature {i} has no property {name_property!r}; it has {sorted(props)}")
         out.append(_polygon(str(props[name_property]), feature["geometry"]))
     return out
+
+
+def load_boundary(path: Path) -> list[Polygon]:
+    """Every feature of a GeoJSON, unnamed: a city's boundary (one feature, or its districts together).
+
+    Raises:
+        ValueError: an unreadable file or a geometry that is not a polygon.
+    """
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"boundary {path}: not a readable GeoJSON ({exc})") from None
+    return [_polygon(f"{path.name} #{i}", f["geometry"]) for i, f in enumerate(data.get("features", []))]
 
 
 class ZoneIndex:

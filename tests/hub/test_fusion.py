@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import gzip
 import sqlite3
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import h3
 import pytest
 
+from hub.fusion.connectors import CONNECTORS
 from hub.fusion.importer import import_file
-from hub.fusion.observation import ImportReport, load_mapping
+from hub.fusion.observation import ImportReport, Mapping, load_mapping
 from hub.fusion.scrub import scrub
 from hub.fusion.zones import ZoneIndex, load_geojson
 from hub.storage import CubeQuery, SQLiteStore
@@ -277,3 +280,53 @@ def test_cameras_fold_into_the_cube_through_their_site_location(tmp_path: Path, 
     assert again == rows
     assert [r["n"] for r in store.query_cube(CubeQuery(sources=("camera",), categories=("person",),
                                                        zone_prefix="h3:", limit=100))] == [12.0]  # fmt: skip
+
+
+def test_houston_times_are_utc_and_land_at_local_hours() -> None:
+    """The file's ``time`` is UTC; its ``hour`` column is the local hour: both must agree once imported."""
+    mapping = load_mapping(MAPPINGS / "houston_police.yaml")
+    report = ImportReport("police", HOUSTON.name)
+    chicago = ZoneInfo("America/Chicago")
+    with gzip.open(need(HOUSTON), "rt", encoding="utf-8") as fh:
+        local_hours = [int(row["hour"]) for _, row in zip(range(3000), csv.DictReader(fh), strict=False)]
+    observations = list(CONNECTORS["police"].read(HOUSTON, mapping, report))[:2000]
+    # The first rows are New Year's Day at local midnight (06:00 UTC in the file).
+    first = dt.datetime.fromtimestamp(observations[0].hour, chicago)
+    assert (first.date(), first.hour) == (dt.date(2010, 1, 1), 0)
+    by_row = {o.row: dt.datetime.fromtimestamp(o.hour, chicago).hour for o in observations}
+    assert all(local_hours[row - 1] == hour for row, hour in by_row.items())
+    assert mapping.local_zone == chicago
+
+
+def test_date_only_incidents_are_spread_over_the_day_with_a_warning(tmp_path: Path) -> None:
+    row = ["2026-03-02", "fire", 43.3, 5.4]
+    path = _write_csv(tmp_path / "calls.csv", ["date", "type", "lat", "lon"], [row])
+    body = {"connector": "fire", "source": "fire", "time_column": "date", "time_format": "%Y-%m-%d",
+            "category_column": "type", "categories": {"fire": "fire"},
+            "lat_column": "lat", "lon_column": "lon"}  # fmt: skip
+    mapping = Mapping.model_validate(body)
+    with pytest.raises(ValueError, match="add 'span_h: 24'"):
+        list(CONNECTORS["fire"].read(path, mapping, ImportReport("fire", "calls.csv")))
+    report = ImportReport("fire", "calls.csv")
+    spread = list(CONNECTORS["fire"].read(path, Mapping.model_validate(body | {"span_h": 24}), report))
+    assert len(spread) == 24
+    assert sum(o.count for o in spread) == pytest.approx(1.0)
+    assert len({o.hour for o in spread}) == 24
+    assert {o.span_h for o in spread} == {1}
+    assert "cannot inform hour-of-day" in report.warnings[0]
+
+
+def test_day_and_hour_columns_toronto_style(tmp_path: Path) -> None:
+    """Toronto's MCI gives the day (its local midnight written in UTC) and the local hour apart."""
+    header = ["occurrencedate", "occurrencehour", "MCI", "Lat", "Long"]
+    rows = [["2014/03/02 05:00:00+00", "8", "Assault", 43.734, -79.590],
+            ["2014/07/02 04:00:00+00", "23", "Robbery", 43.731, -79.600],
+            ["2014/07/03 04:00:00+00", "24", "Robbery", 43.731, -79.600]]  # fmt: skip
+    path = _write_csv(tmp_path / "mci.csv", header, rows)
+    report = ImportReport("police", "mci.csv")
+    observations = list(CONNECTORS["police"].read(path, load_mapping(MAPPINGS / "toronto_mci.yaml"), report))
+    toronto = ZoneInfo("America/Toronto")
+    local = [dt.datetime.fromtimestamp(o.hour, toronto) for o in observations]
+    assert local == [dt.datetime(2014, 3, 2, 8, tzinfo=toronto), dt.datetime(2014, 7, 2, 23, tzinfo=toronto)]
+    assert report.rejected == 1
+    assert "an hour 0-23" in report.errors[0].reason

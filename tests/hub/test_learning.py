@@ -1,4 +1,4 @@
-"""Online learning on the cube: baselines, anomalies, forecasts, restarts, the backtest and the API."""
+"""Online learning on the cube: baselines, anomalies, forecasts, restarts, the API."""
 
 from __future__ import annotations
 
@@ -6,8 +6,6 @@ import csv
 import datetime as dt
 import gzip
 import math
-import re
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +18,7 @@ from hub.fusion.observation import load_mapping
 from hub.fusion.service import learn_pending, load_model
 from hub.fusion.zones import ZoneIndex
 from hub.storage import SQLiteStore
-from tests.conftest import ROOT, SHARED, cli, need
+from tests.conftest import ROOT, SHARED, need
 
 HOUSTON = SHARED / "data" / "incidents" / "houston_crime_2010_ggmap.csv.gz"
 MAPPINGS = ROOT / "hub" / "fusion" / "mappings"
@@ -200,26 +198,3 @@ def test_api_serves_cube_forecast_and_anomalies(tmp_path: Path) -> None:
         assert cube["data"] == [{"zone": "poly:NOAILLES", "start": T0, "bucket": "hour", "source": "police",
                                  "category": "noise", "n": 3.0, "suppressed": False}]  # fmt: skip
         assert client.get("/v1/cube", params={"zone_kind": "wrong"}).status_code == 422
-
-
-@pytest.mark.e2e
-def test_backtest_on_houston_beats_last_28_days_and_matches_kde(tmp_path: Path) -> None:
-    out = tmp_path / "report"
-    done = subprocess.run(
-        cli("hub", "backtest", str(need(HOUSTON)), "--mapping", "houston_police",
-            "--train-until", "2010-05-03", "--out", str(out)),
-        capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-    line = re.compile(r"^\s*(ours|last 28 days|KDE): PAI @1 % [\d.]+\s+PAI @5 % ([\d.]+)", re.MULTILINE)
-    pai = {m: float(v) for m, v in line.findall(done.stdout)}  # fmt: skip
-    assert set(pai) == {"ours", "last 28 days", "KDE"}, done.stdout
-    assert pai["ours"] > pai["last 28 days"] * 1.02
-    assert pai["ours"] >= pai["KDE"] * 0.99
-    report = (out / "backtest.md").read_text()
-    assert "| ours |" in report
-    assert "Brier score" in report
-    assert "95 % bootstrap interval" in report
-    for png in ("capture.png", "pai_weekly.png", "calibration.png", "concentration.png"):
-        assert (out / png).stat().st_size > 5000, png
-    assert re.search(r"17 weeks", report)

@@ -138,25 +138,40 @@ def _register_backtest(hub_sub: Any) -> None:
     bt = hub_sub.add_parser(
         "backtest",
         formatter_class=FMT,
-        help="Rolling-origin backtest of the risk forecast against last-28-days and KDE hotspots.",
-        description="Train on the file up to --train-until, then forecast week by week (7-day horizon), "
-        "learning as it goes without refitting; score hit rate and PAI at 1 % and 5 % of the area against "
-        "two baselines (last 28 days counts; kernel density, its bandwidth chosen on the training period), "
-        "and the calibration of 24-hour probabilities. Writes a Markdown report with PNG plots.",
+        help="Backtest the forecast under the standard protocol: baselines, tuned blend, oracle.",
+        description="Score hot-spot forecasts over --weeks calendar weeks (Monday-Sunday, in the city's time "
+        "zone) from --until, at the weekly horizon, the daily one, or both. The study area is fixed in "
+        "advance: the cells of --boundary (GeoJSON), else of the convex hull of ALL the file's incidents. "
+        "PAI divides by the share of the area actually flagged; ties go to the lower cell id. Baselines: "
+        "all-history counts, last 7/28 days, exponentially weighted counts (7, 30, 90 days), KDE and the "
+        "seasonal hour-of-week profile; the model is their non-negative Poisson blend plus near-repeat "
+        "and neighbour terms, tuned on the periods just before --until and kept only where it beats every "
+        "baseline there. Writes a Markdown report per horizon with a reliability plot, and the tuned "
+        "parameters (blend-<horizon>.json); --save also stores them for the hub to serve.",
         epilog="Example:\n  vigie hub backtest ../shared/data/incidents/houston_crime_2010_ggmap.csv.gz "
-        "--mapping houston_police --train-until 2010-05-03 --out backtest/\n",
+        "--mapping houston_police --until 2010-05-03 --weeks 17 --out backtest/\n",
     )
     bt.add_argument("file", type=Path, help="Incident file (CSV, plain or .gz).")
     bt.add_argument("--mapping", type=_mapping_path, required=True, help="Mapping YAML or shipped name.")
     bt.add_argument("--source", default=None, help="Connector (default: the mapping's).")
-    bt.add_argument("--train-until", required=True, help="First forecast origin, YYYY-MM-DD (UTC).")
+    bt.add_argument(
+        "--until",
+        "--train-until",
+        dest="until",
+        required=True,
+        help="First test day, YYYY-MM-DD, a Monday, in the city's time zone (the mapping's city_timezone).",
+    )
+    bt.add_argument("--weeks", type=int, default=None, help="Test weeks (default: every whole week left).")
+    bt.add_argument(
+        "--horizon", choices=("week", "day", "both"), default="both", help="Forecast horizon (default both)."
+    )
+    bt.add_argument(
+        "--boundary", type=Path, default=None, help="GeoJSON of the city's boundary (study area)."
+    )
     bt.add_argument("--resolution", type=int, default=8, help="H3 resolution (default 8).")
     bt.add_argument("--out", type=Path, default=Path("backtest"), help="Report folder (default ./backtest).")
-    bt.add_argument(
-        "--no-tune",
-        action="store_true",
-        help="Use the default parameters instead of choosing them on the training period.",
-    )
+    bt.add_argument("--save", action="store_true", help="Store the tuned parameters for the hub to serve.")
+    add_db(bt)
     bt.set_defaults(handler=_backtest)
 
 
@@ -196,6 +211,8 @@ def _import(args: argparse.Namespace) -> int:
         print(f"  {n:>7}  {reason}")
     for error in report.errors[:10]:
         print(f"  e.g. {error}")
+    for warning in report.warnings:
+        print(f"warning: {warning}")
     if mapping.exclude_from_training:
         set_exclusions(store, mapping.source, mapping.exclude_from_training)
     if not args.no_learn:
@@ -226,7 +243,7 @@ def _cameras(args: argparse.Namespace) -> int:
 
 def _learn(args: argparse.Namespace) -> int:
     from hub.fusion.cameras import fold_cameras, load_locations
-    from hub.fusion.service import learn_pending
+    from hub.fusion.service import learn_pending, load_blend
     from hub.storage import open_store
     from vigie.progress import Progress
 
@@ -237,6 +254,14 @@ def _learn(args: argparse.Namespace) -> int:
     bar = Progress("learning", "hours")
     outcome = learn_pending(store, progress=bar)
     bar.done()
+    for horizon in ("week", "day"):
+        tuned = load_blend(store, horizon)
+        serves = (
+            f"the tuned blend ({tuned.chosen}, tuned on {tuned.tuned_on[0]} to {tuned.tuned_on[1]})"
+            if tuned
+            else "the online model (store a tuned blend with vigie hub backtest --save)"
+        )
+        print(f"forecast ({horizon}): {serves}")
     store.close()
     when = (
         dt.datetime.fromtimestamp(outcome.watermark, dt.UTC).isoformat()
@@ -248,49 +273,38 @@ def _learn(args: argparse.Namespace) -> int:
 
 
 def _backtest(args: argparse.Namespace) -> int:
-    from hub.fusion.backtest import run_backtest, tune, write_report
-    from hub.fusion.connectors import CONNECTORS
-    from hub.fusion.observation import ImportReport, load_mapping
-    from vigie.progress import Progress
+    from hub.fusion.runner import BacktestRequest, run_backtest
 
-    mapping = load_mapping(args.mapping)
     try:
-        origin = int(dt.datetime.fromisoformat(args.train_until).replace(tzinfo=dt.UTC).timestamp())
+        until = dt.date.fromisoformat(args.until)
     except ValueError:
-        print(
-            f"vigie: error: --train-until {args.train_until!r}: write a date as YYYY-MM-DD", file=sys.stderr
-        )
+        print(f"vigie: error: --until {args.until!r}: write a date as YYYY-MM-DD", file=sys.stderr)
         return 2
-    report = ImportReport(mapping.source, args.file.name)
-    bar = Progress(f"reading {args.file.name}", "rows")
-    observations = []
-    for obs in CONNECTORS[args.source or mapping.connector].read(args.file, mapping, report):
-        observations.append(obs)
-        if len(observations) % 5000 == 0:
-            bar(len(observations))
-    bar.done()
-    print(f"{len(observations)} incidents, {report.rejected} rows rejected")
-    excluded = [f"{mapping.source}:{c}" for c in mapping.exclude_from_training]
-    params = None
-    if not args.no_tune:
-        print("choosing parameters on the training period (last 4 training weeks held out) ...")
-        params, trials = tune(observations, train_until=origin, resolution=args.resolution, excluded=excluded)
-        for candidate, hit in trials:
-            print(f"  {candidate}: hit rate @5 % {hit * 100:.2f} %")
-    bar = Progress("backtest", "hours")
-    result = run_backtest(
-        observations,
-        train_until=origin,
+    request = BacktestRequest(
+        file=args.file,
+        mapping=args.mapping,
+        connector=args.source,
+        until=until,
+        weeks=args.weeks,
+        horizons=("week", "day") if args.horizon == "both" else (args.horizon,),
+        boundary=args.boundary,
         resolution=args.resolution,
-        params=params,
-        excluded=excluded,
-        progress=bar,
+        out=args.out,
     )
-    bar.done()
-    path = write_report(result, args.out, args.file.name)
-    for method in ("ours", "last 28 days", "KDE"):
-        print(
-            f"{method:>13}: PAI @1 % {result.pai(method, 0.01):.2f}   PAI @5 % {result.pai(method, 0.05):.2f}"
-        )
-    print(f"report: {path}")
+    try:
+        outcome = run_backtest(request)
+    except ValueError as exc:
+        print(f"vigie: error: {exc}", file=sys.stderr)
+        return 2
+    for line in outcome.lines:
+        print(line)
+    if args.save:
+        from hub.fusion.service import save_blend
+        from hub.storage import open_store
+
+        store = open_store(hub_settings(args).db)
+        for params in outcome.params:
+            save_blend(store, params)
+        store.close()
+        print(f"tuned parameters stored for the hub ({', '.join(p.horizon for p in outcome.params)})")
     return 0

@@ -19,7 +19,16 @@ from pathlib import Path
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
-from hub.fusion.observation import ImportReport, Mapping, Observation, RowError, in_bounds, parse_time
+from hub.fusion.observation import (
+    HOUR,
+    ImportReport,
+    Mapping,
+    Observation,
+    RowError,
+    in_bounds,
+    parse_day_and_hour,
+    parse_time,
+)
 from hub.fusion.scrub import scrub, shown
 
 __all__ = ["AggregateConnector", "Connector", "IncidentConnector", "read_rows"]
@@ -46,6 +55,7 @@ def read_rows(path: Path, mapping: Mapping, report: ImportReport) -> Iterator[tu
         c
         for c in (
             mapping.time_column,
+            mapping.hour_column,
             mapping.category_column,
             mapping.lat_column,
             mapping.lon_column,
@@ -83,7 +93,12 @@ def _time_and_category(
 ) -> tuple[int, str] | None:
     """The row's hour and category, or None after reporting what is wrong."""
     try:
-        hour = parse_time(values[mapping.time_column], mapping.time_format, tz)
+        if mapping.hour_column:
+            hour = parse_day_and_hour(
+                values[mapping.time_column], values[mapping.hour_column], mapping.time_format, tz
+            )
+        else:
+            hour = parse_time(values[mapping.time_column], mapping.time_format, tz)
     except ValueError as exc:
         report.reject(RowError(number, mapping.time_column, str(exc)))
         return None
@@ -98,6 +113,25 @@ def _time_and_category(
     return hour, category
 
 
+def _incident_span(mapping: Mapping, report: ImportReport) -> int:
+    """Hours each incident row covers; date-only rows are spread over the day, with a warning.
+
+    Raises:
+        ValueError: a date-only time format without ``span_h: 24``, naming the fix.
+    """
+    if mapping.date_only and mapping.span_h == 1:
+        raise ValueError(
+            f"time_format {mapping.time_format!r} has no hour: add 'span_h: 24' to the mapping "
+            "(each row is then spread over its day)"
+        )
+    if mapping.span_h > 1:
+        report.warnings.append(
+            f"{mapping.source}: each row covers {mapping.span_h} h and is spread evenly over them; "
+            "this source cannot inform hour-of-day or hour-of-week profiles"
+        )
+    return mapping.span_h
+
+
 class IncidentConnector:
     """One row, one incident: time, category, point."""
 
@@ -109,6 +143,7 @@ class IncidentConnector:
         tz = ZoneInfo(mapping.timezone)
         if mapping.lat_column is None or mapping.lon_column is None:
             raise ValueError(f"connector {self.name}: the mapping must name lat_column and lon_column")
+        span = _incident_span(mapping, report)
         for number, values in read_rows(path, mapping, report):
             when = _time_and_category(number, values, mapping, tz, report)
             if when is None:
@@ -128,9 +163,11 @@ class IncidentConnector:
                     )
                 )
                 continue
-            yield Observation(
-                mapping.source, category, hour, 1.0, lat=lat, lon=lon, span_h=mapping.span_h, row=number
-            )
+            # A row covering several hours is spread evenly over them, never dumped into the first one.
+            for k in range(span):
+                yield Observation(
+                    mapping.source, category, hour + k * HOUR, 1.0 / span, lat=lat, lon=lon, row=number
+                )
 
 
 class AggregateConnector:

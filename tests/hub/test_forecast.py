@@ -1,0 +1,198 @@
+"""The standard protocol, the baselines and the tuned blend, on a slice of Houston (bounded in time)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import gzip
+import math
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from fastapi.testclient import TestClient
+
+from hub.fusion.importer import import_file
+from hub.fusion.observation import load_mapping
+from hub.fusion.protocol import flag, periods, score
+from hub.fusion.report import summary_lines
+from hub.fusion.runner import BacktestRequest, run_backtest
+from hub.fusion.service import learn_pending, load_blend
+from hub.fusion.zones import ZoneIndex
+from tests.conftest import ROOT, SHARED, cli, need
+
+HOUSTON = SHARED / "data" / "incidents" / "houston_crime_2010_ggmap.csv.gz"
+MARSEILLE = SHARED / "data" / "geo" / "marseille_arrondissements_16_dissolved_from_quartiers.geojson"
+MAPPING = ROOT / "hub" / "fusion" / "mappings" / "houston_police.yaml"
+CHICAGO = load_mapping(MAPPING).local_zone
+
+
+@pytest.fixture(scope="module")
+def houston_slice(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """January to mid-March 2010 (about 25,000 rows): history, four weeks of validation, two of test."""
+    path = tmp_path_factory.mktemp("houston") / "houston_q1.csv.gz"
+    with (
+        gzip.open(need(HOUSTON), "rt", encoding="utf-8") as src,
+        gzip.open(path, "wt", encoding="utf-8") as dst,
+    ):
+        for line in src:
+            if line < "2010-03-16" or line.startswith("time"):
+                dst.write(line)
+    return path
+
+
+def test_pai_divides_by_the_actual_flagged_share_and_ties_are_deterministic() -> None:
+    scores = np.zeros(30)
+    scores[[4, 9]] = 1.0  # a tie: the lower index (lower cell id) is flagged first
+    actual = np.zeros(30)
+    actual[4] = 6.0
+    actual[20] = 6.0
+    assert list(flag(scores, 0.05)) == [4]  # k = ⌊0.05 · 30⌋ = 1 cell, a share of 1/30, not 5 %
+    s = score(scores, actual, 0.05)
+    assert s.flagged_share == pytest.approx(1 / 30)
+    assert s.hit_rate == pytest.approx(0.5)
+    assert s.pai == pytest.approx(0.5 * 30)  # the nominal denominator would give 10
+    assert s.pei == pytest.approx(1.0)  # the oracle's best cell holds 6 as well
+
+
+def test_weeks_and_days_are_local_calendar_periods() -> None:
+    weeks = periods(dt.date(2010, 3, 1), 2, "week", CHICAGO)
+    starts = [dt.datetime.fromtimestamp(a, CHICAGO) for a, _ in weeks]
+    assert [(d.weekday(), d.hour) for d in starts] == [(0, 0), (0, 0)]  # Monday, local midnight
+    assert weeks[1][1] - weeks[1][0] == 167 * 3600  # the week of the spring DST change is an hour short
+    with pytest.raises(ValueError, match="use 2010-03-01 or 2010-03-08"):
+        periods(dt.date(2010, 3, 3), 2, "week", CHICAGO)
+
+
+def test_study_area_is_fixed_in_advance_not_by_the_training_data(houston_slice: Path) -> None:
+    early = run_backtest(
+        BacktestRequest(houston_slice, MAPPING, dt.date(2010, 3, 1), weeks=2, horizons=("week",))
+    )
+    late = run_backtest(
+        BacktestRequest(houston_slice, MAPPING, dt.date(2010, 3, 8), weeks=1, horizons=("week",))
+    )
+    area = early.evaluations[0].area
+    assert area.cells == late.evaluations[0].area.cells
+    assert area.how == "convex hull of all incidents"
+    # The hull holds cells no training incident touched (the old area was training cells and neighbours).
+    ev = early.evaluations[0]
+    assert ev.train_incidents > 10_000
+    assert len(area.cells) > 3000
+
+
+def test_cli_and_library_give_the_same_numbers(houston_slice: Path, tmp_path: Path) -> None:
+    out = tmp_path / "report"
+    done = subprocess.run(
+        cli("hub", "backtest", str(houston_slice), "--mapping", "houston_police", "--until", "2010-03-01",
+            "--weeks", "2", "--horizon", "week", "--out", str(out)),
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    library = run_backtest(
+        BacktestRequest(houston_slice, MAPPING, dt.date(2010, 3, 1), weeks=2, horizons=("week",))
+    )
+    for line in summary_lines(library.evaluations[0]):
+        assert f"week: {line}" in done.stdout
+    report = (out / "backtest-week.md").read_text()
+    for needed in (
+        "| all |",
+        "| kde |",
+        "| seasonal |",
+        "| model |",
+        "| oracle |",
+        "Brier skill score",
+        "gap closed",
+    ):
+        assert needed in report, needed
+    assert (out / "reliability-week.png").stat().st_size > 5000
+    ev = library.evaluations[0]
+    assert ev.mean_pai("oracle", 0.05) > ev.mean_pai("model", 0.05) > 1.0
+
+
+def _fails(*args: str) -> str:
+    done = subprocess.run(cli("hub", "backtest", *args), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    return done.stderr
+
+
+def test_errors_say_what_to_change(houston_slice: Path, tmp_path: Path) -> None:
+    short = _fails(
+        str(houston_slice), "--mapping", "houston_police", "--until", "2010-01-18", "--horizon", "week"
+    )
+    assert "choose --until 2010-02-15 or later" in short
+    body = yaml.safe_load(MAPPING.read_text())
+    body["exclude_from_training"] = list(body["categories"].values())
+    (tmp_path / "none.yaml").write_text(yaml.safe_dump(body))
+    empty = _fails(str(houston_slice), "--mapping", str(tmp_path / "none.yaml"), "--until", "2010-03-01")
+    assert "include a category" in empty
+    outside = _fails(str(houston_slice), "--mapping", "houston_police", "--until", "2010-03-01",
+                     "--boundary", str(need(MARSEILLE)))  # fmt: skip
+    assert "outside the study area" in outside
+    past = _fails(str(houston_slice), "--mapping", "houston_police", "--until", "2010-03-01", "--weeks", "9")
+    assert "use --weeks 2 or less" in past
+    none_left = _fails(str(houston_slice), "--mapping", "houston_police", "--until", "2010-03-15")
+    assert "no whole week between it and the end of the data (2010-03-15)" in none_left
+
+
+def test_hub_serves_the_tuned_persisted_blend(houston_slice: Path, tmp_path: Path) -> None:
+    from hub.api.main import create_app
+    from hub.config import HubSettings
+
+    db = tmp_path / "hub.sqlite"
+    done = subprocess.run(
+        cli("hub", "backtest", str(houston_slice), "--mapping", "houston_police", "--until", "2010-03-01",
+            "--weeks", "2", "--out", str(tmp_path / "bt"), "--save", "--db", str(db)),
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    app = create_app(HubSettings(db=str(db), ingest=False, auth=False, k=3))
+    with TestClient(app, headers={"X-Purpose": "test of the tuned forecast"}) as client:
+        store = client.app.state.store  # type: ignore[attr-defined]
+        import_file(store, "police", houston_slice, load_mapping(MAPPING), ZoneIndex(8))
+        learn_pending(store)
+        for horizon, name in ((168, "week"), (24, "day")):
+            tuned = load_blend(store, name)
+            assert tuned is not None
+            assert tuned.tuned_on[1] == "2010-03-01"
+            served = client.get("/v1/forecast", params={"horizon": horizon, "limit": 5000}).json()
+            top = served["data"][0]
+            assert top["model"].startswith(f"blend ({tuned.chosen}, tuned on {tuned.tuned_on[0]}")
+            assert top["probability"] == pytest.approx(1 - math.exp(-top["expected"]))
+            start = dt.datetime.fromisoformat(top["start"])
+            assert dt.datetime.fromisoformat(top["end"]) - start == dt.timedelta(hours=horizon)
+            assert start.date() == dt.date(2010, 3, 16)  # the hour after the last one learnt
+            # A different persisted weighting serves a different ranking: the hub reads what was tuned.
+            ranked = [r["zone"] for r in served["data"][:50]]
+            other = tuned.__class__(**{**tuned.__dict__, "weights": tuple(
+                1.0 if f == "last:28" else 0.0 for f in tuned.features)})  # fmt: skip
+            from hub.fusion.service import save_blend
+
+            save_blend(store, other)
+            again = client.get("/v1/forecast", params={"horizon": horizon, "limit": 5000}).json()
+            assert [r["zone"] for r in again["data"][:50]] != ranked
+            assert again["data"][0]["expected"] != top["expected"]
+            save_blend(store, tuned)
+        # A blend tuned on other cells (resolution 9) does not apply to this cube's: the online model serves.
+        save_blend(store, tuned.__class__(**{**tuned.__dict__, "resolution": 9}))
+        assert client.get("/v1/forecast", params={"horizon": 24}).json()["data"][0]["model"] == "online model"
+        save_blend(store, tuned)
+    learnt = subprocess.run(cli("hub", "learn", "--db", str(db)), capture_output=True, text=True, timeout=120)
+    assert learnt.returncode == 0, learnt.stderr[-2000:]
+    assert "forecast (week): the tuned blend (" in learnt.stdout
+    assert "tuned on 2010-02-01 to 2010-03-01" in learnt.stdout
+
+
+def test_the_last_week_counts_without_an_incident_in_its_final_hour(tmp_path: Path) -> None:
+    """A test week whose last incident falls on Sunday afternoon is still a whole week of data."""
+    sliced = tmp_path / "to_sunday_noon.csv.gz"
+    with (
+        gzip.open(need(HOUSTON), "rt", encoding="utf-8") as src,
+        gzip.open(sliced, "wt", encoding="utf-8") as dst,
+    ):
+        for line in src:  # UTC times: Sunday 2010-03-07 12:00 local is 18:00 UTC
+            if line < "2010-03-07 18" or line.startswith("time"):
+                dst.write(line)
+    outcome = run_backtest(BacktestRequest(sliced, MAPPING, dt.date(2010, 3, 1), horizons=("week",)))
+    assert len(outcome.evaluations[0].periods) == 1
