@@ -11,6 +11,7 @@ from typing import Any
 from fastapi import Depends, FastAPI
 from pydantic import BaseModel
 
+from hub.api.headers import SecurityHeadersMiddleware
 from hub.api.routes import (
     auth,
     campaigns,
@@ -163,6 +164,8 @@ def create_app(settings: HubSettings | None = None) -> FastAPI:
     }
     sensitive = {**protected, 400: {"description": "No purpose stated (X-Purpose)", "model": ErrorOut}}
     app.add_middleware(AuditMiddleware)
+    # Added last, so outermost: even the audit middleware's own refusals (503) carry the headers.
+    app.add_middleware(SecurityHeadersMiddleware)
     app.include_router(health.router)
     app.include_router(auth.router, responses={401: protected[401], 429: protected[429]})
     app.include_router(enrol.router)  # the one-time enrolment token is its credential

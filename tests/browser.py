@@ -1,0 +1,76 @@
+"""For the dashboard tests: a hub under uvicorn, and a headless Chromium (skipped without one)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from tests.conftest import cli, need_service
+from vigie.netutil import free_port, wait_for_port
+
+__all__ = ["headless_chromium", "serve_hub", "submit_login"]
+
+
+@contextmanager
+def serve_hub(db: Path, env: Mapping[str, str], log: Path) -> Iterator[str]:
+    """``vigie hub serve --no-ingest`` on ``db`` and a free port; yields its base URL."""
+    port = free_port()
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            cli("hub", "serve", "--no-ingest", "--db", str(db), "--port", str(port)),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=dict(env),
+        )
+        try:
+            assert wait_for_port(port, timeout=30), log.read_text()[-2000:]
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            proc.terminate()
+            proc.wait(timeout=20)
+
+
+FLAGS = (
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=1400,1000",
+)
+
+
+def headless_chromium(profile: Path) -> Any:
+    """A started selenium driver with its own profile folder; the browser's console log is kept."""
+    chromium = shutil.which("chromium") or "/usr/bin/chromium"
+    driver_path = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+    need_service(
+        Path(chromium).exists() and Path(driver_path).exists(),
+        "Chromium and ChromeDriver (apt-get install chromium chromium-driver)",
+    )
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in (*FLAGS, f"--user-data-dir={profile}"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    return webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
+
+
+def submit_login(browser: Any, url: str, username: str, password: str) -> None:
+    """Open the dashboard at ``url`` and submit the login form (the caller waits for the outcome)."""
+    from selenium.webdriver.common.by import By
+
+    browser.get(f"{url}/dashboard/")
+    browser.find_element(By.ID, "username").send_keys(username)
+    browser.find_element(By.ID, "password").send_keys(password)
+    browser.find_element(By.CSS_SELECTOR, "#login button").click()
