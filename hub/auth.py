@@ -23,8 +23,21 @@ from fastapi.security import OAuth2PasswordBearer
 
 from hub.ratelimit import RateLimiter
 from hub.storage import Store
+from hub.storage.base import ApiTokenGrant
 
-__all__ = ["ROLES", "SCOPES", "Principal", "issue_token", "require", "verify_password"]
+__all__ = [
+    "ROLES",
+    "SCOPES",
+    "Principal",
+    "authenticate",
+    "grant_problem",
+    "hash_password",
+    "issue_token",
+    "recheck",
+    "require",
+    "token_hash",
+    "verify_password",
+]
 
 #: Every scope a route can ask for, and what it covers.
 SCOPES: dict[str, str] = {
@@ -95,6 +108,34 @@ def _unauthorised(detail: str) -> HTTPException:
     return HTTPException(status.HTTP_401_UNAUTHORIZED, detail, headers={"WWW-Authenticate": "Bearer"})
 
 
+def grant_problem(row: ApiTokenGrant | None, now: float) -> str | None:
+    """Why a stored token no longer authenticates anyone (None: it still does). Pure."""
+    if row is None:
+        return "invalid token"
+    if row["revoked_at"] is not None:
+        return "token revoked"
+    if row["expires_at"] <= now:
+        return "token expired: log in again"
+    if row["disabled_at"] is not None:
+        return "account disabled"
+    return None
+
+
+def recheck(store: Store, principal: Principal, scope: str, now: float | None = None) -> str | None:
+    """Long responses ask this every few seconds (issue 17): why the caller may no longer be served.
+
+    A token is checked once per request; a stream open for an hour would otherwise outlive a logout,
+    a revocation, its own expiry, the account's disablement or a role that lost ``scope``.
+    """
+    if not principal.token_hash:  # authentication is off (closed test benches)
+        return None
+    row = store.get_api_token(principal.token_hash)
+    problem = grant_problem(row, time.time() if now is None else now)
+    if problem is None and row is not None and scope not in ROLES.get(row["role"], frozenset()):
+        problem = f"role {row['role']!r} lacks scope {scope!r}"
+    return problem
+
+
 def authenticate(request: Request, token: Annotated[str | None, Depends(oauth2)]) -> Principal:
     """The caller behind the bearer token (401 with the reason otherwise); applies the rate limit."""
     cached: Principal | None = getattr(request.state, "principal", None)
@@ -110,14 +151,9 @@ def authenticate(request: Request, token: Annotated[str | None, Depends(oauth2)]
     digest = token_hash(token)
     row = store.get_api_token(digest)
     now = time.time()
-    if row is None:
-        raise _unauthorised("invalid token")
-    if row["revoked_at"] is not None:
-        raise _unauthorised("token revoked")
-    if row["expires_at"] <= now:
-        raise _unauthorised("token expired: log in again")
-    if row["disabled_at"] is not None:
-        raise _unauthorised("account disabled")
+    problem = grant_problem(row, now)
+    if problem is not None or row is None:
+        raise _unauthorised(problem or "invalid token")
     limiter: RateLimiter = request.app.state.rate_limiter
     allowed, wait = limiter.allow(digest)
     if not allowed:

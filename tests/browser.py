@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tests.conftest import cli, need_service
 from vigie.netutil import free_port, wait_for_port
 
-__all__ = ["headless_chromium", "serve_hub", "submit_login"]
+__all__ = ["RunningHub", "fresh_hub", "headless_chromium", "serve_hub", "submit_login"]
 
 
 @contextmanager
@@ -32,6 +34,27 @@ def serve_hub(db: Path, env: Mapping[str, str], log: Path) -> Iterator[str]:
         finally:
             proc.terminate()
             proc.wait(timeout=20)
+
+
+@dataclass
+class RunningHub:
+    url: str
+    db: Path
+
+
+@contextmanager
+def fresh_hub(folder: Path, prepare: Callable[[Path], object] | None = None) -> Iterator[RunningHub]:
+    """A hub on a new SQLite file in ``folder`` (``prepare`` fills it first), no state folder, no ingest."""
+    from hub.storage import SQLiteStore
+
+    db = folder / "hub.sqlite"
+    SQLiteStore(db).close()
+    if prepare is not None:
+        prepare(db)
+    env = {**os.environ, "VIGIE_HUB_RATE": "500"}
+    env.pop("VIGIE_HUB_STATE_DIR", None)
+    with serve_hub(db, env, folder / "hub.log") as url:
+        yield RunningHub(url, db)
 
 
 FLAGS = (

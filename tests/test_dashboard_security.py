@@ -9,12 +9,10 @@ carries the security headers (CSP, nosniff, no referrer, no framing).
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import time
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -23,7 +21,8 @@ from hub.auth import hash_password
 from hub.campaigns import CampaignStore
 from hub.storage import SQLiteStore
 from hub.storage.base import CubeRow
-from tests.browser import headless_chromium, serve_hub, submit_login
+from tests.browser import RunningHub as HostileHub
+from tests.browser import fresh_hub, headless_chromium, submit_login
 
 PASSWORD = "dashboard security password"
 TITLE = "Vigie: observatory dashboard"
@@ -38,12 +37,6 @@ def hostile(field: str) -> str:
 
 
 HOSTILE = {f: hostile(f) for f in ("site", "device", "zone", "model", "category", "campaign", "target")}
-
-
-@dataclass
-class HostileHub:
-    url: str
-    db: Path
 
 
 def _plant(db: Path) -> None:
@@ -80,13 +73,8 @@ def _plant_event(db: Path, n: int) -> None:
 
 @pytest.fixture(scope="module")
 def hostile_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostileHub]:
-    folder = tmp_path_factory.mktemp("hostile")
-    db = folder / "hub.sqlite"
-    _plant(db)
-    env = {**os.environ, "VIGIE_HUB_RATE": "500"}
-    env.pop("VIGIE_HUB_STATE_DIR", None)
-    with serve_hub(db, env, folder / "hub.log") as url:
-        yield HostileHub(url, db)
+    with fresh_hub(tmp_path_factory.mktemp("hostile"), _plant) as running:
+        yield running
 
 
 SECURITY_HEADERS = {

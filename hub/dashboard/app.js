@@ -235,6 +235,7 @@ async function liveEvents() {
       while ((cut = buffer.indexOf("\n\n")) >= 0) {
         const chunk = buffer.slice(0, cut);
         buffer = buffer.slice(cut + 2);
+        if (chunk.startsWith(": closed: ")) $("live-status").textContent = `disconnected (${chunk.slice(10)})`;
         if (!chunk.startsWith("data: ")) continue;
         const e = JSON.parse(chunk.slice(6));
         const li = document.createElement("li");

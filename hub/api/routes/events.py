@@ -8,15 +8,18 @@ import time
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from hub.api.deps import EPOCH_MAX, StoreDep
 from hub.api.schemas import EventPublic, EventsPublic
+from hub.auth import Principal, recheck
 from hub.storage import EventQuery
 
 router = APIRouter(prefix="/v1/events", tags=["events"])
+#: How often an open stream re-checks its token (revocation, expiry, disablement, role): issue 17.
+RECHECK_S = 2.0
 
 
 @router.get("", response_model=EventsPublic, summary="List events, newest first")
@@ -76,6 +79,7 @@ def list_events(
     responses={200: {"content": {"text/event-stream": {}}}},
 )
 async def stream(
+    request: Request,
     store: StoreDep,
     max_s: Annotated[
         float, Query(gt=0, le=3600, description="Close after this many seconds; reconnect.")
@@ -83,12 +87,26 @@ async def stream(
 ) -> StreamingResponse:
     """New events as they are stored, one `data:` line of JSON each; a comment every 15 s keeps it open."""
 
+    principal: Principal = request.state.principal  # set by the router's require("events:read")
+    last_check = time.monotonic()
+
+    async def refused() -> str | None:
+        """Re-check the token every RECHECK_S: the stream ends soon after it stops being valid."""
+        nonlocal last_check
+        if time.monotonic() - last_check < RECHECK_S:
+            return None
+        last_check = time.monotonic()
+        return await run_in_threadpool(recheck, store, principal, "events:read")
+
     async def feed() -> AsyncIterator[str]:
         seen: set[str] = set()
         first = True
         deadline = time.monotonic() + max_s
         last_beat = time.monotonic()
         while time.monotonic() < deadline:
+            if (why := await refused()) is not None:
+                yield f": closed: {why}\n\n"  # an SSE comment: clients see why before the end
+                return
             rows, _ = await run_in_threadpool(store.list_events, EventQuery(limit=50))
             for row in reversed(rows):
                 if row["id"] not in seen:
