@@ -11,8 +11,12 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import secrets
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -26,8 +30,11 @@ from hub.storage import Store
 from hub.storage.base import ApiTokenGrant
 
 __all__ = [
+    "HASH_SLOTS",
     "ROLES",
     "SCOPES",
+    "HashSlots",
+    "HashersBusyError",
     "Principal",
     "authenticate",
     "grant_problem",
@@ -60,6 +67,41 @@ ROLES: dict[str, frozenset[str]] = {
     "admin": frozenset(SCOPES),
 }
 
+
+class HashSlots:
+    """A cap on argon2 hashes running at once (each takes 64 MiB): parallel logins queue, then 503.
+
+    Counts how many are in use and the most ever in use at once (the tests read ``peak``).
+    """
+
+    def __init__(self, slots: int, wait_s: float = 10.0) -> None:
+        self.slots, self.wait_s = slots, wait_s
+        self._sem = threading.BoundedSemaphore(slots)
+        self._lock = threading.Lock()
+        self.in_use = self.peak = 0
+
+    @contextmanager
+    def slot(self) -> Iterator[None]:
+        if not self._sem.acquire(timeout=self.wait_s):
+            raise HashersBusyError(f"{self.slots} password hashes already running; retry in a few seconds")
+        with self._lock:
+            self.in_use += 1
+            self.peak = max(self.peak, self.in_use)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.in_use -= 1
+            self._sem.release()
+
+
+class HashersBusyError(Exception):
+    """Every hash slot stayed taken for ``HashSlots.wait_s``: the login route answers 503."""
+
+
+#: Two hashes at once by default (128 MiB at most; a small hub box has 2 to 4 cores).
+HASH_SLOTS = HashSlots(max(1, min(2, os.cpu_count() or 1)))
+
 TOKEN_PREFIX = "vgk_"  # noqa: S105 (a prefix that makes leaked tokens easy to grep for, not a secret)
 _hasher = PasswordHasher()
 _DUMMY = _hasher.hash("timing-equaliser")
@@ -68,15 +110,20 @@ _DUMMY = _hasher.hash("timing-equaliser")
 def hash_password(password: str) -> str:
     if len(password) < 12:
         raise ValueError("password: at least 12 characters")
-    return _hasher.hash(password)
+    with HASH_SLOTS.slot():
+        return _hasher.hash(password)
 
 
 def verify_password(stored: str | None, password: str) -> bool:
-    """Constant work whether or not the user exists (no user enumeration by timing)."""
-    try:
-        return _hasher.verify(stored or _DUMMY, password) and stored is not None
-    except (VerificationError, InvalidHashError):
-        return False
+    """Constant work whether or not the user exists (no user enumeration by timing).
+
+    Raises :class:`HashersBusyError` when no hash slot frees up in time (see :data:`HASH_SLOTS`).
+    """
+    with HASH_SLOTS.slot():
+        try:
+            return _hasher.verify(stored or _DUMMY, password) and stored is not None
+        except (VerificationError, InvalidHashError):
+            return False
 
 
 def token_hash(token: str) -> str:

@@ -28,6 +28,7 @@ from hub.audit import AuditMiddleware, require_purpose
 from hub.auth import require
 from hub.config import HubSettings
 from hub.ingest import Ingestor
+from hub.login_guard import LoginGuard
 from hub.ratelimit import RateLimiter
 from hub.retention import PurgeJob
 from hub.storage import open_store
@@ -155,6 +156,7 @@ def create_app(settings: HubSettings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings  # for hub.api.deps.get_settings: routes read settings only there
+    app.state.login_guard = LoginGuard()  # per process, like the API rate limit
     purpose = Depends(require_purpose)
     protected: dict[int | str, dict[str, Any]] = {
         401: {"description": "No token, or an invalid, expired or revoked one", "model": ErrorOut},
