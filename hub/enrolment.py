@@ -95,8 +95,13 @@ class HubState:
         """Create the CA (with the broker's certificate for ``broker_hosts``) and the TUF repository."""
         from ota.repository import init_repository
 
+        # Private to the hub's user (issue 17); group-readable only when Mosquitto runs as another
+        # account (VIGIE_HUB_BROKER_USER), which must reach broker/ and the broker's files in pki/.
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.folder.chmod(0o750 if self.broker_user else 0o700)
         DeviceCA.init(self.pki, broker_hosts=broker_hosts)
         init_repository(self.ota)
+        (self.ota / "keys").chmod(0o700)
 
 
 @dataclass(frozen=True)
