@@ -39,6 +39,11 @@ class ThrottlePolicy:
     max_tracked: int = 10_000  # account names remembered at once (memory stays bounded)
 
 
+def _key(username: str) -> str:
+    """Names compare without case; a name of a megabyte is remembered by its first 128 characters."""
+    return username.casefold()[:128]
+
+
 @dataclass
 class _Account:
     failures: list[float] = field(default_factory=list)
@@ -57,7 +62,7 @@ class LoginGuard:
     def wait_s(self, username: str, client: str, now: float) -> tuple[float, str] | None:
         """(seconds to wait, why) when this attempt must be refused with 429; None to go on."""
         with self._lock:
-            account = self._accounts.get(username.casefold())
+            account = self._accounts.get(_key(username))
             if account is not None and account.locked_until > now:
                 return account.locked_until - now, f"account {username!r} is locked after repeated failures"
         allowed, wait = self._clients.allow(client, now)
@@ -71,7 +76,7 @@ class LoginGuard:
         with self._lock:
             if len(self._accounts) >= p.max_tracked:
                 self._forget(now)
-            account = self._accounts.setdefault(username.casefold(), _Account())
+            account = self._accounts.setdefault(_key(username), _Account())
             account.failures = [t for t in account.failures if t > now - p.window_s] + [now]
             if len(account.failures) >= p.max_failures:
                 count = len(account.failures)
@@ -81,7 +86,7 @@ class LoginGuard:
 
     def succeeded(self, username: str) -> None:
         with self._lock:
-            self._accounts.pop(username.casefold(), None)
+            self._accounts.pop(_key(username), None)
 
     def _forget(self, now: float) -> None:
         """Drop the accounts with neither a lock nor a recent failure (then the oldest, if still full)."""

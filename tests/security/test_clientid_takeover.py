@@ -72,7 +72,8 @@ def broker(tmp_path: Path) -> Iterator[Broker]:
     with (tmp_path / "broker.log").open("wb") as log:
         proc = subprocess.Popen([find_mosquitto() or "mosquitto", "-c", str(conf)], stdout=log, stderr=log)
     try:
-        assert wait_for_port(state.tls_port), (tmp_path / "broker.log").read_text()
+        for port in (state.tls_port, state.local_port):  # both listeners, before any client
+            assert wait_for_port(port), (tmp_path / "broker.log").read_text()
         yield Broker(state, certs)
     finally:
         proc.terminate()
