@@ -14,9 +14,11 @@ Running it again when ``device.crt`` exists does nothing (the playbooks rely on 
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +32,7 @@ from edge.ota.slots import SlotLayout
 from vigie.exceptions import EnrolmentError
 from vigie.files import write_atomic, write_private
 
-__all__ = ["EnrolOutcome", "enrol", "make_csr"]
+__all__ = ["EnrolOutcome", "check_hub_url", "enrol", "make_csr"]
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +67,37 @@ def make_csr(key: ec.EllipticCurvePrivateKey, site: str, device: str) -> bytes:
     return csr.public_bytes(serialization.Encoding.PEM)
 
 
+def check_hub_url(hub_url: str) -> None:
+    """The enrolment token and the CA certificate travel over this URL: https://, or http:// to loopback.
+
+    Plain http:// to another host would let anyone on the path read the token or hand the device a
+    CA of their own (issue 17); loopback is allowed for a hub and a device on one machine (tests, demo).
+
+    Raises:
+        EnrolmentError: naming the URL and what to write instead.
+    """
+    parts = urllib.parse.urlsplit(hub_url)
+    if parts.scheme == "https" and parts.hostname:
+        return
+    if parts.scheme == "http" and parts.hostname and _is_loopback(parts.hostname):
+        return
+    if parts.scheme == "http":
+        raise EnrolmentError(
+            f"hub URL {hub_url!r}: plain http:// is refused except to this machine (127.0.0.1, ::1, "
+            f"localhost); use https://{parts.netloc}/ (docs/security.md: the hub behind TLS)"
+        )
+    raise EnrolmentError(f"hub URL {hub_url!r}: must start with https://, e.g. https://hub.city.example")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def enrol(
     hub_url: str,
     site: str,
@@ -81,6 +114,7 @@ def enrol(
     Raises:
         EnrolmentError: the hub refused (its reason is in the message) or could not be reached.
     """
+    check_hub_url(hub_url)
     cert_path = pki_dir / "device.crt"
     if cert_path.exists():
         cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
@@ -90,10 +124,6 @@ def enrol(
     csr = make_csr(key, site, device)
     write_atomic(pki_dir / "device.csr", csr)
     body = json.dumps({"site": site, "device": device, "token": token, "csr": csr.decode()}).encode()
-    if not hub_url.startswith(("https://", "http://")):
-        raise EnrolmentError(
-            f"hub URL {hub_url!r}: must start with https:// (or http:// on a trusted network)"
-        )
     request = urllib.request.Request(  # noqa: S310 (scheme checked above)
         hub_url.rstrip("/") + "/v1/enrol",
         data=body,

@@ -57,7 +57,9 @@ class MqttLink:
         self._resend_wait = resend_after_s
         self._status_topic = wire.topic(site, device, wire.Channel.STATUS)
         self._receipt_topic = wire.topic(site, device, wire.Channel.RECEIPT)
-        self._client = make_client(broker, client_id=f"vigie-{site}-{device}")
+        # The broker binds the client id to the certificate's identity (use_username_as_clientid):
+        # use that identity, site/device, so the id is the same whether or not the broker rewrites it.
+        self._client = make_client(broker, client_id=f"{site}/{device}")
         self._client.max_inflight_messages_set(max_inflight)
         self._client.will_set(self._status_topic, self._status_payload("offline"), qos=1, retain=True)
         self._client.on_connect = self._on_connect

@@ -11,8 +11,12 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import secrets
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -23,8 +27,24 @@ from fastapi.security import OAuth2PasswordBearer
 
 from hub.ratelimit import RateLimiter
 from hub.storage import Store
+from hub.storage.base import ApiTokenGrant
 
-__all__ = ["ROLES", "SCOPES", "Principal", "issue_token", "require", "verify_password"]
+__all__ = [
+    "HASH_SLOTS",
+    "ROLES",
+    "SCOPES",
+    "HashSlots",
+    "HashersBusyError",
+    "Principal",
+    "authenticate",
+    "grant_problem",
+    "hash_password",
+    "issue_token",
+    "recheck",
+    "require",
+    "token_hash",
+    "verify_password",
+]
 
 #: Every scope a route can ask for, and what it covers.
 SCOPES: dict[str, str] = {
@@ -47,6 +67,41 @@ ROLES: dict[str, frozenset[str]] = {
     "admin": frozenset(SCOPES),
 }
 
+
+class HashSlots:
+    """A cap on argon2 hashes running at once (each takes 64 MiB): parallel logins queue, then 503.
+
+    Counts how many are in use and the most ever in use at once (the tests read ``peak``).
+    """
+
+    def __init__(self, slots: int, wait_s: float = 10.0) -> None:
+        self.slots, self.wait_s = slots, wait_s
+        self._sem = threading.BoundedSemaphore(slots)
+        self._lock = threading.Lock()
+        self.in_use = self.peak = 0
+
+    @contextmanager
+    def slot(self) -> Iterator[None]:
+        if not self._sem.acquire(timeout=self.wait_s):
+            raise HashersBusyError(f"{self.slots} password hashes already running; retry in a few seconds")
+        with self._lock:
+            self.in_use += 1
+            self.peak = max(self.peak, self.in_use)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.in_use -= 1
+            self._sem.release()
+
+
+class HashersBusyError(Exception):
+    """Every hash slot stayed taken for ``HashSlots.wait_s``: the login route answers 503."""
+
+
+#: Two hashes at once by default (128 MiB at most; a small hub box has 2 to 4 cores).
+HASH_SLOTS = HashSlots(max(1, min(2, os.cpu_count() or 1)))
+
 TOKEN_PREFIX = "vgk_"  # noqa: S105 (a prefix that makes leaked tokens easy to grep for, not a secret)
 _hasher = PasswordHasher()
 _DUMMY = _hasher.hash("timing-equaliser")
@@ -55,15 +110,20 @@ _DUMMY = _hasher.hash("timing-equaliser")
 def hash_password(password: str) -> str:
     if len(password) < 12:
         raise ValueError("password: at least 12 characters")
-    return _hasher.hash(password)
+    with HASH_SLOTS.slot():
+        return _hasher.hash(password)
 
 
 def verify_password(stored: str | None, password: str) -> bool:
-    """Constant work whether or not the user exists (no user enumeration by timing)."""
-    try:
-        return _hasher.verify(stored or _DUMMY, password) and stored is not None
-    except (VerificationError, InvalidHashError):
-        return False
+    """Constant work whether or not the user exists (no user enumeration by timing).
+
+    Raises :class:`HashersBusyError` when no hash slot frees up in time (see :data:`HASH_SLOTS`).
+    """
+    with HASH_SLOTS.slot():
+        try:
+            return _hasher.verify(stored or _DUMMY, password) and stored is not None
+        except (VerificationError, InvalidHashError):
+            return False
 
 
 def token_hash(token: str) -> str:
@@ -95,6 +155,34 @@ def _unauthorised(detail: str) -> HTTPException:
     return HTTPException(status.HTTP_401_UNAUTHORIZED, detail, headers={"WWW-Authenticate": "Bearer"})
 
 
+def grant_problem(row: ApiTokenGrant | None, now: float) -> str | None:
+    """Why a stored token no longer authenticates anyone (None: it still does). Pure."""
+    if row is None:
+        return "invalid token"
+    if row["revoked_at"] is not None:
+        return "token revoked"
+    if row["expires_at"] <= now:
+        return "token expired: log in again"
+    if row["disabled_at"] is not None:
+        return "account disabled"
+    return None
+
+
+def recheck(store: Store, principal: Principal, scope: str, now: float | None = None) -> str | None:
+    """Long responses ask this every few seconds (issue 17): why the caller may no longer be served.
+
+    A token is checked once per request; a stream open for an hour would otherwise outlive a logout,
+    a revocation, its own expiry, the account's disablement or a role that lost ``scope``.
+    """
+    if not principal.token_hash:  # authentication is off (closed test benches)
+        return None
+    row = store.get_api_token(principal.token_hash)
+    problem = grant_problem(row, time.time() if now is None else now)
+    if problem is None and row is not None and scope not in ROLES.get(row["role"], frozenset()):
+        problem = f"role {row['role']!r} lacks scope {scope!r}"
+    return problem
+
+
 def authenticate(request: Request, token: Annotated[str | None, Depends(oauth2)]) -> Principal:
     """The caller behind the bearer token (401 with the reason otherwise); applies the rate limit."""
     cached: Principal | None = getattr(request.state, "principal", None)
@@ -110,14 +198,9 @@ def authenticate(request: Request, token: Annotated[str | None, Depends(oauth2)]
     digest = token_hash(token)
     row = store.get_api_token(digest)
     now = time.time()
-    if row is None:
-        raise _unauthorised("invalid token")
-    if row["revoked_at"] is not None:
-        raise _unauthorised("token revoked")
-    if row["expires_at"] <= now:
-        raise _unauthorised("token expired: log in again")
-    if row["disabled_at"] is not None:
-        raise _unauthorised("account disabled")
+    problem = grant_problem(row, now)
+    if problem is not None or row is None:
+        raise _unauthorised(problem or "invalid token")
     limiter: RateLimiter = request.app.state.rate_limiter
     allowed, wait = limiter.allow(digest)
     if not allowed:

@@ -76,6 +76,9 @@ def render_mosquitto_conf(layout: BrokerLayout, pki: Path) -> str:
         "tls_version tlsv1.2",
         "require_certificate true",
         "use_identity_as_username true",
+        # The client id is the username too (issue 17): a device cannot connect under another
+        # device's id, nor under the hub's (device usernames are site/device; the hub's ids have no "/").
+        "use_username_as_clientid true",
         "allow_anonymous false",
         f"acl_file {f / 'acl'}",
         "",

@@ -91,12 +91,22 @@ class HubState:
             run_as=self.broker_user,
         )
 
-    def init(self, broker_hosts: list[str]) -> None:
-        """Create the CA (with the broker's certificate for ``broker_hosts``) and the TUF repository."""
-        from ota.repository import init_repository
+    def init(self, broker_hosts: list[str], *, offline_keys: Path | None = None) -> None:
+        """Create the CA (with the broker's certificate for ``broker_hosts``) and the TUF repository.
 
+        With ``offline_keys``, the TUF root and targets keys go there (a medium kept off the hub).
+        """
+        from ota.repository import init_repository, take_offline
+
+        # Private to the hub's user (issue 17); group-readable only when Mosquitto runs as another
+        # account (VIGIE_HUB_BROKER_USER), which must reach broker/ and the broker's files in pki/.
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.folder.chmod(0o750 if self.broker_user else 0o700)
         DeviceCA.init(self.pki, broker_hosts=broker_hosts)
         init_repository(self.ota)
+        (self.ota / "keys").chmod(0o700)
+        if offline_keys is not None:
+            take_offline(self.ota, offline_keys)
 
 
 @dataclass(frozen=True)

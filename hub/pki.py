@@ -9,11 +9,16 @@ Revoked serials go into a CRL that the broker checks on every handshake.
 
 Layout of the CA folder (``vigie hub pki init DIR``)::
 
-    ca.key      the CA's private key (0600; keep this folder off backups you share)
-    ca.crt      the CA certificate, given to devices and to the broker
-    broker.key  the broker's TLS key and certificate, signed by the CA
-    broker.crt
-    crl.pem     the current revocation list (rewritten on every revocation)
+    private/ca.key  the CA's private key: 0600 in a 0700 folder of its own, which only the hub's
+                    user reads (keep it off backups you share)
+    ca.crt          the CA certificate, given to devices and to the broker
+    broker.key      the broker's TLS key (0640: the broker's group reads it) and certificate,
+    broker.crt      signed by the CA
+    crl.pem         the current revocation list (rewritten on every revocation)
+
+The CA folder itself is 0750: give its group to the broker's account (``chgrp mosquitto``) and
+the broker reads its key, certificate and the CRL, never the CA's key (issue 17). A CA made before
+``private/`` existed has ``ca.key`` at the top: :meth:`DeviceCA.load` moves it.
 """
 
 from __future__ import annotations
@@ -61,6 +66,17 @@ def _key_usage(*allowed: str) -> x509.KeyUsage:
     return x509.KeyUsage(**{f: f in allowed for f in flags})
 
 
+def _key_path(folder: Path) -> Path:
+    return folder / "private" / "ca.key"
+
+
+def _make_folders(folder: Path) -> None:
+    """The CA folder 0750 (the broker's group reads its files), ``private/`` 0700 (the hub's user only)."""
+    (folder / "private").mkdir(parents=True, exist_ok=True)
+    folder.chmod(0o750)
+    (folder / "private").chmod(0o700)
+
+
 def _now() -> dt.datetime:
     return dt.datetime.now(UTC)
 
@@ -83,13 +99,12 @@ class DeviceCA:
         Raises:
             VigieError: when ``folder`` already holds a CA (a second CA would orphan every device).
         """
-        if (folder / "ca.key").exists():
+        if (folder / "ca.key").exists() or _key_path(folder).exists():
             raise VigieError(
-                f"{folder}/ca.key already exists: this folder holds a CA. "
+                f"{_key_path(folder)} already exists: this folder holds a CA. "
                 "Use it as it is, or choose another folder; replacing it would orphan every enrolled device."
             )
-        folder.mkdir(parents=True, exist_ok=True)
-        folder.chmod(0o700)
+        _make_folders(folder)
         key = ec.generate_private_key(ec.SECP256R1())
         subject = x509.Name([
             x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Vigie"),
@@ -113,7 +128,7 @@ class DeviceCA:
             .add_extension(ski, critical=False)
             .sign(key, hashes.SHA256())
         )
-        write_private(folder / "ca.key", key.private_bytes(
+        write_private(_key_path(folder), key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         ))  # fmt: skip
         write_atomic(folder / "ca.crt", cert.public_bytes(serialization.Encoding.PEM))
@@ -129,15 +144,18 @@ class DeviceCA:
         Raises:
             VigieError: when the folder holds no CA, naming the command that makes one.
         """
+        if (folder / "ca.key").exists() and not _key_path(folder).exists():
+            _make_folders(folder)
+            (folder / "ca.key").rename(_key_path(folder))  # same filesystem: atomic, mode kept (0600)
         try:
-            key = serialization.load_pem_private_key((folder / "ca.key").read_bytes(), password=None)
+            key = serialization.load_pem_private_key(_key_path(folder).read_bytes(), password=None)
             cert = x509.load_pem_x509_certificate((folder / "ca.crt").read_bytes())
         except FileNotFoundError:
             raise VigieError(
                 f"no device CA in {folder}: create one with `vigie hub pki init {folder}`"
             ) from None
         if not isinstance(key, ec.EllipticCurvePrivateKey):
-            raise VigieError(f"{folder}/ca.key: expected an EC key, found {type(key).__name__}")
+            raise VigieError(f"{_key_path(folder)}: expected an EC key, found {type(key).__name__}")
         return cls(folder, key, cert)
 
     @property
@@ -237,7 +255,7 @@ class DeviceCA:
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
             .sign(self._key, hashes.SHA256())
         )
-        write_private(self.folder / "broker.key", key.private_bytes(
+        write_atomic(self.folder / "broker.key", mode=0o640, data=key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
             serialization.NoEncryption(),
         ))  # fmt: skip

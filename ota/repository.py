@@ -7,7 +7,9 @@ freeze protection built in.
 
 Folder layout (``vigie hub init``)::
 
-    keys/<role>.pem       private keys, 0600 (root's belongs offline once the fleet is set up)
+    keys/<role>.pem       private keys, 0600 in a 0700 folder; with ``--offline-keys`` only
+                          snapshot and timestamp stay here, root and targets go to a medium
+                          kept off the hub (docs/security.md: the signing ceremony)
     metadata/1.root.json  versioned root (consistent snapshots)
     metadata/root.json    the current root, what enrolment hands out
     metadata/targets.json, snapshot.json, timestamp.json
@@ -17,6 +19,7 @@ Folder layout (``vigie hub init``)::
 from __future__ import annotations
 
 import datetime as dt
+import os
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +28,11 @@ from securesystemslib.signer import CryptoSigner
 from tuf.api.metadata import Metadata, MetaFile, Root, Snapshot, TargetFile, Targets, Timestamp
 from tuf.api.serialization.json import JSONSerializer
 
+from vigie.exceptions import VigieError
 from vigie.files import write_private
 
 __all__ = [
+    "OFFLINE_ROLES",
     "ROLES",
     "init_repository",
     "list_targets",
@@ -36,9 +41,12 @@ __all__ = [
     "refresh_timestamp",
     "revoke",
     "rotate_key",
+    "take_offline",
 ]
 
 ROLES = ("root", "targets", "snapshot", "timestamp")
+#: The keys that may leave the hub: they sign rarely, and whoever holds them decides what devices run.
+OFFLINE_ROLES = ("root", "targets")
 #: How long each role's metadata is valid when (re)signed: the short-lived timestamp is what
 #: defeats freeze attacks; root and targets change rarely and are signed with care.
 EXPIRY_DAYS = {"root": 365, "targets": 90, "snapshot": 7, "timestamp": 1}
@@ -49,10 +57,46 @@ def _expiry(role: str) -> dt.datetime:
 
 
 def load_signer(folder: Path, role: str) -> CryptoSigner:
-    """The signer for ``role`` from ``folder/keys/<role>.pem``."""
-    pem = (folder / "keys" / f"{role}.pem").read_bytes()
+    """The signer for ``role`` from ``folder/keys/<role>.pem``, else from the offline medium.
+
+    Root and targets keys can live offline (``vigie hub init --offline-keys DIR``, issue 17): mount
+    the medium and name it in ``VIGIE_OTA_OFFLINE_KEYS`` for the ceremony (docs/security.md).
+
+    Raises:
+        VigieError: the key is neither online nor on a mounted medium, naming what to do.
+    """
+    online = folder / "keys" / f"{role}.pem"
+    offline_dir = os.environ.get("VIGIE_OTA_OFFLINE_KEYS")
+    offline = Path(offline_dir) / f"{role}.pem" if offline_dir else None
+    path = online if online.exists() or offline is None or not offline.exists() else offline
+    try:
+        pem = path.read_bytes()
+    except FileNotFoundError:
+        raise VigieError(
+            f"the TUF {role} key is not in {folder / 'keys'}"
+            + (f" nor in VIGIE_OTA_OFFLINE_KEYS={offline_dir}" if offline_dir else "")
+            + f": it is kept offline; mount the medium that holds {role}.pem and set "
+            "VIGIE_OTA_OFFLINE_KEYS to its folder (docs/security.md, the signing ceremony)"
+        ) from None
     key = serialization.load_pem_private_key(pem, password=None)
     return CryptoSigner(key)
+
+
+def take_offline(folder: Path, medium: Path, roles: tuple[str, ...] = OFFLINE_ROLES) -> list[Path]:
+    """Move the ``roles``' private keys from ``folder/keys`` to ``medium`` (0700; keys 0600).
+
+    Copied, synced, then removed from the hub (the medium is often another filesystem). Returns
+    where they are now. The hub keeps snapshot and timestamp, which it re-signs every day.
+    """
+    medium.mkdir(parents=True, exist_ok=True)
+    medium.chmod(0o700)
+    moved = []
+    for role in roles:
+        key = folder / "keys" / f"{role}.pem"
+        write_private(medium / key.name, key.read_bytes())
+        key.unlink()
+        moved.append(medium / key.name)
+    return moved
 
 
 def init_repository(folder: Path) -> Path:

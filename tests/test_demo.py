@@ -17,6 +17,23 @@ from vigie.netutil import free_port, wait_for_port
 pytestmark = pytest.mark.demo
 
 
+def _anonymous_connect(port: int) -> str:
+    """The broker's answer to a client with no username: its CONNACK reason, or "no answer"."""
+    import paho.mqtt.client as mqtt
+
+    answer: list[str] = []
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="anonymous-probe")
+    client.on_connect = lambda c, u, f, reason, p: answer.append(str(reason))
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    deadline = time.monotonic() + 5
+    while not answer and time.monotonic() < deadline:
+        time.sleep(0.05)
+    client.loop_stop()
+    client.disconnect()
+    return answer[0] if answer else "no answer"
+
+
 def test_demo_runs_for_a_minute(model_dir: Path, vtest_avi: Path, tmp_path: Path) -> None:
     need_service(find_mosquitto() is not None, "mosquitto")
     port, broker_port = free_port(), free_port()
@@ -42,9 +59,12 @@ def test_demo_runs_for_a_minute(model_dir: Path, vtest_avi: Path, tmp_path: Path
     )
     devices: set[str] = set()
     events = 0
+    anonymous: list[object] = []
     try:
         deadline = time.monotonic() + 75
         while time.monotonic() < deadline and proc.poll() is None:
+            if not anonymous and wait_for_port(broker_port, timeout=0.1):
+                anonymous.append(_anonymous_connect(broker_port))
             try:
                 token = (tmp_path / "api-token").read_text()
                 url = f"http://127.0.0.1:{port}/v1/events?limit=1000"
@@ -61,6 +81,9 @@ def test_demo_runs_for_a_minute(model_dir: Path, vtest_avi: Path, tmp_path: Path
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 0, out
+    # Issue 17: the demo's broker refuses anonymous clients (they could forge receipts).
+    assert anonymous, "the broker never came up"
+    assert anonymous[0] == "Not authorized", anonymous
     assert devices == {"cam-1", "cam-2"}, out
     assert events >= 6  # 10 s windows over a minute: cam-1 one zone, cam-2 two zones
     assert "http://127.0.0.1:" in out

@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from vigie.broker import LocalBroker, start_broker
+from vigie.broker import LocalBroker, find_mosquitto, start_broker
 from vigie.exceptions import VigieError
+from vigie.files import write_atomic, write_private
 from vigie.netutil import free_port, port_is_free, wait_for_port
 
 __all__ = ["DEBIAN_FOOTAGE", "DemoOptions", "find_footage", "run_demo"]
@@ -133,6 +134,36 @@ def _prepare_hub(db: Path, agents: int) -> tuple[str, str]:
     return "demo", password
 
 
+HUB_USER = "vigie-hub"
+
+
+@dataclass(frozen=True)
+class BrokerAuth:
+    """The demo broker's credentials: a generated password per client, and the production ACL."""
+
+    password_file: Path
+    acl_file: Path
+    password_files: dict[str, Path]
+
+
+def _broker_auth(workdir: Path, agents: int) -> BrokerAuth:
+    """Issue 17: the demo's broker refused no one, so any local user could forge receipts. Now each
+    client has its own generated password (files 0600 in the work folder) and the ACL is the one
+    production uses (hub/broker_auth.py): each camera writes only its own topics."""
+    from hub.broker_auth import new_password, render_device_acl, write_password_file
+
+    folder = workdir / "broker-auth"
+    devices = [("demo", f"cam-{i}") for i in range(1, agents + 1)]
+    users = [HUB_USER, *(f"{site}/{device}" for site, device in devices)]
+    passwords = {user: new_password() for user in users}
+    files = {user: folder / (user.replace("/", "-") + ".password") for user in users}
+    for user, path in files.items():
+        write_private(path, passwords[user].encode())
+    write_password_file(folder / "passwd", passwords.items())
+    write_atomic(folder / "acl", render_device_acl(devices, HUB_USER).encode(), 0o600)
+    return BrokerAuth(folder / "passwd", folder / "acl", files)
+
+
 def run_demo(opts: DemoOptions) -> int:
     """Run until Ctrl-C, SIGTERM or ``opts.duration``; returns an exit code."""
     if not port_is_free(opts.port):
@@ -149,10 +180,20 @@ def run_demo(opts: DemoOptions) -> int:
     children: list[tuple[str, subprocess.Popen[bytes]]] = []
     cli = [sys.executable, "-m", "vigie"]
     try:
-        broker = start_broker(
-            workdir / "broker", broker_port, prefer="amqtt" if opts.embedded_broker else "mosquitto"
+        auth = (
+            None if opts.embedded_broker or find_mosquitto() is None else _broker_auth(workdir, opts.agents)
         )
-        _say(f"broker: {broker.kind} on 127.0.0.1:{broker_port}")
+        broker = start_broker(
+            workdir / "broker", broker_port, prefer="amqtt" if opts.embedded_broker else "mosquitto",
+            password_file=auth.password_file if auth else None, acl_file=auth.acl_file if auth else None,
+        )  # fmt: skip
+        _say(f"broker: {broker.kind} on 127.0.0.1:{broker_port}" + (", passwords and the production ACL"
+             if auth else ": anonymous local clients accepted (the embedded broker has no ACL)"))  # fmt: skip
+
+        def credentials(user: str) -> list[str]:
+            if auth is None:
+                return []
+            return ["--mqtt-username", user, "--mqtt-password-file", str(auth.password_files[user])]
 
         def spawn(name: str, argv: list[str]) -> None:
             log = (workdir / f"{name}.log").open("ab")
@@ -171,6 +212,7 @@ def run_demo(opts: DemoOptions) -> int:
                 str(workdir / "hub.sqlite"),
                 "--broker",
                 f"127.0.0.1:{broker_port}",
+                *credentials(HUB_USER),
             ],
         )
         if not wait_for_port(opts.port, timeout=30):
@@ -203,6 +245,7 @@ def run_demo(opts: DemoOptions) -> int:
                     str(workdir / f"cam-{i}.outbox.sqlite"),
                     "--broker",
                     f"127.0.0.1:{broker_port}",
+                    *credentials(f"demo/cam-{i}"),
                     *zones,
                 ],
             )

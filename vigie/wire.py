@@ -366,7 +366,8 @@ class Heartbeat(_Message):
     kind: Literal["heartbeat"] = "heartbeat"
     ts: EpochSeconds = Field(description=f"Coarsened to {HEARTBEAT_GRANULARITY_S} s.")
     agent_version: Annotated[str, Field(max_length=24)]
-    model: Annotated[str, Field(max_length=73)]
+    # A model reference, not free text (issue 17: markup here once reached the dashboard).
+    model: ModelRef = Field(description="`<model id>@<version>` now running.")
     uptime_s: int = Field(ge=0)
     fps: float = Field(ge=0, le=1000, description="Frames analysed per second since the last heartbeat.")
     inference_p50_ms: float = Field(ge=0, le=60_000, description="Median detector latency, last period.")
@@ -409,7 +410,7 @@ class OtaState(_Message):
     campaign: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,47}$")]
     step: Literal["received", "download", "unpack", "smoke", "switch", "confirm", "installed", "failed",
                   "rolled_back"]  # fmt: skip
-    model: Annotated[str, Field(max_length=73)] | None = Field(default=None, description="Live model now.")
+    model: ModelRef | None = Field(default=None, description="Live model now (`<model id>@<version>`).")
     latency_ms: float | None = Field(default=None, ge=0, le=600_000, description="Smoke-test latency.")
     drift: float | None = Field(
         default=None, ge=0, le=1000, description="Change in detections vs the old model."

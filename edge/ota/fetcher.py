@@ -5,6 +5,10 @@ for a target URL can only ever be the beginning of that same file: the download 
 from where it stopped (a cellular link drops, the power goes). Metadata URLs change
 content over time and are always fetched whole. Whatever was resumed, ngclient verifies
 the length and hash of the result; a bad partial fails that check and is thrown away.
+A chunk is written to the partial only once the caller has accepted it (so never past the
+length ngclient allows), and a partial longer than the file (the server's 416 says how long
+the file is) is dropped and the file fetched whole: an oversized answer cannot wedge later
+attempts (issue 17).
 """
 
 from __future__ import annotations
@@ -52,8 +56,15 @@ class ResumableFetcher(FetcherInterface):
         try:
             response = urllib.request.urlopen(request, timeout=self.timeout_s)  # noqa: S310
         except urllib.error.HTTPError as exc:
-            if exc.code == 416 and have:  # we hold the whole file already
+            total = exc.headers.get("Content-Range", "").rpartition("/")[2] if exc.headers else ""
+            if exc.code == 416 and have and total == str(have):  # we hold the whole file already
                 yield from self._replay(part)
+                return
+            if exc.code == 416 and have:
+                # The partial is longer than the file (issue 17: it can never be right): drop it and
+                # fetch the file whole, now, rather than fail every later attempt the same way.
+                part.unlink(missing_ok=True)
+                yield from self._fetch(url)
                 return
             raise DownloadHTTPError(f"{url}: HTTP {exc.code}", exc.code) from None
         with response:
@@ -66,6 +77,9 @@ class ResumableFetcher(FetcherInterface):
             started, sent = time.monotonic(), 0
             with part.open("ab" if have else "wb") if resumable else _NullFile() as sink:
                 while chunk := response.read(CHUNK):
+                    # Yield, then write (issue 17): the caller checks the length it allows (ngclient's
+                    # max_length) and stops at a chunk too many, which so never reaches the partial.
+                    yield chunk
                     sink.write(chunk)
                     sink.flush()
                     sent += len(chunk)
@@ -73,7 +87,6 @@ class ResumableFetcher(FetcherInterface):
                         ahead = sent / self.max_bytes_per_s - (time.monotonic() - started)
                         if ahead > 0:
                             time.sleep(ahead)
-                    yield chunk
             if expected is not None and sent < int(expected):
                 # A dropped link, not a bad file: keep the partial for the next attempt.
                 raise DownloadError(f"{url}: connection dropped after {sent} of {expected} bytes")

@@ -11,6 +11,7 @@ from typing import Any
 from fastapi import Depends, FastAPI
 from pydantic import BaseModel
 
+from hub.api.headers import SecurityHeadersMiddleware
 from hub.api.routes import (
     auth,
     campaigns,
@@ -27,6 +28,7 @@ from hub.audit import AuditMiddleware, require_purpose
 from hub.auth import require
 from hub.config import HubSettings
 from hub.ingest import Ingestor
+from hub.login_guard import LoginGuard
 from hub.ratelimit import RateLimiter
 from hub.retention import PurgeJob
 from hub.storage import open_store
@@ -154,6 +156,7 @@ def create_app(settings: HubSettings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings  # for hub.api.deps.get_settings: routes read settings only there
+    app.state.login_guard = LoginGuard()  # per process, like the API rate limit
     purpose = Depends(require_purpose)
     protected: dict[int | str, dict[str, Any]] = {
         401: {"description": "No token, or an invalid, expired or revoked one", "model": ErrorOut},
@@ -163,6 +166,8 @@ def create_app(settings: HubSettings | None = None) -> FastAPI:
     }
     sensitive = {**protected, 400: {"description": "No purpose stated (X-Purpose)", "model": ErrorOut}}
     app.add_middleware(AuditMiddleware)
+    # Added last, so outermost: even the audit middleware's own refusals (503) carry the headers.
+    app.add_middleware(SecurityHeadersMiddleware)
     app.include_router(health.router)
     app.include_router(auth.router, responses={401: protected[401], 429: protected[429]})
     app.include_router(enrol.router)  # the one-time enrolment token is its credential

@@ -5,6 +5,24 @@
 
 const state = { token: sessionStorage.getItem("vigie.token"), role: null, zones: null, frames: [], rows: {} };
 const $ = (id) => document.getElementById(id);
+// Everything that comes from a device, an import or a user is set as text (textContent, attributes),
+// never parsed as HTML: a hostile heartbeat cannot become script (issue 17; the CSP is the second wall).
+function el(tag, props = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(props)) {
+    if (key === "class") node.className = value;
+    else if (key === "style") Object.assign(node.style, value); // CSSOM: allowed under style-src 'self'
+    else node.setAttribute(key, String(value));
+  }
+  node.append(...children.map((c) => (c instanceof Node ? c : String(c))));
+  return node;
+}
+const SVG = "http://www.w3.org/2000/svg";
+function svgEl(tag, attrs = {}) {
+  const node = document.createElementNS(SVG, tag);
+  for (const [key, value] of Object.entries(attrs)) node.setAttribute(key, String(value));
+  return node;
+}
 const PALETTE = ["#fff5eb", "#fee6ce", "#fdd0a2", "#fdae6b", "#fd8d3c", "#f16913", "#d94801", "#a63603", "#7f2704"];
 
 async function api(path, { purpose, method = "GET", body, headers = {} } = {}) {
@@ -62,18 +80,19 @@ function project(features) {
 
 function drawZones(collection) {
   const svg = $("map");
-  svg.innerHTML = '<defs><pattern id="hatch" width="4" height="4" patternUnits="userSpaceOnUse" ' +
-    'patternTransform="rotate(45)"><rect width="4" height="4" fill="#dde3ea"/><line x1="0" y1="0" x2="0" y2="4" ' +
-    'stroke="#9aa6b2" stroke-width="1.5"/></pattern></defs>';
+  const pattern = svgEl("pattern", { id: "hatch", width: 4, height: 4, patternUnits: "userSpaceOnUse", patternTransform: "rotate(45)" });
+  pattern.append(svgEl("rect", { width: 4, height: 4, fill: "#dde3ea" }),
+    svgEl("line", { x1: 0, y1: 0, x2: 0, y2: 4, stroke: "#9aa6b2", "stroke-width": 1.5 }));
+  const defs = svgEl("defs");
+  defs.append(pattern);
+  svg.replaceChildren(defs);
   const to = project(collection.features);
   for (const f of collection.features) {
     const polys = f.geometry.type === "Polygon" ? [f.geometry.coordinates] : f.geometry.coordinates;
     const d = polys.map((rings) => rings.map((ring) => "M" + ring.map(([x, y]) => to(x, y).map((v) => v.toFixed(1)).join(",")).join("L") + "Z").join("")).join("");
-    const path = document.createElementNS("http://www.w3.org/2000/svg", "path");
-    path.setAttribute("d", d);
-    path.setAttribute("fill", "#f2f4f7");
+    const path = svgEl("path", { d, fill: "#f2f4f7" });
     path.dataset.zone = f.id;
-    const title = document.createElementNS("http://www.w3.org/2000/svg", "title");
+    const title = svgEl("title");
     title.textContent = f.id;
     path.appendChild(title);
     svg.appendChild(path);
@@ -101,7 +120,9 @@ function paint(values, label) {
     if (c) coloured += 1;
   }
   $("map").dataset.coloured = String(coloured);
-  $("legend").innerHTML = `<span>0</span>${PALETTE.map((p) => `<span class="swatch" style="background:${p}"></span>`).join("")}<span>${max.toFixed(1)} ${label}</span> <span class="swatch" style="background:repeating-linear-gradient(45deg,#dde3ea 0 2px,#9aa6b2 2px 3px)"></span><span>under k</span>`;
+  $("legend").replaceChildren(el("span", {}, "0"),
+    ...PALETTE.map((p) => el("span", { class: "swatch", style: { background: p } })),
+    el("span", {}, `${max.toFixed(1)} ${label}`), " ", el("span", { class: "swatch hatched" }), el("span", {}, "under k"));
 }
 
 async function loadActivity() {
@@ -175,10 +196,11 @@ async function loadFleet() {
     const body = await (await api("/v1/devices")).json();
     const rows = body.data.map((d) => {
       const hb = d.heartbeat || {};
-      return `<tr><td>${d.site}/${d.device}</td><td class="${d.online ? "online" : "offline"}">${d.online ? "online" : "offline"}</td>` +
-        `<td>${hb.fps ?? "-"}</td><td>${hb.temperature_c ?? "-"}</td><td>${hb.model ?? "-"}</td></tr>`;
+      const online = d.status === "online" ? "online" : "offline";
+      return el("tr", {}, el("td", {}, `${d.site}/${d.device}`), el("td", { class: online }, online),
+        el("td", {}, hb.fps ?? "-"), el("td", {}, hb.cpu_temp_c ?? "-"), el("td", {}, hb.model ?? "-"));
     });
-    $("fleet").querySelector("tbody").innerHTML = rows.join("");
+    $("fleet").querySelector("tbody").replaceChildren(...rows);
     $("fleet-status").textContent = `${body.count} devices`;
   } catch (e) {
     $("fleet-status").textContent = e.status === 403 ? "Fleet health is for operators and technicians." : e.message;
@@ -189,10 +211,10 @@ async function loadRollouts() {
   try {
     const body = await (await api("/v1/campaigns")).json();
     if (!body.count) { $("rollouts").textContent = "No OTA campaign on this hub."; return; }
-    $("rollouts").innerHTML = body.data.map((c) =>
-      `<div class="campaign"><b>${c.id}</b> ${c.target} <span class="muted">${c.state}, wave ${c.wave}/${c.waves}</span> ` +
-      `<progress max="${c.devices}" value="${c.installed}"></progress> ${c.installed}/${c.devices}` +
-      (c.failed ? ` <span class="error">${c.failed} failed</span>` : "") + "</div>").join("");
+    $("rollouts").replaceChildren(...body.data.map((c) => el("div", { class: "campaign" },
+      el("b", {}, c.id), ` ${c.target} `, el("span", { class: "muted" }, `${c.state}, wave ${c.wave}/${c.waves}`), " ",
+      el("progress", { max: Number(c.devices) || 0, value: Number(c.installed) || 0 }), ` ${c.installed}/${c.devices}`,
+      ...(c.failed ? [" ", el("span", { class: "error" }, `${c.failed} failed`)] : []))));
   } catch (e) {
     $("rollouts").textContent = e.status === 403 ? "Rollouts are for operators and technicians." : e.message;
   }
@@ -213,6 +235,7 @@ async function liveEvents() {
       while ((cut = buffer.indexOf("\n\n")) >= 0) {
         const chunk = buffer.slice(0, cut);
         buffer = buffer.slice(cut + 2);
+        if (chunk.startsWith(": closed: ")) $("live-status").textContent = `disconnected (${chunk.slice(10)})`;
         if (!chunk.startsWith("data: ")) continue;
         const e = JSON.parse(chunk.slice(6));
         const li = document.createElement("li");

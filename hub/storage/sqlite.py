@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from pathlib import Path
 
@@ -109,6 +110,25 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
 ]  # fmt: skip
 
 
+def _private_database(path: Path) -> None:
+    """The database holds password hashes, the audit log and the unsuppressed cube (issue 17): 0600.
+
+    A folder made here is 0700; the file is created 0600 before SQLite opens it, and SQLite gives its
+    -wal and -shm files the database's own mode. A database made world-readable by an older hub is
+    narrowed when its owner opens it.
+    """
+    if not path.parent.exists():
+        path.parent.mkdir(parents=True, mode=0o700)
+        path.parent.chmod(0o700)  # the umask may have narrowed it further, never widened: set it
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        try:
+            if file.exists() and file.stat().st_uid == os.getuid() and file.stat().st_mode & 0o077:
+                file.chmod(0o600)
+        except FileNotFoundError:  # the journal went away between the two calls: nothing to narrow
+            pass
+
+
 class SQLiteStore(SqlStore):
     """One connection guarded by a lock (SQLite has one writer anyway)."""
 
@@ -119,7 +139,7 @@ class SQLiteStore(SqlStore):
         super().__init__()
         self.path = str(path)
         if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            _private_database(Path(self.path))
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         # FULL: a committed batch survives power loss too, not only a crash of the process.

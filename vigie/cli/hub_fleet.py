@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from vigie.cli.options import FMT, add_db, add_state_dir, hub_settings
@@ -48,6 +49,14 @@ def register(hub_sub: Any) -> None:
         action="append",
         default=None,
         help="Name or address devices use to reach the broker; repeat for several (default localhost).",
+    )
+    init.add_argument(
+        "--offline-keys",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="Put the TUF root and targets keys in DIR (a removable medium), not on the hub; the hub "
+        "keeps snapshot and timestamp. Publishing then needs VIGIE_OTA_OFFLINE_KEYS=DIR (docs/security.md).",
     )
     init.set_defaults(handler=_hub_init)
 
@@ -117,12 +126,14 @@ def _hub_init(args: argparse.Namespace) -> int:
     state = settings.hub_state()
     assert state is not None
     hosts = args.broker_host or ["localhost", "127.0.0.1"]
-    state.init(hosts)
+    state.init(hosts, offline_keys=args.offline_keys)
     store = open_store(settings.db)
     refresh_broker(store, DeviceCA.load(state.pki), state.layout, reload=False)
     store.close()
     print(f"device CA     {state.pki / 'ca.crt'}")
     print(f"OTA root      {state.ota / 'metadata' / 'root.json'}")
+    if args.offline_keys:
+        print(f"offline keys  {args.offline_keys} (TUF root and targets: store this medium off the hub)")
     print(f"broker config {state.layout.folder / 'mosquitto.conf'} (TLS for: {', '.join(hosts)})")
     print(f"\nnext: run the broker with it, start the hub with VIGIE_HUB_STATE_DIR={state.folder}, then\n"
           "      vigie hub enrol-token create --site SITE --profile PROFILE --device DEVICE")  # fmt: skip

@@ -4,28 +4,36 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from hub.api.deps import EPOCH_MAX, StoreDep
 from hub.api.schemas import EventPublic, EventsPublic
+from hub.auth import Principal, recheck
 from hub.storage import EventQuery
 
 router = APIRouter(prefix="/v1/events", tags=["events"])
+_CURSOR = re.compile(r"[0-9]{1,19}")
+CURSOR_MAX = 2**63 - 1  # the store's sequence numbers are signed 64-bit integers
+#: How often an open stream re-checks its token (revocation, expiry, disablement, role): issue 17.
+RECHECK_S = 2.0
 
 
 @router.get("", response_model=EventsPublic, summary="List events, newest first")
 def list_events(
     store: StoreDep,
-    site: Annotated[str | None, Query(description="Only this site.")] = None,
-    device: Annotated[str | None, Query(description="Only this device.")] = None,
-    kind: Annotated[str | None, Query(description="zone_count, line_count, alert or measurement.")] = None,
-    zone: Annotated[str | None, Query(description="Only this zone, line or sensor.")] = None,
+    site: Annotated[str | None, Query(max_length=48, description="Only this site.")] = None,
+    device: Annotated[str | None, Query(max_length=48, description="Only this device.")] = None,
+    kind: Annotated[
+        str | None, Query(max_length=32, description="zone_count, line_count, alert or measurement.")
+    ] = None,
+    zone: Annotated[str | None, Query(max_length=64, description="Only this zone, line or sensor.")] = None,
     since: Annotated[
         int | None, Query(ge=0, le=EPOCH_MAX, description="Windows starting at or after (UTC epoch s).")
     ] = None,
@@ -33,12 +41,16 @@ def list_events(
         int | None, Query(ge=0, le=EPOCH_MAX, description="Windows starting before (UTC epoch s).")
     ] = None,
     limit: Annotated[int, Query(ge=1, le=1000, description="Page size.")] = 100,
-    cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page.")] = None,
+    cursor: Annotated[
+        str | None, Query(max_length=19, description="`next_cursor` of the previous page.")
+    ] = None,
 ) -> EventsPublic:
     """Events from every device, newest first, with cursor pagination."""
     cursor_seq: int | None = None
     if cursor is not None:
-        if not cursor.isdigit():
+        # ASCII digits only, within a signed 64-bit integer (str.isdigit() accepts "²", which int()
+        # then refuses, and the store refuses integers past 2**63 - 1: both were HTTP 500s).
+        if not _CURSOR.fullmatch(cursor) or int(cursor) > CURSOR_MAX:
             raise HTTPException(
                 422,
                 detail=[
@@ -76,6 +88,7 @@ def list_events(
     responses={200: {"content": {"text/event-stream": {}}}},
 )
 async def stream(
+    request: Request,
     store: StoreDep,
     max_s: Annotated[
         float, Query(gt=0, le=3600, description="Close after this many seconds; reconnect.")
@@ -83,12 +96,26 @@ async def stream(
 ) -> StreamingResponse:
     """New events as they are stored, one `data:` line of JSON each; a comment every 15 s keeps it open."""
 
+    principal: Principal = request.state.principal  # set by the router's require("events:read")
+    last_check = time.monotonic()
+
+    async def refused() -> str | None:
+        """Re-check the token every RECHECK_S: the stream ends soon after it stops being valid."""
+        nonlocal last_check
+        if time.monotonic() - last_check < RECHECK_S:
+            return None
+        last_check = time.monotonic()
+        return await run_in_threadpool(recheck, store, principal, "events:read")
+
     async def feed() -> AsyncIterator[str]:
         seen: set[str] = set()
         first = True
         deadline = time.monotonic() + max_s
         last_beat = time.monotonic()
         while time.monotonic() < deadline:
+            if (why := await refused()) is not None:
+                yield f": closed: {why}\n\n"  # an SSE comment: clients see why before the end
+                return
             rows, _ = await run_in_threadpool(store.list_events, EventQuery(limit=50))
             for row in reversed(rows):
                 if row["id"] not in seen:
