@@ -47,7 +47,13 @@ class HubSettings(BaseModel):
     )
     broker_user: str | None = Field(default=None, description="Account the broker runs as (its `user`).")
     auth: bool = Field(default=True, description="Require bearer tokens (off only for closed test benches).")
-    k: int = Field(default=5, ge=1, description="Aggregates under k are suppressed in every API answer.")
+    k: int = Field(default=5, ge=3, description="Aggregates under k are suppressed in every API answer.")
+    min_device_k: int = Field(
+        default=3, ge=1, description="Events counted on a device with a smaller k are quarantined."
+    )
+    tz: str = Field(
+        default="Europe/Paris", description="The city's time zone: days, ISO weeks and months start there."
+    )
     token_ttl_s: float = Field(default=8 * 3600, gt=0, description="Lifetime of a login token.")
     rate: float = Field(default=20.0, gt=0, description="Requests per second per token (burst 4× that).")
     device_rate: float = Field(
@@ -96,6 +102,8 @@ class HubSettings(BaseModel):
             broker_user=env.get("VIGIE_HUB_BROKER_USER") or None,
             auth=env.get("VIGIE_HUB_AUTH", "on").lower() not in {"off", "0", "false", "no"},
             k=int(env.get("VIGIE_HUB_K", "5")),
+            min_device_k=int(env.get("VIGIE_HUB_MIN_DEVICE_K", "3")),
+            tz=env.get("VIGIE_HUB_TZ", "Europe/Paris"),
             fusion_every_s=float(env.get("VIGIE_HUB_FUSION_EVERY", "60")),
             token_ttl_s=float(env.get("VIGIE_HUB_TOKEN_TTL", str(8 * 3600))),
             rate=float(env.get("VIGIE_HUB_RATE", "20")),

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 
 import msgpack
 
+from hub.disclosure.floor import device_k_refusal
 from hub.mqtt_receiver import BatchResult, Delivery, LeanSubscriber
 from hub.ratelimit import RateLimiter
 from hub.storage import QuarantineRecord, Store
@@ -102,6 +103,7 @@ class Ingestor:
         share_group: str | None = None,
         device_rate: float = 100.0,
         device_burst: int = 10_000,
+        min_device_k: int = 1,
     ) -> None:
         if share_group and broker.protocol != "5":
             raise VigieError(
@@ -115,6 +117,7 @@ class Ingestor:
         # limit refuses is acknowledged but neither stored nor receipted: an honest device
         # sends it again later (its outbox keeps it); a flooder's excess is gone.
         self._limiter = RateLimiter(device_rate, device_burst)
+        self.min_device_k = min_device_k
         self._limited_logged: dict[str, float] = {}
         self._share_group = share_group
         filters = [
@@ -227,6 +230,12 @@ class Ingestor:
                     )
                 continue
             result = classify(item.topic, item.payload, item.received_at)
+            if not isinstance(result, QuarantineRecord) and (
+                refusal := device_k_refusal(result, self.min_device_k)
+            ):
+                result = QuarantineRecord(
+                    item.topic, result.site, result.device, "k", refusal, item.payload, item.received_at
+                )
             if isinstance(result, QuarantineRecord):
                 bad.append(result)
                 on_event_channel = item.topic.endswith("/" + wire.Channel.EVENT.value)

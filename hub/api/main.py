@@ -25,6 +25,7 @@ from hub.api.routes import (
 from hub.audit import AuditMiddleware, require_purpose
 from hub.auth import require
 from hub.config import HubSettings
+from hub.disclosure.calendar import CityCalendar
 from hub.ingest import Ingestor
 from hub.ratelimit import RateLimiter
 from hub.retention import PurgeJob
@@ -84,6 +85,7 @@ def create_app(settings: HubSettings | None = None) -> FastAPI:
                 share_group=settings.share_group,
                 device_rate=settings.device_rate,
                 device_burst=settings.device_burst,
+                min_device_k=settings.min_device_k,
             )
             if settings.ingest
             else None
@@ -92,6 +94,7 @@ def create_app(settings: HubSettings | None = None) -> FastAPI:
         app.state.store = store
         app.state.settings = settings
         app.state.k = settings.k
+        app.state.calendar = CityCalendar(settings.tz)
         app.state.token_ttl_s = settings.token_ttl_s
         app.state.rate_limiter = RateLimiter(settings.rate, burst=max(1, int(settings.rate * 4)))
         app.state.auth_enabled = settings.auth

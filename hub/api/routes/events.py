@@ -8,12 +8,13 @@ import time
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from hub.api.deps import EPOCH_MAX, StoreDep
 from hub.api.schemas import EventPublic, EventsPublic
+from hub.disclosure.floor import floor_event
 from hub.storage import EventQuery
 
 router = APIRouter(prefix="/v1/events", tags=["events"])
@@ -22,6 +23,7 @@ router = APIRouter(prefix="/v1/events", tags=["events"])
 @router.get("", response_model=EventsPublic, summary="List events, newest first")
 def list_events(
     store: StoreDep,
+    request: Request,
     site: Annotated[str | None, Query(description="Only this site.")] = None,
     device: Annotated[str | None, Query(description="Only this device.")] = None,
     kind: Annotated[str | None, Query(description="zone_count, line_count, alert or measurement.")] = None,
@@ -35,7 +37,7 @@ def list_events(
     limit: Annotated[int, Query(ge=1, le=1000, description="Page size.")] = 100,
     cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page.")] = None,
 ) -> EventsPublic:
-    """Events from every device, newest first, with cursor pagination."""
+    """Events from every device, newest first, with cursor pagination; counts under k served as `"<k"`."""
     cursor_seq: int | None = None
     if cursor is not None:
         if not cursor.isdigit():
@@ -63,7 +65,7 @@ def list_events(
         )
     )
     return EventsPublic(
-        data=[EventPublic(**row) for row in data],
+        data=[EventPublic(**floor_event(row, request.app.state.k)) for row in data],
         count=len(data),
         next_cursor=str(next_seq) if next_seq is not None else None,
     )
@@ -77,11 +79,16 @@ def list_events(
 )
 async def stream(
     store: StoreDep,
+    request: Request,
     max_s: Annotated[
         float, Query(gt=0, le=3600, description="Close after this many seconds; reconnect.")
     ] = 300,
 ) -> StreamingResponse:
-    """New events as they are stored, one `data:` line of JSON each; a comment every 15 s keeps it open."""
+    """New events as they are stored, one `data:` line of JSON each; a comment every 15 s keeps it open.
+
+    Counts under k are served as `"<k"`, as in `GET /v1/events`.
+    """
+    k = request.app.state.k
 
     async def feed() -> AsyncIterator[str]:
         seen: set[str] = set()
@@ -94,7 +101,7 @@ async def stream(
                 if row["id"] not in seen:
                     seen.add(row["id"])
                     if not first:
-                        yield f"data: {json.dumps(row)}\n\n"
+                        yield f"data: {json.dumps(floor_event(row, k))}\n\n"
             if first:
                 yield ": connected\n\n"
                 first = False

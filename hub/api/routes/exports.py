@@ -12,9 +12,11 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 
 from hub.api.deps import EpochQuery, StoreDep
+from hub.disclosure.calendar import Level
+from hub.disclosure.floor import protect_rollup
+from hub.disclosure.tables import CubeFilter, cube_table
 from hub.fusion.cameras import load_locations
-from hub.privacy import BUCKETS, bucket_rows, suppress
-from hub.storage import CubeQuery, RollupQuery
+from hub.storage import RollupQuery
 
 router = APIRouter(prefix="/v1", tags=["exports"])
 
@@ -54,23 +56,11 @@ def zones(
 
 
 def _cube_rows(
-    request: Request,
-    store: Any,
-    source: str | None,
-    since: int | None,
-    until: int | None,
-    bucket: Literal["hour", "day", "week"],
-) -> list[dict[str, Any]]:
-    size = BUCKETS[bucket]
-    rows = store.query_cube(
-        CubeQuery(
-            sources=(source,) if source else (),
-            start=None if since is None else since - since % size,
-            end=None if until is None else -(-until // size) * size,
-            limit=2_000_000,
-        )
-    )
-    return suppress(bucket_rows(rows, bucket), request.app.state.k)
+    request: Request, store: Any, source: str | None, since: int | None, until: int | None, bucket: Level
+) -> tuple[dict[str, Any], ...]:
+    state = request.app.state
+    flt = CubeFilter(sources=(source,) if source else ())
+    return cube_table(store, flt, bucket, since, until, state.k, state.calendar).rows
 
 
 @router.get(
@@ -85,16 +75,17 @@ def cube_csv(
     source: str | None = None,
     since: EpochQuery = None,
     until: EpochQuery = None,
-    bucket: Literal["hour", "day", "week"] = "day",
+    bucket: Level = "day",
 ) -> Response:
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(["zone", "start", "bucket", "source", "category", "n", "suppressed"])
+    writer.writerow(["zone", "start", "end", "bucket", "source", "category", "n", "suppressed"])
     for r in _cube_rows(request, store, source, since, until, bucket):
         writer.writerow(
             [
                 r["zone"],
                 r["start"],
+                r["end"],
                 r["bucket"],
                 r["source"],
                 r["category"],
@@ -116,7 +107,7 @@ def cube_geojson(
     source: str | None = None,
     since: EpochQuery = None,
     until: EpochQuery = None,
-    bucket: Literal["hour", "day", "week"] = "day",
+    bucket: Level = "day",
 ) -> JSONResponse:
     polygons = {p.name: p for p in request.app.state.zone_index.polygons}
     features = []
@@ -144,7 +135,7 @@ def ngsi_ld(
     until: EpochQuery = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
 ) -> JSONResponse:
-    """One entity per camera place and hour, from the roll-ups; values under k are left out."""
+    """One entity per camera place and hour, from the roll-ups as analysts get them (disclosure/floor.py)."""
     k = request.app.state.k
     where = load_locations(store)
     metric = "peak:person" if type == "CrowdFlowObserved" else "forward:*"
@@ -152,7 +143,9 @@ def ngsi_ld(
     if type == "TrafficFlowObserved":
         rows += store.list_rollups(RollupQuery(metric="backward:*", since=since, until=until, limit=limit))
     entities = []
-    for r in rows:
+    for r in (protect_rollup(row, k) for row in rows):
+        if r["total"] is None:
+            continue
         value = r["total"] / r["n"] if type == "CrowdFlowObserved" and r["n"] else r["total"]
         if value < k:
             continue
