@@ -244,6 +244,7 @@ def test_gdpr_records_follow_the_live_configuration(
     assert "k = 5" in record
     dpia = client.get("/v1/gdpr/dpia", headers=dpo).text
     assert "(c) Risks" in dpia
+    assert "| Anomalies reveal no hidden count |" in dpia  # the guarantees table of docs/privacy.md
     assert client.get("/v1/gdpr/retention", headers=dpo).json()["policy"]["events_days"] == 90
 
     import subprocess
