@@ -38,6 +38,7 @@ class CubePublic(BaseModel):
     k: int = Field(description="Buckets under k are suppressed, and others with them (complementary).")
     since: int | None = Field(description="Start of the first whole bucket covered (UTC epoch s).")
     until: int | None = Field(description="End of the last whole bucket covered (UTC epoch s).")
+    tz: str = Field(description="The city's time zone, where days, weeks and months start.")
 
 
 class AnomaliesPublic(BaseModel):
@@ -101,8 +102,9 @@ def cube(
     state = request.app.state
     table = cube_table(store, flt, bucket, since, until, state.k, state.calendar, limit)
     return CubePublic(
-        data=list(table.rows), count=len(table.rows), k=table.k, since=table.since, until=table.until
-    )
+        data=list(table.rows), count=len(table.rows), k=table.k, since=table.since, until=table.until,
+        tz=state.calendar.tz,
+    )  # fmt: skip
 
 
 @router.get("/anomalies", response_model=AnomaliesPublic, summary="Zone-hours far above their baseline")
