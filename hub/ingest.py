@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 
 import msgpack
 
-from hub.disclosure.floor import device_k_refusal
+from hub.disclosure.floor import coarse_arrival, device_k_refusal
 from hub.mqtt_receiver import BatchResult, Delivery, LeanSubscriber
 from hub.ratelimit import RateLimiter
 from hub.storage import QuarantineRecord, Store
@@ -258,7 +258,10 @@ class Ingestor:
                 events.append(result)
                 settled.setdefault((result.site, result.device), []).append(result.id)
         now = time.time()
-        inserted = self.store.add_events(events, now)
+        alerts = [e for e in events if isinstance(e, wire.Alert)]
+        inserted = self.store.add_events([e for e in events if not isinstance(e, wire.Alert)], now)
+        if alerts:  # stored with the grid time, not the arrival second (docs/privacy.md)
+            inserted += self.store.add_events(alerts, coarse_arrival(now))
         self.store.quarantine(bad)
         for beat, at in heartbeats:
             self.store.record_heartbeat(beat, at)

@@ -271,10 +271,11 @@ def test_no_route_reads_aggregates_around_the_layer() -> None:
         ProtectedTable((), K)
 
 
-def test_events_from_a_device_below_the_minimum_k_are_quarantined_with_the_reason(
+def test_ingest_quarantines_a_small_device_k_and_stores_alerts_on_the_grid(
     tmp_path: Path, broker: LocalBroker
 ) -> None:
-    """Through a real Mosquitto and the real ingest: k = 1 is refused with the reason, k = 3 is stored."""
+    """Through a real Mosquitto and the real ingest: k = 1 is refused with the reason, k = 3 is stored,
+    and an alert is stored with its arrival on the alerts' 10 s grid, not the second it came."""
     from hub.ingest import Ingestor
     from hub.storage import SQLiteStore
     from tests.test_e2e import publisher
@@ -289,12 +290,15 @@ def test_events_from_a_device_below_the_minimum_k_are_quarantined_with_the_reaso
         pub = publisher(broker.port)
         low = event(site=site, k=1)
         ok = event(site=site, k=3, counts={"person": 4}, mean_counts={"person": 2.0})
-        for e in (low, ok):
+        fired = int(time.time()) // 10 * 10
+        alert = wire.Alert(site=site, device="cam-01", id=wire.new_event_id(fired), rule="crowd_density",
+                           zone="quai", ts=fired, value=9.0, threshold=5.0, model="m@1")  # fmt: skip
+        for e in (low, ok, alert):
             pub.publish(
                 wire.topic(site, "cam-01", wire.Channel.EVENT), wire.encode(e), qos=1
             ).wait_for_publish(5)
         deadline = time.monotonic() + 15
-        while time.monotonic() < deadline and (store.count_events() < 1 or not store.list_quarantine()):
+        while time.monotonic() < deadline and (store.count_events() < 2 or not store.list_quarantine()):
             time.sleep(0.1)
         pub.disconnect()
     finally:
@@ -302,4 +306,7 @@ def test_events_from_a_device_below_the_minimum_k_are_quarantined_with_the_reaso
     rows = store.list_quarantine()
     assert [r["field"] for r in rows] == ["k"]
     assert "counted with k = 1, below the hub's minimum 3" in rows[0]["reason"]
-    assert [e["id"] for e in store.list_events(EventQuery(site=site))[0]] == [ok.id]
+    stored = {e["id"]: e for e in store.list_events(EventQuery(site=site))[0]}
+    assert set(stored) == {ok.id, alert.id}
+    assert stored[alert.id]["received_at"] % 10 == 0
+    assert stored[ok.id]["received_at"] % 10 != 0  # windows keep their arrival (not a firing time)

@@ -20,7 +20,7 @@ from typing import Any
 
 from vigie import wire
 
-__all__ = ["COUNT_METRICS", "device_k_refusal", "floor_event", "protect_rollup"]
+__all__ = ["COUNT_METRICS", "coarse_arrival", "device_k_refusal", "floor_event", "protect_rollup"]
 
 #: Roll-up metrics that are sums of per-window counts of objects.
 COUNT_METRICS = ("peak", "forward", "backward")
@@ -71,3 +71,13 @@ def device_k_refusal(message: wire.Message, min_k: int) -> str | None:
             "device's site configuration (or lower VIGIE_HUB_MIN_DEVICE_K, knowingly)"
         )
     return None
+
+
+def coarse_arrival(received_at: float) -> float:
+    """An alert's arrival time as the hub stores it: on the alerts' grid, never the second it came.
+
+    The device publishes at the grid boundary (the edge's side of issue 16); the arrival second would
+    still tell the broker's and the hub's clocks when the rule fired, so it is not kept.
+    """
+    grid = wire.ALERT_GRANULARITY_S
+    return float(int(received_at // grid) * grid)
