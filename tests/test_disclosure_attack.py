@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
@@ -104,6 +106,23 @@ def analyst(tmp_path: Path) -> Iterator[tuple[TestClient, Plant]]:
         yield pair
 
 
+def plant_store(store: Any, plant: Plant) -> None:
+    """Through the store, as the importer, the learner and the ingest write them."""
+    store.record_import("police", f"{time.monotonic_ns():064x}"[-64:], "planted.csv", {}, plant.cube, 0)
+    if plant.anomalies:
+        store.add_anomalies(plant.anomalies, 0.0)
+    store.add_events(plant.events, float(P0 + 9 * HOUR))
+    store.add_user("ana", hash_password(PASSWORD), "analyst", time.time())
+
+
+def log_in(client: httpx.Client) -> None:
+    """One analyst, logged in with a password like any user."""
+    login = client.post("/v1/auth/token", data={"username": "ana", "password": PASSWORD}).json()
+    client.headers.update(
+        {"Authorization": f"Bearer {login['access_token']}", "X-Purpose": "disclosure audit"}
+    )
+
+
 class Hub:
     """The real app (SQLite store), planted through the store, and an analyst's session."""
 
@@ -114,17 +133,8 @@ class Hub:
 
     def __enter__(self) -> tuple[TestClient, Plant]:
         self.client = TestClient(self.app).__enter__()
-        store = self.app.state.store
-        store.record_import(
-            "police", f"{time.monotonic_ns():064x}"[-64:], "planted.csv", {}, self.plant.cube, 0
-        )
-        if self.plant.anomalies:
-            store.add_anomalies(self.plant.anomalies, 0.0)
-        store.add_events(self.plant.events, float(P0 + 9 * HOUR))
-        store.add_user("ana", hash_password(PASSWORD), "analyst", time.time())
-        login = self.client.post("/v1/auth/token", data={"username": "ana", "password": PASSWORD}).json()
-        self.client.headers.update({"Authorization": f"Bearer {login['access_token']}",
-                                    "X-Purpose": "disclosure audit"})  # fmt: skip
+        plant_store(self.app.state.store, self.plant)
+        log_in(self.client)
         return self.client, self.plant
 
     def __exit__(self, *exc: object) -> None:
@@ -142,7 +152,7 @@ RANGES: list[tuple[int | None, int | None]] = [
 LEVELS = ("hour", "day", "week", "month")
 
 
-def collect(client: TestClient, plant: Plant, *, full: bool = True) -> Knowledge:
+def collect(client: httpx.Client, plant: Plant, *, full: bool = True) -> Knowledge:
     """Everything one analyst can fetch, as facts on the planted cells."""
     know = Knowledge()
     for key in plant.truth():
@@ -185,7 +195,7 @@ def collect(client: TestClient, plant: Plant, *, full: bool = True) -> Knowledge
     return know
 
 
-def _all_events(client: TestClient) -> list[dict[str, Any]]:
+def _all_events(client: httpx.Client) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     cursor = None
     while True:
@@ -310,3 +320,42 @@ def test_ingest_quarantines_a_small_device_k_and_stores_alerts_on_the_grid(
     assert set(stored) == {ok.id, alert.id}
     assert stored[alert.id]["received_at"] % 10 == 0
     assert stored[ok.id]["received_at"] % 10 != 0  # windows keep their arrival (not a firing time)
+
+
+def test_the_attack_under_real_uvicorn_with_the_live_stream(tmp_path: Path) -> None:
+    """The same collection over HTTP from a real uvicorn, plus the live stream while events arrive."""
+    import threading
+
+    import uvicorn
+
+    from vigie.netutil import free_port
+
+    plant = plant_of(CELLS, ANOMALIES, WINDOWS)
+    app = create_app(HubSettings(db=str(tmp_path / "hub.sqlite"), ingest=False, k=K, rate=100_000))
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 20
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert server.started
+        plant_store(app.state.store, plant)
+        live = plant_of([], [], [4, 8, 3])
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            log_in(client)
+            later = threading.Timer(1.5, lambda: app.state.store.add_events(live.events, time.time()))
+            streamed: list[dict[str, Any]] = []
+            with client.stream("GET", "/v1/events/stream", params={"max_s": 4}) as r:
+                later.start()
+                streamed = [json.loads(line[5:]) for line in r.iter_lines() if line.startswith("data:")]
+            assert {e["id"] for e in streamed} == {e.id for e in live.events}
+            assert all(v == f"<{K}" or v >= K for e in streamed for v in e["counts"].values())
+            plant.events += live.events
+            know = collect(client, plant, full=False)
+            event_facts(know, streamed, "stream")
+        assert disclosures(know, plant.truth()) == []
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
