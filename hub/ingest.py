@@ -103,7 +103,7 @@ class Ingestor:
         share_group: str | None = None,
         device_rate: float = 100.0,
         device_burst: int = 10_000,
-        min_device_k: int = 1,
+        min_device_k: int = 3,
     ) -> None:
         if share_group and broker.protocol != "5":
             raise VigieError(

@@ -671,6 +671,7 @@ def _hub_ingest(args: argparse.Namespace) -> int:
         broker, store, client_id=f"{args.client_id}-{index}", share_group=args.group if shared else None,
         device_rate=float(env.get("VIGIE_HUB_DEVICE_RATE", "100")),
         device_burst=int(env.get("VIGIE_HUB_DEVICE_BURST", "10000")),
+        min_device_k=int(env.get("VIGIE_HUB_MIN_DEVICE_K", "3")),
     )  # fmt: skip
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
