@@ -26,12 +26,12 @@ sibling first), which hides somewhat more but needs no solver at request time.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from hub.disclosure.calendar import CityCalendar, Level
 
-__all__ = ["Cell", "Node", "protect_series"]
+__all__ = ["Cell", "Node", "pinned", "protect_series"]
 
 Node = tuple[Level, int]  # (level, bucket start)
 BIG = float("inf")
@@ -76,14 +76,14 @@ class _Tree:
         while changed:
             changed = False
             for p, kids in eqs:
-                slo, shi = sum(lo[c] for c in kids), sum(hi[c] for c in kids)
-                new = (max(lo[p], slo), min(hi[p], shi))
+                new = (max(lo[p], sum(lo[c] for c in kids)), min(hi[p], _sum_hi(hi[c] for c in kids)))
                 if new != (lo[p], hi[p]):
                     lo[p], hi[p], changed = new[0], new[1], True
                 for c in kids:
-                    c_new = (max(lo[c], lo[p] - (shi - hi[c])), min(hi[c], hi[p] - (slo - lo[c])))
+                    others_lo = sum(lo[o] for o in kids if o != c)
+                    others_hi = _sum_hi(hi[o] for o in kids if o != c)
+                    c_new = (max(lo[c], lo[p] - others_hi), min(hi[c], hi[p] - others_lo))
                     if c_new != (lo[c], hi[c]):
-                        slo, shi = slo + c_new[0] - lo[c], shi + c_new[1] - hi[c]
                         lo[c], hi[c], changed = c_new[0], c_new[1], True
         return lo, hi
 
@@ -109,6 +109,16 @@ class _Tree:
                 return True
             node = p
         return False
+
+
+def _sum_hi(values: Iterable[float]) -> float:
+    """A sum of upper bounds, infinite when one is (never inf - inf, which would be NaN)."""
+    total = 0.0
+    for v in values:
+        if v == BIG:
+            return BIG
+        total += v
+    return total
 
 
 def pinned(lo: float, hi: float, k: int) -> bool:
