@@ -369,3 +369,41 @@ def test_the_attack_under_real_uvicorn_with_the_live_stream(tmp_path: Path) -> N
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    hours=st.dictionaries(st.integers(0, 24 * 14 - 1), st.integers(1, 9), min_size=1, max_size=10),
+    extra=st.sets(st.integers(0, 40), max_size=4),
+)
+def test_the_layer_bounds_every_hidden_hour_as_the_exact_solver_does(
+    hours: dict[int, int], extra: set[int]
+) -> None:
+    """On one series' tree, the layer's interval for each hidden hour is the attacker's exact one."""
+    from hub.disclosure.calendar import CityCalendar
+    from hub.disclosure.tree import _Tree
+
+    cal = CityCalendar()
+    tree = _Tree({P0 + h * HOUR: float(n) for h, n in hours.items()}, cal)
+    nodes = sorted(tree.value)
+    hidden = {x for x in nodes if tree.value[x] < K} | {nodes[i % len(nodes)] for i in extra}
+    lo, hi = tree.bounds(hidden)
+    know = Knowledge()
+    leaves = {x: [h for h in nodes if h[0] == "hour" and _under(tree, h, x)] for x in nodes}
+    for h in leaves:
+        if h[0] == "hour":
+            know.unknown(h)
+    for x in nodes:
+        if x not in hidden:
+            know.equal(leaves[x], tree.value[x], str(x))
+    for h in (x for x in nodes if x[0] == "hour" and x in hidden):
+        exact = know.interval(h)
+        assert (lo[h], min(hi[h], 10_000)) == exact, (h, exact, lo[h], hi[h])
+
+
+def _under(tree: Any, leaf: Any, node: Any) -> bool:
+    while leaf != node:
+        if leaf not in tree.parent:
+            return False
+        leaf = tree.parent[leaf]
+    return True
