@@ -61,7 +61,7 @@ SCOPES: dict[str, str] = {
 #: Roles and their scopes (docs/api.md has the full matrix).
 ROLES: dict[str, frozenset[str]] = {
     "analyst": frozenset({"events:read", "analytics:read"}),
-    "operator": frozenset({"events:read", "fleet:read", "fleet:write"}),
+    "operator": frozenset({"fleet:read", "fleet:write"}),  # device health, not counts (docs/privacy.md)
     "technician": frozenset({"fleet:read", "enrol:write"}),
     "dpo": frozenset({"audit:read", "gdpr:read", "analytics:read"}),
     "admin": frozenset(SCOPES),

@@ -78,7 +78,13 @@ class HubSettings(BaseSettings):
     )
     broker_user: str | None = Field(default=None, description="Account the broker runs as (its `user`).")
     auth: bool = Field(default=True, description="Require bearer tokens (off only for closed test benches).")
-    k: int = Field(default=5, ge=1, description="Aggregates under k are suppressed in every API answer.")
+    k: int = Field(default=5, ge=3, description="Aggregates under k are suppressed in every API answer.")
+    min_device_k: int = Field(
+        default=3, ge=1, description="Events counted on a device with a smaller k are quarantined."
+    )
+    tz: str = Field(
+        default="Europe/Paris", description="The city's time zone: days, ISO weeks and months start there."
+    )
     token_ttl_s: float = Field(default=8 * 3600, gt=0, description="Lifetime of a login token.")
     rate: float = Field(default=20.0, gt=0, description="Requests per second per token (burst 4× that).")
     device_rate: float = Field(

@@ -17,7 +17,7 @@ from typing import Any
 
 from hub.storage import EventQuery, Retention, Store
 
-__all__ = ["GdprFacts", "collect_facts", "dpia_draft", "record_of_processing", "to_pdf"]
+__all__ = ["GdprFacts", "collect_facts", "dpia_draft", "privacy_guarantees", "record_of_processing", "to_pdf"]
 
 SOURCE_DESCRIPTIONS = {
     "camera": "anonymised counts per zone and time window from the edge devices (no image, no identity)",
@@ -138,6 +138,19 @@ stated purpose of each sensitive request; devices provisioned with SSH keys only
 """
 
 
+PRIVACY_DOC = Path(__file__).resolve().parent.parent / "docs" / "privacy.md"
+
+
+def privacy_guarantees(doc: Path = PRIVACY_DOC) -> str:
+    """The guarantees table of docs/privacy.md, so that the DPIA states what the code enforces."""
+    try:
+        text = doc.read_text(encoding="utf-8")
+    except OSError:
+        return f"(the table is in docs/privacy.md, not installed with this hub: {doc} is missing)"
+    section = text.split("\n## Guarantees\n", 1)[-1].split("\n## ", 1)[0]
+    return "\n".join(line for line in section.strip().splitlines() if line.startswith("|"))
+
+
 def dpia_draft(f: GdprFacts) -> str:
     """Article 35(7) draft: (a) description, (b) necessity and proportionality, (c) risks, (d) measures."""
     return f"""# Data-protection impact assessment: draft (GDPR art. 35(7))
@@ -168,11 +181,15 @@ risk per zone. Purposes: see the record of processing.
 
 | risk | likelihood | severity | notes |
 |---|---|---|---|
-| Re-identification from small counts at a place and hour | low | medium | k-suppression, fixed buckets |
+| Re-identification from small counts at a place and hour | low | medium | disclosure control, below |
 | Images leaving a device (compromise, misconfiguration) | low | high | no code path publishes pixels |
 | Function creep (watching individuals) | medium | high | no identity to follow; every request audited |
 | Feedback loops concentrating police attention | medium | medium | exclusion switch; concentration report |
 | Unauthorised access to the hub | low | medium | roles, tokens, rate limits, audit chain |
+
+### Disclosure control, guarantee by guarantee (docs/privacy.md)
+
+{privacy_guarantees()}
 
 ## (d) Measures envisaged
 

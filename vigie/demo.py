@@ -239,6 +239,8 @@ def run_demo(opts: DemoOptions) -> int:
                     "1",
                     "--window",
                     "10",
+                    "--k",
+                    "3",  # the hub refuses events counted with a k under its minimum (3)
                     "--model-dir",
                     str(model_dir),
                     "--outbox",

@@ -155,6 +155,11 @@ class FleetResult:
     ota_failed: int = 0
 
 
+def _suppressed(n: int, k: int = 3) -> int | str:
+    """A count as a device with k = 3 sends it (the hub refuses events counted with a smaller k)."""
+    return n if n == 0 or n >= k else f"<{k}"
+
+
 async def _device(i: int, opts: SimOptions, result: FleetResult, start: float, storm: asyncio.Event) -> None:
     device = f"dev-{i:05d}"
     rng = random.Random(i)
@@ -198,7 +203,7 @@ async def _device(i: int, opts: SimOptions, result: FleetResult, start: float, s
                         e = wire.ZoneCountEvent(
                             site=opts.site, device=device, zone=f"z{z}", id=wire.new_event_id(window),
                             window_start=window, window_s=opts.window_s, frames=opts.window_s * 5,
-                            counts={"person": rng.randint(0, 20)}, mean_counts={}, k=1,
+                            counts={"person": _suppressed(rng.randint(0, 20))}, mean_counts={}, k=3,
                             model="ssd-mobilenet-v2-coco-quant@1.0.0",
                         )  # fmt: skip
                         try:

@@ -27,6 +27,7 @@ from hub.api.routes import (
 from hub.audit import AuditMiddleware, require_purpose
 from hub.auth import require
 from hub.config import HubSettings
+from hub.disclosure.calendar import CityCalendar
 from hub.ingest import Ingestor
 from hub.login_guard import LoginGuard
 from hub.ratelimit import RateLimiter
@@ -103,12 +104,14 @@ def create_app(settings: HubSettings | None = None) -> FastAPI:
                 share_group=settings.share_group,
                 device_rate=settings.device_rate,
                 device_burst=settings.device_burst,
+                min_device_k=settings.min_device_k,
             )
             if settings.ingest
             else None
         )
         purge = PurgeJob(store, settings.retention, settings.purge_every_s)
         app.state.store = store
+        app.state.calendar = CityCalendar(settings.tz)
         app.state.rate_limiter = RateLimiter(settings.rate, burst=max(1, int(settings.rate * 4)))
         if not settings.auth:
             log.warning("API authentication is OFF (VIGIE_HUB_AUTH=off): for closed test benches only")

@@ -140,6 +140,7 @@ async function loadActivity() {
   }
   state.frames = Object.keys(frames).map(Number).sort((a, b) => a - b);
   state.rows = frames;
+  state.tz = body.tz || "UTC";
   const select = $("source");
   if (select.options.length === 1) for (const s of [...sources].sort()) select.add(new Option(s, s));
   $("time").max = String(Math.max(0, state.frames.length - 1));
@@ -154,14 +155,21 @@ function showFrame() {
   if (t === undefined) { $("time-label").textContent = "no data yet"; paint({}, ""); return; }
   const bucket = $("bucket").value;
   const iso = new Date(t * 1000).toISOString();
-  $("time-label").textContent = bucket === "hour" ? iso.slice(0, 13) + ":00Z" : (bucket === "week" ? "week of " : "") + iso.slice(0, 10);
+  // Days, weeks and months start at midnight in the city's time zone: label them there.
+  const local = new Date(t * 1000).toLocaleDateString("sv-SE", { timeZone: state.tz || "UTC" });
+  const prefix = bucket === "week" ? "week of " : bucket === "month" ? "month from " : "";
+  $("time-label").textContent = bucket === "hour" ? iso.slice(0, 13) + ":00Z" : prefix + local;
   paint(state.rows[t], `per ${bucket}`);
 }
 
 async function loadAnomalies() {
   const body = await (await api("/v1/anomalies?limit=5000", { purpose: "dashboard: anomaly map" })).json();
   const values = {};
-  for (const a of body.data) values[a.zone] = Math.max(values[a.zone] || 0, a.p > 0 ? -Math.log10(a.p) : 30);
+  for (const a of body.data) {
+    // The hub serves anomalies only on hours it serves; a row without its p is never coloured.
+    if (a.suppressed || a.p === null || a.p === undefined) continue;
+    values[a.zone] = Math.max(values[a.zone] || 0, a.p > 0 ? -Math.log10(a.p) : 30);
+  }
   $("time").disabled = true;
   $("time-label").textContent = `${body.count} anomalies`;
   paint(values, "−log10 p");

@@ -83,7 +83,7 @@ class LearnerParams:
     smooth: float = 0.1
     learning_rate: float = 0.01  # AdaGrad step: scale-free, however many cells there are
     alert_p: float = 1e-4
-    alert_min: int = 3
+    alert_min: int = 5  # ≥ the hub's k: an anomaly is never about a count that k hides
     covariate_window_h: int = 24
 
 

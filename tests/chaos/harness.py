@@ -211,7 +211,7 @@ class Bench:
         zones = [a for z in ZONES for a in ("--zone", z)]
         return cli(
             "edge", "run", "--site", SITE, "--device", device, "--source", str(source or self.clip),
-            "--realtime", "--fps-cap", "2", "--threads", "1", "--window", "10", *zones,
+            "--realtime", "--fps-cap", "2", "--threads", "1", "--window", "10", "--k", "3", *zones,
             "--model-dir", str(self.model_dir),
             "--broker", f"{broker_host or self.broker_host}:{self.broker_port}",
             "--outbox", str(self.workdir / f"{device}.outbox"), "--drain-timeout", "400",

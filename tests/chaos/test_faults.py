@@ -223,7 +223,7 @@ def _past_events(device: str, n: int) -> list[tuple[str, bytes, int, str]]:
     for i in range(n):
         ws = start + 10 * (i // 10)
         e = wire.ZoneCountEvent(
-            id=wire.new_event_id(ws), site=SITE, device=device, window_start=ws, window_s=10, k=1,
+            id=wire.new_event_id(ws), site=SITE, device=device, window_start=ws, window_s=10, k=3,
             model="ssd-mobilenet-v2-coco-quant@1.0.0", zone=f"z{i % 10}", frames=20,
             counts={"person": 3}, mean_counts={"person": 2.5},
         )  # fmt: skip

@@ -16,7 +16,7 @@ from tests.test_wire import event
 @pytest.fixture
 def client(tmp_path: Path) -> Iterator[TestClient]:
     # Authentication off: these are the data contract's tests (tests/hub/test_access.py covers access).
-    app = create_app(HubSettings(db=str(tmp_path / "hub.sqlite"), ingest=False, auth=False))
+    app = create_app(HubSettings(db=str(tmp_path / "hub.sqlite"), ingest=False, auth=False, k=3))
     with TestClient(app) as c:
         c.app.state.store.add_events([event(zone=f"z{i}") for i in range(5)], 1.0)  # type: ignore[attr-defined]
         yield c
@@ -37,7 +37,7 @@ def test_events_pagination(client: TestClient) -> None:
     assert second["next_cursor"] is None
     zones = {e["zone"] for e in first["data"] + second["data"]}
     assert zones == {f"z{i}" for i in range(5)}
-    assert first["data"][0]["counts"] == {"bus": 1, "person": 4}
+    assert first["data"][0]["counts"] == {"bus": "<3", "person": 4}  # under the hub's k: floored
 
 
 def test_bad_parameters_get_422_naming_the_parameter(client: TestClient) -> None:
@@ -78,7 +78,7 @@ def test_every_event_kind_is_served_and_filterable(client: TestClient) -> None:
     body = client.get("/v1/events", params={"zone": "door"}).json()
     assert {e["kind"] for e in body["data"]} == {"line_count", "alert"}
     (served_line,) = client.get("/v1/events", params={"kind": "line_count"}).json()["data"]
-    assert served_line["backward"] == {"person": "<2"}
+    assert served_line["backward"] == {"person": "<3"}  # the hub's floor, whatever the device's k
     (served_alert,) = client.get("/v1/events", params={"kind": "alert"}).json()["data"]
     assert served_alert["rule"] == "wrong_way"
     assert served_alert["line"] == "door"

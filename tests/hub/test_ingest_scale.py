@@ -40,7 +40,8 @@ def publish_events(port: int, n: int, devices: int = 4, qos: int = 1) -> None:
     for i in range(n):
         device = f"cam-{i % devices}"
         ts = WINDOW + 10 * (i // devices)
-        e = event(site="load", device=device, id=wire.new_event_id(ts), window_start=ts)
+        e = event(site="load", device=device, id=wire.new_event_id(ts), window_start=ts, k=3,
+                  counts={"person": 4}, mean_counts={"person": 2.5})  # fmt: skip
         pending.append(
             client.publish(wire.topic("load", device, wire.Channel.EVENT), wire.encode(e), qos=qos)
         )

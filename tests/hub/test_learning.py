@@ -185,9 +185,9 @@ def test_api_serves_cube_forecast_and_anomalies(tmp_path: Path) -> None:
         store.add_anomalies([anomaly], 0.0)  # fmt: skip
         from hub.storage import CubeRow
 
-        store.record_import(
-            "police", "x" * 64, "f.csv", {}, [CubeRow("poly:NOAILLES", T0, "police", "noise", 3.0)], 0
-        )
+        cube = [CubeRow("poly:NOAILLES", T0, "police", "noise", 3.0),
+                CubeRow("h3:883968152bfffff", T0, "police", "noise", 9.0)]  # fmt: skip
+        store.record_import("police", "x" * 64, "f.csv", {}, cube, 0)
         forecast = client.get("/v1/forecast", params={"horizon": 168}).json()
         assert forecast["horizon_h"] == 168
         assert forecast["count"] == len(model.cells) == 3 + 3 * 6  # three cells and their neighbours
@@ -195,6 +195,7 @@ def test_api_serves_cube_forecast_and_anomalies(tmp_path: Path) -> None:
         assert top["probability"] == pytest.approx(1 - math.exp(-top["expected"]))
         assert client.get("/v1/anomalies").json()["data"][0]["observed"] == 9.0
         cube = client.get("/v1/cube", params={"zone_kind": "poly", "category": "noise"}).json()
-        assert cube["data"] == [{"zone": "poly:NOAILLES", "start": T0, "bucket": "hour", "source": "police",
+        assert cube["data"] == [{"zone": "poly:NOAILLES", "start": T0, "end": T0 + 3600, "bucket": "hour",
+                                 "source": "police",
                                  "category": "noise", "n": 3.0, "suppressed": False}]  # fmt: skip
         assert client.get("/v1/cube", params={"zone_kind": "wrong"}).status_code == 422

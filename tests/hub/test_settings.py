@@ -147,7 +147,7 @@ def test_invalid_values_name_the_setting(clean_env: pytest.MonkeyPatch, tmp_path
     message = str(caught.value)
     assert "VIGIE_HUB_H3_RES (environment) = '99': Input should be less than or equal to 15" in message
     assert "VIGIE_HUB_AUTH (environment) = 'maybe'" in message
-    assert f"{tmp_path / 'hub.yaml'}: k = 0: Input should be greater than or equal to 1" in message
+    assert f"{tmp_path / 'hub.yaml'}: k = 0: Input should be greater than or equal to 3" in message
     assert "pydantic" not in message
 
 

@@ -13,9 +13,10 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from hub.api.deps import EPOCH_MAX, StoreDep
+from hub.api.deps import EPOCH_MAX, SettingsDep, StoreDep
 from hub.api.schemas import EventPublic, EventsPublic
 from hub.auth import Principal, recheck
+from hub.disclosure.floor import floor_event
 from hub.storage import EventQuery
 
 router = APIRouter(prefix="/v1/events", tags=["events"])
@@ -28,6 +29,7 @@ RECHECK_S = 2.0
 @router.get("", response_model=EventsPublic, summary="List events, newest first")
 def list_events(
     store: StoreDep,
+    settings: SettingsDep,
     site: Annotated[str | None, Query(max_length=48, description="Only this site.")] = None,
     device: Annotated[str | None, Query(max_length=48, description="Only this device.")] = None,
     kind: Annotated[
@@ -45,7 +47,7 @@ def list_events(
         str | None, Query(max_length=19, description="`next_cursor` of the previous page.")
     ] = None,
 ) -> EventsPublic:
-    """Events from every device, newest first, with cursor pagination."""
+    """Events from every device, newest first, with cursor pagination; counts under k served as `"<k"`."""
     cursor_seq: int | None = None
     if cursor is not None:
         # ASCII digits only, within a signed 64-bit integer (str.isdigit() accepts "²", which int()
@@ -75,7 +77,7 @@ def list_events(
         )
     )
     return EventsPublic(
-        data=[EventPublic(**row) for row in data],
+        data=[EventPublic(**floor_event(row, settings.k)) for row in data],
         count=len(data),
         next_cursor=str(next_seq) if next_seq is not None else None,
     )
@@ -90,11 +92,16 @@ def list_events(
 async def stream(
     request: Request,
     store: StoreDep,
+    settings: SettingsDep,
     max_s: Annotated[
         float, Query(gt=0, le=3600, description="Close after this many seconds; reconnect.")
     ] = 300,
 ) -> StreamingResponse:
-    """New events as they are stored, one `data:` line of JSON each; a comment every 15 s keeps it open."""
+    """New events as they are stored, one `data:` line of JSON each; a comment every 15 s keeps it open.
+
+    Counts under k are served as `"<k"`, as in `GET /v1/events`.
+    """
+    k = settings.k
 
     principal: Principal = request.state.principal  # set by the router's require("events:read")
     last_check = time.monotonic()
@@ -121,7 +128,7 @@ async def stream(
                 if row["id"] not in seen:
                     seen.add(row["id"])
                     if not first:
-                        yield f"data: {json.dumps(row)}\n\n"
+                        yield f"data: {json.dumps(floor_event(row, k))}\n\n"
             if first:
                 yield ": connected\n\n"
                 first = False

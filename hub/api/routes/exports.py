@@ -12,9 +12,11 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 
 from hub.api.deps import EpochQuery, SettingsDep, StoreDep
+from hub.disclosure.calendar import Level
+from hub.disclosure.floor import protect_rollup
+from hub.disclosure.tables import CubeFilter, cube_table
 from hub.fusion.cameras import load_locations
-from hub.privacy import BUCKETS, bucket_rows, suppress
-from hub.storage import CubeQuery, RollupQuery
+from hub.storage import RollupQuery
 
 router = APIRouter(prefix="/v1", tags=["exports"])
 
@@ -54,23 +56,16 @@ def zones(
 
 
 def _cube_rows(
+    request: Request,
     k: int,
     store: Any,
     source: str | None,
     since: int | None,
     until: int | None,
-    bucket: Literal["hour", "day", "week"],
-) -> list[dict[str, Any]]:
-    size = BUCKETS[bucket]
-    rows = store.query_cube(
-        CubeQuery(
-            sources=(source,) if source else (),
-            start=None if since is None else since - since % size,
-            end=None if until is None else -(-until // size) * size,
-            limit=2_000_000,
-        )
-    )
-    return suppress(bucket_rows(rows, bucket), k)
+    bucket: Level,
+) -> tuple[dict[str, Any], ...]:
+    flt = CubeFilter(sources=(source,) if source else ())
+    return cube_table(store, flt, bucket, since, until, k, request.app.state.calendar).rows
 
 
 @router.get(
@@ -80,21 +75,23 @@ def _cube_rows(
     responses={200: {"content": {"text/csv": {}}}},
 )
 def cube_csv(
-    settings: SettingsDep,
+    request: Request,
     store: StoreDep,
+    settings: SettingsDep,
     source: str | None = None,
     since: EpochQuery = None,
     until: EpochQuery = None,
-    bucket: Literal["hour", "day", "week"] = "day",
+    bucket: Level = "day",
 ) -> Response:
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(["zone", "start", "bucket", "source", "category", "n", "suppressed"])
-    for r in _cube_rows(settings.k, store, source, since, until, bucket):
+    writer.writerow(["zone", "start", "end", "bucket", "source", "category", "n", "suppressed"])
+    for r in _cube_rows(request, settings.k, store, source, since, until, bucket):
         writer.writerow(
             [
                 r["zone"],
                 r["start"],
+                r["end"],
                 r["bucket"],
                 r["source"],
                 r["category"],
@@ -112,16 +109,16 @@ def cube_csv(
 @router.get("/exports/cube.geojson", summary="The cube as GeoJSON features (k-suppressed)")
 def cube_geojson(
     request: Request,
-    settings: SettingsDep,
     store: StoreDep,
+    settings: SettingsDep,
     source: str | None = None,
     since: EpochQuery = None,
     until: EpochQuery = None,
-    bucket: Literal["hour", "day", "week"] = "day",
+    bucket: Level = "day",
 ) -> JSONResponse:
     polygons = {p.name: p for p in request.app.state.zone_index.polygons}
     features = []
-    for r in _cube_rows(settings.k, store, source, since, until, bucket):
+    for r in _cube_rows(request, settings.k, store, source, since, until, bucket):
         geom = _geometry(r["zone"], polygons)
         if geom is not None:
             features.append({"type": "Feature", "geometry": geom, "properties": r})
@@ -138,14 +135,15 @@ def _iso(ts: int) -> str:
     "/exports/ngsi-ld", summary="FIWARE Smart Data Models in NGSI-LD (CrowdFlowObserved, TrafficFlowObserved)"
 )
 def ngsi_ld(
-    settings: SettingsDep,
+    request: Request,
     store: StoreDep,
+    settings: SettingsDep,
     type: Annotated[Literal["CrowdFlowObserved", "TrafficFlowObserved"], Query()] = "CrowdFlowObserved",
     since: EpochQuery = None,
     until: EpochQuery = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
 ) -> JSONResponse:
-    """One entity per camera place and hour, from the roll-ups; values under k are left out."""
+    """One entity per camera place and hour, from the roll-ups as analysts get them (disclosure/floor.py)."""
     k = settings.k
     where = load_locations(store)
     metric = "peak:person" if type == "CrowdFlowObserved" else "forward:*"
@@ -153,7 +151,9 @@ def ngsi_ld(
     if type == "TrafficFlowObserved":
         rows += store.list_rollups(RollupQuery(metric="backward:*", since=since, until=until, limit=limit))
     entities = []
-    for r in rows:
+    for r in (protect_rollup(row, k) for row in rows):
+        if r["total"] is None:
+            continue
         value = r["total"] / r["n"] if type == "CrowdFlowObserved" and r["n"] else r["total"]
         if value < k:
             continue

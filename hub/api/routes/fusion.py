@@ -2,28 +2,29 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 
 from hub.api.deps import EPOCH_MAX, SettingsDep, StoreDep
+from hub.disclosure.calendar import Level
+from hub.disclosure.tables import CubeFilter, anomaly_table, cube_table
 from hub.fusion.service import forecast as compute_forecast
-from hub.privacy import BUCKETS, bucket_rows, suppress
-from hub.storage import CubeQuery
 
 router = APIRouter(prefix="/v1", tags=["fusion"])
 
 
 class CubePublic(BaseModel):
     data: list[dict[str, Any]] = Field(
-        description="Rows of zone (`h3:<cell>` or `poly:<name>`), start (UTC epoch s), bucket, source, "
-        "category, n (null when under k) and suppressed.",
+        description="Rows of zone (`h3:<cell>` or `poly:<name>`), start and end (UTC epoch s), bucket, "
+        "source, category, n (null when suppressed) and suppressed.",
         examples=[
             [
                 {
                     "zone": "poly:NOAILLES",
                     "start": 1699999200,
+                    "end": 1700002800,
                     "bucket": "hour",
                     "source": "police",
                     "category": "noise",
@@ -34,13 +35,17 @@ class CubePublic(BaseModel):
         ],
     )
     count: int
-    k: int = Field(description="Buckets under k are suppressed.")
+    k: int = Field(description="Buckets under k are suppressed, and others with them (complementary).")
+    since: int | None = Field(description="Start of the first whole bucket covered (UTC epoch s).")
+    until: int | None = Field(description="End of the last whole bucket covered (UTC epoch s).")
+    tz: str = Field(description="The city's time zone, where days, weeks and months start.")
 
 
 class AnomaliesPublic(BaseModel):
     data: list[dict[str, Any]] = Field(
         description="Hours where a zone saw far more than its learnt baseline: observed, expected and "
-        "the Poisson tail probability p = P(X ≥ observed | expected).",
+        "the Poisson tail probability p = P(X ≥ observed | expected). Only on hours the cube serves: "
+        "an anomaly on a suppressed hour is left out whole.",
     )
     count: int
 
@@ -65,6 +70,7 @@ def _split(value: str | None) -> tuple[str, ...]:
 def cube(
     store: StoreDep,
     settings: SettingsDep,
+    request: Request,
     zone_kind: Annotated[
         str | None, Query(pattern="^(h3|poly)$", description="`h3` cells or `poly` areas.")
     ] = None,
@@ -80,36 +86,33 @@ def cube(
         int | None, Query(ge=0, le=EPOCH_MAX, description="To (UTC epoch s), rounded up to a bucket.")
     ] = None,
     bucket: Annotated[
-        Literal["hour", "day", "week"], Query(description="Fixed, UTC-aligned time buckets.")
+        Level, Query(description="Calendar buckets in the city's time zone: hour, day, ISO week, month.")
     ] = "hour",
     limit: Annotated[int, Query(ge=1, le=100_000)] = 10_000,
 ) -> CubePublic:
     """Counts per zone and fixed time bucket, one source and category per row; buckets under k suppressed.
 
-    Never a sum over a set of zones or a free time range (docs/api.md, k-anonymity).
+    Never a sum over a set of zones or a free time range (docs/privacy.md).
     """
-    size = BUCKETS[bucket]
-    start = None if since is None else since - since % size
-    end = None if until is None else -(-until // size) * size
-    rows = store.query_cube(
-        CubeQuery(
-            zone_prefix=f"{zone_kind}:" if zone_kind else None,
-            zones=_split(zone),
-            sources=_split(source),
-            categories=_split(category),
-            start=start,
-            end=end,
-            limit=1_000_000,
-        )
+    flt = CubeFilter(
+        zone_prefix=f"{zone_kind}:" if zone_kind else None,
+        zones=_split(zone),
+        sources=_split(source),
+        categories=_split(category),
     )
-    served = suppress(bucket_rows(rows, bucket), settings.k)[:limit]
-    return CubePublic(data=served, count=len(served), k=settings.k)
+    calendar = request.app.state.calendar
+    table = cube_table(store, flt, bucket, since, until, settings.k, calendar, limit)
+    return CubePublic(
+        data=list(table.rows), count=len(table.rows), k=table.k, since=table.since, until=table.until,
+        tz=calendar.tz,
+    )  # fmt: skip
 
 
 @router.get("/anomalies", response_model=AnomaliesPublic, summary="Zone-hours far above their baseline")
 def anomalies(
     store: StoreDep,
     settings: SettingsDep,
+    request: Request,
     since: Annotated[
         int | None, Query(ge=0, le=EPOCH_MAX, description="Hours at or after (UTC epoch s).")
     ] = None,
@@ -117,8 +120,8 @@ def anomalies(
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
 ) -> AnomaliesPublic:
     """Raised by the online model when an hour's count is improbable under its hour-of-week baseline."""
-    rows = suppress(store.list_anomalies(since, until, limit), settings.k, value="observed")
-    return AnomaliesPublic(data=rows, count=len(rows))
+    table = anomaly_table(store, since, until, limit, settings.k, request.app.state.calendar)
+    return AnomaliesPublic(data=list(table.rows), count=len(table.rows))
 
 
 @router.get("/forecast", response_model=ForecastPublic, summary="Short-term risk per zone (24 h or 7 days)")

@@ -7,7 +7,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
-from hub.api.deps import EPOCH_MAX, StoreDep
+from hub.api.deps import EPOCH_MAX, SettingsDep, StoreDep
+from hub.disclosure.floor import protect_rollup
 from hub.storage import RollupQuery
 
 router = APIRouter(prefix="/v1/rollups", tags=["analytics"])
@@ -15,7 +16,9 @@ router = APIRouter(prefix="/v1/rollups", tags=["analytics"])
 
 class RollupsPublic(BaseModel):
     data: list[dict[str, Any]] = Field(
-        description="Rows of hour, site, device, place, metric, n (events), total, max and mean.",
+        description="Rows of hour, site, device, place, metric, n (events), total, max, mean and suppressed: "
+        "for counts of objects, total and mean are null unless every window of the hour is at least k, "
+        "max unless it is at least k.",
         examples=[[{"hour": 1700000000, "site": "vieux-port", "device": "cam-01", "place": "quai",
                     "metric": "peak:person", "n": 60, "total": 184.0, "max": 9.0, "mean": 3.067}]],
     )  # fmt: skip
@@ -25,6 +28,7 @@ class RollupsPublic(BaseModel):
 @router.get("", response_model=RollupsPublic, summary="Hourly roll-ups per zone or line")
 def list_rollups(
     store: StoreDep,
+    settings: SettingsDep,
     site: Annotated[str | None, Query(description="Only this site.")] = None,
     device: Annotated[str | None, Query(description="Only this device.")] = None,
     place: Annotated[str | None, Query(description="Only this zone or line.")] = None,
@@ -48,4 +52,6 @@ def list_rollups(
             site=site, device=device, place=place, metric=metric, since=since, until=until, limit=limit
         )
     )
-    return RollupsPublic(data=rows, count=len(rows))
+    k = settings.k
+    served = [protect_rollup(row, k) for row in rows]
+    return RollupsPublic(data=served, count=len(served))
