@@ -18,7 +18,7 @@ from typing import Any
 
 from edge import model_store
 from edge.anonymise import Anonymiser
-from edge.config import AgentConfig
+from edge.config import AgentConfig, detection_settings
 from edge.detectors import Detection, Detector
 from edge.detectors.litert import LiteRTDetector
 from edge.detectors.tiling import TiledDetector
@@ -84,10 +84,11 @@ def build_detector(config: AgentConfig) -> Detector:
         model_ref=ref,
         threads=config.threads,
         min_score=min_score,
-        class_scores=class_scores,
+        class_scores={**(class_scores or {}), **config.thresholds},  # the site's per-camera thresholds win
         output=output,
         runtime=config.runtime,
         delegate=config.delegate,
+        letterbox=config.letterbox,
     )
     if config.tiles > 1:
         detector = TiledDetector(detector, config.tiles)
@@ -231,7 +232,7 @@ def run_agent(
             new_slot = _ota_live(new)
             keep_detector = (new.model, new.model_dir, new.threads, new.tiles, new.runtime, new.delegate) == (
                 config.model, config.model_dir, config.threads, config.tiles, config.runtime, config.delegate
-            ) and new_slot == live_slot  # fmt: skip
+            ) and new_slot == live_slot and detection_settings(new) == detection_settings(config)  # fmt: skip
             new_pipeline = _Pipeline(new, pipeline.detector if keep_detector else build_detector(new))
             new_source: FrameSource | None = None
             if (new.source, new.loop, new.realtime, new.fps_cap, new.resolution) != (

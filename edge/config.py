@@ -29,6 +29,7 @@ __all__ = [
     "CameraConfig",
     "HardwareProfile",
     "SiteConfig",
+    "detection_settings",
     "format_validation_error",
     "load_agent_config",
     "load_profile",
@@ -110,6 +111,13 @@ class AgentConfig(_Strict):
     threads: int = Field(default=2, ge=1, le=16, description="Detector threads.")
     tiles: int = Field(default=1, ge=1, le=4, description="Split each frame into N×N tiles (dense scenes).")
     classes: tuple[str, ...] = Field(default=DEFAULT_CLASSES, description="Classes to count and track.")
+    thresholds: dict[str, float] = Field(
+        default_factory=dict,
+        description="Per-class score thresholds, e.g. {person: 0.45}; over the model manifest's.",
+    )
+    letterbox: bool = Field(
+        default=False, description="Pad the frame to a square instead of stretching it to the model's input."
+    )
     zones: tuple[Zone, ...] = Field(default=(FULL_FRAME,), description="Zones to count in.")
     lines: tuple[Line, ...] = Field(default=(), description="Directed counting lines.")
     rules: tuple[Rule, ...] = Field(default=(), description="Event rules (see edge/rules.py).")
@@ -171,6 +179,8 @@ class CameraConfig(_Strict):
     fps_cap: float | None = Field(default=None, gt=0, description="Overrides the profile's.")
     threads: int | None = Field(default=None, ge=1, le=16, description="Overrides the profile's.")
     tiles: int = Field(default=1, ge=1, le=4)
+    thresholds: dict[str, float] = Field(default_factory=dict, description="Per-class score thresholds.")
+    letterbox: bool = False
     classes: tuple[str, ...] = DEFAULT_CLASSES
     zones: tuple[Zone, ...] = (FULL_FRAME,)
     lines: tuple[Line, ...] = ()
@@ -188,6 +198,11 @@ class SiteConfig(_Strict):
     broker: BrokerConfig = Field(default_factory=BrokerConfig)
     anonymisation: AnonymisationConfig = Field(default_factory=AnonymisationConfig)
     cameras: tuple[CameraConfig, ...] = Field(min_length=1)
+
+
+def detection_settings(config: AgentConfig) -> tuple[object, ...]:
+    """What the detector is built with beyond the model and runtime: a change rebuilds it on reload."""
+    return (tuple(sorted(config.thresholds.items())), config.letterbox)
 
 
 def format_validation_error(exc: ValidationError, source: str) -> str:
@@ -268,6 +283,8 @@ def load_agent_config(
         "delegate": profile.delegate,
         "threads": camera.threads or profile.threads,
         "tiles": camera.tiles,
+        "thresholds": camera.thresholds,
+        "letterbox": camera.letterbox,
         "classes": camera.classes,
         "zones": camera.zones,
         "lines": camera.lines,
