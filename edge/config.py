@@ -9,7 +9,7 @@ frame-rate cap, budgets). Every error names the file, the key and the fix.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -48,6 +48,8 @@ DEFAULT_CLASSES = (
     "suitcase",
 )
 PROFILES_DIR = profiles_dir()
+#: A detector score threshold.
+Score = Annotated[float, Field(gt=0, lt=1)]
 _SLUG = r"^[a-z0-9][a-z0-9-]{0,47}$"
 
 
@@ -81,6 +83,12 @@ class HardwareProfile(_Strict):
     )
     threads: int = Field(default=2, ge=1, le=16)
     fps_cap: float = Field(default=5.0, gt=0, description="Frames analysed per second at most.")
+    inference_ms: float | None = Field(
+        default=None,
+        gt=0,
+        description="Milliseconds one detector pass takes on this box at its thread count; "
+        "with fps_cap and tiles it bounds what a camera may ask (`vigie config validate`).",
+    )
     resolution: tuple[int, int] = Field(default=(1280, 720), description="Capture width and height.")
     thermal: Thermal = Field(default_factory=Thermal)
     budgets: Budgets = Field(default_factory=Budgets)
@@ -111,7 +119,7 @@ class AgentConfig(_Strict):
     threads: int = Field(default=2, ge=1, le=16, description="Detector threads.")
     tiles: int = Field(default=1, ge=1, le=4, description="Split each frame into N×N tiles (dense scenes).")
     classes: tuple[str, ...] = Field(default=DEFAULT_CLASSES, description="Classes to count and track.")
-    thresholds: dict[str, float] = Field(
+    thresholds: dict[str, Score] = Field(
         default_factory=dict,
         description="Per-class score thresholds, e.g. {person: 0.45}; over the model manifest's.",
     )
@@ -179,7 +187,7 @@ class CameraConfig(_Strict):
     fps_cap: float | None = Field(default=None, gt=0, description="Overrides the profile's.")
     threads: int | None = Field(default=None, ge=1, le=16, description="Overrides the profile's.")
     tiles: int = Field(default=1, ge=1, le=4)
-    thresholds: dict[str, float] = Field(default_factory=dict, description="Per-class score thresholds.")
+    thresholds: dict[str, Score] = Field(default_factory=dict, description="Per-class score thresholds.")
     letterbox: bool = False
     classes: tuple[str, ...] = DEFAULT_CLASSES
     zones: tuple[Zone, ...] = (FULL_FRAME,)
@@ -207,8 +215,12 @@ def detection_settings(config: AgentConfig) -> tuple[object, ...]:
 
 def format_validation_error(exc: ValidationError, source: str) -> str:
     """Pydantic's errors as `file: key: problem (fix)` lines."""
-    lines = [f"{source}: {exc.error_count()} error(s)"]
-    for err in exc.errors(include_url=False):
+    errors = exc.errors(include_url=False)
+    # A list whose items failed is also reported "too short" (no valid item left): one problem, one line.
+    inner = {tuple(e["loc"][:i]) for e in errors for i in range(1, len(e["loc"]))}
+    errors = [e for e in errors if not (e["type"] == "too_short" and tuple(e["loc"]) in inner)]
+    lines = [f"{source}: {len(errors)} error(s)"]
+    for err in errors:
         key = ".".join(str(p) for p in err["loc"]) or "(top level)"
         fix = ""
         if err["type"] == "extra_forbidden":

