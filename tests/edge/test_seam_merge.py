@@ -70,3 +70,27 @@ def test_containment_merges_what_iou_would_keep() -> None:
     assert seam_merge([TileBox(big), TileBox(part)]) == [part]
     other = Detection("car", 0.9, part.box)
     assert len(seam_merge([TileBox(big), TileBox(other)])) == 2
+
+
+def test_a_tile_never_removes_what_the_whole_frame_found() -> None:
+    # The whole frame sees two people side by side; a magnified tile sees one box around both.
+    left = TileBox(Detection("person", 0.6, (0.4, 0.40, 0.7, 0.45)), whole=True)
+    right = TileBox(Detection("person", 0.6, (0.4, 0.44, 0.7, 0.50)), whole=True)
+    couple = TileBox(Detection("person", 0.9, (0.4, 0.40, 0.7, 0.50)))
+    assert seam_merge([couple, left, right]) == [left.det, right.det]
+    # A person the whole frame missed is added from the tile.
+    far = TileBox(Detection("person", 0.7, (0.1, 0.8, 0.15, 0.82)))
+    assert len(seam_merge([couple, left, right, far])) == 3
+
+
+def test_faint_tile_boxes_do_not_add_people() -> None:
+    class _FaintInTiles(_Blobs):
+        def detect(self, rgb: np.ndarray) -> list[Detection]:
+            if rgb.shape[:2] == (576, 768):
+                return []  # the whole frame sees nothing there
+            return [Detection(d.label, 0.45, d.box) for d in super().detect(rgb)]
+
+    scene = _scene((100, 100, 140, 190))
+    assert TiledDetector(_FaintInTiles(), 2).detect(scene) == []
+    assert TiledDetector(_FaintInTiles(), 2, tile_min_score=0.4).detect(scene)
+    assert TiledDetector(_FaintInTiles(), 2, include_full_frame=False).detect(scene)  # tiles alone: kept
