@@ -32,6 +32,7 @@ __all__ = [
     "detection_settings",
     "format_validation_error",
     "load_agent_config",
+    "load_camera",
     "load_profile",
 ]
 
@@ -261,6 +262,29 @@ def load_profile(name: str, profiles_dir: Path = PROFILES_DIR) -> HardwareProfil
         raise ConfigError(format_validation_error(exc, str(path))) from None
 
 
+def load_camera(
+    site_file: Path, device: str, profiles_dir: Path = PROFILES_DIR
+) -> tuple[CameraConfig, HardwareProfile]:
+    """One camera's entry of a site file and its hardware profile, as written (not merged).
+
+    Raises:
+        ConfigError: naming the file, the key and the fix.
+    """
+    _, camera = _site_camera(site_file, device)
+    return camera, load_profile(camera.profile, profiles_dir)
+
+
+def _site_camera(site_file: Path, device: str) -> tuple[SiteConfig, CameraConfig]:
+    try:
+        site = SiteConfig.model_validate(_read_yaml(site_file))
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, str(site_file))) from None
+    cameras = {c.device: c for c in site.cameras}
+    if device not in cameras:
+        raise ConfigError(f"{site_file}: no camera with device {device!r}; cameras: {', '.join(cameras)}")
+    return site, cameras[device]
+
+
 def load_agent_config(
     site_file: Path, device: str, *, profiles_dir: Path = PROFILES_DIR, **overrides: Any
 ) -> AgentConfig:
@@ -271,14 +295,7 @@ def load_agent_config(
     Raises:
         ConfigError: naming the file, the key and the fix.
     """
-    try:
-        site = SiteConfig.model_validate(_read_yaml(site_file))
-    except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, str(site_file))) from None
-    cameras = {c.device: c for c in site.cameras}
-    camera = cameras.get(device)
-    if camera is None:
-        raise ConfigError(f"{site_file}: no camera with device {device!r}; cameras: {', '.join(cameras)}")
+    site, camera = _site_camera(site_file, device)
     for rule in camera.rules:
         if rule.get("type") in UNSUPPORTED_RULES:
             raise ConfigError(f"{site_file}: cameras[{device}].rules: {UNSUPPORTED_RULES[rule['type']]}")

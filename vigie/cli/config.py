@@ -57,10 +57,10 @@ def _camera_problems(
 ) -> list[str]:
     """What the schema cannot see in one camera: class names, source, compute budget."""
     from edge.checks import budget_problems, class_problems, source_problems
-    from edge.config import load_agent_config, load_profile
+    from edge.config import load_agent_config, load_camera
 
     config = load_agent_config(path, device)
-    profile = load_profile(_profile_name(path, device))
+    _, profile = load_camera(path, device)
     found = []
     if labels is not None:
         found += class_problems(device, config.classes, labels, "classes")
@@ -72,13 +72,6 @@ def _camera_problems(
         inference_ms=profile.inference_ms,
     )  # fmt: skip
     return [f"{path}: {line}" for line in found]
-
-
-def _profile_name(path: Path, device: str) -> str:
-    import yaml
-
-    cameras = yaml.safe_load(path.read_text())["cameras"]
-    return str(next(c["profile"] for c in cameras if c["device"] == device))
 
 
 def _check(path: Path, labels: frozenset[str] | None, check_sources: bool) -> None:

@@ -1,4 +1,4 @@
-"""``vigie model fetch|check|evaluate``: obtain, verify and measure the detector model."""
+"""``vigie model fetch|check|evaluate|calibrate``: obtain, verify, measure and tune the detector."""
 
 from __future__ import annotations
 
@@ -42,6 +42,7 @@ def register(sub: Any) -> None:
     check.add_argument("--model-dir", type=Path, default=None, help="Folder to check (default: the cache).")
     check.set_defaults(handler=_check)
     _register_evaluate(model_sub)
+    _register_calibrate(model_sub)
 
 
 def _register_evaluate(model_sub: Any) -> None:
@@ -114,6 +115,70 @@ def _evaluate(args: argparse.Namespace) -> int:
         f"{base.threads} thread(s), runtime {getattr(_inner(detector), 'runtime', '?')}"
     )
     print(format_report(reports, per_frame=args.per_frame))
+    return 0
+
+
+def _register_calibrate(model_sub: Any) -> None:
+    cal = model_sub.add_parser(
+        "calibrate",
+        formatter_class=FMT,
+        help="Choose a camera's tiles, person threshold and letterbox from frames counted on site.",
+        description="Count people on a handful of the camera's frames (a CSV as for `evaluate`, over a clip "
+        "recorded from the camera), then every setting the camera's box can afford at its frame rate is "
+        "measured on them; the one with the smallest error is printed with its expected error and, "
+        "with --write, set in the camera's entry of the site file (comments and layout kept).",
+        epilog="Example:\n  vigie model calibrate --config sites/vieux-port.yaml --device cam-1 \\\n"
+        "      --labels counted.csv --video clip.avi --write\n",
+    )
+    cal.add_argument("--config", type=Path, required=True, help="Site file.")
+    cal.add_argument("--device", required=True, help="Camera to calibrate.")
+    cal.add_argument("--labels", type=Path, required=True, help="CSV: frame,count[,uncertain,points].")
+    cal.add_argument("--video", type=Path, required=True, help="Clip from this camera the labels count.")
+    cal.add_argument("--model-dir", type=Path, default=None, help="Folder holding the model files.")
+    cal.add_argument("--write", action="store_true", help="Set the chosen values in the site file.")
+    cal.set_defaults(handler=_calibrate)
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    from edge.agent import build_detector
+    from edge.calibrate import affordable, choose, set_camera_keys
+    from edge.config import load_agent_config, load_camera
+    from edge.evaluate import evaluate, format_report, load_labels, read_frames
+    from edge.zones import FULL_FRAME
+
+    camera, profile = load_camera(args.config, args.device)
+    base = load_agent_config(args.config, args.device, model_dir=args.model_dir)
+    labels = load_labels(args.labels)
+    frames = read_frames(args.video, [lab.index for lab in labels])
+    fps = base.fps_cap or profile.fps_cap
+    results = {}
+    for s in affordable(fps, profile.inference_ms, profile.name):
+        scores = {**base.thresholds, "person": s.threshold}
+        config = base.model_copy(update={"tiles": s.tiles, "thresholds": scores, "letterbox": s.letterbox})
+        settings = {"tiles": s.tiles, "threshold": s.threshold, "letterbox": "on" if s.letterbox else "off"}
+        results[s] = evaluate(build_detector(config), frames, labels, (FULL_FRAME,), settings=settings)
+    best, report = choose(results)
+    print(format_report(list(results.values())))
+    acc = report.zone_accuracy(report.zones[0])
+    print(
+        f"\nchosen for {args.device}: tiles {best.tiles}, person threshold {best.threshold}, letterbox "
+        f"{'on' if best.letterbox else 'off'}; expected error on these {acc.n} frames: MAE {acc.mae:.2f} "
+        f"people/frame, bias {acc.bias:+.2f}, at {fps:g} fps on {profile.name}"
+    )
+    if not args.write:
+        print("(dry run: add --write to set these in the site file)")
+        return 0
+    thresholds = {**camera.thresholds, "person": best.threshold}
+    keys = {
+        "tiles": str(best.tiles),
+        "thresholds": "{" + ", ".join(f"{k}: {v}" for k, v in thresholds.items()) + "}",
+        "letterbox": "true" if best.letterbox else "false",
+    }
+    text = set_camera_keys(args.config.read_text(), args.device, keys)
+    args.config.write_text(text)
+    written, _ = load_camera(args.config, args.device)  # the edited file must still load
+    print(f"written to {args.config} (camera {args.device}): tiles {written.tiles}, "
+          f"thresholds {written.thresholds}, letterbox {str(written.letterbox).lower()}")  # fmt: skip
     return 0
 
 
