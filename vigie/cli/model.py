@@ -60,8 +60,8 @@ def _register_evaluate(model_sub: Any) -> None:
     )
     ev.add_argument("--labels", type=Path, required=True, help="CSV: frame,count[,uncertain,points].")
     ev.add_argument("--video", type=Path, required=True, help="The footage the labels were made on.")
-    ev.add_argument("--site", type=Path, default=None, help="Site file: start from this camera's settings.")
-    ev.add_argument("--device", default=None, help="Camera (device) of --site to evaluate.")
+    ev.add_argument("--config", type=Path, default=None, help="Site file: start from this camera's settings.")
+    ev.add_argument("--device", default=None, help="Camera (device) of --config to evaluate.")
     ev.add_argument("--model-dir", type=Path, default=None, help="Folder holding the model files.")
     ev.add_argument(
         "--threads", type=int, default=None, help="Detector threads (default: the camera's, or 2)."
@@ -87,10 +87,10 @@ def _evaluate(args: argparse.Namespace) -> int:
     from edge.evaluate import evaluate, format_report, load_labels, read_frames
     from vigie.exceptions import ConfigError
 
-    if (args.site is None) != (args.device is None):
-        raise ConfigError("--site and --device go together: name the site file and the camera in it")
-    if args.site is not None:
-        base = load_agent_config(args.site, args.device, model_dir=args.model_dir, threads=args.threads)
+    if (args.config is None) != (args.device is None):
+        raise ConfigError("--config and --device go together: name the site file and the camera in it")
+    if args.config is not None:
+        base = load_agent_config(args.config, args.device, model_dir=args.model_dir, threads=args.threads)
     else:
         base = AgentConfig(
             site="evaluate", device="evaluate", source=str(args.video), model_dir=args.model_dir,
