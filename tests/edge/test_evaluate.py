@@ -99,3 +99,34 @@ def test_cli_bad_video_is_one_clear_line(tmp_path: Path, model_dir: Path) -> Non
     assert result.returncode != 0
     assert "nope.avi not found" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+class _Flicker:
+    """One person, standing still, that the detector misses on the labelled frame; clutter on one frame."""
+
+    model_ref = "flicker@1"
+
+    def detect(self, rgb: np.ndarray) -> list[Detection]:
+        index = int(rgb[0, 0, 0])
+        person = [Detection("person", 0.9, (0.1, 0.1, 0.3, 0.2))] if index != 8 else []
+        clutter = [Detection("person", 0.5, (0.6, 0.6, 0.7, 0.65))] if index == 8 else []
+        return person + clutter
+
+
+def test_a_horizon_counts_confirmed_tracks_not_raw_boxes() -> None:
+    from edge.evaluate import Horizon
+
+    frames = {i: np.full((100, 200, 3), i, np.uint8) for i in range(0, 9, 2)}
+    labels = [LabelledFrame(8, 1)]
+    raw = evaluate(_Flicker(), frames, labels)
+    assert raw.frames[0].predicted == {"all": 1}  # the clutter, not the person
+    horizon = Horizon(frames=5, stride=2, frame_period_s=0.2)
+    assert horizon.indices(8) == [0, 2, 4, 6, 8]
+    tracked = evaluate(_Flicker(), frames, labels, horizon=horizon)
+    # The person's track was matched 0.2 s before: still counted; the one-frame clutter is not confirmed.
+    assert tracked.frames[0].predicted == {"all": 1}
+    assert tracked.zone_accuracy("all").mae == 0.0
+    gone = evaluate(
+        _Flicker(), frames, labels, horizon=Horizon(frames=5, stride=2, frame_period_s=0.2, max_gap_s=0.1)
+    )
+    assert gone.frames[0].predicted == {"all": 0}

@@ -75,6 +75,13 @@ def _register_evaluate(model_sub: Any) -> None:
         default=None,
         help="Pad to a square instead of stretching.",
     )
+    ev.add_argument(
+        "--horizon",
+        type=int,
+        default=1,
+        help="Count confirmed tracks over this many frames (at the camera's fps) ending at each labelled "
+        "frame instead of its raw boxes (1: raw boxes, as the agent counts).",
+    )
     ev.add_argument("--per-frame", action="store_true", help="Also print each frame's counts.")
     ev.set_defaults(handler=_evaluate)
 
@@ -97,7 +104,9 @@ def _evaluate(args: argparse.Namespace) -> int:
             threads=args.threads or 2,
         )  # fmt: skip
     labels = load_labels(args.labels)
-    frames = read_frames(args.video, [lab.index for lab in labels])
+    horizon = _horizon(args.video, args.horizon, base.fps_cap or 5.0)
+    wanted = [i for lab in labels for i in (horizon.indices(lab.index) if horizon else [lab.index])]
+    frames = read_frames(args.video, wanted)
     letterbox = {"off": [False], "on": [True], "both": [False, True], None: [base.letterbox]}[args.letterbox]
     thresholds: list[float | None] = list(args.threshold or [None])
     reports = []
@@ -109,7 +118,13 @@ def _evaluate(args: argparse.Namespace) -> int:
         detector = build_detector(config)
         shown = scores.get(args.label, getattr(_inner(detector), "class_scores", {}).get(args.label, "model"))
         settings = {"tiles": tiles, "threshold": shown, "letterbox": "on" if boxed else "off"}
-        reports.append(evaluate(detector, frames, labels, base.zones, label=args.label, settings=settings))
+        if horizon is not None:
+            settings["horizon"] = horizon.frames
+        reports.append(
+            evaluate(
+                detector, frames, labels, base.zones, label=args.label, settings=settings, horizon=horizon
+            )
+        )
     print(
         f"{len(labels)} labelled frames of {args.video}; {args.label} counted; model {detector.model_ref}, "
         f"{base.threads} thread(s), runtime {getattr(_inner(detector), 'runtime', '?')}"
@@ -180,6 +195,21 @@ def _calibrate(args: argparse.Namespace) -> int:
     print(f"written to {args.config} (camera {args.device}): tiles {written.tiles}, "
           f"thresholds {written.thresholds}, letterbox {str(written.letterbox).lower()}")  # fmt: skip
     return 0
+
+
+def _horizon(video: Path, frames: int, fps: float) -> Any:
+    """The tracking horizon at the camera's analysed rate, or None for raw boxes."""
+    if frames <= 1:
+        return None
+    import cv2
+
+    from edge.evaluate import Horizon
+
+    cap = cv2.VideoCapture(str(video))
+    video_fps = float(cap.get(cv2.CAP_PROP_FPS)) or 25.0
+    cap.release()
+    stride = max(1, round(video_fps / fps))
+    return Horizon(frames=frames, stride=stride, frame_period_s=stride / video_fps)
 
 
 def _inner(detector: Any) -> Any:
