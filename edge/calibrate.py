@@ -16,7 +16,7 @@ from edge.checks import budget_problems, detector_passes
 from edge.evaluate import Accuracy, Report
 from vigie.exceptions import ConfigError
 
-__all__ = ["Setting", "affordable", "choose", "set_camera_keys"]
+__all__ = ["THRESHOLDS", "TILES", "Setting", "affordable", "choose", "set_camera_keys"]
 
 #: What calibration tries. Few values on purpose: a handful of frames cannot tell finer steps apart.
 TILES = (1, 2, 3)
