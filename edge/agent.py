@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edge.config import AgentConfig
+from edge.config import AgentConfig, detection_settings
 from edge.detectors import Detection
 from edge.detectors.factory import build_detector, live_slot
 from edge.link import MqttLink
@@ -63,7 +63,7 @@ def _identity(c: AgentConfig) -> tuple[Any, ...]:
 
 
 def _detector_settings(c: AgentConfig) -> tuple[Any, ...]:
-    return (c.model, c.model_dir, c.threads, c.tiles, c.runtime, c.delegate)
+    return (c.model, c.model_dir, c.threads, c.tiles, c.runtime, c.delegate, *detection_settings(c))
 
 
 def _source_settings(c: AgentConfig) -> tuple[Any, ...]:

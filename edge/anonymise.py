@@ -74,11 +74,18 @@ def publish_counts(
     return out
 
 
+def _spread(total: int, squares: int, frames: int) -> float:
+    """Population standard deviation of a per-frame count, from its sum and sum of squares."""
+    mean = total / frames
+    return round(math.sqrt(max(0.0, squares / frames - mean * mean)), 2)
+
+
 @dataclass(slots=True)
 class _Window:
     frames: int = 0
     peak: dict[str, Counter[str]] = field(default_factory=dict)
     total: dict[str, Counter[str]] = field(default_factory=dict)
+    squares: dict[str, Counter[str]] = field(default_factory=dict)  # sum of n², for the spread
     forward: dict[str, Counter[str]] = field(default_factory=dict)
     backward: dict[str, Counter[str]] = field(default_factory=dict)
 
@@ -121,6 +128,7 @@ class Anonymiser:
             self._w = _Window(
                 peak={z: Counter() for z in self.zones},
                 total={z: Counter() for z in self.zones},
+                squares={z: Counter() for z in self.zones},
                 forward={ln: Counter() for ln in self.lines},
                 backward={ln: Counter() for ln in self.lines},
             )
@@ -131,6 +139,7 @@ class Anonymiser:
                 continue
             for label, n in per_class.items():
                 w.total[zone][label] += n
+                w.squares[zone][label] += n * n
                 w.peak[zone][label] = max(w.peak[zone][label], n)
         for c in crossings:
             if c.line in w.forward:
@@ -160,9 +169,18 @@ class Anonymiser:
                     if isinstance(v, int)
                 }
             )
+            spread = {
+                label: _spread(w.total[zone][label], w.squares[zone][label], w.frames) for label in means
+            }
             events.append(
                 wire.ZoneCountEvent(
-                    id=self._id(start), zone=zone, frames=w.frames, counts=counts, mean_counts=means, **common
+                    id=self._id(start),
+                    zone=zone,
+                    frames=w.frames,
+                    counts=counts,
+                    mean_counts=means,
+                    sd_counts=spread,
+                    **common,
                 )
             )
         for line in self.lines:

@@ -9,7 +9,7 @@ frame-rate cap, budgets). Every error names the file, the key and the fix.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -29,8 +29,10 @@ __all__ = [
     "CameraConfig",
     "HardwareProfile",
     "SiteConfig",
+    "detection_settings",
     "format_validation_error",
     "load_agent_config",
+    "load_camera",
     "load_profile",
 ]
 
@@ -47,6 +49,8 @@ DEFAULT_CLASSES = (
     "suitcase",
 )
 PROFILES_DIR = profiles_dir()
+#: A detector score threshold.
+Score = Annotated[float, Field(gt=0, lt=1)]
 _SLUG = r"^[a-z0-9][a-z0-9-]{0,47}$"
 
 
@@ -80,6 +84,12 @@ class HardwareProfile(_Strict):
     )
     threads: int = Field(default=2, ge=1, le=16)
     fps_cap: float = Field(default=5.0, gt=0, description="Frames analysed per second at most.")
+    inference_ms: float | None = Field(
+        default=None,
+        gt=0,
+        description="Milliseconds one detector pass takes on this box at its thread count; "
+        "with fps_cap and tiles it bounds what a camera may ask (`vigie config validate`).",
+    )
     resolution: tuple[int, int] = Field(default=(1280, 720), description="Capture width and height.")
     thermal: Thermal = Field(default_factory=Thermal)
     budgets: Budgets = Field(default_factory=Budgets)
@@ -110,6 +120,13 @@ class AgentConfig(_Strict):
     threads: int = Field(default=2, ge=1, le=16, description="Detector threads.")
     tiles: int = Field(default=1, ge=1, le=4, description="Split each frame into N×N tiles (dense scenes).")
     classes: tuple[str, ...] = Field(default=DEFAULT_CLASSES, description="Classes to count and track.")
+    thresholds: dict[str, Score] = Field(
+        default_factory=dict,
+        description="Per-class score thresholds, e.g. {person: 0.45}; over the model manifest's.",
+    )
+    letterbox: bool = Field(
+        default=False, description="Pad the frame to a square instead of stretching it to the model's input."
+    )
     zones: tuple[Zone, ...] = Field(default=(FULL_FRAME,), description="Zones to count in.")
     lines: tuple[Line, ...] = Field(default=(), description="Directed counting lines.")
     rules: tuple[Rule, ...] = Field(default=(), description="Event rules (see edge/rules.py).")
@@ -171,6 +188,8 @@ class CameraConfig(_Strict):
     fps_cap: float | None = Field(default=None, gt=0, description="Overrides the profile's.")
     threads: int | None = Field(default=None, ge=1, le=16, description="Overrides the profile's.")
     tiles: int = Field(default=1, ge=1, le=4)
+    thresholds: dict[str, Score] = Field(default_factory=dict, description="Per-class score thresholds.")
+    letterbox: bool = False
     classes: tuple[str, ...] = DEFAULT_CLASSES
     zones: tuple[Zone, ...] = (FULL_FRAME,)
     lines: tuple[Line, ...] = ()
@@ -190,10 +209,19 @@ class SiteConfig(_Strict):
     cameras: tuple[CameraConfig, ...] = Field(min_length=1)
 
 
+def detection_settings(config: AgentConfig) -> tuple[object, ...]:
+    """What the detector is built with beyond the model and runtime: a change rebuilds it on reload."""
+    return (tuple(sorted(config.thresholds.items())), config.letterbox)
+
+
 def format_validation_error(exc: ValidationError, source: str) -> str:
     """Pydantic's errors as `file: key: problem (fix)` lines."""
-    lines = [f"{source}: {exc.error_count()} error(s)"]
-    for err in exc.errors(include_url=False):
+    errors = exc.errors(include_url=False)
+    # A list whose items failed is also reported "too short" (no valid item left): one problem, one line.
+    inner = {tuple(e["loc"][:i]) for e in errors for i in range(1, len(e["loc"]))}
+    errors = [e for e in errors if not (e["type"] == "too_short" and tuple(e["loc"]) in inner)]
+    lines = [f"{source}: {len(errors)} error(s)"]
+    for err in errors:
         key = ".".join(str(p) for p in err["loc"]) or "(top level)"
         fix = ""
         if err["type"] == "extra_forbidden":
@@ -234,6 +262,29 @@ def load_profile(name: str, profiles_dir: Path = PROFILES_DIR) -> HardwareProfil
         raise ConfigError(format_validation_error(exc, str(path))) from None
 
 
+def load_camera(
+    site_file: Path, device: str, profiles_dir: Path = PROFILES_DIR
+) -> tuple[CameraConfig, HardwareProfile]:
+    """One camera's entry of a site file and its hardware profile, as written (not merged).
+
+    Raises:
+        ConfigError: naming the file, the key and the fix.
+    """
+    _, camera = _site_camera(site_file, device)
+    return camera, load_profile(camera.profile, profiles_dir)
+
+
+def _site_camera(site_file: Path, device: str) -> tuple[SiteConfig, CameraConfig]:
+    try:
+        site = SiteConfig.model_validate(_read_yaml(site_file))
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, str(site_file))) from None
+    cameras = {c.device: c for c in site.cameras}
+    if device not in cameras:
+        raise ConfigError(f"{site_file}: no camera with device {device!r}; cameras: {', '.join(cameras)}")
+    return site, cameras[device]
+
+
 def load_agent_config(
     site_file: Path, device: str, *, profiles_dir: Path = PROFILES_DIR, **overrides: Any
 ) -> AgentConfig:
@@ -244,14 +295,7 @@ def load_agent_config(
     Raises:
         ConfigError: naming the file, the key and the fix.
     """
-    try:
-        site = SiteConfig.model_validate(_read_yaml(site_file))
-    except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, str(site_file))) from None
-    cameras = {c.device: c for c in site.cameras}
-    camera = cameras.get(device)
-    if camera is None:
-        raise ConfigError(f"{site_file}: no camera with device {device!r}; cameras: {', '.join(cameras)}")
+    site, camera = _site_camera(site_file, device)
     for rule in camera.rules:
         if rule.get("type") in UNSUPPORTED_RULES:
             raise ConfigError(f"{site_file}: cameras[{device}].rules: {UNSUPPORTED_RULES[rule['type']]}")
@@ -268,6 +312,8 @@ def load_agent_config(
         "delegate": profile.delegate,
         "threads": camera.threads or profile.threads,
         "tiles": camera.tiles,
+        "thresholds": camera.thresholds,
+        "letterbox": camera.letterbox,
         "classes": camera.classes,
         "zones": camera.zones,
         "lines": camera.lines,

@@ -93,7 +93,17 @@ def test_a_flooding_device_is_held_to_its_rate_and_others_are_unaffected(
     sent = 0
     pending: list[mqtt.MQTTMessageInfo] = []
     while time.monotonic() - started < 15:
-        pending.append(flooder.publish(topic, wire.encode(event(site="test", device="flood-1")), qos=1))
+        pending.append(
+            flooder.publish(
+                topic,
+                wire.encode(
+                    event(
+                        site="test", device="flood-1", k=3, counts={"person": 4}, mean_counts={"person": 2.5}
+                    )
+                ),
+                qos=1,
+            )
+        )
         sent += 1
         if len(pending) >= 500:  # bounded: paho loses QoS 1 messages past 65,535 queued
             for info in pending:
@@ -124,7 +134,7 @@ def test_a_flooding_device_is_held_to_its_rate_and_others_are_unaffected(
 def test_replays_nested_and_oversized_payloads(rig: tuple[LocalBroker, Hub]) -> None:
     broker, hub = rig
     c = _client(broker.port, "attacker")
-    good = event(site="test", device="cam-7")
+    good = event(site="test", device="cam-7", k=3, counts={"person": 4}, mean_counts={"person": 2.5})
     topic = wire.topic("test", "cam-7", wire.Channel.EVENT)
     payload = wire.encode(good)
     for _ in range(5):  # a captured message replayed: stored once

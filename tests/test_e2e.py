@@ -84,7 +84,7 @@ def test_malformed_messages_are_quarantined_and_counted(hub: Hub, broker: LocalB
     bad = {
         "garbage": b"\xc1\xc1",
         "truncated": good[:-5],
-        "wrong version": msgpack.packb({**msgpack.unpackb(good), "v": 2}),
+        "wrong version": msgpack.packb({**msgpack.unpackb(good), "v": 3}),
         "oversized": b"\x00" * (wire.MAX_PAYLOAD_BYTES + 100),
         "spoofed device": wire.encode(event(site="test", device="cam-8")),
     }
@@ -102,7 +102,7 @@ def test_malformed_messages_are_quarantined_and_counted(hub: Hub, broker: LocalB
     q = hub.get("/v1/quarantine")
     assert q["total"] == 5
     reasons = " | ".join(f"{r['field']}: {r['reason']}" for r in q["data"])
-    for words in ("not valid msgpack", "truncated", "unknown schema version 2", "exceeds", "device:"):
+    for words in ("not valid msgpack", "truncated", "unknown schema version 3", "exceeds", "device:"):
         assert words in reasons
     (device,) = [d for d in hub.get("/v1/devices")["data"] if d["device"] == "cam-7"]
     assert device["quarantined"] == 5

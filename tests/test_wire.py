@@ -81,7 +81,7 @@ def test_event_id_is_uuid7_carrying_only_the_window_start() -> None:
 @pytest.mark.parametrize(
     ("payload", "field", "words"),
     [
-        (raw_event(v=2), "v", "unknown schema version 2"),
+        (raw_event(v=3), "v", "unknown schema version 3"),
         (raw_event(v="1"), "v", "unknown schema version"),
         (raw_event(kind="selfie"), "kind", "unknown message kind"),
         (raw_event(frames="50"), "frames", "valid integer"),

@@ -29,6 +29,7 @@ from pydantic_core import PydanticCustomError
 from vigie.exceptions import WireError
 
 __all__ = [
+    "ACCEPTED_VERSIONS",
     "ALERT_GRANULARITY_S",
     "MAX_PAYLOAD_BYTES",
     "QOS",
@@ -57,7 +58,10 @@ __all__ = [
     "topic",
 ]
 
-SCHEMA_VERSION: Final = 1
+#: Version 2 added ``sd_counts`` to zone counts; everything else is as in version 1.
+SCHEMA_VERSION: Final = 2
+#: What a hub decodes: agents not yet updated still send version 1.
+ACCEPTED_VERSIONS: Final = (1, 2)
 TOPIC_ROOT: Final = "vigie/v1"
 #: Hard cap on one message, checked before unpacking. A zone-count event is
 #: about 200 bytes; 8 KiB leaves room for 80 classes and rejects anything
@@ -194,7 +198,7 @@ class _Message(BaseModel):
     # forbid: an undeclared field is a privacy leak or a bug, never ignored.
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
 
-    v: Literal[1] = Field(default=SCHEMA_VERSION, description="Schema version.")
+    v: Literal[1, 2] = Field(default=SCHEMA_VERSION, description="Schema version (1 or 2).")
     site: SiteId
     device: DeviceId
 
@@ -250,10 +254,19 @@ class ZoneCountEvent(_Counts):
     kind: Literal["zone_count"] = "zone_count"
     zone: ZoneId
     frames: int = Field(ge=0, le=1_000_000, description="Frames analysed in the window.")
-    counts: CountMap = Field(description="Peak number of objects of each class seen at once in the zone.")
+    counts: CountMap = Field(
+        description="Peak: the most objects of each class seen at once in one frame of the window "
+        "(an upper bound, not a headcount: occupancy is mean_counts)."
+    )
     mean_counts: dict[Label, Annotated[float, Field(ge=0, le=10_000)]] = Field(
         max_length=80,
-        description="Mean number per analysed frame, rounded to 0.01; only unsuppressed classes.",
+        description="Occupancy: mean number per analysed frame, rounded to 0.01; only unsuppressed classes.",
+    )
+    sd_counts: dict[Label, Annotated[float, Field(ge=0, le=10_000)]] = Field(
+        default_factory=dict,
+        max_length=80,
+        description="Version 2: standard deviation of the per-frame number over the window, rounded to "
+        "0.01, for the classes of mean_counts.",
     )
 
     @model_validator(mode="after")
@@ -266,6 +279,10 @@ class ZoneCountEvent(_Counts):
             raise _field_error(
                 "mean_counts", f"names {sorted(extra)}, which counts does not publish as a number"
             )
+        if self.v == 1 and self.sd_counts:
+            raise _field_error("sd_counts", "field not in the v1 schema (it came with v2)")
+        if extra := set(self.sd_counts) - set(self.mean_counts):
+            raise _field_error("sd_counts", f"names {sorted(extra)}, which mean_counts does not publish")
         return self
 
 
@@ -503,8 +520,9 @@ def decode(payload: bytes, channel: Channel | None = None) -> Message:
     version = raw.get("v")
     if version is None:
         raise WireError("v", "missing schema version")
-    if type(version) is not int or version != SCHEMA_VERSION:
-        raise WireError("v", f"unknown schema version {version!r}; this hub speaks {SCHEMA_VERSION}")
+    if type(version) is not int or version not in ACCEPTED_VERSIONS:
+        spoken = " and ".join(str(v) for v in ACCEPTED_VERSIONS)
+        raise WireError("v", f"unknown schema version {version!r}; this hub speaks {spoken}")
     kind = raw.get("kind")
     model = _BY_KIND.get(kind) if isinstance(kind, str) else None
     if model is None:
@@ -527,7 +545,7 @@ def decode(payload: bytes, channel: Channel | None = None) -> Message:
         if first["type"] == "vigie_field":
             field = first["ctx"]["field"]
         if first["type"] == "extra_forbidden":
-            reason = "field not in the v1 schema (extra fields are refused)"
+            reason = f"field not in the v{version} schema (extra fields are refused)"
         raise WireError(field, reason) from None
 
 

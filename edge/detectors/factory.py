@@ -27,16 +27,28 @@ def live_slot(config: AgentConfig) -> Path | None:
 
 
 def bundle_detector(
-    slot: Path, bundle: BundleManifest, *, threads: int = 2, runtime: str = "auto", delegate: str = "none"
+    slot: Path,
+    bundle: BundleManifest,
+    *,
+    threads: int = 2,
+    runtime: str = "auto",
+    delegate: str = "none",
+    class_scores: dict[str, float] | None = None,
+    letterbox: bool = False,
 ) -> LiteRTDetector:
-    """The detector of an OTA bundle unpacked in ``slot``, at the bundle's own threshold."""
+    """The detector of an OTA bundle unpacked in ``slot``, at the bundle's own threshold.
+
+    ``class_scores`` (the site's per-camera thresholds) override it class by class.
+    """
     return LiteRTDetector(
         slot / bundle.model_file,
         model_store.read_labels(slot / bundle.labels_file),
         model_ref=bundle.ref,
         threads=threads,
         min_score=bundle.min_score,
+        class_scores=class_scores or None,
         output=bundle.output,
+        letterbox=letterbox,
         runtime=runtime,
         delegate=delegate,
     )
@@ -50,8 +62,9 @@ def build_detector(config: AgentConfig) -> Detector:
     if slot is not None and bundle is not None:
         # The live OTA slot: verified by TUF and smoke-tested before it went live.
         detector = bundle_detector(
-            slot, bundle, threads=config.threads, runtime=config.runtime, delegate=config.delegate
-        )
+            slot, bundle, threads=config.threads, runtime=config.runtime, delegate=config.delegate,
+            class_scores=dict(config.thresholds), letterbox=config.letterbox,
+        )  # fmt: skip
         log.info("model from the OTA slot", extra={"model": bundle.ref, "slot": slot.name})
     else:
         manifest = model_store.load_manifest(config.model)
@@ -62,8 +75,9 @@ def build_detector(config: AgentConfig) -> Detector:
             model_ref=manifest.ref,
             threads=config.threads,
             min_score=manifest.default_min_score,
-            class_scores=manifest.class_scores,
+            class_scores={**(manifest.class_scores or {}), **config.thresholds},  # the site's thresholds win
             output=manifest.output.kind,
+            letterbox=config.letterbox,
             runtime=config.runtime,
             delegate=config.delegate,
         )

@@ -20,7 +20,7 @@ from edge.detectors import Detection
 from edge.detectors.decode import decode_ssd, decode_yolo
 from vigie.exceptions import ModelError
 
-__all__ = ["LiteRTDetector", "load_interpreter_class", "to_input_dtype"]
+__all__ = ["LiteRTDetector", "letterbox", "load_interpreter_class", "to_input_dtype", "unletterbox"]
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +82,7 @@ class LiteRTDetector:
         output: str = "ssd_postprocess",
         runtime: str = "auto",
         delegate: str = "none",
+        letterbox: bool = False,
     ) -> None:
         interpreter_cls, self.runtime = load_interpreter_class(runtime)
         if not model_path.is_file():
@@ -119,6 +120,7 @@ class LiteRTDetector:
         self.model_ref = model_ref
         self.min_score = min_score
         self.class_scores = dict(class_scores or {})
+        self.letterboxed = letterbox
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -135,6 +137,12 @@ class LiteRTDetector:
 
     def detect(self, rgb: npt.NDArray[np.uint8]) -> list[Detection]:
         """Run the model on one RGB frame and keep detections above their class threshold."""
+        if not self.letterboxed:
+            return self._detect(rgb)
+        padded, scale = letterbox(rgb)
+        return unletterbox(self._detect(padded), scale)
+
+    def _detect(self, rgb: npt.NDArray[np.uint8]) -> list[Detection]:
         self._interp.set_tensor(self._input_index, self.preprocess(rgb))
         self._interp.invoke()
         if self.output == "yolo":
@@ -149,6 +157,34 @@ class LiteRTDetector:
         return decode_ssd(
             boxes[0], classes[0], scores[0], int(count[0]), self.labels, self.min_score, self.class_scores
         )
+
+
+def letterbox(rgb: npt.NDArray[np.uint8]) -> tuple[npt.NDArray[np.uint8], tuple[float, float]]:
+    """Pad the frame to a square (black below or to the right) so the square model input keeps its shape.
+
+    Returns the padded frame and the (y, x) factors that map its normalised
+    coordinates back to the original frame's.
+    """
+    h, w = rgb.shape[:2]
+    side = max(h, w)
+    if h == w:
+        return rgb, (1.0, 1.0)
+    padded = np.zeros((side, side, 3), dtype=np.uint8)
+    padded[:h, :w] = rgb
+    return padded, (side / h, side / w)
+
+
+def unletterbox(found: list[Detection], scale: tuple[float, float]) -> list[Detection]:
+    """Boxes found on a letterboxed frame in the original frame's coordinates; boxes in the padding go."""
+    sy, sx = scale
+    out: list[Detection] = []
+    for d in found:
+        ymin, xmin, ymax, xmax = d.box
+        if ymin * sy >= 1.0 or xmin * sx >= 1.0:
+            continue
+        box = (ymin * sy, xmin * sx, min(ymax * sy, 1.0), min(xmax * sx, 1.0))
+        out.append(Detection(d.label, d.score, box))
+    return out
 
 
 def to_input_dtype(

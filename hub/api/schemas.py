@@ -13,7 +13,8 @@ class EventPublic(BaseModel):
     """One event as the device sent it (see docs/protocol.md), plus when the hub received it.
 
     Fields beyond the common ones depend on ``kind``: ``zone_count`` has zone, frames,
-    counts and mean_counts; ``line_count`` has line, forward and backward; ``alert``
+    counts (the window's peak), mean_counts (occupancy) and, from version 2, sd_counts;
+    ``line_count`` has line, forward and backward; ``alert``
     has rule, zone or line, ts, value and threshold.
     """
 
@@ -22,11 +23,12 @@ class EventPublic(BaseModel):
         json_schema_extra={
             "examples": [
                 {
-                    "v": 1, "kind": "zone_count", "id": "018bcfe5-6800-7a3c-9b1e-2f4d5c6b7a80",
+                    "v": 2, "kind": "zone_count", "id": "018bcfe5-6800-7a3c-9b1e-2f4d5c6b7a80",
                     "site": "vieux-port", "device": "cam-01", "zone": "quai", "window_start": 1700000040,
                     "window_s": 60, "frames": 293, "counts": {"person": 4, "bicycle": "<3"},
-                    "mean_counts": {"person": 2.71}, "k": 3, "noise_epsilon": None,
-                    "model": "ssd-mobilenet-v2-coco-quant@1.0.0", "received_at": 1700000101.2,
+                    "mean_counts": {"person": 2.71}, "sd_counts": {"person": 0.84}, "k": 3,
+                    "noise_epsilon": None, "model": "ssd-mobilenet-v2-coco-quant@1.0.0",
+                    "received_at": 1700000101.2,
                 }
             ]
         },

@@ -196,11 +196,20 @@ def test_enrolment_end_to_end_with_tls_broker(tmp_path: Path, bus_jpg: Path, mod
         clients.append(cam1)
         assert "reason" in result
         assert not result["reason"].is_failure
-        spoof = event(site="port", device="cam-2", zone="spoofed")
+        spoof = event(
+            site="port",
+            device="cam-2",
+            zone="spoofed",
+            k=3,
+            counts={"person": 4},
+            mean_counts={"person": 2.5},
+        )
         cam1.publish(
             wire.topic("port", "cam-2", wire.Channel.EVENT), wire.encode(spoof), qos=1
         ).wait_for_publish(5)
-        own = event(site="port", device="cam-1", zone="own")
+        own = event(
+            site="port", device="cam-1", zone="own", k=3, counts={"person": 4}, mean_counts={"person": 2.5}
+        )  # the hub quarantines k < 3
         cam1.publish(
             wire.topic("port", "cam-1", wire.Channel.EVENT), wire.encode(own), qos=1
         ).wait_for_publish(5)
@@ -218,7 +227,14 @@ def test_enrolment_end_to_end_with_tls_broker(tmp_path: Path, bus_jpg: Path, mod
         done = _run("hub", "revoke", "port/cam-1", env=env)
         assert done.returncode == 0, done.stderr
         time.sleep(1.0)
-        late = event(site="port", device="cam-1", zone="after-revocation")
+        late = event(
+            site="port",
+            device="cam-1",
+            zone="after-revocation",
+            k=3,
+            counts={"person": 4},
+            mean_counts={"person": 2.5},
+        )
         cam1.publish(wire.topic("port", "cam-1", wire.Channel.EVENT), wire.encode(late), qos=1)
         _, refused = _tls_client(pki, tls_port)
         assert "reason" not in refused or refused["reason"].is_failure, refused

@@ -22,13 +22,18 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
-from edge.updater import STEPS, ModelUpdater, SmokeResult, UpdateError, smoke_test
 from securesystemslib.signer import CryptoSigner
 from tuf.api.metadata import Metadata
 
+from edge.agent import Agent
+from edge.config import AgentConfig
+from edge.ota.slots import SlotLayout
+from edge.ota.updater import STEPS, ModelUpdater, SmokeResult, UpdateError, smoke_test
 from ota.bundle import BundleError, BundleManifest, pack, unpack
 from ota.repository import init_repository, load_signer, publish, refresh_timestamp
 from tests.conftest import cli
+from vigie.mqtt import BrokerConfig
+from vigie.netutil import free_port
 
 MODEL = "mobilenet_ssd_v2_coco_quant_postprocess.tflite"
 LABELS = "coco_labels.txt"
@@ -274,7 +279,7 @@ def test_a_lock_left_by_root_does_not_lock_out_the_service_user() -> None:
     folder.chmod(0o777)
     (folder / "lock").write_text("1")
     (folder / "lock").chmod(0o600)  # root's, unreadable to others
-    code = "import sys; from pathlib import Path; from edge.updater import ModelUpdater; "
+    code = "import sys; from pathlib import Path; from edge.ota.updater import ModelUpdater; "
     code += "print(ModelUpdater(Path(sys.argv[1]), '').recover())"
     done = subprocess.run(
         ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", sys.executable, "-c", code,
@@ -339,7 +344,7 @@ def test_power_loss_at_every_step(repo: Repo, device: ModelUpdater, model_dir: P
 
     for name, entry in manifest.files.items():
         assert hashlib.sha256((slot / name).read_bytes()).hexdigest() == entry.sha256
-    from edge.updater import smoke_test
+    from edge.ota.updater import smoke_test
 
     assert smoke_test(slot, manifest).ok
     assert after.state()["step"] == "idle"
@@ -464,8 +469,7 @@ def test_an_agent_that_dies_after_the_switch_sends_the_device_back(
     repo: Repo, device: ModelUpdater, model_dir: Path, tmp_path: Path
 ) -> None:
     """Crash watch: `sleep` dies of the SIGHUP meant to reload it, as an agent crashing on the new model."""
-    from edge.ota_listener import OtaListener
-
+    from edge.ota.listener import OtaListener
     from vigie import wire
     from vigie.mqtt import BrokerConfig
 
@@ -490,3 +494,43 @@ def test_an_agent_that_dies_after_the_switch_sends_the_device_back(
     assert step == "failed"
     assert "the agent stopped after switching to ssd-coco@1.1.0" in fields["reason"]
     assert device.current_manifest().version == "1.0.0"  # type: ignore[union-attr]
+
+
+def test_slot_layout_names_the_live_slot_and_the_spare(device: ModelUpdater) -> None:
+    layout = SlotLayout(device.root)
+    assert layout.live_slot() == (device.root / "slots" / "a").resolve()
+    assert layout.other_slot() == device.root / "slots" / "b"
+    assert layout.live_manifest() == device.current_manifest()
+    assert layout.manifest_in(layout.other_slot()) is None  # the spare holds no bundle yet
+    shutil.rmtree(device.root / "slots" / "a")
+    assert layout.current_slot() is not None  # `current` still points there...
+    assert layout.live_slot() is None  # ...but the agent has nothing to load
+
+
+def test_agent_reload_takes_a_new_slot_and_refuses_a_new_identity(
+    repo: Repo, device: ModelUpdater, model_dir: Path, bus_jpg: Path, tmp_path: Path
+) -> None:
+    broker = BrokerConfig(port=free_port())  # never connected: reload() is called without run()
+    config = AgentConfig.model_validate({
+        "site": "t", "device": "cam-1", "source": str(bus_jpg), "model_dir": model_dir,
+        "ota_dir": device.root, "outbox": tmp_path / "outbox.sqlite", "broker": broker,
+    })  # fmt: skip
+    offered = [config.model_copy(update={"device": "cam-2"})]
+    agent = Agent(config, reload_config=lambda: offered[0])
+    try:
+        first = agent.pipeline.detector
+        assert first.model_ref == "ssd-coco@1.0.0"
+        agent.reload()  # another device name: refused, the running configuration kept
+        assert (agent.reloads, agent.config.device, agent.pipeline.detector) == (0, "cam-1", first)
+        offered[0] = config
+        agent.reload()  # nothing changed: the loaded detector is kept
+        assert (agent.reloads, agent.pipeline.detector) == (1, first)
+        new = repo.make("1.1.0", model_dir / MODEL, model_dir / LABELS)
+        device.update(new.target_name)
+        agent.reload()  # the updater switched slots: the detector comes from the new one
+        assert agent.reloads == 2
+        assert agent.pipeline.detector.model_ref == "ssd-coco@1.1.0"
+        assert agent.live_slot == (device.root / "slots" / "b").resolve()
+    finally:
+        agent.source.close()
+        agent.outbox.close()

@@ -33,6 +33,12 @@ def _service(args: argparse.Namespace) -> Any:
 
 def register(hub_sub: Any) -> None:
     """Add the fleet-identity actions under ``vigie hub``."""
+    _register_init(hub_sub)
+    _register_enrol_token(hub_sub)
+    _register_registry(hub_sub)
+
+
+def _register_init(hub_sub: Any) -> None:
     init = hub_sub.add_parser(
         "init",
         formatter_class=FMT,
@@ -60,6 +66,8 @@ def register(hub_sub: Any) -> None:
     )
     init.set_defaults(handler=_hub_init)
 
+
+def _register_enrol_token(hub_sub: Any) -> None:
     token = hub_sub.add_parser(
         "enrol-token",
         formatter_class=FMT,
@@ -81,6 +89,8 @@ def register(hub_sub: Any) -> None:
     create.add_argument("--quiet", action="store_true", help="Print the token only (for scripts).")
     create.set_defaults(handler=_hub_token_create)
 
+
+def _register_registry(hub_sub: Any) -> None:
     devices = hub_sub.add_parser(
         "devices",
         formatter_class=FMT,
