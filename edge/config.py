@@ -26,9 +26,11 @@ from vigie.wire import WINDOW_CHOICES
 __all__ = [
     "DEFAULT_CLASSES",
     "AgentConfig",
+    "Budgets",
     "CameraConfig",
     "HardwareProfile",
     "SiteConfig",
+    "Thermal",
     "detection_settings",
     "format_validation_error",
     "load_agent_config",

@@ -31,6 +31,7 @@ __all__ = [
     "ModelFile",
     "ModelManifest",
     "ModelSource",
+    "OutputSpec",
     "atomic_write",
     "default_cache_dir",
     "download_https",

@@ -18,7 +18,7 @@ from pathlib import Path
 from vigie import wire
 from vigie.exceptions import VigieError
 
-__all__ = ["device_username", "render_device_acl", "write_password_file"]
+__all__ = ["device_username", "new_password", "render_device_acl", "write_password_file"]
 
 
 def device_username(site: str, device: str) -> str:

@@ -27,7 +27,7 @@ from hub.pki import DeviceCA
 from hub.storage import Store
 from vigie.files import write_atomic, write_private
 
-__all__ = ["BrokerLayout", "refresh_broker", "render_mosquitto_conf"]
+__all__ = ["BrokerLayout", "refresh_broker", "reload_broker", "render_mosquitto_conf"]
 
 log = logging.getLogger(__name__)
 

@@ -31,7 +31,14 @@ from vigie import wire
 from vigie.exceptions import EnrolmentError
 from vigie.firmware import known_profiles
 
-__all__ = ["EnrolmentResult", "EnrolmentService", "HubState", "hash_token", "parse_device_ref"]
+__all__ = [
+    "EnrolmentResult",
+    "EnrolmentService",
+    "HubState",
+    "hash_token",
+    "parse_device_ref",
+    "parse_duration",
+]
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,15 @@ from typing import Any
 
 from hub.storage import EventQuery, Retention, Store
 
-__all__ = ["GdprFacts", "collect_facts", "dpia_draft", "privacy_guarantees", "record_of_processing", "to_pdf"]
+__all__ = [
+    "GdprFacts",
+    "collect_facts",
+    "dpia_draft",
+    "privacy_guarantees",
+    "record_of_processing",
+    "retention_report",
+    "to_pdf",
+]
 
 SOURCE_DESCRIPTIONS = {
     "camera": "anonymised counts per zone and time window from the edge devices (no image, no identity)",

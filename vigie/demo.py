@@ -21,7 +21,7 @@ from vigie.exceptions import VigieError
 from vigie.files import write_atomic, write_private
 from vigie.netutil import free_port, port_is_free, wait_for_port
 
-__all__ = ["DEBIAN_FOOTAGE", "DemoOptions", "find_footage", "run_demo"]
+__all__ = ["DEBIAN_FOOTAGE", "BrokerAuth", "DemoOptions", "find_footage", "run_demo"]
 
 DEBIAN_FOOTAGE = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")
 # The second agent counts the footage's left and right halves and the people crossing between them.

@@ -6,6 +6,8 @@ quarantine, the CLI) can report them without parsing messages.
 
 from __future__ import annotations
 
+__all__ = ["ConfigError", "EnrolmentError", "ModelError", "VigieError", "WireError"]
+
 
 class VigieError(Exception):
     """Root of every error Vigie raises on purpose."""

@@ -8,7 +8,7 @@ import sys
 import time
 from typing import Any
 
-__all__ = ["configure"]
+__all__ = ["JsonFormatter", "TextFormatter", "configure"]
 
 # Attributes every LogRecord has; anything else came through ``extra=`` and is a field.
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {

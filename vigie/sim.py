@@ -24,7 +24,7 @@ from vigie import __version__, mqtt_codec, wire
 from vigie.exceptions import WireError
 from vigie.mqtt_codec import PacketType
 
-__all__ = ["FleetResult", "MiniMqtt", "SimOptions", "run_fleet"]
+__all__ = ["FleetResult", "MiniMqtt", "MqttRefusedError", "SimOptions", "run_fleet"]
 
 
 class MqttRefusedError(ConnectionError):

@@ -44,6 +44,8 @@ __all__ = [
     "LineCountEvent",
     "Measurement",
     "Message",
+    "OtaCommand",
+    "OtaState",
     "Receipt",
     "Status",
     "TopicParts",

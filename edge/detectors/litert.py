@@ -20,7 +20,14 @@ from edge.detectors import Detection
 from edge.detectors.decode import decode_ssd, decode_yolo
 from vigie.exceptions import ModelError
 
-__all__ = ["LiteRTDetector", "letterbox", "load_interpreter_class", "to_input_dtype", "unletterbox"]
+__all__ = [
+    "LiteRTDetector",
+    "letterbox",
+    "load_edgetpu_delegate",
+    "load_interpreter_class",
+    "to_input_dtype",
+    "unletterbox",
+]
 
 log = logging.getLogger(__name__)
 

@@ -4,3 +4,5 @@ its resumable downloads (:mod:`.fetcher`) and the campaign listener (:mod:`.list
 Nothing is imported here: the agent reads the live slot through :mod:`.slots` without loading
 the TUF client the updater needs.
 """
+
+__all__: list[str] = []

@@ -35,7 +35,7 @@ from ota.bundle import BundleError, BundleManifest, unpack
 from vigie.exceptions import VigieError
 from vigie.files import write_atomic
 
-__all__ = ["ModelUpdater", "SmokeResult", "UpdateError", "smoke_test"]
+__all__ = ["ModelUpdater", "SmokeResult", "UpdateError", "detection_drift", "smoke_test"]
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")

@@ -9,7 +9,15 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from edge.sensors import Sensor, SensorError
 
-__all__ = ["SensorConfig", "build_sensor"]
+__all__ = [
+    "PIRConfig",
+    "PMS5003Config",
+    "SHT31Config",
+    "SensorConfig",
+    "SoundDeviceConfig",
+    "SoundWavConfig",
+    "build_sensor",
+]
 
 _ID = r"^[a-z0-9][a-z0-9_-]{0,31}$"
 

@@ -16,13 +16,18 @@ from edge.sensors import Reading, SensorError
 __all__ = [
     "PMS5003",
     "SHT31",
+    "DigitalInput",
+    "GpioZeroInput",
     "I2CBus",
     "PIRPresence",
     "SerialPort",
+    "SimulatedPIR",
+    "SimulatedPMS5003Port",
+    "SimulatedSHT31Bus",
     "crc8_sensirion",
     "decode_pms5003",
     "decode_sht31",
-]  # fmt: skip
+]
 
 
 class I2CBus(Protocol):

@@ -25,7 +25,15 @@ import numpy.typing as npt
 
 from edge.sensors import Reading, SensorError
 
-__all__ = ["BLOCK_S", "SoundSensor", "WavAudio", "a_weighting_db", "block_levels", "window_stats"]
+__all__ = [
+    "BLOCK_S",
+    "SoundDeviceAudio",
+    "SoundSensor",
+    "WavAudio",
+    "a_weighting_db",
+    "block_levels",
+    "window_stats",
+]
 
 BLOCK_S = 0.125
 

@@ -36,7 +36,7 @@ from hub.storage import open_store
 from vigie import __version__
 from vigie.exceptions import ConfigError
 
-__all__ = ["create_app"]
+__all__ = ["ErrorOut", "create_app", "mount_dashboard"]
 
 log = logging.getLogger(__name__)
 #: uvicorn's exit status for a worker that failed to start (uvicorn.config.STARTUP_FAILURE).

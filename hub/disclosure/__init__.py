@@ -8,3 +8,5 @@
 
 What each output may reveal, and why, is in ``docs/privacy.md``.
 """
+
+__all__: list[str] = []

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import h3
 import numpy as np
 
-__all__ = ["BASELINES", "Events", "feature", "feature_matrix", "kde_scores", "neighbour_index"]
+__all__ = ["BASELINES", "Events", "centres_km", "feature", "feature_matrix", "kde_scores", "neighbour_index"]
 
 HOUR = 3600
 DAY = 24 * HOUR

@@ -22,7 +22,7 @@ import yaml
 from hub.fusion.zones import ZoneIndex
 from hub.storage import CubeRow, RollupQuery, Store
 
-__all__ = ["camera_cube_rows", "fold_cameras", "locations_from_sites", "save_locations"]
+__all__ = ["camera_cube_rows", "fold_cameras", "load_locations", "locations_from_sites", "save_locations"]
 
 STATE = "fusion.camera_locations"
 

@@ -35,7 +35,7 @@ from typing import Any
 import h3
 import numpy as np
 
-__all__ = ["LearnerParams", "OnlineModel", "hour_of_week", "poisson_sf"]
+__all__ = ["LearnerParams", "OnlineModel", "hour_of_week", "hourly_counts", "poisson_sf"]
 
 HOUR = 3600
 WEEK_H = 168

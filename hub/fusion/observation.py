@@ -21,6 +21,7 @@ __all__ = [
     "Mapping",
     "Observation",
     "RowError",
+    "in_bounds",
     "load_mapping",
     "parse_day_and_hour",
     "parse_time",

@@ -14,7 +14,7 @@ from hub.fusion.baselines import BASELINES
 from hub.fusion.evaluate import SHARES, Evaluation
 from hub.fusion.protocol import bootstrap_ci
 
-__all__ = ["brier", "calibration_table", "gap_closed", "summary_lines", "write_report"]
+__all__ = ["best_baseline", "brier", "calibration_table", "gap_closed", "summary_lines", "write_report"]
 
 
 def brier(pairs: Sequence[tuple[float, int]]) -> float:

@@ -14,7 +14,7 @@ from hub.storage.rollup import RollupRow
 from hub.storage.sql import SqlStore
 from vigie.exceptions import VigieError
 
-__all__ = ["MIGRATIONS", "PostgresStore", "month_bounds"]
+__all__ = ["MIGRATIONS", "PostgresStore", "astuple_rollup", "month_bounds"]
 
 MIGRATIONS: list[tuple[int, list[str]]] = [
     (1, [

@@ -1,1 +1,3 @@
 """One module per resource, each an ``APIRouter``."""
+
+__all__: list[str] = []

@@ -8,6 +8,8 @@ from fastapi import APIRouter, HTTPException, Request
 
 from vigie.exceptions import VigieError
 
+__all__ = ["get_campaign", "list_campaigns"]
+
 router = APIRouter(prefix="/v1/campaigns", tags=["fleet"])
 
 

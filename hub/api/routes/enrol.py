@@ -10,6 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from hub.enrolment import EnrolmentService
 from vigie.exceptions import EnrolmentError, WireError
 
+__all__ = ["EnrolRequest", "EnrolResponse", "enrol", "get_enrolment"]
+
 router = APIRouter(tags=["enrolment"])
 
 _SLUG = r"^[a-z0-9][a-z0-9-]{0,47}$"

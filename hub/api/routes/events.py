@@ -19,6 +19,8 @@ from hub.auth import Principal, recheck
 from hub.disclosure.floor import floor_event
 from hub.storage import EventQuery
 
+__all__ = ["list_events", "stream"]
+
 router = APIRouter(prefix="/v1/events", tags=["events"])
 _CURSOR = re.compile(r"[0-9]{1,19}")
 CURSOR_MAX = 2**63 - 1  # the store's sequence numbers are signed 64-bit integers

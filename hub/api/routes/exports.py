@@ -18,6 +18,8 @@ from hub.disclosure.tables import CubeFilter, cube_table
 from hub.fusion.cameras import load_locations
 from hub.storage import RollupQuery
 
+__all__ = ["cube_csv", "cube_geojson", "ngsi_ld", "zones"]
+
 router = APIRouter(prefix="/v1", tags=["exports"])
 
 SDM_CONTEXT = (

@@ -12,6 +12,8 @@ from hub.disclosure.calendar import Level
 from hub.disclosure.tables import CubeFilter, anomaly_table, cube_table
 from hub.fusion.service import forecast as compute_forecast
 
+__all__ = ["AnomaliesPublic", "CubePublic", "ForecastPublic", "anomalies", "cube", "forecast"]
+
 router = APIRouter(prefix="/v1", tags=["fusion"])
 
 

@@ -12,6 +12,8 @@ from hub.api.deps import EPOCH_MAX, SettingsDep, StoreDep
 from hub.config import HubSettings
 from hub.storage import Store
 
+__all__ = ["AuditPublic", "audit", "dpia", "records", "retention", "users"]
+
 router = APIRouter(prefix="/v1", tags=["governance"])
 gdpr_router = APIRouter(prefix="/v1", tags=["governance"])
 users_router = APIRouter(prefix="/v1", tags=["governance"])

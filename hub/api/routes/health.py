@@ -11,6 +11,8 @@ from hub.api.deps import IngestorDep, StoreDep
 from hub.api.schemas import Health
 from vigie import __version__
 
+__all__ = ["healthz"]
+
 router = APIRouter(tags=["health"])
 
 
