@@ -16,7 +16,7 @@ from hub.auth import ROLES, HashersBusyError, Principal, authenticate, issue_tok
 from hub.login_guard import LoginGuard
 from hub.storage import Store
 
-__all__ = ["Me", "TokenOut", "login", "logout", "me"]
+__all__ = ["Me", "TokenOut", "login", "logout", "me", "router"]
 
 router = APIRouter(prefix="/v1/auth", tags=["auth"])
 

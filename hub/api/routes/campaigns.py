@@ -8,7 +8,7 @@ from fastapi import APIRouter, HTTPException, Request
 
 from vigie.exceptions import VigieError
 
-__all__ = ["get_campaign", "list_campaigns"]
+__all__ = ["get_campaign", "list_campaigns", "router"]
 
 router = APIRouter(prefix="/v1/campaigns", tags=["fleet"])
 

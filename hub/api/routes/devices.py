@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query
 from hub.api.deps import StoreDep
 from hub.api.schemas import DevicePublic, DevicesPublic, QuarantinePublic
 
-__all__ = ["list_devices", "list_quarantine"]
+__all__ = ["list_devices", "list_quarantine", "router"]
 
 router = APIRouter(tags=["fleet"])
 

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from hub.enrolment import EnrolmentService
 from vigie.exceptions import EnrolmentError, WireError
 
-__all__ = ["EnrolRequest", "EnrolResponse", "enrol", "get_enrolment"]
+__all__ = ["EnrolRequest", "EnrolResponse", "enrol", "get_enrolment", "router"]
 
 router = APIRouter(tags=["enrolment"])
 

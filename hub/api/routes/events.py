@@ -19,7 +19,7 @@ from hub.auth import Principal, recheck
 from hub.disclosure.floor import floor_event
 from hub.storage import EventQuery
 
-__all__ = ["list_events", "stream"]
+__all__ = ["list_events", "router", "stream"]
 
 router = APIRouter(prefix="/v1/events", tags=["events"])
 _CURSOR = re.compile(r"[0-9]{1,19}")

@@ -18,7 +18,7 @@ from hub.disclosure.tables import CubeFilter, cube_table
 from hub.fusion.cameras import load_locations
 from hub.storage import RollupQuery
 
-__all__ = ["cube_csv", "cube_geojson", "ngsi_ld", "zones"]
+__all__ = ["cube_csv", "cube_geojson", "ngsi_ld", "router", "zones"]
 
 router = APIRouter(prefix="/v1", tags=["exports"])
 

@@ -12,7 +12,7 @@ from hub.disclosure.calendar import Level
 from hub.disclosure.tables import CubeFilter, anomaly_table, cube_table
 from hub.fusion.service import forecast as compute_forecast
 
-__all__ = ["AnomaliesPublic", "CubePublic", "ForecastPublic", "anomalies", "cube", "forecast"]
+__all__ = ["AnomaliesPublic", "CubePublic", "ForecastPublic", "anomalies", "cube", "forecast", "router"]
 
 router = APIRouter(prefix="/v1", tags=["fusion"])
 

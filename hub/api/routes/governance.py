@@ -12,7 +12,7 @@ from hub.api.deps import EPOCH_MAX, SettingsDep, StoreDep
 from hub.config import HubSettings
 from hub.storage import Store
 
-__all__ = ["AuditPublic", "audit", "dpia", "records", "retention", "users"]
+__all__ = ["AuditPublic", "audit", "dpia", "records", "retention", "router", "users"]
 
 router = APIRouter(prefix="/v1", tags=["governance"])
 gdpr_router = APIRouter(prefix="/v1", tags=["governance"])

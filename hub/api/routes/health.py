@@ -11,7 +11,7 @@ from hub.api.deps import IngestorDep, StoreDep
 from hub.api.schemas import Health
 from vigie import __version__
 
-__all__ = ["healthz"]
+__all__ = ["healthz", "router"]
 
 router = APIRouter(tags=["health"])
 

@@ -11,7 +11,7 @@ from hub.api.deps import EPOCH_MAX, SettingsDep, StoreDep
 from hub.disclosure.floor import protect_rollup
 from hub.storage import RollupQuery
 
-__all__ = ["RollupsPublic", "list_rollups"]
+__all__ = ["RollupsPublic", "list_rollups", "router"]
 
 router = APIRouter(prefix="/v1/rollups", tags=["analytics"])
 
