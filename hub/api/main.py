@@ -21,12 +21,14 @@ from hub.api.routes import (
     fusion,
     governance,
     health,
+    metrics,
     rollups,
 )
 from hub.audit import AuditMiddleware, require_purpose
 from hub.auth import require
 from hub.config import HubSettings
 from hub.ingest import Ingestor
+from hub.metrics import MetricsMiddleware
 from hub.ratelimit import RateLimiter
 from hub.retention import PurgeJob
 from hub.storage import open_store
@@ -162,8 +164,11 @@ def create_app(settings: HubSettings | None = None) -> FastAPI:
         503: {"description": "The audit log cannot be written: nothing is served", "model": ErrorOut},
     }
     sensitive = {**protected, 400: {"description": "No purpose stated (X-Purpose)", "model": ErrorOut}}
-    app.add_middleware(AuditMiddleware)
+    # Scrapes every 15 s are not a personal-data access: kept out of the audit log.
+    app.add_middleware(AuditMiddleware, skip=("/healthz", "/dashboard", "/favicon.ico", "/metrics"))
+    app.add_middleware(MetricsMiddleware)
     app.include_router(health.router)
+    app.include_router(metrics.router, dependencies=[require("fleet:read")], responses=protected)
     app.include_router(auth.router, responses={401: protected[401], 429: protected[429]})
     app.include_router(enrol.router)  # the one-time enrolment token is its credential
     app.include_router(events.router, dependencies=[require("events:read")], responses=protected)

@@ -14,6 +14,7 @@ from starlette.concurrency import run_in_threadpool
 
 from hub.api.deps import EPOCH_MAX, StoreDep
 from hub.api.schemas import EventPublic, EventsPublic
+from hub.metrics import counted_stream
 from hub.storage import EventQuery
 
 router = APIRouter(prefix="/v1/events", tags=["events"])
@@ -105,4 +106,6 @@ async def stream(
                 seen = {r["id"] for r in rows}
             await asyncio.sleep(1.0)
 
-    return StreamingResponse(feed(), media_type="text/event-stream", headers={"Cache-Control": "no-store"})
+    return StreamingResponse(
+        counted_stream(feed()), media_type="text/event-stream", headers={"Cache-Control": "no-store"}
+    )
