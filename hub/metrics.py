@@ -88,7 +88,7 @@ _DEVICE_GAUGES = (
     (
         "outbox_dropped",
         "vigie_device_outbox_dropped",
-        "Messages the device dropped to keep its disk quota (cumulative since the agent started).",
+        "Messages the device dropped to keep its disk quota (cumulative since the outbox was created).",
     ),
     ("cpu_temp_c", "vigie_device_temperature_celsius", "SoC temperature."),
     ("disk_free_mb", "vigie_device_disk_free_mb", "Free space where the outbox lives."),
