@@ -79,6 +79,17 @@ def _open_source(c: AgentConfig) -> FrameSource:
     return open_source(c.source, loop=c.loop, realtime=c.realtime, fps_cap=c.fps_cap, resolution=c.resolution)
 
 
+def _watch_camera(
+    source: FrameSource, on_trouble: Callable[[str | None, float], None], stop: threading.Event
+) -> FrameSource:
+    from edge.sources.camera import StreamSource
+
+    if isinstance(source, StreamSource):  # live cameras: files and folders have no trouble to tell
+        source.on_trouble = on_trouble
+        source.interrupt = stop
+    return source
+
+
 class Agent:
     """One camera's agent: its pipeline, source, outbox, sensors and MQTT link, run by :meth:`run`.
 
@@ -99,7 +110,7 @@ class Agent:
         self._reload_config = reload_config
         self.pipeline = Pipeline(config, build_detector(config))
         self.live_slot = live_slot(config)  # an OTA switch changes it: SIGHUP then rebuilds the detector
-        self.source = _open_source(config)
+        self.source = _watch_camera(_open_source(config), self._camera_trouble, self.control.stop)
         self.outbox = Outbox(config.outbox, quota_bytes=int(config.outbox_quota_mb * 1e6))
         aggregator = MeasurementAggregator(
             site=config.site, device=config.device, window_s=config.anonymisation.window_s,
@@ -216,7 +227,7 @@ class Agent:
         self.pipeline, self.config, self.live_slot = pipeline, new, slot
         if source is not None:
             self.source.close()
-            self.source = source
+            self.source = _watch_camera(source, self._camera_trouble, self.control.stop)
         self.reloads += 1
         log.info(
             "configuration reloaded",
@@ -253,11 +264,23 @@ class Agent:
             self.control.snapshot.clear()
             _snapshot(self.config, frame, self.pipeline.last_detections)
         self.notifier.watchdog()
+        self._periodic()
+
+    def _periodic(self) -> None:
+        """The heartbeat and the status file when due: after each frame, and while the camera is down."""
         now = time.monotonic()
         if self.link.connected and now - self._last_beat >= self.config.heartbeat_s:
             self.heartbeat(now)
         if now - self._last_status >= self.config.heartbeat_s:
             self.write_status()
+
+    def _camera_trouble(self, cause: str | None, retry_s: float) -> None:
+        if cause is None:
+            self.troubles.clear("camera")
+            return
+        self.troubles.report("camera", cause, next_retry_at=time.time() + retry_s)
+        self.notifier.watchdog()  # the agent is alive, waiting for its camera
+        self._periodic()
 
     def _play_source(self) -> bool:
         """Step through the source until it ends or stop is set; True when a reload needs it replayed."""

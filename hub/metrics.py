@@ -162,7 +162,19 @@ def device_metrics(devices: list[dict[str, Any]], now: float) -> Iterator[Metric
         for name, health in sorted((beat.get("sensors") or {}).items()):
             sensor.add_metric([*who, name], 1.0 if health == "ok" else 0.0)
     yield from gauges.values()
-    yield from (seen, online, sensor)
+    yield from (seen, online, sensor, _problems(devices))
+
+
+def _problems(devices: list[dict[str, Any]]) -> Metric:
+    family = GaugeMetricFamily(
+        "vigie_device_problem",
+        "1 for each trouble the last heartbeat reported (kind: broker, certificate, disk, camera).",
+        labels=["site", "device", "kind"],
+    )
+    for d in devices:
+        for kind in sorted((d.get("heartbeat") or {}).get("problems") or {}):
+            family.add_metric([d["site"], d["device"], kind], 1.0)
+    return family
 
 
 def _not_after(path: Path, crl: bool = False) -> float | None:

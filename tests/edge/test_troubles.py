@@ -10,6 +10,7 @@ import ssl
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,7 +20,7 @@ from edge.status import format_status, read_status, status_path
 from edge.troubles import Troubles, explain_connect_error
 from tests.conftest import cli
 from vigie import wire
-from vigie.broker import find_mosquitto, start_broker
+from vigie.broker import LocalBroker, find_mosquitto, start_broker
 from vigie.exceptions import VigieError, WireError
 from vigie.mqtt import BrokerConfig
 from vigie.netutil import free_port
@@ -170,3 +171,47 @@ def test_agent_against_a_dead_broker_logs_the_cause_and_edge_status_shows_it(
         proc.wait(timeout=30)
     stopped = read_status(status_path(outbox))
     assert stopped["state"] == "stopped"
+
+
+@pytest.mark.e2e
+def test_a_dead_camera_is_in_the_heartbeat_and_in_edge_status(
+    broker: LocalBroker, model_dir: Path, tmp_path: Path
+) -> None:
+    import paho.mqtt.client as mqtt
+
+    beats: list[wire.Heartbeat] = []
+    tap = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="trouble-tap")
+
+    def on_message(client: Any, userdata: Any, message: Any) -> None:
+        beat = wire.decode(bytes(message.payload), wire.Channel.HEARTBEAT)
+        assert isinstance(beat, wire.Heartbeat)
+        beats.append(beat)
+
+    tap.on_message = on_message
+    tap.connect("127.0.0.1", broker.port)
+    tap.subscribe(wire.topic("test", "cam-1", wire.Channel.HEARTBEAT), qos=0)
+    tap.loop_start()
+    outbox = tmp_path / "o.sqlite"
+    proc = subprocess.Popen(
+        cli("edge", "run", "--site", "test", "--device", "cam-1", "--source", "/dev/video99",
+            "--model-dir", str(model_dir), "--broker", f"127.0.0.1:{broker.port}", "--outbox", str(outbox)),
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while not any("camera" in b.problems for b in beats) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        problem = next((b.problems["camera"] for b in beats if "camera" in b.problems), None)
+        assert problem is not None, beats
+        assert problem.startswith("camera unavailable (/dev/video99)")
+        shown = subprocess.run(cli("edge", "status", "--outbox", str(outbox)), capture_output=True, text=True)
+        assert shown.returncode == 1
+        assert f"broker 127.0.0.1:{broker.port}: connected" in shown.stdout
+        assert "camera: camera unavailable (/dev/video99)" in shown.stdout
+    finally:
+        tap.loop_stop()
+        tap.disconnect()
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    # Retried every 0.5, 1, 2, 4 s...: logged once.
+    assert err.count("camera: camera unavailable (/dev/video99)") == 1, err

@@ -68,6 +68,10 @@ def test_device_and_ingest_families_are_labelled_per_device_and_worker() -> None
         "noise": 1,
         "air": 0,
     }
+    assert by["vigie_device_problem"].samples == []
+    devices[0]["heartbeat"]["problems"] = {"camera": "camera unavailable"}
+    (problem,) = next(f for f in device_metrics(devices, now) if f.name == "vigie_device_problem").samples
+    assert problem.labels == {"site": "lyon", "device": "cam-1", "kind": "camera"}
     workers = [{"worker": "w1", "updated_at": now - 3, "connected": True, "received": 10, "stored": 8,
                 "quarantined": 2, "quarantine_reasons": {"counts": 2}, "lag_s": 12.5}]  # fmt: skip
     ing = {f.name: f for f in ingest_metrics(workers, now)}
