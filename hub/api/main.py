@@ -118,6 +118,7 @@ def create_app(settings: HubSettings | None = None) -> FastAPI:
         app.state.zone_index = ZoneIndex(settings.h3_resolution, polygons)
         state = settings.hub_state()
         app.state.enrolment = None
+        crl_job = None
         if state is not None:
             from hub.broker_config import refresh_broker
             from hub.enrolment import EnrolmentService
@@ -125,6 +126,11 @@ def create_app(settings: HubSettings | None = None) -> FastAPI:
             app.state.enrolment = EnrolmentService(store, state)
             # The CRL expires (30 days): rewrite it, and the ACL, from the registry at every start.
             refresh_broker(store, app.state.enrolment.ca, state.layout)
+            from hub.crl_refresh import CrlRefresher
+
+            # ...and again on a schedule: a quiet hub must not let it lapse (hub/crl_refresh.py).
+            crl_job = CrlRefresher(store, app.state.enrolment.ca, state.layout)
+            crl_job.start()
         app.state.ingestor = ingestor
         if ingestor is not None:
             ingestor.start()
@@ -143,6 +149,8 @@ def create_app(settings: HubSettings | None = None) -> FastAPI:
             if fusion_job is not None:
                 fusion_job.stop()
             purge.stop()
+            if crl_job is not None:
+                crl_job.stop()
             if ingestor is not None:
                 ingestor.stop()
             store.close()
