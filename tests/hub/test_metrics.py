@@ -215,3 +215,25 @@ def test_prometheus_scrapes_the_hub_and_an_offline_device_fires(
         if a["labels"]["alertname"] == "VigieDeviceOffline" and a["state"] == "firing"
     ])  # fmt: skip
     assert firing[0]["labels"]["device"] == "cam-1"
+
+
+def test_multiprocess_mode_sums_the_workers(tmp_path: Path) -> None:
+    """With PROMETHEUS_MULTIPROC_DIR, a scrape sees the API latency recorded by every worker process."""
+    import os
+    import sys
+
+    folder = tmp_path / "prom"
+    folder.mkdir()
+    worker = (
+        "from hub.metrics import API_SECONDS; API_SECONDS.labels('/v1/devices', 'GET', '2xx').observe(0.01)"
+    )
+    scrape = (
+        "import sys; from hub.metrics import render; from hub.storage import open_store; "
+        f"sys.stdout.write(render(open_store({str(tmp_path / 'hub.sqlite')!r}), None).decode())"
+    )
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(folder)}
+    for _ in range(2):
+        subprocess.run([sys.executable, "-c", worker], env=env, check=True, timeout=60)
+    out = subprocess.run([sys.executable, "-c", scrape], env=env, check=True, timeout=60, capture_output=True)
+    labels = frozenset({("route", "/v1/devices"), ("method", "GET"), ("status", "2xx")})
+    assert _samples(out.stdout.decode())[("vigie_api_request_seconds_count", labels)] == 2
