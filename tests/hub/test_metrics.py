@@ -197,7 +197,9 @@ def test_prometheus_scrapes_the_hub_and_an_offline_device_fires(
     who = frozenset({("site", "lyon"), ("device", "cam-1")})
     assert samples[("vigie_device_fps", who)] == 4.5
     assert samples[("vigie_device_temperature_celsius", who)] == 61.5
-    assert any(name == "vigie_api_request_seconds_count" for name, _ in samples)
+    # Latency by route template: the /v1/devices calls above (hub.wait_for).
+    route = frozenset({("route", "/v1/devices"), ("method", "GET"), ("status", "2xx")})
+    assert samples[("vigie_api_request_seconds_count", route)] >= 1
 
     fps = _until("vigie_device_fps in Prometheus", lambda: _api(prometheus, "/api/v1/query",
                  query='vigie_device_fps{device="cam-1"}')["result"])  # fmt: skip
