@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from hub.crl_refresh import CrlRefresher, crl_due
 from hub.enrolment import EnrolmentService, HubState
-from tests.hub.test_enrolment import _csr
+from hub.storage import SQLiteStore
+from tests.conftest import need_service
+from tests.hub.test_enrolment import _csr, _tls_client
+from vigie.broker import find_mosquitto
+from vigie.netutil import free_port, wait_for_port
 
 DAY = 86400.0
 
@@ -19,6 +31,11 @@ def _next_update(path: Path) -> float:
     nxt = x509.load_pem_x509_crl(path.read_bytes()).next_update_utc
     assert nxt is not None
     return nxt.timestamp()
+
+
+def _accepted(outcome: dict[str, Any]) -> bool:
+    """A CONNACK that is not a failure (a refused certificate ends the TLS session before any)."""
+    return "reason" in outcome and not outcome["reason"].is_failure
 
 
 def test_crl_due_only_when_validity_runs_low() -> None:
@@ -45,3 +62,71 @@ def test_a_low_crl_is_rewritten_with_the_revoked_serials_kept(store: Any, tmp_pa
     revoked = x509.load_pem_x509_crl(crl_path.read_bytes())
     assert len(list(revoked)) == 1  # the revoked device stays revoked
     assert not job.run_once()  # fresh now: not rewritten at every check
+
+
+@pytest.mark.e2e
+def test_devices_still_connect_on_day_31_once_the_hub_refreshed_the_crl(tmp_path: Path) -> None:
+    """libfaketime: the broker and the hub at day 31 of a hub that saw no enrolment or revocation."""
+    mosquitto = find_mosquitto()
+    need_service(mosquitto is not None and shutil.which("faketime") is not None, "mosquitto and faketime")
+    tls_port, local_port = free_port(), free_port()
+    state = HubState(tmp_path / "state", tls_port=tls_port, tls_bind="127.0.0.1", local_port=local_port,
+                     broker_user="root")  # fmt: skip
+    state.init(["localhost"])
+    store = SQLiteStore(tmp_path / "hub.sqlite")
+    service = EnrolmentService(store, state)
+    key = ec.generate_private_key(ec.SECP256R1())
+    result = service.enrol(service.create_token("port", "rpi5", device="cam-1"), "port", "cam-1", _csr(key))
+    pki = tmp_path / "device"
+    pki.mkdir()
+    (pki / "ca.crt").write_text(result.ca)
+    (pki / "device.crt").write_text(result.certificate)
+    (pki / "device.key").write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                          serialization.NoEncryption())
+    )  # fmt: skip
+    store.close()
+    day31 = ["faketime", "-f", "+31d"]
+    conf = state.layout.folder / "mosquitto.conf"
+    broker = subprocess.Popen(
+        [*day31, mosquitto or "mosquitto", "-c", str(conf)], stderr=subprocess.PIPE, start_new_session=True
+    )
+    clients = []
+    try:
+        assert wait_for_port(tls_port)
+        refused, outcome = _tls_client(pki, tls_port)  # the CRL written on day 0 has expired
+        clients.append(refused)
+        assert not _accepted(outcome), outcome
+        # The running hub's check at day 31 (run here as one call under the same fake clock).
+        refresh = (
+            "from pathlib import Path; from hub.crl_refresh import CrlRefresher; "
+            "from hub.enrolment import HubState; from hub.pki import DeviceCA; "
+            "from hub.storage import open_store; "
+            f"s = HubState(Path({str(state.folder)!r}), tls_port={tls_port}, tls_bind='127.0.0.1', "
+            f"local_port={local_port}, broker_user='root'); "
+            f"assert CrlRefresher(open_store({str(tmp_path / 'hub.sqlite')!r}), DeviceCA.load(s.pki), "
+            "s.layout).run_once()"
+        )
+        done = subprocess.run(
+            [*day31, sys.executable, "-c", refresh], capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 0, done.stderr
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            client, outcome = _tls_client(pki, tls_port)
+            clients.append(client)
+            if _accepted(outcome):
+                break
+            time.sleep(0.5)
+        # Same broker, same day-31 clock: the refreshed CRL was all it took.
+        assert _accepted(outcome), outcome
+    finally:
+        for c in clients:
+            c.loop_stop()
+            c.disconnect()
+        # faketime runs mosquitto as its child: stop the whole group.
+        os.killpg(broker.pid, signal.SIGTERM)
+        _, err = broker.communicate(timeout=10)
+    # Refused at the handshake before (same certificates: only the CRL changed), reloaded, accepted.
+    assert b"certificate verify failed" in err, err
+    assert b"Reloading config" in err, err
