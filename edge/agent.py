@@ -180,12 +180,6 @@ class Agent:
 
     def write_status(self, state: str = "running") -> None:
         """Rewrite the status file beside the outbox (``vigie edge status``); never stops the agent."""
-        free = disk_free_mb(self.config.outbox)
-        if free < _DISK_LOW_MB:
-            where = self.config.outbox.parent
-            self.troubles.report("disk", f"{free:.0f} MB free where the outbox lives ({where})")
-        elif state == "running":
-            self.troubles.clear("disk")
         body = {
             "site": self.config.site,
             "device": self.config.device,
@@ -272,7 +266,16 @@ class Agent:
         if self.link.connected and now - self._last_beat >= self.config.heartbeat_s:
             self.heartbeat(now)
         if now - self._last_status >= self.config.heartbeat_s:
+            self._check_disk()
             self.write_status()
+
+    def _check_disk(self) -> None:
+        # A stable cause (not the free MB, which moves): one log line, not one per megabyte.
+        if disk_free_mb(self.config.outbox) < _DISK_LOW_MB:
+            where = self.config.outbox.parent
+            self.troubles.report("disk", f"under {_DISK_LOW_MB:.0f} MB free where the outbox lives ({where})")
+        else:
+            self.troubles.clear("disk")
 
     def _camera_trouble(self, cause: str | None, retry_s: float) -> None:
         if cause is None:

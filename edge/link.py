@@ -93,6 +93,7 @@ class MqttLink:
         self._client.reconnect_delay_set(min_delay=1, max_delay=60)
         self._retry_delay: float | None = None
         self._last_error: BaseException | None = None
+        self._refused = False  # the last attempt got a CONNACK that refused it
         original = self._client.reconnect
 
         def reconnect() -> Any:
@@ -169,6 +170,7 @@ class MqttLink:
             where = f"{self.broker.host}:{self.broker.port}"
             kind: Kind = "certificate" if "authori" in str(reason).lower() else "broker"
             cause = f"the broker at {where} refused this device ({reason})"
+            self._refused = True
             self.troubles.report(kind, cause, next_retry_at=self._next_retry_at())
             return
         self._retry_delay = None
@@ -188,11 +190,28 @@ class MqttLink:
     def _on_disconnect(
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: ReasonCode, props: Any
     ) -> None:
+        was_up = self._connected.is_set()
         self._connected.clear()
         # Keep the in-flight map: paho re-sends those messages with the same
         # ids after reconnecting, and their PUBACKs then clear the rows.
-        if not self._stop.is_set():
+        if self._stop.is_set():
+            return
+        if self._refused:  # already explained by _on_connect (the CONNACK's reason)
+            self._refused = False
+        elif was_up:
             log.warning("broker connection lost; events wait in the outbox", extra={"reason": str(reason)})
+        elif self.broker.tls_cert is not None:
+            # Closed before any CONNACK: with TLS 1.3 a refused client certificate (revoked, expired,
+            # another CA) shows only as this, after a handshake the client thought complete.
+            where = f"{self.broker.host}:{self.broker.port}"
+            cause = (
+                f"the broker at {where} closed the connection before accepting it: this device's "
+                "certificate is probably revoked or expired (re-enrol), or from another CA"
+            )
+            self.troubles.report("certificate", cause, next_retry_at=self._next_retry_at())
+        else:
+            cause = f"the broker at {self.broker.host}:{self.broker.port} closed the connection ({reason})"
+            self.troubles.report("broker", cause, next_retry_at=self._next_retry_at())
 
     def _on_publish(
         self, client: mqtt.Client, userdata: Any, mid: int, reason: ReasonCode, props: Any

@@ -16,12 +16,15 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from edge.link import MqttLink
+from edge.outbox import Outbox
 from hub.crl_refresh import CrlRefresher, crl_due
 from hub.enrolment import EnrolmentService, HubState
 from hub.storage import SQLiteStore
 from tests.conftest import need_service
 from tests.hub.test_enrolment import _csr, _tls_client
 from vigie.broker import find_mosquitto
+from vigie.mqtt import BrokerConfig
 from vigie.netutil import free_port, wait_for_port
 
 DAY = 86400.0
@@ -92,11 +95,21 @@ def test_devices_still_connect_on_day_31_once_the_hub_refreshed_the_crl(tmp_path
         [*day31, mosquitto or "mosquitto", "-c", str(conf)], stderr=subprocess.PIPE, start_new_session=True
     )
     clients = []
+    links: list[MqttLink] = []
     try:
         assert wait_for_port(tls_port)
         refused, outcome = _tls_client(pki, tls_port)  # the CRL written on day 0 has expired
         clients.append(refused)
         assert not _accepted(outcome), outcome
+        # An agent's link says why, in words (edge/troubles.py), instead of retrying in silence.
+        link = MqttLink(BrokerConfig(host="localhost", port=tls_port).with_tls_dir(pki),
+                        Outbox(tmp_path / "o.sqlite"), site="port", device="cam-1")  # fmt: skip
+        link.start()
+        links.append(link)
+        deadline = time.monotonic() + 15
+        while "certificate" not in link.troubles.active() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert "revoked or expired" in link.troubles.active()["certificate"]["cause"]
         # The running hub's check at day 31 (run here as one call under the same fake clock).
         refresh = (
             "from pathlib import Path; from hub.crl_refresh import CrlRefresher; "
@@ -120,7 +133,14 @@ def test_devices_still_connect_on_day_31_once_the_hub_refreshed_the_crl(tmp_path
             time.sleep(0.5)
         # Same broker, same day-31 clock: the refreshed CRL was all it took.
         assert _accepted(outcome), outcome
+        deadline = time.monotonic() + 30  # the link's next retry (1, 2, 4... s)
+        while not link.connected and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert link.connected
+        assert link.troubles.active() == {}
     finally:
+        for lk in links:
+            lk.stop()
         for c in clients:
             c.loop_stop()
             c.disconnect()
