@@ -9,6 +9,7 @@ refused and the running one kept). A new OTA slot counts as a change of model.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -26,13 +27,17 @@ from edge.sdnotify import Notifier
 from edge.sensors.config import build_sensor
 from edge.sensors.runner import MeasurementAggregator, SensorRunner
 from edge.sources import Frame, FrameSource, open_source, redact_url
+from edge.status import status_path, write_status
 from edge.telemetry import LatencyWindow, ProcessMonitor, cpu_temperature_c, disk_free_mb, rss_mb, too_hot
+from edge.troubles import Troubles
 from vigie import __version__, wire
 from vigie.exceptions import VigieError
 
 __all__ = ["Agent", "AgentControl", "AgentResult", "run_agent"]
 
 log = logging.getLogger(__name__)
+#: Below this, the outbox is about to hit the disk's end: a trouble ("disk") until it recovers.
+_DISK_LOW_MB = 50.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +79,17 @@ def _open_source(c: AgentConfig) -> FrameSource:
     return open_source(c.source, loop=c.loop, realtime=c.realtime, fps_cap=c.fps_cap, resolution=c.resolution)
 
 
+def _watch_camera(
+    source: FrameSource, on_trouble: Callable[[str | None, float], None], stop: threading.Event
+) -> FrameSource:
+    from edge.sources.camera import StreamSource
+
+    if isinstance(source, StreamSource):  # live cameras: files and folders have no trouble to tell
+        source.on_trouble = on_trouble
+        source.interrupt = stop
+    return source
+
+
 class Agent:
     """One camera's agent: its pipeline, source, outbox, sensors and MQTT link, run by :meth:`run`.
 
@@ -94,16 +110,19 @@ class Agent:
         self._reload_config = reload_config
         self.pipeline = Pipeline(config, build_detector(config))
         self.live_slot = live_slot(config)  # an OTA switch changes it: SIGHUP then rebuilds the detector
-        self.source = _open_source(config)
+        self.source = _watch_camera(_open_source(config), self._camera_trouble, self.control.stop)
         self.outbox = Outbox(config.outbox, quota_bytes=int(config.outbox_quota_mb * 1e6))
         aggregator = MeasurementAggregator(
             site=config.site, device=config.device, window_s=config.anonymisation.window_s,
             impulse_db=config.impulse_db,
         )  # fmt: skip
+        self._status_lock = threading.Lock()
+        self._last_status = 0.0
+        self.troubles = Troubles(on_change=self.write_status)
         self.sensors = SensorRunner([build_sensor(s) for s in config.sensors], aggregator, self.enqueue)
         self.link = MqttLink(
             config.broker, self.outbox, site=config.site, device=config.device,
-            resend_after_s=config.resend_after_s,
+            resend_after_s=config.resend_after_s, troubles=self.troubles,
         )  # fmt: skip
         self._event_topic = wire.topic(config.site, config.device, wire.Channel.EVENT)
         self._qos = wire.QOS[wire.Channel.EVENT]
@@ -150,6 +169,7 @@ class Agent:
             outbox_depth=self.outbox.depth(),
             outbox_dropped=self.outbox.dropped(),
             sensors=self.sensors.health(),
+            problems=self.troubles.for_heartbeat(),
         )
         self.link.publish_direct(wire.Channel.HEARTBEAT, beat)
         self._period_frames, self._last_beat = 0, now
@@ -157,6 +177,29 @@ class Agent:
         if self.hot != was_hot:
             state = "on" if self.hot else "off"
             log.warning(f"thermal throttling {state}", extra={"cpu_temp_c": beat.cpu_temp_c})
+
+    def write_status(self, state: str = "running") -> None:
+        """Rewrite the status file beside the outbox (``vigie edge status``); never stops the agent."""
+        body = {
+            "site": self.config.site,
+            "device": self.config.device,
+            "agent_version": __version__,
+            "pid": os.getpid(),
+            "state": state,
+            "updated_at": round(time.time(), 1),
+            "broker": f"{self.config.broker.host}:{self.config.broker.port}",
+            "connected": self.link.connected,
+            "outbox_depth": self.outbox.depth(),
+            "outbox_dropped": self.outbox.dropped(),
+            "frames": self.frames,
+            "troubles": self.troubles.active(),
+        }
+        self._last_status = time.monotonic()
+        try:
+            with self._status_lock:
+                write_status(status_path(self.config.outbox), body)
+        except OSError as exc:  # a full disk must not stop the counting
+            log.debug("status file not written", extra={"error": str(exc)})
 
     # -- SIGHUP --------------------------------------------------------------------------
     def reload(self) -> None:
@@ -178,7 +221,7 @@ class Agent:
         self.pipeline, self.config, self.live_slot = pipeline, new, slot
         if source is not None:
             self.source.close()
-            self.source = source
+            self.source = _watch_camera(source, self._camera_trouble, self.control.stop)
         self.reloads += 1
         log.info(
             "configuration reloaded",
@@ -215,9 +258,32 @@ class Agent:
             self.control.snapshot.clear()
             _snapshot(self.config, frame, self.pipeline.last_detections)
         self.notifier.watchdog()
+        self._periodic()
+
+    def _periodic(self) -> None:
+        """The heartbeat and the status file when due: after each frame, and while the camera is down."""
         now = time.monotonic()
         if self.link.connected and now - self._last_beat >= self.config.heartbeat_s:
             self.heartbeat(now)
+        if now - self._last_status >= self.config.heartbeat_s:
+            self._check_disk()
+            self.write_status()
+
+    def _check_disk(self) -> None:
+        # A stable cause (not the free MB, which moves): one log line, not one per megabyte.
+        if disk_free_mb(self.config.outbox) < _DISK_LOW_MB:
+            where = self.config.outbox.parent
+            self.troubles.report("disk", f"under {_DISK_LOW_MB:.0f} MB free where the outbox lives ({where})")
+        else:
+            self.troubles.clear("disk")
+
+    def _camera_trouble(self, cause: str | None, retry_s: float) -> None:
+        if cause is None:
+            self.troubles.clear("camera")
+            return
+        self.troubles.report("camera", cause, next_retry_at=time.time() + retry_s)
+        self.notifier.watchdog()  # the agent is alive, waiting for its camera
+        self._periodic()
 
     def _play_source(self) -> bool:
         """Step through the source until it ends or stop is set; True when a reload needs it replayed."""
@@ -245,6 +311,7 @@ class Agent:
                 "pending": self.outbox.depth(),
             },
         )
+        self.write_status()
         self.link.start()
         self.sensors.start()
         self.notifier.ready(f"analysing {redact_url(self.config.source)}")
@@ -263,6 +330,7 @@ class Agent:
         self.sensors.stop()  # closes the open measurement windows into the outbox
         self.source.close()
         left = self.link.stop(drain_timeout=0.0 if self.control.stop.is_set() else 2.0)
+        self.write_status("stopped")
         self.outbox.close()
         return left
 

@@ -26,6 +26,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from edge.alert_timing import MAX_WAIT_S, due_now
 from edge.outbox import Outbox
+from edge.troubles import Kind, Troubles, explain_connect_error
 from vigie import wire
 from vigie.exceptions import WireError
 from vigie.mqtt import BrokerConfig, make_client
@@ -47,6 +48,7 @@ class MqttLink:
         device: str,
         max_inflight: int = 100,
         resend_after_s: float = 30.0,
+        troubles: Troubles | None = None,
     ) -> None:
         self.broker = broker
         self.outbox = outbox
@@ -66,6 +68,8 @@ class MqttLink:
         self._client.on_disconnect = self._on_disconnect
         self._client.on_publish = self._on_publish
         self._client.on_message = self._on_message
+        self.troubles = troubles or Troubles()
+        self._explain_failures()
         self._lock = threading.Lock()
         self._inflight: dict[int, int] = {}  # paho mid -> outbox rowid
         self._early: dict[int, float] = {}  # acks seen before their mid was recorded
@@ -80,6 +84,33 @@ class MqttLink:
     def _status_payload(self, state: str) -> bytes:
         msg = wire.Status(site=self.site, device=self.device, ts=int(time.time()), state=state)  # type: ignore[arg-type]
         return wire.encode(msg)
+
+    def _explain_failures(self) -> None:
+        """Say why connecting fails: paho retries in silence and drops the exception.
+
+        Its loop calls ``reconnect()`` and, on an OSError (refused, unresolvable, TLS refused),
+        ``on_connect_fail`` without the error: the wrapper keeps it for that callback. The retry
+        delay mirrors paho's own (``reconnect_delay_set``: doubling from 1 s up to 60 s).
+        """
+        self._client.reconnect_delay_set(min_delay=1, max_delay=60)
+        self._retry_delay: float | None = None
+        self._last_error: BaseException | None = None
+        self._refused = False  # the last attempt got a CONNACK that refused it
+        original = self._client.reconnect
+
+        def reconnect() -> Any:
+            try:
+                return original()
+            except OSError as exc:
+                self._last_error = exc
+                raise
+
+        self._client.reconnect = reconnect  # type: ignore[method-assign]
+        self._client.on_connect_fail = self._on_connect_fail
+
+    def _next_retry_at(self) -> float:
+        self._retry_delay = 1.0 if self._retry_delay is None else min(self._retry_delay * 2, 60.0)
+        return time.time() + self._retry_delay
 
     # -- lifecycle -----------------------------------------------------------------
     def start(self) -> None:
@@ -138,22 +169,51 @@ class MqttLink:
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: ReasonCode, props: Any
     ) -> None:
         if reason.is_failure:
-            log.warning("broker refused connection", extra={"reason": str(reason)})
+            where = f"{self.broker.host}:{self.broker.port}"
+            kind: Kind = "certificate" if "authori" in str(reason).lower() else "broker"
+            cause = f"the broker at {where} refused this device ({reason})"
+            self._refused = True
+            self.troubles.report(kind, cause, next_retry_at=self._next_retry_at())
             return
+        self._retry_delay = None
+        self.troubles.clear("broker")
+        self.troubles.clear("certificate")
         log.info("connected to broker", extra={"host": self.broker.host, "port": self.broker.port})
         client.subscribe(self._receipt_topic, qos=wire.QOS[wire.Channel.RECEIPT])
         client.publish(self._status_topic, self._status_payload("online"), qos=1, retain=True)
         self._connected.set()
         self._wake.set()
 
+    def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        error = self._last_error or OSError("unknown error")
+        kind, cause = explain_connect_error(error, self.broker.host, self.broker.port)
+        self.troubles.report(kind, cause, next_retry_at=self._next_retry_at())
+
     def _on_disconnect(
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: ReasonCode, props: Any
     ) -> None:
+        was_up = self._connected.is_set()
         self._connected.clear()
         # Keep the in-flight map: paho re-sends those messages with the same
         # ids after reconnecting, and their PUBACKs then clear the rows.
-        if not self._stop.is_set():
+        if self._stop.is_set():
+            return
+        if self._refused:  # already explained by _on_connect (the CONNACK's reason)
+            self._refused = False
+        elif was_up:
             log.warning("broker connection lost; events wait in the outbox", extra={"reason": str(reason)})
+        elif self.broker.tls_cert is not None:
+            # Closed before any CONNACK: with TLS 1.3 a refused client certificate (revoked, expired,
+            # another CA) shows only as this, after a handshake the client thought complete.
+            where = f"{self.broker.host}:{self.broker.port}"
+            cause = (
+                f"the broker at {where} closed the connection before accepting it: this device's "
+                "certificate is probably revoked or expired (re-enrol), or from another CA"
+            )
+            self.troubles.report("certificate", cause, next_retry_at=self._next_retry_at())
+        else:
+            cause = f"the broker at {self.broker.host}:{self.broker.port} closed the connection ({reason})"
+            self.troubles.report("broker", cause, next_retry_at=self._next_retry_at())
 
     def _on_publish(
         self, client: mqtt.Client, userdata: Any, mid: int, reason: ReasonCode, props: Any

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 import msgpack
 
 from hub.disclosure.floor import coarse_arrival, device_k_refusal
+from hub.metrics import BATCH_COMMIT_SECONDS
 from hub.mqtt_receiver import BatchResult, Delivery, LeanSubscriber
 from hub.ratelimit import RateLimiter
 from hub.storage import QuarantineRecord, Store
@@ -55,6 +56,13 @@ def classify(topic: str, payload: bytes, received_at: float) -> wire.Message | Q
         return QuarantineRecord(topic, site, device, exc.field, exc.reason, payload, received_at)
 
 
+def _window_end(event: wire.Event) -> float:
+    """When an event's data were complete on the device: the end of its window, or its own time."""
+    if isinstance(event, wire.Alert):
+        return float(event.ts)
+    return float(event.window_start + event.window_s)
+
+
 def receipts(settled: dict[tuple[str, str], list[str]], ts: int) -> list[tuple[str, bytes]]:
     """One receipt message (or several, of at most RECEIPT_MAX_IDS ids) per device (pure).
 
@@ -85,6 +93,10 @@ class IngestStats:
     quarantined: int = 0
     rate_limited: int = 0
     batches: int = 0
+    #: Quarantined messages by the field that failed (bounded: the wire protocol's field names).
+    quarantine_reasons: dict[str, int] = field(default_factory=dict)
+    #: Receive time minus the end of the newest event window in the last batch with events.
+    lag_s: float | None = None
     last_error: str | None = None
     started_at: float = field(default_factory=time.time)
 
@@ -171,9 +183,23 @@ class Ingestor:
         if self._stop.is_set():
             self._stop_async.set()
         try:
-            loop.run_until_complete(self._subscriber.run(self._stop_async))
+            loop.run_until_complete(self._serve(self._stop_async))
         finally:
             loop.close()
+
+    async def _serve(self, stop: asyncio.Event) -> None:
+        # Counters are also reported every 5 s between batches: a quiet fleet's last batch
+        # would otherwise never reach /healthz and /metrics.
+        ticker = asyncio.create_task(self._tick())
+        try:
+            await self._subscriber.run(stop)
+        finally:
+            ticker.cancel()
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(5.0)
+            await asyncio.to_thread(self.report_status, time.time())
 
     def _on_state(self, up: bool, why: str) -> None:
         if up:
@@ -263,16 +289,21 @@ class Ingestor:
                 events.append(result)
                 settled.setdefault((result.site, result.device), []).append(result.id)
         now = time.time()
-        alerts = [e for e in events if isinstance(e, wire.Alert)]
-        inserted = self.store.add_events([e for e in events if not isinstance(e, wire.Alert)], now)
-        if alerts:  # stored with the grid time, not the arrival second (docs/privacy.md)
-            inserted += self.store.add_events(alerts, coarse_arrival(now))
-        self.store.quarantine(bad)
-        for beat, at in heartbeats:
-            self.store.record_heartbeat(beat, at)
-        for status, at in statuses:
-            self.store.record_status(status, at)
+        with BATCH_COMMIT_SECONDS.time():
+            alerts = [e for e in events if isinstance(e, wire.Alert)]
+            inserted = self.store.add_events([e for e in events if not isinstance(e, wire.Alert)], now)
+            if alerts:  # stored with the grid time, not the arrival second (docs/privacy.md)
+                inserted += self.store.add_events(alerts, coarse_arrival(now))
+            self.store.quarantine(bad)
+            for beat, at in heartbeats:
+                self.store.record_heartbeat(beat, at)
+            for status, at in statuses:
+                self.store.record_status(status, at)
         s = self.stats
+        if events:
+            s.lag_s = round(max(0.0, now - max(_window_end(e) for e in events)), 3)
+        for record in bad:
+            s.quarantine_reasons[record.field] = s.quarantine_reasons.get(record.field, 0) + 1
         s.received += len(batch)
         s.stored += inserted
         s.duplicates += len(events) - inserted

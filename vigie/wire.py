@@ -400,6 +400,13 @@ class Heartbeat(_Message):
     sensors: dict[SensorId, Literal["ok", "silent", "out_of_range"]] = Field(
         default_factory=dict, max_length=32, description="Health of each non-camera sensor."
     )
+    problems: dict[
+        Literal["broker", "certificate", "disk", "camera"], Annotated[str, Field(max_length=200)]
+    ] = Field(
+        default_factory=dict,
+        max_length=4,
+        description="What went wrong since the last heartbeat (ongoing or cleared since), in words.",
+    )
 
 
 class Status(_Message):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import cv2
 import numpy as np
@@ -45,6 +45,12 @@ class StreamSource:
         self.stall_s = stall_s
         self.backoff_max_s = backoff_max_s
         self.reconnects = 0
+        #: Told ``(cause, retry_s)`` when the camera fails and ``(None, 0)`` when frames come back;
+        #: the agent sets it (edge.troubles logs once, reports in the heartbeat and the status file).
+        self.on_trouble: Callable[[str | None, float], None] | None = None
+        self._troubled = False
+        #: Set by the agent to its stop flag: a SIGTERM ends the retry wait of a dead camera.
+        self.interrupt: threading.Event | None = None
         self._stop = stop or threading.Event()
         self._cap: cv2.VideoCapture | None = None
 
@@ -65,16 +71,14 @@ class StreamSource:
         backoff = 0.5
         period = 1.0 / self.fps_cap if self.fps_cap else 0.0
         next_at = 0.0
-        while not self._stop.is_set():
+        while not self._stopping():
             if self._cap is None:
                 self._cap = self._open()
                 if not self._cap.isOpened():
                     self._cap.release()
                     self._cap = None
-                    log.warning(
-                        "camera unavailable; retrying", extra={"source": self.shown, "retry_s": backoff}
-                    )
-                    self._stop.wait(backoff)
+                    self._failed("camera unavailable", backoff)
+                    self._pause(backoff)
                     backoff = min(backoff * 2, self.backoff_max_s)
                     continue
             now = time.monotonic()
@@ -87,16 +91,34 @@ class StreamSource:
                 ok, bgr = self._cap.read()
                 if ok and bgr is not None:
                     backoff = 0.5
+                    if self._troubled and self.on_trouble is not None:
+                        self._troubled = False
+                        self.on_trouble(None, 0.0)
                     next_at = max(next_at + period, now) if period else 0.0
                     yield Frame(np.asarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), dtype=np.uint8), time.time())
                     continue
             # A failed grab/read: the stream ended, dropped or stalled past the time-out.
-            log.warning("camera stream lost; reconnecting", extra={"source": self.shown, "retry_s": backoff})
+            self._failed("camera stream lost", backoff)
             self._cap.release()
             self._cap = None
             self.reconnects += 1
-            self._stop.wait(backoff)
+            self._pause(backoff)
             backoff = min(backoff * 2, self.backoff_max_s)
+
+    def _stopping(self) -> bool:
+        return self._stop.is_set() or (self.interrupt is not None and self.interrupt.is_set())
+
+    def _pause(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while not self._stopping() and (left := deadline - time.monotonic()) > 0:
+            self._stop.wait(min(left, 0.25))
+
+    def _failed(self, what: str, retry_s: float) -> None:
+        if self.on_trouble is None:
+            log.warning(f"{what}; retrying", extra={"source": self.shown, "retry_s": retry_s})
+        else:
+            self._troubled = True
+            self.on_trouble(f"{what} ({self.shown}): cable, power or stream address?", retry_s)
 
     def close(self) -> None:
         self._stop.set()

@@ -22,6 +22,7 @@ from hub.api.routes import (
     fusion,
     governance,
     health,
+    metrics,
     rollups,
 )
 from hub.audit import AuditMiddleware, require_purpose
@@ -30,6 +31,7 @@ from hub.config import HubSettings
 from hub.disclosure.calendar import CityCalendar
 from hub.ingest import Ingestor
 from hub.login_guard import LoginGuard
+from hub.metrics import MetricsMiddleware
 from hub.ratelimit import RateLimiter
 from hub.retention import PurgeJob
 from hub.storage import open_store
@@ -121,6 +123,7 @@ def create_app(settings: HubSettings | None = None) -> FastAPI:
         app.state.zone_index = ZoneIndex(settings.h3_resolution, polygons)
         state = settings.hub_state()
         app.state.enrolment = None
+        crl_job = None
         if state is not None:
             from hub.broker_config import refresh_broker
             from hub.enrolment import EnrolmentService
@@ -128,6 +131,11 @@ def create_app(settings: HubSettings | None = None) -> FastAPI:
             app.state.enrolment = EnrolmentService(store, state)
             # The CRL expires (30 days): rewrite it, and the ACL, from the registry at every start.
             refresh_broker(store, app.state.enrolment.ca, state.layout)
+            from hub.crl_refresh import CrlRefresher
+
+            # ...and again on a schedule: a quiet hub must not let it lapse (hub/crl_refresh.py).
+            crl_job = CrlRefresher(store, app.state.enrolment.ca, state.layout)
+            crl_job.start()
         app.state.ingestor = ingestor
         if ingestor is not None:
             ingestor.start()
@@ -146,6 +154,8 @@ def create_app(settings: HubSettings | None = None) -> FastAPI:
             if fusion_job is not None:
                 fusion_job.stop()
             purge.stop()
+            if crl_job is not None:
+                crl_job.stop()
             if ingestor is not None:
                 ingestor.stop()
             store.close()
@@ -168,10 +178,13 @@ def create_app(settings: HubSettings | None = None) -> FastAPI:
         503: {"description": "The audit log cannot be written: nothing is served", "model": ErrorOut},
     }
     sensitive = {**protected, 400: {"description": "No purpose stated (X-Purpose)", "model": ErrorOut}}
-    app.add_middleware(AuditMiddleware)
+    # Scrapes every 15 s are not a personal-data access: kept out of the audit log.
+    app.add_middleware(AuditMiddleware, skip=("/healthz", "/dashboard", "/favicon.ico", "/metrics"))
+    app.add_middleware(MetricsMiddleware)
     # Added last, so outermost: even the audit middleware's own refusals (503) carry the headers.
     app.add_middleware(SecurityHeadersMiddleware)
     app.include_router(health.router)
+    app.include_router(metrics.router, dependencies=[require("fleet:read")], responses=protected)
     app.include_router(auth.router, responses={401: protected[401], 429: protected[429]})
     app.include_router(enrol.router)  # the one-time enrolment token is its credential
     app.include_router(events.router, dependencies=[require("events:read")], responses=protected)

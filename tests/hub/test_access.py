@@ -26,6 +26,7 @@ ROUTES: list[tuple[str, str, str | None]] = [
     ("GET", "/v1/rollups", "events:read"),
     ("GET", "/v1/devices", "fleet:read"),
     ("GET", "/v1/quarantine", "fleet:read"),
+    ("GET", "/metrics", "fleet:read"),
     ("GET", "/v1/campaigns", "fleet:read"),
     ("GET", "/v1/cube", "analytics:read"),
     ("GET", "/v1/anomalies", "analytics:read"),

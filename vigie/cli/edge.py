@@ -61,6 +61,7 @@ def register(sub: Any) -> None:
     _run_link_options(run)
     run.set_defaults(handler=_edge_run)
     _register_snapshot(edge_sub)
+    _register_status(edge_sub)
     edge_device.register(edge_sub)
 
 
@@ -173,6 +174,25 @@ def _register_snapshot(edge_sub: Any) -> None:
     snap.set_defaults(handler=_edge_snapshot)
 
 
+def _register_status(edge_sub: Any) -> None:
+    status = edge_sub.add_parser(
+        "status",
+        formatter_class=FMT,
+        help="What the agent on this box is doing, and what is wrong (for the technician on site).",
+        description="Read the status file the agent rewrites beside its outbox (every heartbeat period and "
+        "whenever a trouble starts or ends): connection to the broker, outbox, and each trouble (broker, "
+        "certificate, disk) with its cause, since when and the next retry. Needs no network. Exit status "
+        "0 when the agent runs connected without trouble, 1 otherwise.",
+        epilog="Examples:\n  vigie edge status\n  vigie edge status --outbox /var/lib/vigie/cam-1.sqlite\n",
+    )
+    status.add_argument(
+        "--outbox", type=Path, default=Path("vigie-outbox.sqlite"),
+        help="The agent's outbox (default ./vigie-outbox.sqlite); the status file is beside it.",
+    )  # fmt: skip
+    status.add_argument("--json", action="store_true", help="Print the status file as it is.")
+    status.set_defaults(handler=_edge_status)
+
+
 # -- handlers ---------------------------------------------------------------------------------
 def _edge_run(args: argparse.Namespace) -> int:
     from edge.agent import AgentControl, run_agent
@@ -219,3 +239,16 @@ def _edge_snapshot(args: argparse.Namespace) -> int:
     path = save_snapshot(frame.rgb, detections, config, face_model=args.face_model)
     print(f"snapshot saved (faces blurred, local only, deleted after {config.snapshot_ttl_s:.0f} s): {path}")
     return 0
+
+
+def _edge_status(args: argparse.Namespace) -> int:
+    import json
+    import time
+
+    from edge.status import format_status, read_status, status_path
+
+    body = read_status(status_path(args.outbox))
+    print(json.dumps(body, indent=1, sort_keys=True) if args.json else format_status(body))
+    fresh = time.time() - float(body.get("updated_at", 0)) < 120
+    healthy = fresh and body.get("state") == "running" and body.get("connected") and not body.get("troubles")
+    return 0 if healthy else 1

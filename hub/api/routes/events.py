@@ -17,6 +17,7 @@ from hub.api.deps import EPOCH_MAX, SettingsDep, StoreDep
 from hub.api.schemas import EventPublic, EventsPublic
 from hub.auth import Principal, recheck
 from hub.disclosure.floor import floor_event
+from hub.metrics import counted_stream
 from hub.storage import EventQuery
 
 __all__ = ["list_events", "router", "stream"]
@@ -141,4 +142,6 @@ async def stream(
                 seen = {r["id"] for r in rows}
             await asyncio.sleep(1.0)
 
-    return StreamingResponse(feed(), media_type="text/event-stream", headers={"Cache-Control": "no-store"})
+    return StreamingResponse(
+        counted_stream(feed()), media_type="text/event-stream", headers={"Cache-Control": "no-store"}
+    )
