@@ -37,6 +37,12 @@ from vigie.mqtt import BrokerConfig
 from vigie.netutil import free_port, wait_for_port
 
 
+def _event(**overrides: Any) -> Any:
+    """A valid event counted with the hub's minimum k (3): a smaller k would be quarantined."""
+    fields: dict[str, Any] = {"k": 3, "counts": {"person": 4}, "mean_counts": {"person": 2.5}}
+    return event(**{**fields, **overrides})
+
+
 @dataclass
 class TlsBroker:
     tls_port: int
@@ -118,7 +124,7 @@ def test_ingest_connects_over_tls_and_stores_what_was_published_over_tls(
     ingestor.start()
     try:
         assert ingestor.wait_connected(15), ingestor.stats.last_error
-        _publish_over_tls(tls_broker, [event(), event(device="cam-02")])
+        _publish_over_tls(tls_broker, [_event(), _event(device="cam-02")])
         _wait(lambda: store.count_events() == 2, 15, "both events stored")
         assert ingestor.stats.stored == 2
     finally:
@@ -210,7 +216,7 @@ def test_spawned_workers_connect_over_tls(tls_broker: TlsBroker, tmp_path: Path)
         )
         rows = store.list_ingest_status()
         assert sorted(r["worker"] for r in rows) == ["vigie-hub-ingest-0", "vigie-hub-ingest-1"]
-        events = [event(device=f"cam-{i:02d}") for i in range(20)]
+        events = [_event(device=f"cam-{i:02d}") for i in range(20)]
         _publish_over_tls(tls_broker, events)
         _wait(lambda: store.count_events() == 20, 30, "every event stored")
     finally:
