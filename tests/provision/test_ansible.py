@@ -27,7 +27,7 @@ from vigie.netutil import free_port, wait_for_port
 
 ANSIBLE = ROOT / "ansible"
 BIN = Path(sys.executable).parent
-PLAYBOOKS = ["provision.yml", "update-agent.yml", "decommission.yml"]
+PLAYBOOKS = ["preflight.yml", "provision.yml", "update-agent.yml", "decommission.yml"]
 CACHE = Path(os.environ.get("VIGIE_TEST_CACHE", Path.home() / ".cache" / "vigie-tests"))
 RECAP = re.compile(r"^(\S+)\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.MULTILINE)
 
@@ -65,6 +65,22 @@ def test_syntax_check(playbook: str) -> None:
         cwd=ANSIBLE, capture_output=True, text=True, timeout=120, env=_ansible_env(),
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_example_inventory_passes_preflight_as_shipped() -> None:
+    """A newcomer copies inventory/example-vieux-port: as shipped, it matches its site file."""
+    done = subprocess.run(
+        [_tool("ansible-playbook"), "-i", "inventory/example-vieux-port", "preflight.yml"],
+        cwd=ANSIBLE, capture_output=True, text=True, timeout=300, env=_ansible_env(),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    hosts = yaml.safe_load((ANSIBLE / "inventory" / "example-vieux-port" / "hosts.yml").read_text())
+    # The check that failed before (cam-1's profile in the site file) ran and passed for every host.
+    site_check = done.stdout.split("this device, with the inventory's profile")[1].split("TASK [")[0]
+    for group in hosts["vigie_agents"]["children"].values():
+        for host in group["hosts"]:
+            assert _recap(done.stdout, host)["failed"] == 0
+            assert f"ok: [{host} -> localhost]" in site_check
 
 
 def test_every_profile_has_a_group() -> None:
