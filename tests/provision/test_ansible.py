@@ -91,21 +91,24 @@ def test_every_profile_has_a_group() -> None:
 
 
 # -- a real Debian root filesystem ----------------------------------------------------------------
-def _base_rootfs() -> Path:
-    """A minbase bookworm with python3 and systemd (as on any Pi), made once by debootstrap, then cached."""
-    tarball = CACHE / "bookworm-minbase-systemd-amd64.tar"
+def _base_rootfs(arch: str = "amd64") -> Path:
+    """A minbase bookworm with python3 and systemd (as on any Pi), made once by debootstrap, then cached.
+
+    Another ``arch`` than the machine's (arm64) runs its programs through qemu-user-static's binfmt_misc.
+    """
+    tarball = CACHE / f"bookworm-minbase-systemd-{arch}.tar"
     if tarball.exists():
         return tarball
     need_service(shutil.which("debootstrap") is not None, "debootstrap (apt-get install debootstrap)")
     need_service(os.geteuid() == 0, "root (debootstrap and chroot need it)")
-    build = CACHE / "rootfs-build"
+    build = CACHE / f"rootfs-build-{arch}"
     shutil.rmtree(build, ignore_errors=True)
     CACHE.mkdir(parents=True, exist_ok=True)
     subprocess.run(
-        ["debootstrap", "--variant=minbase", "--include=python3,systemd,systemd-sysv,dbus", "bookworm",
-         str(build),
+        ["debootstrap", f"--arch={arch}", "--variant=minbase", "--include=python3,systemd,systemd-sysv,dbus",
+         "bookworm", str(build),
          "http://deb.debian.org/debian"],
-        check=True, capture_output=True, timeout=900,
+        check=True, capture_output=True, timeout=1800,
     )  # fmt: skip
     with tarfile.open(tarball.with_suffix(".tmp"), "w") as tar:
         tar.add(build, arcname=".")
@@ -155,7 +158,7 @@ def hub_with_state(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
         log.close()
 
 
-def _firmware(tmp_path: Path, device: str) -> Path:
+def _firmware(tmp_path: Path, device: str, profile: str = "generic-x86") -> Path:
     """The repository's profiles and a site file for the test device (TLS broker on the hub host)."""
     fw = tmp_path / "firmware_configs"
     shutil.copytree(ROOT / "firmware_configs" / "profiles", fw / "profiles")
@@ -163,16 +166,18 @@ def _firmware(tmp_path: Path, device: str) -> Path:
     site = {
         "site": "ladder", "description": "Provisioning test site", "location": [43.2965, 5.3698],
         "broker": {"host": "localhost", "port": 8883},
-        "cameras": [{"device": device, "profile": "generic-x86", "source": "rtsp://${VIGIE_RTSP_USER}:"
+        "cameras": [{"device": device, "profile": profile, "source": "rtsp://${VIGIE_RTSP_USER}:"
                      "${VIGIE_RTSP_PASSWORD}@10.20.0.50/stream1", "fps_cap": 2}],
     }  # fmt: skip
     (fw / "sites" / "ladder.yaml").write_text(yaml.safe_dump(site, sort_keys=False))
     return fw
 
 
-def _inventory(tmp_path: Path, hosts: dict[str, dict[str, str]], common: dict[str, object]) -> Path:
+def _inventory(
+    tmp_path: Path, hosts: dict[str, dict[str, str]], common: dict[str, object], group: str = "generic_x86"
+) -> Path:
     inventory = {
-        "vigie_agents": {"children": {"generic_x86": {"hosts": hosts}}, "vars": common},
+        "vigie_agents": {"children": {group: {"hosts": hosts}}, "vars": common},
         "vigie_hub": {"hosts": {"hub-local": {"ansible_connection": "local",
                                               "ansible_python_interpreter": sys.executable}}},
     }  # fmt: skip
