@@ -32,6 +32,7 @@ from edge.ota.updater import STEPS, ModelUpdater, SmokeResult, UpdateError, smok
 from ota.bundle import BundleError, BundleManifest, pack, unpack
 from ota.repository import init_repository, load_signer, publish, refresh_timestamp
 from tests.conftest import cli
+from tests.unprivileged import as_nobody, readable_install
 from vigie.mqtt import BrokerConfig
 from vigie.netutil import free_port
 
@@ -279,13 +280,12 @@ def test_a_lock_left_by_root_does_not_lock_out_the_service_user() -> None:
     folder.chmod(0o777)
     (folder / "lock").write_text("1")
     (folder / "lock").chmod(0o600)  # root's, unreadable to others
-    code = "import sys; from pathlib import Path; from edge.ota.updater import ModelUpdater; "
-    code += "print(ModelUpdater(Path(sys.argv[1]), '').recover())"
-    done = subprocess.run(
-        ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", sys.executable, "-c", code,
-         str(folder)],
-        capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+    # The clone (and its .venv) may sit in a 0700 folder: nobody runs a readable copy of the code.
+    install = readable_install("edge.ota.updater", folder / "install")
+    code = "import sys; from pathlib import Path; import edge.ota.updater as u; "
+    code += "assert u.__file__.startswith(sys.argv[2]), u.__file__; "
+    code += "print(u.ModelUpdater(Path(sys.argv[1]), '').recover())"
+    done = as_nobody(code, install, str(folder), str(install))
     shutil.rmtree(folder)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "nothing to recover"

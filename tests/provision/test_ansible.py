@@ -27,7 +27,7 @@ from vigie.netutil import free_port, wait_for_port
 
 ANSIBLE = ROOT / "ansible"
 BIN = Path(sys.executable).parent
-PLAYBOOKS = ["provision.yml", "update-agent.yml", "decommission.yml"]
+PLAYBOOKS = ["preflight.yml", "provision.yml", "update-agent.yml", "decommission.yml"]
 CACHE = Path(os.environ.get("VIGIE_TEST_CACHE", Path.home() / ".cache" / "vigie-tests"))
 RECAP = re.compile(r"^(\S+)\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.MULTILINE)
 
@@ -67,6 +67,22 @@ def test_syntax_check(playbook: str) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
 
 
+def test_the_example_inventory_passes_preflight_as_shipped() -> None:
+    """A newcomer copies inventory/example-vieux-port: as shipped, it matches its site file."""
+    done = subprocess.run(
+        [_tool("ansible-playbook"), "-i", "inventory/example-vieux-port", "preflight.yml"],
+        cwd=ANSIBLE, capture_output=True, text=True, timeout=300, env=_ansible_env(),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    hosts = yaml.safe_load((ANSIBLE / "inventory" / "example-vieux-port" / "hosts.yml").read_text())
+    # The check that failed before (cam-1's profile in the site file) ran and passed for every host.
+    site_check = done.stdout.split("this device, with the inventory's profile")[1].split("TASK [")[0]
+    for group in hosts["vigie_agents"]["children"].values():
+        for host in group["hosts"]:
+            assert _recap(done.stdout, host)["failed"] == 0
+            assert f"ok: [{host} -> localhost]" in site_check
+
+
 def test_every_profile_has_a_group() -> None:
     for profile in (ROOT / "firmware_configs" / "profiles").glob("*.yaml"):
         group = ANSIBLE / "group_vars" / f"{profile.stem.replace('-', '_')}.yml"
@@ -75,21 +91,24 @@ def test_every_profile_has_a_group() -> None:
 
 
 # -- a real Debian root filesystem ----------------------------------------------------------------
-def _base_rootfs() -> Path:
-    """A minbase bookworm with python3 and systemd (as on any Pi), made once by debootstrap, then cached."""
-    tarball = CACHE / "bookworm-minbase-systemd-amd64.tar"
+def _base_rootfs(arch: str = "amd64") -> Path:
+    """A minbase bookworm with python3 and systemd (as on any Pi), made once by debootstrap, then cached.
+
+    Another ``arch`` than the machine's (arm64) runs its programs through qemu-user-static's binfmt_misc.
+    """
+    tarball = CACHE / f"bookworm-minbase-systemd-{arch}.tar"
     if tarball.exists():
         return tarball
     need_service(shutil.which("debootstrap") is not None, "debootstrap (apt-get install debootstrap)")
     need_service(os.geteuid() == 0, "root (debootstrap and chroot need it)")
-    build = CACHE / "rootfs-build"
+    build = CACHE / f"rootfs-build-{arch}"
     shutil.rmtree(build, ignore_errors=True)
     CACHE.mkdir(parents=True, exist_ok=True)
     subprocess.run(
-        ["debootstrap", "--variant=minbase", "--include=python3,systemd,systemd-sysv,dbus", "bookworm",
-         str(build),
+        ["debootstrap", f"--arch={arch}", "--variant=minbase", "--include=python3,systemd,systemd-sysv,dbus",
+         "bookworm", str(build),
          "http://deb.debian.org/debian"],
-        check=True, capture_output=True, timeout=900,
+        check=True, capture_output=True, timeout=1800,
     )  # fmt: skip
     with tarfile.open(tarball.with_suffix(".tmp"), "w") as tar:
         tar.add(build, arcname=".")
@@ -139,7 +158,7 @@ def hub_with_state(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
         log.close()
 
 
-def _firmware(tmp_path: Path, device: str) -> Path:
+def _firmware(tmp_path: Path, device: str, profile: str = "generic-x86") -> Path:
     """The repository's profiles and a site file for the test device (TLS broker on the hub host)."""
     fw = tmp_path / "firmware_configs"
     shutil.copytree(ROOT / "firmware_configs" / "profiles", fw / "profiles")
@@ -147,16 +166,18 @@ def _firmware(tmp_path: Path, device: str) -> Path:
     site = {
         "site": "ladder", "description": "Provisioning test site", "location": [43.2965, 5.3698],
         "broker": {"host": "localhost", "port": 8883},
-        "cameras": [{"device": device, "profile": "generic-x86", "source": "rtsp://${VIGIE_RTSP_USER}:"
+        "cameras": [{"device": device, "profile": profile, "source": "rtsp://${VIGIE_RTSP_USER}:"
                      "${VIGIE_RTSP_PASSWORD}@10.20.0.50/stream1", "fps_cap": 2}],
     }  # fmt: skip
     (fw / "sites" / "ladder.yaml").write_text(yaml.safe_dump(site, sort_keys=False))
     return fw
 
 
-def _inventory(tmp_path: Path, hosts: dict[str, dict[str, str]], common: dict[str, object]) -> Path:
+def _inventory(
+    tmp_path: Path, hosts: dict[str, dict[str, str]], common: dict[str, object], group: str = "generic_x86"
+) -> Path:
     inventory = {
-        "vigie_agents": {"children": {"generic_x86": {"hosts": hosts}}, "vars": common},
+        "vigie_agents": {"children": {group: {"hosts": hosts}}, "vars": common},
         "vigie_hub": {"hosts": {"hub-local": {"ansible_connection": "local",
                                               "ansible_python_interpreter": sys.executable}}},
     }  # fmt: skip
