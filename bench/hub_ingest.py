@@ -43,7 +43,8 @@ def publisher(port: int, index: int, count: int, ready: mp.Barrier, go: mp.Event
         ts = base + 10 * (i // 50)
         e = wire.ZoneCountEvent(
             site="bench", device=device, zone="z0", id=wire.new_event_id(ts), window_start=ts, window_s=10,
-            frames=50, counts={"person": i % 17, "car": i % 5}, mean_counts={}, k=1, model="m@1",
+            # k = 3, the hub's minimum (a smaller k is quarantined, never stored): counts 0 or >= 3.
+            frames=50, counts={"person": 3 + i % 17, "car": 3 + i % 5}, mean_counts={}, k=3, model="m@1",
         )  # fmt: skip
         msgs.append((wire.topic("bench", device, wire.Channel.EVENT), wire.encode(e)))
     client = mqtt.Client(
@@ -122,7 +123,12 @@ def hub(port: int, total: int, publishers: int, db: str, workers: int) -> float:
     ready.wait()
     t0 = time.perf_counter()
     go.set()
-    while store.count_events() < total:
+    deadline = time.monotonic() + 600
+    while (stored := store.count_events()) < total:
+        if time.monotonic() > deadline or ingest.poll() is not None:
+            ingest.terminate()
+            # Fail loudly rather than wait forever: a quarantined or refused event is never stored.
+            sys.exit(f"hub ingest stored {stored} of {total} events (quarantined? see `vigie hub devices`)")
         time.sleep(0.05)
     elapsed = time.perf_counter() - t0
     for p in procs:
