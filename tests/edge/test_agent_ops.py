@@ -157,7 +157,7 @@ def test_sd_notify_ready_watchdog_stopping(
 def test_without_receipts_the_agent_sends_again_after_resend_after(
     broker: LocalBroker, model_dir: Path, bus_jpg: Path, tmp_path: Path
 ) -> None:
-    """No hub: nothing is receipted, so the event goes out again after 1 s, then 2 s (the wait doubles)."""
+    """No hub: nothing is receipted, so the event goes out again after 1 s, then 2 s, 4 s (the wait doubles)."""
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
@@ -182,7 +182,7 @@ def test_without_receipts_the_agent_sends_again_after_resend_after(
         proc = subprocess.run(
             cli("edge", "run", "--site", "test", "--device", "cam-1", "--source", str(bus_jpg),
                 "--model-dir", str(model_dir), "--broker", f"127.0.0.1:{broker.port}",
-                "--outbox", str(tmp_path / "o.sqlite"), "--resend-after", "1", "--drain-timeout", "5"),
+                "--outbox", str(tmp_path / "o.sqlite"), "--resend-after", "1", "--drain-timeout", "8"),
             capture_output=True, text=True, timeout=120, check=False,
         )  # fmt: skip
     finally:
@@ -192,7 +192,8 @@ def test_without_receipts_the_agent_sends_again_after_resend_after(
     assert "no receipt from the hub; sending again" in proc.stderr
     assert deliveries, proc.stderr
     for event_id in set(deliveries):
-        assert deliveries.count(event_id) >= 3  # at 0 s, ~1 s and ~3 s (then ~7 s) within the 5 s drain
+        # at 0 s, ~1 s, ~3 s and ~7 s: three are due well inside the 8 s drain even on a loaded machine
+        assert deliveries.count(event_id) >= 3
     assert Outbox(tmp_path / "o.sqlite").depth() == len(set(deliveries))  # kept until a hub receipts them
 
 
