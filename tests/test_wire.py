@@ -35,6 +35,11 @@ def event(**overrides: Any) -> wire.ZoneCountEvent:
     return wire.ZoneCountEvent(**fields)
 
 
+def person_event(site: str, device: str, zone: str) -> wire.ZoneCountEvent:
+    """Four people in one window, counted with the hub's minimum k (3): an event the hub stores."""
+    return event(site=site, device=device, zone=zone, k=3, counts={"person": 4}, mean_counts={"person": 2.5})
+
+
 def raw_event(**overrides: Any) -> bytes:
     body = msgpack.unpackb(wire.encode(event()))
     body.update(overrides)

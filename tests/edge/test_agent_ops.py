@@ -157,7 +157,7 @@ def test_sd_notify_ready_watchdog_stopping(
 def test_without_receipts_the_agent_sends_again_after_resend_after(
     broker: LocalBroker, model_dir: Path, bus_jpg: Path, tmp_path: Path
 ) -> None:
-    """No hub: nothing is receipted, so the event goes out again after 1 s, then 2 s, 4 s (the wait doubles)."""
+    """No hub: nothing is receipted, so the event goes out again after 1 s, then 2 s, 4 s (doubling)."""
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 

@@ -21,7 +21,7 @@ from edge.enrol import make_csr
 from hub.enrolment import EnrolmentService, HubState
 from hub.storage import EventQuery, SQLiteStore
 from tests.conftest import cli, need_service
-from tests.test_wire import event
+from tests.test_wire import person_event
 from vigie import wire
 from vigie.broker import find_mosquitto
 from vigie.exceptions import EnrolmentError
@@ -196,20 +196,11 @@ def test_enrolment_end_to_end_with_tls_broker(tmp_path: Path, bus_jpg: Path, mod
         clients.append(cam1)
         assert "reason" in result
         assert not result["reason"].is_failure
-        spoof = event(
-            site="port",
-            device="cam-2",
-            zone="spoofed",
-            k=3,
-            counts={"person": 4},
-            mean_counts={"person": 2.5},
-        )
+        spoof = person_event("port", "cam-2", "spoofed")
         cam1.publish(
             wire.topic("port", "cam-2", wire.Channel.EVENT), wire.encode(spoof), qos=1
         ).wait_for_publish(5)
-        own = event(
-            site="port", device="cam-1", zone="own", k=3, counts={"person": 4}, mean_counts={"person": 2.5}
-        )  # the hub quarantines k < 3
+        own = person_event("port", "cam-1", "own")  # the hub quarantines k < 3
         cam1.publish(
             wire.topic("port", "cam-1", wire.Channel.EVENT), wire.encode(own), qos=1
         ).wait_for_publish(5)
@@ -227,14 +218,7 @@ def test_enrolment_end_to_end_with_tls_broker(tmp_path: Path, bus_jpg: Path, mod
         done = _run("hub", "revoke", "port/cam-1", env=env)
         assert done.returncode == 0, done.stderr
         time.sleep(1.0)
-        late = event(
-            site="port",
-            device="cam-1",
-            zone="after-revocation",
-            k=3,
-            counts={"person": 4},
-            mean_counts={"person": 2.5},
-        )
+        late = person_event("port", "cam-1", "after-revocation")
         cam1.publish(wire.topic("port", "cam-1", wire.Channel.EVENT), wire.encode(late), qos=1)
         _, refused = _tls_client(pki, tls_port)
         assert "reason" not in refused or refused["reason"].is_failure, refused

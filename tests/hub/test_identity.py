@@ -14,7 +14,7 @@ import pytest
 from hub.broker_auth import device_username, render_device_acl, write_password_file
 from hub.storage import EventQuery, SQLiteStore
 from tests.conftest import cli, need_service
-from tests.test_wire import event
+from tests.test_wire import person_event
 from vigie import wire
 from vigie.broker import find_mosquitto, start_broker
 from vigie.netutil import free_port
@@ -74,25 +74,9 @@ def test_devices_can_only_publish_as_themselves(tmp_path: Path) -> None:
 
         cam0, reason = connect(port, device_username("load", "cam-0"), "pw0")
         assert not reason.is_failure
-        own = event(
-            site="load", device="cam-0", zone="own", k=3, counts={"person": 4}, mean_counts={"person": 2.5}
-        )
-        other_topic = event(
-            site="load",
-            device="cam-1",
-            zone="spoofed-topic",
-            k=3,
-            counts={"person": 4},
-            mean_counts={"person": 2.5},
-        )
-        other_body = event(
-            site="load",
-            device="cam-1",
-            zone="spoofed-body",
-            k=3,
-            counts={"person": 4},
-            mean_counts={"person": 2.5},
-        )
+        own = person_event("load", "cam-0", "own")
+        other_topic = person_event("load", "cam-1", "spoofed-topic")
+        other_body = person_event("load", "cam-1", "spoofed-body")
         for topic_device, e in (("cam-0", own), ("cam-1", other_topic), ("cam-0", other_body)):
             info = cam0.publish(wire.topic("load", topic_device, wire.Channel.EVENT), wire.encode(e), qos=1)
             info.wait_for_publish(5)
