@@ -150,12 +150,18 @@ def test_hub_serves_the_tuned_persisted_blend(houston_slice: Path, tmp_path: Pat
     app = create_app(HubSettings(db=str(db), ingest=False, auth=False, k=3))
     with TestClient(app, headers={"X-Purpose": "test of the tuned forecast"}) as client:
         store = client.app.state.store  # type: ignore[attr-defined]
+        saved = load_blend(store, "week")
+        assert saved is not None
+        assert saved.tuned_on == ("2010-02-01", "2010-03-01")
+        assert not saved.fitted_at
         import_file(store, "police", houston_slice, load_mapping(MAPPING), ZoneIndex(8))
         learn_pending(store)
         for horizon, name in ((168, "week"), (24, "day")):
             tuned = load_blend(store, name)
             assert tuned is not None
-            assert tuned.tuned_on[1] == "2010-03-01"
+            # The cube holds two whole weeks past the backtest's validation window: the hub refitted on them.
+            assert tuned.tuned_on == ("2010-02-15", "2010-03-15")
+            assert tuned.fitted_at
             served = client.get("/v1/forecast", params={"horizon": horizon, "limit": 5000}).json()
             top = served["data"][0]
             assert top["model"].startswith(f"blend ({tuned.chosen}, tuned on {tuned.tuned_on[0]}")
@@ -181,7 +187,7 @@ def test_hub_serves_the_tuned_persisted_blend(houston_slice: Path, tmp_path: Pat
     learnt = subprocess.run(cli("hub", "learn", "--db", str(db)), capture_output=True, text=True, timeout=120)
     assert learnt.returncode == 0, learnt.stderr[-2000:]
     assert "forecast (week): the tuned blend (" in learnt.stdout
-    assert "tuned on 2010-02-01 to 2010-03-01" in learnt.stdout
+    assert "tuned on 2010-02-15 to 2010-03-15" in learnt.stdout
 
 
 def test_the_last_week_counts_without_an_incident_in_its_final_hour(tmp_path: Path) -> None:
@@ -196,3 +202,75 @@ def test_the_last_week_counts_without_an_incident_in_its_final_hour(tmp_path: Pa
                 dst.write(line)
     outcome = run_backtest(BacktestRequest(sliced, MAPPING, dt.date(2010, 3, 1), horizons=("week",)))
     assert len(outcome.evaluations[0].periods) == 1
+
+
+def _houston_between(path: Path, first: str, last: str) -> Path:
+    """The Houston rows whose UTC time is in [first, last) (string order is time order)."""
+    with (
+        gzip.open(need(HOUSTON), "rt", encoding="utf-8") as src,
+        gzip.open(path, "wt", encoding="utf-8") as dst,
+    ):
+        for line in src:
+            if line.startswith("time") or first <= line < last:
+                dst.write(line)
+    return path
+
+
+def test_the_hub_refits_the_blend_as_data_arrive_and_serves_it_after_a_restart(tmp_path: Path) -> None:
+    from hub.api.main import create_app
+    from hub.config import HubSettings
+    from hub.fusion.blend import CANDIDATES, BlendParams
+    from hub.fusion.service import forecast, save_blend
+    from hub.storage import open_store
+
+    db = tmp_path / "hub.sqlite"
+    store = open_store(db)
+    stale = {  # a blend stored earlier (all-history only), from before the data the hub is about to import
+        h: BlendParams(h, CANDIDATES, tuple(float(f == "all") for f in CANDIDATES), 0.5, 8, "America/Chicago",
+                       ("2010-01-04", "2010-02-01"), "all")
+        for h in ("week", "day")
+    }  # fmt: skip
+    for params in stale.values():
+        save_blend(store, params)
+    mapping, zones = load_mapping(MAPPING), ZoneIndex(8)
+    import_file(
+        store, "police", _houston_between(tmp_path / "a.csv.gz", "2010", "2010-02-16"), mapping, zones
+    )
+    learn_pending(store)
+    first = {h: load_blend(store, h) for h in ("week", "day")}
+    for h, params in first.items():  # the last whole local day / calendar week ends 2010-02-15 (a Monday)
+        assert params is not None
+        assert params.tuned_on == ("2010-01-18", "2010-02-15")
+        assert params.fitted_at
+        assert params.weights != stale[h].weights
+    day_before = forecast(store, 24)
+    assert day_before[0]["model"].startswith(
+        f"blend ({params.chosen}, tuned on 2010-01-18 to 2010-02-15, refitted "
+    )
+
+    import_file(
+        store, "police", _houston_between(tmp_path / "b.csv.gz", "2010-02-16", "2010-03-16"), mapping, zones
+    )
+    learn_pending(store)
+    second = {h: load_blend(store, h) for h in ("week", "day")}
+    for h, params in second.items():
+        previous = first[h]
+        assert params is not None
+        assert previous is not None
+        assert params.tuned_on == ("2010-02-15", "2010-03-15")
+        assert params.weights != previous.weights
+    day_after = forecast(store, 24)
+    assert "tuned on 2010-02-15 to 2010-03-15, refitted " in day_after[0]["model"]
+    assert day_after[0]["start"].startswith("2010-03-16")
+    learn_pending(store)  # nothing new: the stored parameters stay as they are
+    assert load_blend(store, "day") == second["day"]
+    store.close()
+
+    # A restarted hub serves the persisted, refitted parameters.
+    app = create_app(HubSettings(db=str(db), ingest=False, auth=False, k=3))
+    with TestClient(app, headers={"X-Purpose": "test of the refitted forecast"}) as client:
+        assert load_blend(client.app.state.store, "week") == second["week"]  # type: ignore[attr-defined]
+        served = client.get("/v1/forecast", params={"horizon": 24, "limit": 5000}).json()["data"]
+    assert served[0]["model"] == day_after[0]["model"]
+    assert [r["zone"] for r in served[:20]] == [r["zone"] for r in day_after[:20]]
+    assert served[0]["expected"] == pytest.approx(day_after[0]["expected"])
