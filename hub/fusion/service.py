@@ -111,7 +111,11 @@ def refit_blends(store: Store, model: OnlineModel, *, now: float) -> list[BlendP
             )
         if not rows or h3.get_resolution(rows[0]["zone"][3:]) != params.resolution:
             continue  # tuned on other cells: forecast() says so and serves the online model
-        refitted = refit_blend(params, rows, model.excluded, data_end, now=now)
+        try:
+            refitted = refit_blend(params, rows, model.excluded, data_end, now=now)
+        except ValueError as exc:  # data the tuning cannot use: the stored blend keeps serving, said once
+            log.warning("blend not refitted", extra={"horizon": horizon, "reason": str(exc)})
+            continue
         if refitted is not None:
             save_blend(store, refitted)
             done.append(refitted)

@@ -19,6 +19,7 @@ from hub.fusion.evaluate import SHARES
 from hub.fusion.importer import import_file
 from hub.fusion.observation import load_mapping
 from hub.fusion.protocol import bootstrap_ci, flag, periods, score
+from hub.fusion.refit import validation_end
 from hub.fusion.report import best_baseline, gap_closed, summary_lines
 from hub.fusion.runner import BacktestOutcome, BacktestRequest, run_backtest
 from hub.fusion.service import learn_pending, load_blend
@@ -205,6 +206,15 @@ def test_the_last_week_counts_without_an_incident_in_its_final_hour(tmp_path: Pa
                 dst.write(line)
     outcome = run_backtest(BacktestRequest(sliced, MAPPING, dt.date(2010, 3, 1), horizons=("week",)))
     assert len(outcome.evaluations[0].periods) == 1
+
+
+def test_refits_start_from_the_last_whole_local_day_or_week() -> None:
+    """Chicago switched to CDT on 2010-03-14: Monday 2010-03-15 00:00 local is 05:00 UTC."""
+    monday = int(dt.datetime(2010, 3, 15, 5, tzinfo=dt.UTC).timestamp())
+    assert validation_end("day", monday, CHICAGO) == dt.date(2010, 3, 15)
+    assert validation_end("week", monday, CHICAGO) == dt.date(2010, 3, 15)
+    assert validation_end("day", monday - 60, CHICAGO) == dt.date(2010, 3, 14)
+    assert validation_end("week", monday - 60, CHICAGO) == dt.date(2010, 3, 8)
 
 
 def _houston_between(path: Path, first: str, last: str) -> Path:
