@@ -44,6 +44,9 @@ class BlendParams:
     timezone: str
     tuned_on: tuple[str, str]  # the validation period, local dates [from, to)
     chosen: str  # "blend" or the baseline the guard fell back to
+    fitted_at: str = (
+        ""  # when the hub last refitted it on new data (UTC ISO 8601); "" = as tuned by a backtest
+    )
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -60,6 +63,7 @@ class BlendParams:
             timezone=s["timezone"],
             tuned_on=(s["tuned_on"][0], s["tuned_on"][1]),
             chosen=s["chosen"],
+            fitted_at=str(s.get("fitted_at", "")),
         )
 
     def predict(self, features: np.ndarray) -> np.ndarray:

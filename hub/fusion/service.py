@@ -15,11 +15,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import h3
 
 from hub.fusion.blend import BlendParams
 from hub.fusion.learning import HOUR, LearnerParams, OnlineModel, hourly_counts
+from hub.fusion.refit import refit_blend, validation_end
 from hub.fusion.serving import blend_forecast
 from hub.storage import CubeQuery, Store
 
@@ -29,6 +31,7 @@ __all__ = [
     "learn_pending",
     "load_blend",
     "load_model",
+    "refit_blends",
     "save_blend",
     "set_exclusions",
 ]
@@ -82,7 +85,42 @@ def learn_pending(
     if hours:
         store.save_state(STATE, model.to_json(), time.time())
     log.info("learnt", extra={"hours": len(hours), "anomalies": anomalies, "watermark": model.watermark})
+    refit_blends(store, model, now=now)
     return LearnOutcome(len(hours), anomalies, model.watermark)
+
+
+def refit_blends(store: Store, model: OnlineModel, *, now: float) -> list[BlendParams]:
+    """Tune each stored blend again when whole periods past its validation window have been learnt
+    (``refit.py``); the refitted parameters replace the stored ones. Returns those refitted."""
+    if model.watermark is None:
+        return []
+    data_end = model.watermark + HOUR
+    rows: list[dict[str, Any]] | None = None
+    done = []
+    for horizon in ("week", "day"):
+        params = load_blend(store, horizon)
+        if (
+            params is None
+            or validation_end(horizon, data_end, ZoneInfo(params.timezone)).isoformat()
+            <= (params.tuned_on[1])
+        ):
+            continue  # none stored, or no whole period past its validation window yet
+        if rows is None:
+            rows = store.query_cube(
+                CubeQuery(zone_prefix="h3:", sources=(model.target_source,), end=data_end, limit=10_000_000)
+            )
+        if not rows or h3.get_resolution(rows[0]["zone"][3:]) != params.resolution:
+            continue  # tuned on other cells: forecast() says so and serves the online model
+        try:
+            refitted = refit_blend(params, rows, model.excluded, data_end, now=now)
+        except ValueError as exc:  # data the tuning cannot use: the stored blend keeps serving, said once
+            log.warning("blend not refitted", extra={"horizon": horizon, "reason": str(exc)})
+            continue
+        if refitted is not None:
+            save_blend(store, refitted)
+            done.append(refitted)
+            log.info("blend refitted", extra={"horizon": horizon, "tuned_on": list(refitted.tuned_on)})
+    return done
 
 
 def save_blend(store: Store, params: BlendParams) -> None:
@@ -124,7 +162,9 @@ def forecast(store: Store, horizon_h: int) -> list[dict[str, Any]]:
             blend = None
     if blend is not None:
         expected = blend_forecast(blend, rows, model.excluded, start, start + horizon_h * HOUR)
-        label = f"blend ({blend.chosen}, tuned on {blend.tuned_on[0]} to {blend.tuned_on[1]})"
+        label = f"blend ({blend.chosen}, tuned on {blend.tuned_on[0]} to {blend.tuned_on[1]}" + (
+            f", refitted {blend.fitted_at})" if blend.fitted_at else ")"
+        )
     else:
         expected = model.forecast(horizon_h)
         label = "online model"

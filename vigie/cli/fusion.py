@@ -257,7 +257,8 @@ def _learn(args: argparse.Namespace) -> int:
     for horizon in ("week", "day"):
         tuned = load_blend(store, horizon)
         serves = (
-            f"the tuned blend ({tuned.chosen}, tuned on {tuned.tuned_on[0]} to {tuned.tuned_on[1]})"
+            f"the tuned blend ({tuned.chosen}, tuned on {tuned.tuned_on[0]} to {tuned.tuned_on[1]}"
+            + (f", refitted {tuned.fitted_at})" if tuned.fitted_at else ")")
             if tuned
             else "the online model (store a tuned blend with vigie hub backtest --save)"
         )
