@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Query, Request
+from fastapi import Depends, Request
 
+from hub.api.times import EPOCH_MAX, TimeQuery
 from hub.config import HubSettings
 from hub.ingest import Ingestor
 from hub.storage import Store
@@ -20,9 +21,6 @@ __all__ = [
     "get_settings",
     "get_store",
 ]
-
-#: Times are UTC epoch seconds up to the year 2100: bounded, so that no query overflows the store.
-EPOCH_MAX = 4_102_444_800
 
 
 def get_settings(request: Request) -> HubSettings:
@@ -44,4 +42,5 @@ def get_ingestor(request: Request) -> Ingestor | None:
 SettingsDep = Annotated[HubSettings, Depends(get_settings)]
 StoreDep = Annotated[Store, Depends(get_store)]
 IngestorDep = Annotated[Ingestor | None, Depends(get_ingestor)]
-EpochQuery = Annotated[int | None, Query(ge=0, le=EPOCH_MAX, description="UTC epoch seconds.")]
+#: A time parameter: ISO 8601 or UTC epoch seconds (``hub/api/times.py``).
+EpochQuery = TimeQuery
