@@ -103,9 +103,11 @@ def test_month_buckets_are_whole_iso_weeks_with_iso_dates(client: TestClient) ->
 
 def test_rollups_page_with_a_keyset_cursor(client: TestClient) -> None:
     whole = client.get("/v1/rollups", params={"limit": 10_000}).json()
-    assert whole["count"] > 40 and whole["next_cursor"] is None
+    assert whole["count"] > 40
+    assert whole["next_cursor"] is None
     first = client.get("/v1/rollups", params={"limit": 7}).json()
-    assert first["count"] == 7 and first["next_cursor"] is not None, "roll-ups cut without a cursor"
+    assert first["count"] == 7
+    assert first["next_cursor"] is not None, "roll-ups cut without a cursor"
     paged, _ = _all_pages(client, "/v1/rollups", {"limit": 7})
     assert paged == whole["data"]
     assert paged[0]["hour_iso"] == "2026-01-04T23:00:00Z"
@@ -129,7 +131,8 @@ def test_every_list_refuses_a_cursor_it_never_returned(client: TestClient, path:
 )
 def test_every_list_has_a_next_field(client: TestClient, path: str) -> None:
     body = client.get(path, params={"limit": 1}).json()
-    assert "next" in body and "next_cursor" in body, body
+    assert "next" in body, body
+    assert "next_cursor" in body, body
 
 
 def test_zones_page(client: TestClient) -> None:
@@ -142,7 +145,8 @@ def test_iso_8601_and_epoch_seconds_give_the_same_answer(client: TestClient) -> 
     epoch = {"bucket": "day", "zone": ZONES[1], "since": P0 + 2 * 86_400, "until": P0 + 5 * 86_400}
     iso = {**epoch, "since": "2026-01-07T00:00:00+01:00", "until": "2026-01-09T23:00:00Z"}
     a, b = client.get("/v1/cube", params=epoch).json(), client.get("/v1/cube", params=iso).json()
-    assert a["count"] == 3 and a["data"] == b["data"]
+    assert a["count"] == 3
+    assert a["data"] == b["data"]
     events = client.get("/v1/events", params={"since": "2026-01-05T00:00:00+01:00", "until": P0 + 2 * HOUR})
     assert {e["window_start_iso"] for e in events.json()["data"]} == {
         "2026-01-04T23:00:00Z",
@@ -165,7 +169,8 @@ def test_parquet_export_matches_the_csv(client: TestClient) -> None:
     import pyarrow.parquet as pq
 
     r = client.get("/v1/exports/cube.parquet", params={"bucket": "week"})
-    assert r.status_code == 200 and r.headers["content-type"] == "application/vnd.apache.parquet"
+    assert r.status_code == 200
+    assert r.headers["content-type"] == "application/vnd.apache.parquet"
     table = pq.read_table(io.BytesIO(r.content))
     assert table.schema.metadata[b"vigie.k"] == str(K).encode()
     assert table.schema.field("start").type.tz == "Europe/Paris"  # Parquet stores it in ms
