@@ -24,7 +24,7 @@ def _store(request: Request) -> Any:
 @router.get("", summary="OTA campaigns and their progress")
 def list_campaigns(
     request: Request,
-    limit: Annotated[int, Query(ge=1, le=1000, description="Page size.")] = 100,
+    limit: Annotated[int, Query(ge=1, le=10_000, description="Page size.")] = 1000,
     cursor: CursorQuery = None,
 ) -> dict[str, Any]:
     """Per campaign: state, current wave, devices installed and failed, the last events."""
