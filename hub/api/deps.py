@@ -6,14 +6,13 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from hub.api.times import EPOCH_MAX, TimeQuery
+from hub.api.times import EPOCH_MAX
 from hub.config import HubSettings
 from hub.ingest import Ingestor
 from hub.storage import Store
 
 __all__ = [
     "EPOCH_MAX",
-    "EpochQuery",
     "IngestorDep",
     "SettingsDep",
     "StoreDep",
@@ -42,5 +41,3 @@ def get_ingestor(request: Request) -> Ingestor | None:
 SettingsDep = Annotated[HubSettings, Depends(get_settings)]
 StoreDep = Annotated[Store, Depends(get_store)]
 IngestorDep = Annotated[Ingestor | None, Depends(get_ingestor)]
-#: A time parameter: ISO 8601 or UTC epoch seconds (``hub/api/times.py``).
-EpochQuery = TimeQuery

@@ -2,9 +2,9 @@
 
 Analysts write ``2026-01-05``, ``2026-01-05T08:00`` or ``2026-01-05T08:00:00+01:00``;
 scripts written before ISO was accepted send epoch seconds, which stay valid. A date or
-time without an offset is UTC (a bucket's bounds are widened to whole buckets of the
-city's calendar anyway). Times are served as epoch seconds (the fields the dashboard
-reads) and as ISO 8601 in the city's time zone beside them (``start_iso``...).
+time without an offset is in the city's time zone (``VIGIE_HUB_TZ``): ``since=2026-01-01``
+is the city's New Year's midnight, as an analyst means it. Times are served as epoch
+seconds (the fields the dashboard reads) and as ISO 8601 beside them (``start_iso``...).
 """
 
 from __future__ import annotations
@@ -14,52 +14,60 @@ from datetime import UTC, date, datetime
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
-from fastapi import Query
+from fastapi import Depends, HTTPException, Query, Request
 from pydantic import BeforeValidator, WithJsonSchema
 
-__all__ = ["EPOCH_MAX", "SinceQuery", "TimeQuery", "UntilQuery", "iso", "to_epoch", "with_iso"]
+__all__ = ["EPOCH_MAX", "SinceQuery", "UntilQuery", "iso", "localize", "parse_time", "with_iso"]
 
 #: Times are UTC epoch seconds up to the year 2100: bounded, so that no query overflows the store.
 EPOCH_MAX = 4_102_444_800
 _EPOCH = re.compile(r"[0-9]{1,10}")
+_FORMS = "give ISO 8601 (2026-01-05, 2026-01-05T08:00, 2026-01-05T08:00:00+01:00, …Z) or UTC epoch seconds"
 
 
-def to_epoch(value: Any) -> int | None:
-    """Epoch seconds from an int, a string of digits or an ISO 8601 date or date-time.
+def parse_time(value: Any) -> int | datetime | None:
+    """Epoch seconds, or a naive ``datetime`` (local to the city) for a date or time without an offset.
 
     Raises:
-        ValueError: anything else, or a time outside 1970..2100, naming the forms accepted.
+        ValueError: anything else, or epoch seconds outside 1970..2100, naming the forms accepted.
     """
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        raise ValueError("expected a time, not a boolean")
-    if isinstance(value, int | float):
-        ts = int(value)
-    elif isinstance(value, str):
-        text = value.strip()
-        ts = int(text) if _EPOCH.fullmatch(text) else _iso_to_epoch(text, value)
-    else:
-        raise ValueError(f"{value!r} is not a time")
-    if not 0 <= ts <= EPOCH_MAX:
-        raise ValueError(f"{value!r} is outside 1970-01-01..2100-01-01")
-    return ts
-
-
-def _iso_to_epoch(text: str, shown: str) -> int:
+    if value is None or isinstance(value, datetime):
+        return value
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError(f"{value!r} is not a time: {_FORMS}")
+    text = str(value).strip()
+    if isinstance(value, int | float) or _EPOCH.fullmatch(text):
+        return _in_range(int(float(text)), value)
     try:
         if len(text) == 10:
             d = date.fromisoformat(text)
-            return int(datetime(d.year, d.month, d.day, tzinfo=UTC).timestamp())
+            return datetime(d.year, d.month, d.day)
         when = datetime.fromisoformat(text.replace("z", "Z"))
     except ValueError:
-        raise ValueError(
-            f"{shown[:40]!r} is not a time: give ISO 8601 (2026-01-05, 2026-01-05T08:00:00+01:00, "
-            "…Z) or UTC epoch seconds"
+        raise ValueError(f"{text[:40]!r} is not a time: {_FORMS}") from None
+    return when if when.tzinfo is None else _in_range(int(when.timestamp()), value)
+
+
+def _in_range(ts: int, shown: Any) -> int:
+    if not 0 <= ts <= EPOCH_MAX:
+        raise ValueError(f"{str(shown)[:40]!r} is outside 1970-01-01..2100-01-01")
+    return ts
+
+
+def localize(value: int | datetime | None, zone: ZoneInfo, name: str) -> int | None:
+    """Epoch seconds, an offset-less time read in ``zone``.
+
+    Raises:
+        HTTPException: 422 naming the parameter when the time is outside 1970..2100.
+    """
+    if value is None or isinstance(value, int):
+        return value
+    try:
+        return _in_range(int(value.replace(tzinfo=zone).timestamp()), value.isoformat())
+    except (ValueError, OverflowError) as exc:
+        raise HTTPException(
+            422, detail=[{"loc": ["query", name], "type": "value_error", "msg": str(exc)}]
         ) from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return int(when.timestamp())
 
 
 _SCHEMA = WithJsonSchema(
@@ -71,15 +79,32 @@ _SCHEMA = WithJsonSchema(
         ]
     }
 )
-_FORMS = "ISO 8601 (2026-01-05, 2026-01-05T08:00:00+01:00; no offset means UTC) or UTC epoch seconds."
-#: Time parameters taking ISO 8601 or epoch seconds, documented as both in the OpenAPI spec.
-TimeQuery = Annotated[int | None, BeforeValidator(to_epoch), _SCHEMA, Query(description=f"A time: {_FORMS}")]
-SinceQuery = Annotated[
-    int | None, BeforeValidator(to_epoch), _SCHEMA, Query(description=f"From (inclusive): {_FORMS}")
+_HOW = "ISO 8601 (without an offset: the city's time zone) or UTC epoch seconds."
+_Since = Annotated[
+    int | datetime | None,
+    BeforeValidator(parse_time),
+    _SCHEMA,
+    Query(description=f"From (inclusive): {_HOW}"),
 ]
-UntilQuery = Annotated[
-    int | None, BeforeValidator(to_epoch), _SCHEMA, Query(description=f"Before (exclusive): {_FORMS}")
+_Until = Annotated[
+    int | datetime | None,
+    BeforeValidator(parse_time),
+    _SCHEMA,
+    Query(description=f"Before (exclusive): {_HOW}"),
 ]
+
+
+def _since(request: Request, since: _Since = None) -> int | None:
+    return localize(since, request.app.state.calendar.zone, "since")
+
+
+def _until(request: Request, until: _Until = None) -> int | None:
+    return localize(until, request.app.state.calendar.zone, "until")
+
+
+#: ``since``/``until`` as epoch seconds, whichever form the caller used (documented as both).
+SinceQuery = Annotated[int | None, Depends(_since)]
+UntilQuery = Annotated[int | None, Depends(_until)]
 
 
 def iso(ts: float | None, zone: ZoneInfo | None = None) -> str | None:

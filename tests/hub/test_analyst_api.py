@@ -147,6 +147,9 @@ def test_iso_8601_and_epoch_seconds_give_the_same_answer(client: TestClient) -> 
     a, b = client.get("/v1/cube", params=epoch).json(), client.get("/v1/cube", params=iso).json()
     assert a["count"] == 3
     assert a["data"] == b["data"]
+    # Without an offset, a date or time is the city's: 7 January is Paris's midnight, like P0 + 2 days.
+    local = {**epoch, "since": "2026-01-07", "until": "2026-01-10T00:00"}
+    assert client.get("/v1/cube", params=local).json()["data"] == a["data"]
     events = client.get("/v1/events", params={"since": "2026-01-05T00:00:00+01:00", "until": P0 + 2 * HOUR})
     assert {e["window_start_iso"] for e in events.json()["data"]} == {
         "2026-01-04T23:00:00Z",

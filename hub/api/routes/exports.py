@@ -12,8 +12,9 @@ import h3
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 
-from hub.api.deps import EpochQuery, SettingsDep, StoreDep
+from hub.api.deps import SettingsDep, StoreDep
 from hub.api.paging import CursorQuery, decode_cursor, encode_cursor, next_link, page_offset
+from hub.api.times import SinceQuery, UntilQuery
 from hub.disclosure.calendar import Level
 from hub.disclosure.floor import protect_rollup
 from hub.disclosure.tables import CubeFilter, cube_table
@@ -89,8 +90,8 @@ def cube_csv(
     store: StoreDep,
     settings: SettingsDep,
     source: str | None = None,
-    since: EpochQuery = None,
-    until: EpochQuery = None,
+    since: SinceQuery = None,
+    until: UntilQuery = None,
     bucket: Level = "day",
 ) -> Response:
     out = io.StringIO()
@@ -122,8 +123,8 @@ def cube_geojson(
     store: StoreDep,
     settings: SettingsDep,
     source: str | None = None,
-    since: EpochQuery = None,
-    until: EpochQuery = None,
+    since: SinceQuery = None,
+    until: UntilQuery = None,
     bucket: Level = "day",
 ) -> JSONResponse:
     polygons = {p.name: p for p in request.app.state.zone_index.polygons}
@@ -148,8 +149,8 @@ def cube_parquet(
     store: StoreDep,
     settings: SettingsDep,
     source: str | None = None,
-    since: EpochQuery = None,
-    until: EpochQuery = None,
+    since: SinceQuery = None,
+    until: UntilQuery = None,
     bucket: Level = "day",
 ) -> Response:
     """The rows of ``cube.csv``, typed: start and end as timestamps in the city's time zone, n nullable."""
@@ -194,8 +195,8 @@ def ngsi_ld(
     store: StoreDep,
     settings: SettingsDep,
     type: Annotated[Literal["CrowdFlowObserved", "TrafficFlowObserved"], Query()] = "CrowdFlowObserved",
-    since: EpochQuery = None,
-    until: EpochQuery = None,
+    since: SinceQuery = None,
+    until: UntilQuery = None,
     limit: Annotated[int, Query(ge=1, le=10_000, description="Roll-up rows per page.")] = 1000,
     cursor: CursorQuery = None,
 ) -> JSONResponse:
