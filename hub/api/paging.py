@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from bisect import bisect_right
 from collections.abc import Callable, Sequence
 from typing import Annotated, Any, TypeVar
 from urllib.parse import urlencode
@@ -102,16 +103,8 @@ def page_after(
     rows: Sequence[T], key: Callable[[T], Key], after: Key | None, limit: int
 ) -> tuple[list[T], str | None]:
     """Rows (sorted by ``key``) after ``after``, at most ``limit``, and the cursor of the next page."""
-    start = 0
-    if after is not None:
-        lo, hi = 0, len(rows)
-        while lo < hi:  # bisect on the key: rows are sorted by it
-            mid = (lo + hi) // 2
-            if key(rows[mid]) <= after:  # decode_cursor checked the types
-                lo = mid + 1
-            else:
-                hi = mid
-        start = lo
+    # Rows are sorted by the key, and decode_cursor checked the cursor's types against it.
+    start = 0 if after is None else bisect_right(rows, after, key=key)
     page = list(rows[start : start + limit])
     more = start + limit < len(rows)
     return page, encode_cursor(key(page[-1])) if more and page else None
