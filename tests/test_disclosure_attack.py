@@ -2,8 +2,10 @@
 
 Planted data holds several cells under k (k = 5) in one week, in one day, across
 categories and zones, small device windows, and anomalies on hidden hours. One analyst,
-with a token obtained by logging in, asks every aggregate route at every level, range,
-zone and category (and the exports, events, roll-ups and the live stream); the answers
+with a token obtained by logging in, asks every aggregate route at every level (months
+included), range (epoch seconds and ISO 8601), zone and category, reading the cube page by
+page through its cursors (and the exports, Parquet included, events, roll-ups and the live
+stream); the answers
 become linear facts (``tests/attacker.py``) and, for every planted cell whose true
 count is in 1..k-1, the smallest and largest count consistent with all of them must
 not be a single value, nor meet 1..k-1 in a single value.
@@ -157,6 +159,13 @@ RANGES: list[tuple[int | None, int | None]] = [
     (P0 + 1800, P0 + 2 * DAY + 7),  # unaligned
 ]
 LEVELS = ("hour", "day", "week", "month")
+#: The same questions in ISO 8601 (issue 20): a local week, and January as an analyst writes it.
+ISO_RANGES: list[tuple[str | None, str | None]] = [
+    ("2026-01-05T00:00:00+01:00", "2026-01-12T00:00:00+01:00"),
+    ("2026-01-01", "2026-02-01"),
+]
+#: Page size for the cube: small, so that the analyst also reads it page by page through `next` links.
+PAGE = 10
 
 
 def collect(client: httpx.Client, plant: Plant, *, full: bool = True) -> Knowledge:
@@ -167,24 +176,26 @@ def collect(client: httpx.Client, plant: Plant, *, full: bool = True) -> Knowled
     zones = [None, A, C, AREA] if full else [None]
     categories = [None, "theft", "assault"] if full else [None]
     for bucket in LEVELS:
-        for since, until in RANGES:
+        for since, until in [*RANGES, *ISO_RANGES]:
+            at = (since if isinstance(since, int) else None, until if isinstance(until, int) else None)
             for zone in zones:
                 for category in categories:
                     q = {"bucket": bucket, "since": since, "until": until, "zone": zone, "category": category}
-                    r = client.get("/v1/cube", params={k: v for k, v in q.items() if v is not None})
-                    if r.status_code == 200:
-                        body = r.json()
-                        cube_facts(know, body["data"], since, until, f"cube {q}")
+                    rows = _cube_pages(client, {k: v for k, v in q.items() if v is not None}, full)
+                    cube_facts(know, rows, *at, f"cube {q}")
             params = {
                 k: v for k, v in {"bucket": bucket, "since": since, "until": until}.items() if v is not None
             }
             r = client.get("/v1/exports/cube.csv", params=params)
             if r.status_code == 200:
-                cube_facts(know, list(csv.DictReader(io.StringIO(r.text))), since, until, f"csv {params}")
+                cube_facts(know, list(csv.DictReader(io.StringIO(r.text))), *at, f"csv {params}")
             r = client.get("/v1/exports/cube.geojson", params=params)
             if r.status_code == 200:
                 rows = [f["properties"] for f in r.json()["features"]]
-                cube_facts(know, rows, since, until, f"geojson {params}")
+                cube_facts(know, rows, *at, f"geojson {params}")
+            r = client.get("/v1/exports/cube.parquet", params=params)
+            if r.status_code == 200:
+                cube_facts(know, _parquet_rows(r.content), *at, f"parquet {params}")
     for since, until in RANGES:
         params = {k: v for k, v in {"since": since, "until": until}.items() if v is not None}
         anomaly_facts(know, client.get("/v1/anomalies", params=params).json()["data"], "anomalies")
@@ -194,12 +205,33 @@ def collect(client: httpx.Client, plant: Plant, *, full: bool = True) -> Knowled
     event_facts(know, events, "events")
     windows = {("event", e["id"], label): (e["site"], e["device"], e["zone"], e["window_start"])
                for e in events for label in e.get("counts", {})}  # fmt: skip
-    rollup_facts(know, client.get("/v1/rollups", params={"limit": 10_000}).json()["data"], windows, "rollups")
+    rollup_facts(know, _all_rollups(client), windows, "rollups")
     for kind in ("CrowdFlowObserved", "TrafficFlowObserved"):
         for entity in client.get("/v1/exports/ngsi-ld", params={"type": kind}).json():
             value = (entity.get("peopleCount") or entity.get("intensity") or {}).get("value")
             assert value is None or value >= K, entity
     return know
+
+
+def _cube_pages(client: httpx.Client, params: dict[str, Any], paged: bool) -> list[dict[str, Any]]:
+    """Every row of one cube question, page by page through the `next` links when ``paged``."""
+    r = client.get("/v1/cube", params={**params, "limit": PAGE} if paged else params)
+    if r.status_code != 200:
+        return []
+    body = r.json()
+    rows = list(body["data"])
+    while body["next"] is not None:
+        body = client.get(body["next"]).json()
+        rows += body["data"]
+    return rows
+
+
+def _parquet_rows(content: bytes) -> list[dict[str, Any]]:
+    """The Parquet export's rows with epoch-second times, as the CSV's."""
+    import pyarrow.parquet as pq
+
+    cols = pq.read_table(io.BytesIO(content)).to_pylist()
+    return [{**r, "start": int(r["start"].timestamp()), "end": int(r["end"].timestamp())} for r in cols]
 
 
 def _all_events(client: httpx.Client) -> list[dict[str, Any]]:
@@ -212,6 +244,16 @@ def _all_events(client: httpx.Client) -> list[dict[str, Any]]:
         cursor = body["next_cursor"]
         if cursor is None:
             return out
+
+
+def _all_rollups(client: httpx.Client) -> list[dict[str, Any]]:
+    """Every roll-up, two at a time through the cursors (issue 20)."""
+    body = client.get("/v1/rollups", params={"limit": 2}).json()
+    rows = list(body["data"])
+    while body["next"] is not None:
+        body = client.get(body["next"]).json()
+        rows += body["data"]
+    return rows
 
 
 def disclosures(know: Knowledge, truth: dict[Any, int]) -> list[str]:
@@ -234,6 +276,13 @@ def test_one_analyst_pins_down_no_hidden_cell(analyst: tuple[TestClient, Plant])
     assert not know.contradictions, know.contradictions
     assert len(know.eqs) >= 15  # the attacker did learn a lot: served hours, days, weeks, months
     assert disclosures(know, plant.truth()) == []
+    # Month answers (issue 20) were among the facts: asked in ISO 8601, and as Parquet.
+    month = client.get("/v1/cube", params={"bucket": "month", "since": "2026-01-01", "until": "2026-02-01"})
+    assert [r["start_iso"] for r in month.json()["data"] if r["n"] is not None][:1] == [
+        "2025-12-29T00:00:00+01:00"
+    ]
+    parquet = client.get("/v1/exports/cube.parquet", params={"bucket": "month"})
+    assert any(r["n"] is not None for r in _parquet_rows(parquet.content))
 
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

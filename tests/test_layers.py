@@ -59,6 +59,8 @@ def test_the_contracts_hold_on_this_tree() -> None:
         ("vigie/files.py", "def g() -> None:\n    import hub.storage  # noqa\n", "Floors"),
         # OTA (below the sides) importing the edge.
         ("ota/planted.py", "import edge.outbox  # noqa\n", "Floors"),
+        # The analysts' client reaching for the hub (it must install without it: issue 20).
+        ("vigie/client.py", "def h() -> None:\n    import hub.api  # noqa\n", "Floors"),
         # The hub importing the edge: the two sides stay independent.
         ("hub/planted.py", "import edge.rules  # noqa\n", "Floors"),
     ],

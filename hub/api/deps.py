@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Query, Request
+from fastapi import Depends, Request
 
+from hub.api.times import EPOCH_MAX
 from hub.config import HubSettings
 from hub.ingest import Ingestor
 from hub.storage import Store
 
 __all__ = [
     "EPOCH_MAX",
-    "EpochQuery",
     "IngestorDep",
     "SettingsDep",
     "StoreDep",
@@ -20,9 +20,6 @@ __all__ = [
     "get_settings",
     "get_store",
 ]
-
-#: Times are UTC epoch seconds up to the year 2100: bounded, so that no query overflows the store.
-EPOCH_MAX = 4_102_444_800
 
 
 def get_settings(request: Request) -> HubSettings:
@@ -44,4 +41,3 @@ def get_ingestor(request: Request) -> Ingestor | None:
 SettingsDep = Annotated[HubSettings, Depends(get_settings)]
 StoreDep = Annotated[Store, Depends(get_store)]
 IngestorDep = Annotated[Ingestor | None, Depends(get_ingestor)]
-EpochQuery = Annotated[int | None, Query(ge=0, le=EPOCH_MAX, description="UTC epoch seconds.")]

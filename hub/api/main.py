@@ -54,6 +54,9 @@ zone and time window, never images, boxes or identities.
 * **fusion**: the city's other data fused with the cameras' counts per zone and hour; anomalies
   against learnt baselines; short-term risk forecasts.
 * **enrolment**: devices trade a one-time token and a certificate request for their certificate.
+
+Every list pages with a cursor: follow `next` (or pass `next_cursor` as `cursor`) until it is
+null. Times are accepted as ISO 8601 or UTC epoch seconds and served as both (`*_iso`).
 """
 
 

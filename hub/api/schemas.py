@@ -6,7 +6,19 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["DevicePublic", "DevicesPublic", "EventPublic", "EventsPublic", "Health", "QuarantinePublic"]
+NEXT = "This request with the next page's cursor (path and query); null on the last page."
+NEXT_CURSOR = "Pass as `cursor` for the next page; null on the last."
+
+__all__ = [
+    "NEXT",
+    "NEXT_CURSOR",
+    "DevicePublic",
+    "DevicesPublic",
+    "EventPublic",
+    "EventsPublic",
+    "Health",
+    "QuarantinePublic",
+]
 
 
 class EventPublic(BaseModel):
@@ -46,6 +58,7 @@ class EventsPublic(BaseModel):
     data: list[EventPublic]
     count: int = Field(description="Number of events in this page.")
     next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null on the last.")
+    next: str | None = Field(default=None, description=NEXT)
 
 
 class DevicePublic(BaseModel):
@@ -62,13 +75,17 @@ class DevicePublic(BaseModel):
 
 class DevicesPublic(BaseModel):
     data: list[DevicePublic]
-    count: int
+    count: int = Field(description="Devices in this page.")
+    next_cursor: str | None = Field(default=None, description=NEXT_CURSOR)
+    next: str | None = Field(default=None, description=NEXT)
 
 
 class QuarantinePublic(BaseModel):
     data: list[dict[str, Any]]
-    count: int
+    count: int = Field(description="Messages in this page.")
     total: int = Field(description="All quarantined messages ever stored.")
+    next_cursor: str | None = Field(default=None, description=NEXT_CURSOR)
+    next: str | None = Field(default=None, description=NEXT)
 
 
 class Health(BaseModel):

@@ -93,7 +93,12 @@ class Mapping(BaseModel):
     columns: list[str] | None = Field(
         default=None, description="Column names when the CSV has no header row."
     )
-    delimiter: str = ","
+    delimiter: str | None = Field(
+        default=None, description="Field separator; default: the one that splits the header into the columns."
+    )
+    encoding: str | None = Field(
+        default=None, description="Text encoding; default: UTF-8 when the file is, else cp1252 (a warning)."
+    )
     time_column: str = Field(description="Date and time of the incident (or of the aggregate).")
     time_format: str | None = Field(default=None, description="strptime format; default ISO 8601.")
     hour_column: str | None = Field(

@@ -59,7 +59,11 @@ class EventQuery:
 
 @dataclass(frozen=True, slots=True)
 class RollupQuery:
-    """Filters for hourly roll-ups; ``metric`` may end with ``*`` (``peak:*``)."""
+    """Filters for hourly roll-ups; ``metric`` may end with ``*`` (``peak:*``).
+
+    ``after`` is the (hour, site, device, place, metric) of the last row of the previous
+    page: rows come in that order, after it.
+    """
 
     site: str | None = None
     device: str | None = None
@@ -68,6 +72,7 @@ class RollupQuery:
     since: int | None = None
     until: int | None = None
     limit: int = 1000
+    after: tuple[int, str, str, str, str] | None = None
 
 
 @dataclass(frozen=True, slots=True)

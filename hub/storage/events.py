@@ -197,6 +197,11 @@ class EventSql(SqlBase):
              (metric[:-1].replace("%", "") + "%") if prefix and metric else metric),
             ("hour >= ?", query.since), ("hour < ?", query.until),
         ])  # fmt: skip
+        if query.after is not None:  # keyset paging, in the ORDER BY's own order
+            where += (
+                " AND " if where else " WHERE "
+            ) + "(hour, site, device, place, metric) > (?, ?, ?, ?, ?)"
+            args = [*args, *query.after]
         rows = self._query(
             f"SELECT hour, site, device, place, metric, n, total, max FROM rollups{where}"
             " ORDER BY hour, site, device, place, metric LIMIT ?",

@@ -34,6 +34,7 @@ ROUTES: list[tuple[str, str, str | None]] = [
     ("GET", "/v1/zones", "analytics:read"),
     ("GET", "/v1/exports/cube.csv", "analytics:read"),
     ("GET", "/v1/exports/cube.geojson", "analytics:read"),
+    ("GET", "/v1/exports/cube.parquet", "analytics:read"),
     ("GET", "/v1/exports/ngsi-ld", "analytics:read"),
     ("GET", "/v1/audit", "audit:read"),
     ("GET", "/v1/gdpr/records", "gdpr:read"),

@@ -53,7 +53,9 @@ def test_devices_and_quarantine(client: TestClient) -> None:
     devices = client.get("/v1/devices").json()
     assert devices["count"] == 1
     assert devices["data"][0]["events"] == 5
-    assert client.get("/v1/quarantine").json() == {"data": [], "count": 0, "total": 0}
+    assert client.get("/v1/quarantine").json() == {
+        "data": [], "count": 0, "total": 0, "next_cursor": None, "next": None
+    }  # fmt: skip
 
 
 def test_openapi_documents_the_routes(client: TestClient) -> None:

@@ -197,5 +197,7 @@ def test_api_serves_cube_forecast_and_anomalies(tmp_path: Path) -> None:
         cube = client.get("/v1/cube", params={"zone_kind": "poly", "category": "noise"}).json()
         assert cube["data"] == [{"zone": "poly:NOAILLES", "start": T0, "end": T0 + 3600, "bucket": "hour",
                                  "source": "police",
-                                 "category": "noise", "n": 3.0, "suppressed": False}]  # fmt: skip
+                                 "category": "noise", "n": 3.0, "suppressed": False,
+                                 "start_iso": "2026-01-05T01:00:00+01:00",
+                                 "end_iso": "2026-01-05T02:00:00+01:00"}]  # fmt: skip
         assert client.get("/v1/cube", params={"zone_kind": "wrong"}).status_code == 422

@@ -76,6 +76,27 @@ def test_cursor_pagination_walks_every_event_once(store: Any) -> None:
     assert seen[0] == "z24"  # newest first
 
 
+def test_rollups_page_after_a_key_in_their_order(store: Any) -> None:
+    """Issue 20: a page of roll-ups resumes after the last row's key, in either backend's order."""
+    store.add_events(
+        [event(zone=z, id=wire.new_event_id(WINDOW + h * 3600), window_start=WINDOW + h * 3600)
+         for h in range(4) for z in ("quai", "parvis", "abri")],
+        1.0,
+    )  # fmt: skip
+    whole = store.list_rollups(RollupQuery(limit=10_000))
+    assert len(whole) > 20
+    pages: list[dict[str, Any]] = []
+    after = None
+    while True:
+        page = store.list_rollups(RollupQuery(limit=7, after=after))
+        pages += page
+        if len(page) < 7:
+            break
+        last = page[-1]
+        after = (last["hour"], last["site"], last["device"], last["place"], last["metric"])
+    assert pages == whole
+
+
 def test_filters(store: Any) -> None:
     store.add_events(
         [event(device="cam-01"), event(device="cam-02"), event(device="cam-02", zone="rue")], 1.0

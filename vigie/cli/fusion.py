@@ -60,6 +60,13 @@ def _mapping_path(value: str) -> Path:
     raise argparse.ArgumentTypeError(f"mapping {value!r}: no such file, and not a shipped mapping ({known})")
 
 
+def _delimiter(value: str) -> str:
+    text = {"tab": "\t", "\\t": "\t"}.get(value, value)
+    if len(text) != 1:
+        raise argparse.ArgumentTypeError(f"delimiter {value!r}: give one character (',', ';', '|') or 'tab'")
+    return text
+
+
 def register(hub_sub: Any) -> None:
     """Add ``import``, ``learn``, ``cameras`` and ``backtest`` under ``vigie hub``."""
     _register_import(hub_sub)
@@ -81,6 +88,7 @@ def _register_import(hub_sub: Any) -> None:
         epilog="Examples:\n"
         "  vigie hub import police logbook.csv --mapping main_courante --zones quartiers.geojson\n"
         "  vigie hub import police houston_crime_2010_ggmap.csv.gz --mapping houston_police\n"
+        "  vigie hub import police main_courante_2026.csv --mapping main_courante --encoding latin-1\n"
         "  vigie hub import transport validations.csv --mapping transport.yaml --gtfs feed.zip\n",
     )
     source = imp.add_argument("source", help="The connector.")
@@ -94,6 +102,19 @@ def _register_import(hub_sub: Any) -> None:
     )
     imp.add_argument(
         "--gtfs", type=Path, default=None, help="transport: the GTFS feed (zip) placing the stops."
+    )
+    imp.add_argument(
+        "--encoding",
+        default=None,
+        help="Text encoding, e.g. latin-1 or cp1252 (default: the mapping's, else UTF-8 when the file is, "
+        "else cp1252 with a warning).",
+    )
+    imp.add_argument(
+        "--delimiter",
+        type=_delimiter,
+        default=None,
+        help="Field separator: ',', ';', 'tab' or '|' (default: the mapping's, else the one that splits "
+        "the header into the mapping's columns).",
     )
     imp.add_argument("--no-learn", action="store_true", help="Do not learn from the new hours now.")
     add_db(imp)
@@ -191,6 +212,8 @@ def _import(args: argparse.Namespace) -> int:
     from vigie.progress import Progress
 
     mapping = load_mapping(args.mapping)
+    overrides = {"encoding": args.encoding, "delimiter": args.delimiter}
+    mapping = mapping.model_copy(update={k: v for k, v in overrides.items() if v is not None})
     store = open_store(hub_settings(args).db)
     bar = Progress(f"importing {args.file.name}", "rows")
     options = {"gtfs": args.gtfs} if args.source == "transport" else {}

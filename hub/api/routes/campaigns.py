@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, HTTPException, Query, Request
 
+from hub.api.paging import CursorQuery, next_link, page_offset
 from vigie.exceptions import VigieError
 
 __all__ = ["get_campaign", "list_campaigns", "router"]
@@ -21,13 +22,18 @@ def _store(request: Request) -> Any:
 
 
 @router.get("", summary="OTA campaigns and their progress")
-def list_campaigns(request: Request) -> dict[str, Any]:
+def list_campaigns(
+    request: Request,
+    limit: Annotated[int, Query(ge=1, le=10_000, description="Page size.")] = 1000,
+    cursor: CursorQuery = None,
+) -> dict[str, Any]:
     """Per campaign: state, current wave, devices installed and failed, the last events."""
     from hub.campaigns import progress
 
     store = _store(request)
-    rows = [progress(doc) for doc in store.list()]
-    return {"data": rows, "count": len(rows)}
+    docs, more = page_offset(store.list(), cursor, limit)
+    rows = [progress(doc) for doc in docs]
+    return {"data": rows, "count": len(rows), "next_cursor": more, "next": next_link(request, more)}
 
 
 @router.get(

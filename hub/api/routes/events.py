@@ -13,8 +13,10 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from hub.api.deps import EPOCH_MAX, SettingsDep, StoreDep
+from hub.api.deps import SettingsDep, StoreDep
+from hub.api.paging import next_link
 from hub.api.schemas import EventPublic, EventsPublic
+from hub.api.times import SinceQuery, UntilQuery, with_iso
 from hub.auth import Principal, recheck
 from hub.disclosure.floor import floor_event
 from hub.metrics import counted_stream
@@ -27,24 +29,23 @@ _CURSOR = re.compile(r"[0-9]{1,19}")
 CURSOR_MAX = 2**63 - 1  # the store's sequence numbers are signed 64-bit integers
 #: How often an open stream re-checks its token (revocation, expiry, disablement, role): issue 17.
 RECHECK_S = 2.0
+#: Epoch fields served with an ISO 8601 twin (``window_start_iso``...).
+_TIMES = ("window_start", "ts", "received_at")
 
 
 @router.get("", response_model=EventsPublic, summary="List events, newest first")
 def list_events(
     store: StoreDep,
     settings: SettingsDep,
+    request: Request,
     site: Annotated[str | None, Query(max_length=48, description="Only this site.")] = None,
     device: Annotated[str | None, Query(max_length=48, description="Only this device.")] = None,
     kind: Annotated[
         str | None, Query(max_length=32, description="zone_count, line_count, alert or measurement.")
     ] = None,
     zone: Annotated[str | None, Query(max_length=64, description="Only this zone, line or sensor.")] = None,
-    since: Annotated[
-        int | None, Query(ge=0, le=EPOCH_MAX, description="Windows starting at or after (UTC epoch s).")
-    ] = None,
-    until: Annotated[
-        int | None, Query(ge=0, le=EPOCH_MAX, description="Windows starting before (UTC epoch s).")
-    ] = None,
+    since: SinceQuery = None,
+    until: UntilQuery = None,
     limit: Annotated[int, Query(ge=1, le=1000, description="Page size.")] = 100,
     cursor: Annotated[
         str | None, Query(max_length=19, description="`next_cursor` of the previous page.")
@@ -79,10 +80,12 @@ def list_events(
             cursor=cursor_seq,
         )
     )
+    more = str(next_seq) if next_seq is not None else None
     return EventsPublic(
-        data=[EventPublic(**floor_event(row, settings.k)) for row in data],
+        data=[EventPublic(**with_iso(floor_event(row, settings.k), _TIMES, None)) for row in data],
         count=len(data),
-        next_cursor=str(next_seq) if next_seq is not None else None,
+        next_cursor=more,
+        next=next_link(request, more),
     )
 
 

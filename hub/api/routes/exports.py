@@ -1,24 +1,27 @@
-"""Zones as geometry, and exports for the city's other platforms: CSV, GeoJSON, NGSI-LD (FIWARE)."""
+"""Zones as geometry, and exports for the city's other platforms: CSV, GeoJSON, Parquet, NGSI-LD (FIWARE)."""
 
 from __future__ import annotations
 
 import csv
 import io
 import time
+from dataclasses import replace
 from typing import Annotated, Any, Literal
 
 import h3
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 
-from hub.api.deps import EpochQuery, SettingsDep, StoreDep
+from hub.api.deps import SettingsDep, StoreDep
+from hub.api.paging import CursorQuery, decode_cursor, encode_cursor, next_link, page_offset
+from hub.api.times import SinceQuery, UntilQuery
 from hub.disclosure.calendar import Level
 from hub.disclosure.floor import protect_rollup
 from hub.disclosure.tables import CubeFilter, cube_table
 from hub.fusion.cameras import load_locations
 from hub.storage import RollupQuery
 
-__all__ = ["cube_csv", "cube_geojson", "ngsi_ld", "router", "zones"]
+__all__ = ["cube_csv", "cube_geojson", "cube_parquet", "ngsi_ld", "router", "zones"]
 
 router = APIRouter(prefix="/v1", tags=["exports"])
 
@@ -26,6 +29,8 @@ SDM_CONTEXT = (
     "https://raw.githubusercontent.com/smart-data-models/dataModel.Transportation/master/context.jsonld"
 )
 NGSI_CONTEXT = "https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context.jsonld"
+#: How deep NGSI-LD pages may go, in roll-up rows.
+NGSI_MAX = 10_000_000
 
 
 def _geometry(zone: str, polygons: dict[str, Any]) -> dict[str, Any] | None:
@@ -44,17 +49,21 @@ def zones(
     request: Request,
     store: StoreDep,
     kind: Annotated[Literal["h3", "poly"], Query(description="H3 cells or named areas.")] = "h3",
-    limit: Annotated[int, Query(ge=1, le=20_000)] = 5000,
+    limit: Annotated[int, Query(ge=1, le=20_000, description="Page size.")] = 5000,
+    cursor: CursorQuery = None,
 ) -> JSONResponse:
-    """Every zone of this kind present in the cube, with its polygon (WGS84)."""
-    keys = store.list_zones(f"{kind}:")[:limit]
+    """Every zone of this kind present in the cube, with its polygon (WGS84); `next` for the next page."""
+    keys, more = page_offset(store.list_zones(f"{kind}:"), cursor, limit)
     polygons = {p.name: p for p in request.app.state.zone_index.polygons}
     features = [
         {"type": "Feature", "id": key, "properties": {"zone": key}, "geometry": geom}
         for key in keys
         if (geom := _geometry(key, polygons)) is not None
     ]
-    return JSONResponse({"type": "FeatureCollection", "features": features})
+    return JSONResponse(
+        {"type": "FeatureCollection", "features": features, "next_cursor": more,
+         "next": next_link(request, more)}
+    )  # fmt: skip
 
 
 def _cube_rows(
@@ -81,8 +90,8 @@ def cube_csv(
     store: StoreDep,
     settings: SettingsDep,
     source: str | None = None,
-    since: EpochQuery = None,
-    until: EpochQuery = None,
+    since: SinceQuery = None,
+    until: UntilQuery = None,
     bucket: Level = "day",
 ) -> Response:
     out = io.StringIO()
@@ -114,8 +123,8 @@ def cube_geojson(
     store: StoreDep,
     settings: SettingsDep,
     source: str | None = None,
-    since: EpochQuery = None,
-    until: EpochQuery = None,
+    since: SinceQuery = None,
+    until: UntilQuery = None,
     bucket: Level = "day",
 ) -> JSONResponse:
     polygons = {p.name: p for p in request.app.state.zone_index.polygons}
@@ -126,6 +135,51 @@ def cube_geojson(
             features.append({"type": "Feature", "geometry": geom, "properties": r})
     return JSONResponse(
         {"type": "FeatureCollection", "features": features}, media_type="application/geo+json"
+    )
+
+
+@router.get(
+    "/exports/cube.parquet",
+    summary="The cube as Parquet (k-suppressed; for pandas, DuckDB, Spark)",
+    response_class=Response,
+    responses={200: {"content": {"application/vnd.apache.parquet": {}}}},
+)
+def cube_parquet(
+    request: Request,
+    store: StoreDep,
+    settings: SettingsDep,
+    source: str | None = None,
+    since: SinceQuery = None,
+    until: UntilQuery = None,
+    bucket: Level = "day",
+) -> Response:
+    """The rows of ``cube.csv``, typed: start and end as timestamps in the city's time zone, n nullable."""
+    import pyarrow as pa  # the hub extra; imported here so that a hub starts without paying for it
+    import pyarrow.parquet as pq
+
+    rows = _cube_rows(request, settings.k, store, source, since, until, bucket)
+    tz = request.app.state.calendar.tz
+    columns = {
+        name: [r[name] for r in rows] for name in ("zone", "start", "end", "bucket", "source", "category")
+    }
+    table = pa.table(
+        {
+            "zone": pa.array(columns["zone"], pa.string()),
+            "start": pa.array(columns["start"], pa.timestamp("s", tz=tz)),
+            "end": pa.array(columns["end"], pa.timestamp("s", tz=tz)),
+            "bucket": pa.array(columns["bucket"], pa.string()),
+            "source": pa.array(columns["source"], pa.string()),
+            "category": pa.array(columns["category"], pa.string()),
+            "n": pa.array([r["n"] for r in rows], pa.float64()),
+            "suppressed": pa.array([bool(r["suppressed"]) for r in rows], pa.bool_()),
+        }
+    ).replace_schema_metadata({"vigie.k": str(settings.k), "vigie.tz": tz, "vigie.bucket": bucket})
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    return Response(
+        sink.getvalue().to_pybytes(),
+        media_type="application/vnd.apache.parquet",
+        headers={"Content-Disposition": 'attachment; filename="vigie-cube.parquet"'},
     )
 
 
@@ -141,17 +195,28 @@ def ngsi_ld(
     store: StoreDep,
     settings: SettingsDep,
     type: Annotated[Literal["CrowdFlowObserved", "TrafficFlowObserved"], Query()] = "CrowdFlowObserved",
-    since: EpochQuery = None,
-    until: EpochQuery = None,
-    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+    since: SinceQuery = None,
+    until: UntilQuery = None,
+    limit: Annotated[int, Query(ge=1, le=10_000, description="Roll-up rows per page.")] = 1000,
+    cursor: CursorQuery = None,
 ) -> JSONResponse:
-    """One entity per camera place and hour, from the roll-ups as analysts get them (disclosure/floor.py)."""
+    """One entity per camera place and hour, from the roll-ups as analysts get them (disclosure/floor.py).
+
+    Paged like NGSI-LD brokers do: a ``Link: <…>; rel="next"`` header while more remain.
+    """
     k = settings.k
     where = load_locations(store)
-    metric = "peak:person" if type == "CrowdFlowObserved" else "forward:*"
-    rows = store.list_rollups(RollupQuery(metric=metric, since=since, until=until, limit=limit))
-    if type == "TrafficFlowObserved":
-        rows += store.list_rollups(RollupQuery(metric="backward:*", since=since, until=until, limit=limit))
+    decoded = decode_cursor(cursor, (int,))
+    offset = min(int(decoded[0]) if decoded else 0, NGSI_MAX)
+    # Each query's first offset+limit+1 rows hold the merged list's first offset+limit+1.
+    q = RollupQuery(since=since, until=until, limit=offset + limit + 1)
+    metrics = ("peak:person",) if type == "CrowdFlowObserved" else ("forward:*", "backward:*")
+    merged = sorted(
+        (r for m in metrics for r in store.list_rollups(replace(q, metric=m))),
+        key=lambda r: (r["hour"], r["site"], r["device"], r["place"], r["metric"]),
+    )
+    rows = merged[offset : offset + limit]
+    more = encode_cursor((offset + limit,)) if len(merged) > offset + limit else None
     entities = []
     for r in (protect_rollup(row, k) for row in rows):
         if r["total"] is None:
@@ -184,4 +249,6 @@ def ngsi_ld(
             }
         entity["@context"] = [SDM_CONTEXT, NGSI_CONTEXT]
         entities.append(entity)
-    return JSONResponse(entities, media_type="application/ld+json")
+    link = next_link(request, more)
+    headers = {"Link": f'<{link}>; rel="next"'} if link else None
+    return JSONResponse(entities, media_type="application/ld+json", headers=headers)

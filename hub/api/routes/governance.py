@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import PlainTextResponse, Response
 from pydantic import BaseModel, Field
 
-from hub.api.deps import EPOCH_MAX, SettingsDep, StoreDep
+from hub.api.deps import SettingsDep, StoreDep
+from hub.api.paging import CursorQuery, decode_cursor, encode_cursor, next_link, page_offset
+from hub.api.schemas import NEXT, NEXT_CURSOR
+from hub.api.times import SinceQuery, UntilQuery, with_iso
 from hub.config import HubSettings
 from hub.storage import Store
 
@@ -22,24 +25,34 @@ users_router = APIRouter(prefix="/v1", tags=["governance"])
 class AuditPublic(BaseModel):
     data: list[dict[str, Any]] = Field(
         description="Entries: seq, ts, username, role, method, path, params, "
-        "purpose, status, prev_hash, hash."
+        "purpose, status, prev_hash, hash; ts_iso is ts in ISO 8601 (UTC)."
     )
-    count: int
+    count: int = Field(description="Entries in this page.")
+    next_cursor: str | None = Field(default=None, description=NEXT_CURSOR)
+    next: str | None = Field(default=None, description=NEXT)
 
 
 @router.get("/audit", response_model=AuditPublic, summary="Search the audit log (DPO)")
 def audit(
     store: StoreDep,
+    request: Request,
     username: Annotated[str | None, Query(description="Only this user.")] = None,
     path: Annotated[str | None, Query(description="Only paths starting with this.")] = None,
-    since: Annotated[float | None, Query(ge=0, le=EPOCH_MAX, description="From (UTC epoch s).")] = None,
-    until: Annotated[float | None, Query(ge=0, le=EPOCH_MAX, description="Before (UTC epoch s).")] = None,
-    after: Annotated[int, Query(ge=0, description="Entries after this seq (paging).")] = 0,
-    limit: Annotated[int, Query(ge=1, le=5000)] = 500,
+    since: SinceQuery = None,
+    until: UntilQuery = None,
+    after: Annotated[int, Query(ge=0, le=2**63 - 1, description="Entries after this seq (paging).")] = 0,
+    limit: Annotated[int, Query(ge=1, le=5000, description="Page size.")] = 500,
+    cursor: CursorQuery = None,
 ) -> AuditPublic:
     """Who called what, when, with which parameters and stated purpose, and what they got (status)."""
-    rows = store.list_audit(after=after, limit=limit, username=username, path=path, since=since, until=until)
-    return AuditPublic(data=rows, count=len(rows))
+    decoded = decode_cursor(cursor, (int,))
+    start = int(decoded[0]) if decoded else after
+    rows = store.list_audit(
+        after=start, limit=limit + 1, username=username, path=path, since=since, until=until
+    )
+    more = encode_cursor((int(rows[limit - 1]["seq"]),)) if len(rows) > limit else None
+    rows = [with_iso(r, ("ts",), None) for r in rows[:limit]]
+    return AuditPublic(data=rows, count=len(rows), next_cursor=more, next=next_link(request, more))
 
 
 def _facts(settings: HubSettings, store: Store) -> Any:
@@ -85,6 +98,11 @@ def retention(settings: SettingsDep, store: StoreDep) -> dict[str, Any]:
 
 
 @users_router.get("/users", summary="Users and their roles (admin)")
-def users(store: StoreDep) -> dict[str, Any]:
-    rows = store.list_users()
-    return {"data": rows, "count": len(rows)}
+def users(
+    store: StoreDep,
+    request: Request,
+    limit: Annotated[int, Query(ge=1, le=10_000, description="Page size.")] = 1000,
+    cursor: CursorQuery = None,
+) -> dict[str, Any]:
+    rows, more = page_offset(store.list_users(), cursor, limit)
+    return {"data": rows, "count": len(rows), "next_cursor": more, "next": next_link(request, more)}

@@ -1,4 +1,5 @@
-"""What the connectors share: reading CSV rows (plain or gzip, with or without a header), and two row shapes.
+"""What the connectors share: reading CSV rows (plain or gzip, with or without a header, any encoding and
+delimiter: ``hub/fusion/textfile.py``), and two row shapes.
 
 * incidents (police logbook, fire brigade, parks agents): one row = one event with a
   time, a category and a point;
@@ -12,9 +13,8 @@ A connector reads only the columns its mapping names: everything else in the fil
 from __future__ import annotations
 
 import csv
-import gzip
-import io
 from collections.abc import Iterator
+from itertools import chain
 from pathlib import Path
 from typing import Protocol
 from zoneinfo import ZoneInfo
@@ -30,6 +30,7 @@ from hub.fusion.observation import (
     parse_time,
 )
 from hub.fusion.scrub import scrub, shown
+from hub.fusion.textfile import choose_delimiter, open_text, sniff_format
 
 __all__ = ["AggregateConnector", "Connector", "IncidentConnector", "read_rows"]
 
@@ -43,40 +44,62 @@ class Connector(Protocol):
     def read(self, path: Path, mapping: Mapping, report: ImportReport) -> Iterator[Observation]: ...
 
 
-def _open_text(path: Path) -> io.TextIOBase:
-    if path.suffix == ".gz":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8-sig", newline="")
-    return open(path, encoding="utf-8-sig", newline="")
+_COLUMN_KEYS = ("time_column", "hour_column", "category_column", "lat_column", "lon_column", "zone_column",
+                "count_column")  # fmt: skip
+
+
+def _missing(path: Path, mapping: Mapping, missing: set[str], header: list[str], delimiter: str) -> str:
+    """Which mapping keys name columns the file lacks, what the file has, and the fixes."""
+    keys = [f"{key} {getattr(mapping, key)!r}" for key in _COLUMN_KEYS if getattr(mapping, key) in missing]
+    return (
+        f"{path}: no column for the mapping's {', '.join(keys)}; the header (read with delimiter "
+        f"{delimiter!r}) has {header[:20]}: fix those keys in the mapping (--mapping), or pass --delimiter "
+        "if the columns were not split right"
+    )
 
 
 def read_rows(path: Path, mapping: Mapping, report: ImportReport) -> Iterator[tuple[int, dict[str, str]]]:
-    """(row number, {column: value}) for each data row; only the mapping's columns are kept."""
-    wanted = {
-        c
-        for c in (
-            mapping.time_column,
-            mapping.hour_column,
-            mapping.category_column,
-            mapping.lat_column,
-            mapping.lon_column,
-            mapping.zone_column,
-            mapping.count_column,
-        )
-        if c
-    }
-    with _open_text(path) as fh:
-        reader = csv.reader(fh, delimiter=mapping.delimiter)
+    """(row number, {column: value}) for each data row; only the mapping's columns are kept.
+
+    Raises:
+        ValueError: no such file, an encoding that cannot read it, columns missing, or a truncated
+            file (its last row cut short), naming the file, row and column and the fix.
+    """
+    wanted = {getattr(mapping, key) for key in _COLUMN_KEYS} - {None, ""}
+    fmt = sniff_format(path, mapping.encoding)
+    if fmt.warning:
+        report.warnings.append(fmt.warning)
+    with open_text(path, fmt) as fh:
+        first = fh.readline()
+        width = len(mapping.columns) if mapping.columns else None
+        delimiter = mapping.delimiter or choose_delimiter(first, wanted, width)
+        reader = csv.reader(chain([first], fh), delimiter=delimiter)
         header = mapping.columns or next(reader, [])
         missing = wanted - set(header)
         if missing:
-            raise ValueError(f"{path}: no column {sorted(missing)} (columns: {header[:20]})")
+            raise ValueError(_missing(path, mapping, missing, header, delimiter))
         index = {name: header.index(name) for name in wanted}
-        for number, row in enumerate(reader, start=1):
-            report.rows += 1
-            if len(row) < len(header):
-                report.reject(RowError(number, "<row>", f"{len(row)} fields, expected {len(header)}"))
-                continue
-            yield number, {name: row[i] for name, i in index.items()}
+        short: RowError | None = None  # the last short row: if the file ends there, it was cut
+        try:
+            for number, row in enumerate(reader, start=1):
+                if short is not None:
+                    report.reject(short)
+                    short = None
+                report.rows += 1
+                if len(row) < len(header):
+                    short = RowError(number, "<row>", f"{len(row)} fields, expected {len(header)}")
+                    continue
+                yield number, {name: row[i] for name, i in index.items()}
+        except csv.Error as exc:
+            raise ValueError(f"{path}: line {reader.line_num}: {exc}: fix or re-export the file") from None
+    if short is not None and not fmt.ends_with_newline:
+        raise ValueError(
+            f"{path}: row {short.row} (line {reader.line_num}) has {short.reason.split(' fields')[0]} of "
+            f"{len(header)} fields and the file ends there, without a line break: it looks truncated; "
+            "copy or export it again (nothing imported)"
+        )
+    if short is not None:
+        report.reject(short)
 
 
 def _number(values: dict[str, str], column: str | None, number: int) -> float | RowError:

@@ -1,0 +1,140 @@
+"""Issue 20: imports that forgive real files: Latin-1, `;`, truncated, missing, mis-mapped; all or nothing.
+
+Run through the CLI, as a city's analyst would, on files written the way French city
+offices' spreadsheets export them (Windows Latin-1, `;` between fields, CRLF).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from hub.storage import CubeQuery, SQLiteStore
+from tests.conftest import SHARED, cli, need
+
+#: Real quartiers of Marseille, under their written names (the shared GeoJSON spells them in capitals).
+NAMES = {"SAINT-JEAN-DU-DESERT": "Saint-Jean-du-Désert", "CHATEAU-GOMBERT": "Château-Gombert",
+         "PERIER": "Périer", "SAINT-BARTHELEMY": "Saint-Barthélémy"}  # fmt: skip
+HEADER = "day;area;category;admissions"
+ROWS = [
+    "2026-06-12;Saint-Jean-du-Désert;traumatologie;9",
+    "2026-06-12;Château-Gombert;intoxication éthylique;6",
+    "2026-06-13;Périer;agression;7",
+    "2026-06-13;Saint-Barthélémy;malaise;12",
+]
+
+
+@pytest.fixture(scope="module")
+def zones(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The four quartiers with their accented names, as a city would supply its own GeoJSON."""
+    real = json.loads(need(SHARED / "data" / "geo" / "marseille_quartiers_111.geojson").read_text())
+    features = [{**f, "properties": {"nom_qua": NAMES[f["properties"]["nom_qua"]]}}
+                for f in real["features"] if f["properties"]["nom_qua"] in NAMES]  # fmt: skip
+    assert len(features) == 4
+    path = tmp_path_factory.mktemp("zones") / "quartiers.geojson"
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": features}, ensure_ascii=False))
+    return path
+
+
+def _write(path: Path, lines: list[str], *, encoding: str = "latin-1", end: str = "\r\n") -> Path:
+    path.write_bytes(("\r\n".join(lines) + end).encode(encoding))
+    return path
+
+
+def _import(tmp_path: Path, zones: Path, file: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        cli("hub", "import", "hospital", str(file), "--mapping", "hospital_admissions", "--zones", str(zones),
+            "--db", str(tmp_path / "hub.sqlite"), "--no-learn", *extra),
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+
+
+def _cube(tmp_path: Path) -> list[dict[str, object]]:
+    store = SQLiteStore(tmp_path / "hub.sqlite")
+    try:
+        return store.query_cube(CubeQuery(sources=("hospital",), limit=100))
+    finally:
+        store.close()
+
+
+def test_a_latin1_semicolon_file_with_accented_quartiers_imports(tmp_path: Path, zones: Path) -> None:
+    file = _write(tmp_path / "urgences.csv", [HEADER, *ROWS])
+    done = _import(tmp_path, zones, file)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "4 rows, 4 imported, 0 rejected" in done.stdout
+    assert "not UTF-8 (byte 0xE9 on line 2)" in done.stdout  # the warning says what was detected
+    assert "read as cp1252" in done.stdout
+    cube = {(r["zone"], r["category"], r["n"]) for r in _cube(tmp_path)}
+    assert cube == {("poly:Saint-Jean-du-Désert", "trauma", 9.0), ("poly:Château-Gombert", "alcohol", 6.0),
+                    ("poly:Périer", "assault", 7.0), ("poly:Saint-Barthélémy", "illness", 12.0)}  # fmt: skip
+
+
+def test_the_encoding_can_be_given(tmp_path: Path, zones: Path) -> None:
+    file = _write(tmp_path / "urgences.csv", [HEADER, *ROWS])
+    done = _import(tmp_path, zones, file, "--encoding", "latin-1", "--delimiter", ";")
+    assert done.returncode == 0, done.stderr
+    assert "not UTF-8" not in done.stdout
+    assert len(_cube(tmp_path)) == 4
+
+
+def test_a_wrong_encoding_given_is_refused_with_the_fix(tmp_path: Path, zones: Path) -> None:
+    file = _write(tmp_path / "urgences.csv", [HEADER, *ROWS])
+    done = _import(tmp_path, zones, file, "--encoding", "utf-8")
+    assert done.returncode == 2
+    assert "byte 0xE9 on line 2 is not utf-8" in done.stderr
+    assert "--encoding cp1252" in done.stderr
+    assert "Traceback" not in done.stderr
+    done = _import(tmp_path, zones, file, "--encoding", "klingon")
+    assert "'klingon' is not an encoding" in done.stderr
+
+
+def test_a_truncated_file_errors_with_the_row_and_imports_nothing(tmp_path: Path, zones: Path) -> None:
+    cut = ROWS[3][: ROWS[3].index(";malaise")]  # the copy stopped mid-row
+    file = _write(tmp_path / "urgences.csv", [HEADER, *ROWS[:3], cut], end="")
+    done = _import(tmp_path, zones, file)
+    assert done.returncode == 2, done.stdout
+    assert "row 4 (line 5) has 2 of 4 fields" in done.stderr
+    assert "truncated" in done.stderr
+    assert "nothing imported" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert _cube(tmp_path) == []  # the three good rows before it were not imported either
+
+
+def test_a_truncated_gzip_errors_and_imports_nothing(tmp_path: Path, zones: Path) -> None:
+    whole = gzip.compress(("\r\n".join([HEADER, *ROWS * 200]) + "\r\n").encode("latin-1"))
+    file = tmp_path / "urgences.csv.gz"
+    file.write_bytes(whole[: len(whole) // 2])
+    done = _import(tmp_path, zones, file)
+    assert done.returncode == 2
+    assert "looks truncated" in done.stderr
+    assert _cube(tmp_path) == []
+
+
+def test_a_short_row_inside_the_file_is_rejected_not_fatal(tmp_path: Path, zones: Path) -> None:
+    file = _write(tmp_path / "urgences.csv", [HEADER, ROWS[0], "2026-06-12;Périer", *ROWS[1:]])
+    done = _import(tmp_path, zones, file)
+    assert done.returncode == 0, done.stderr
+    assert "5 rows, 4 imported, 1 rejected" in done.stdout
+    assert "row 2: <row>: 2 fields, expected 4" in done.stdout
+
+
+def test_a_missing_file_is_one_clear_line(tmp_path: Path, zones: Path) -> None:
+    done = _import(tmp_path, zones, tmp_path / "nowhere.csv")
+    assert done.returncode == 2
+    assert "nowhere.csv: no such file" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_a_mis_mapped_file_names_the_mapping_key_and_the_header(tmp_path: Path, zones: Path) -> None:
+    file = _write(tmp_path / "urgences.csv", ["jour;quartier;category;admissions", *ROWS])
+    done = _import(tmp_path, zones, file)
+    assert done.returncode == 2
+    assert "time_column 'day'" in done.stderr
+    assert "zone_column 'area'" in done.stderr
+    assert "['jour', 'quartier', 'category', 'admissions']" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert _cube(tmp_path) == []
