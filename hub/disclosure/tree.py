@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 from hub.disclosure.calendar import CityCalendar, Level
 
-__all__ = ["Cell", "Node", "pinned", "protect_series"]
+__all__ = ["Cell", "Node", "pinned", "protect_series", "spread_served"]
 
 Node = tuple[Level, int]  # (level, bucket start)
 BIG = float("inf")
@@ -139,3 +139,44 @@ def protect_series(hours: Mapping[int, float], k: int, cal: CityCalendar) -> dic
             hidden = set(tree.value)  # nothing left to widen: hide the whole series
             break
     return {x: Cell(x[0], x[1], cal.end(x[1], x[0]), v, x in hidden) for x, v in tree.value.items()}
+
+
+def spread_served(cells: Mapping[Node, Cell], cal: CityCalendar) -> dict[int, float]:
+    """Hourly values computed from the served cells of one series alone (what forecasts learn from).
+
+    A served hour keeps its count. A hidden node's share of its nearest served ancestor
+    (what that ancestor leaves once its served descendants are taken out) is spread over
+    its hidden hours evenly, top down; a hidden month gives nothing. Only served counts,
+    the tree and which rows are hidden (all public) are read, never a hidden count: the
+    result is a function of what any analyst can fetch, so nothing derived from it can
+    carry more.
+    """
+    kids: dict[Node, list[Node]] = {}
+    for node in cells:
+        up = cal.parent(node[1], node[0])
+        if up is not None and up in cells:
+            kids.setdefault(up, []).append(node)
+
+    def hidden_hours(node: Node) -> int:
+        if not cells[node].hidden:
+            return 0
+        below = kids.get(node, [])
+        return 1 if not below else sum(hidden_hours(c) for c in below)
+
+    share: dict[Node, float] = {x: (0.0 if c.hidden else c.n) for x, c in cells.items() if x[0] == "month"}
+    out: dict[int, float] = {}
+    for level in ("month", "week", "day", "hour"):
+        for node in sorted(x for x in share if x[0] == level):
+            value = share[node]
+            if level == "hour":
+                if value > 0:
+                    out[node[1]] = value
+                continue
+            below = kids.get(node, [])
+            rest = max(value - sum(cells[c].n for c in below if not cells[c].hidden), 0.0)
+            weights = {c: hidden_hours(c) for c in below if cells[c].hidden}
+            total = sum(weights.values())
+            for c in below:
+                hidden_share = rest * weights[c] / total if total else 0.0
+                share[c] = hidden_share if cells[c].hidden else cells[c].n
+    return out

@@ -18,8 +18,11 @@ from typing import Any
 
 import h3
 
+from hub.disclosure.calendar import CityCalendar
+from hub.disclosure.tables import CubeFilter, served_hours
 from hub.fusion.blend import BlendParams
 from hub.fusion.learning import HOUR, LearnerParams, OnlineModel, hourly_counts
+from hub.fusion.served import served_model
 from hub.fusion.serving import blend_forecast
 from hub.storage import CubeQuery, Store
 
@@ -95,23 +98,23 @@ def load_blend(store: Store, horizon: str) -> BlendParams | None:
     return BlendParams.from_json(body) if body else None
 
 
-def forecast(store: Store, horizon_h: int) -> list[dict[str, Any]]:
+def forecast(store: Store, horizon_h: int, k: int, cal: CityCalendar) -> list[dict[str, Any]]:
     """Per H3 cell: expected target incidents over the next ``horizon_h`` hours, P(at least one), and the
     hours covered (``start``, ``end``: UTC ISO 8601).
 
     With a tuned blend persisted for this horizon (24 h: ``day``, 168 h: ``week``), the blend serves;
-    otherwise the online model does.
+    otherwise the online model does. Either reads only the hours the cube serves under ``k``
+    (``hub/fusion/served.py``): no forecast carries a suppressed count.
     """
     model = load_model(store)
     if model.watermark is None:
         return []
     start = model.watermark + HOUR
     blend = load_blend(store, {24: "day", 168: "week"}.get(horizon_h, ""))
-    rows = []
+    rows: list[dict[str, Any]] = []
     if blend is not None:
-        rows = store.query_cube(
-            CubeQuery(zone_prefix="h3:", sources=(model.target_source,), end=start, limit=10_000_000)
-        )
+        only_target = CubeFilter(zone_prefix="h3:", sources=(model.target_source,))
+        rows = list(served_hours(store, only_target, None, start, k, cal).rows)
         if rows and h3.get_resolution(rows[0]["zone"][3:]) != blend.resolution:
             # Tuned on other cells: its weights do not apply; say so and serve the online model.
             log.warning(
@@ -126,7 +129,7 @@ def forecast(store: Store, horizon_h: int) -> list[dict[str, Any]]:
         expected = blend_forecast(blend, rows, model.excluded, start, start + horizon_h * HOUR)
         label = f"blend ({blend.chosen}, tuned on {blend.tuned_on[0]} to {blend.tuned_on[1]})"
     else:
-        expected = model.forecast(horizon_h)
+        expected = served_model(store, model, k, cal).forecast(horizon_h, start)
         label = "online model"
     covers = {k: dt.datetime.fromtimestamp(t, dt.UTC).isoformat() for k, t in
               (("start", start), ("end", start + horizon_h * HOUR))}  # fmt: skip

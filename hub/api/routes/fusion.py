@@ -129,9 +129,11 @@ def anomalies(
 @router.get("/forecast", response_model=ForecastPublic, summary="Short-term risk per zone (24 h or 7 days)")
 def forecast(
     store: StoreDep,
+    settings: SettingsDep,
+    request: Request,
     horizon: Annotated[int, Query(description="Hours ahead: 24 or 168.", ge=1, le=168)] = 24,
     limit: Annotated[int, Query(ge=1, le=100_000)] = 1000,
 ) -> ForecastPublic:
     """From the model's last learnt hour: baseline × covariates + self-exciting term (docs/fusion.md)."""
-    rows = compute_forecast(store, horizon)[:limit]
+    rows = compute_forecast(store, horizon, settings.k, request.app.state.calendar)[:limit]
     return ForecastPublic(horizon_h=horizon, data=rows, count=len(rows))
