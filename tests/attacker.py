@@ -242,3 +242,38 @@ def rollup_facts(
         if r.get("max") is not None:
             for k in keys:
                 know.at_most(k, int(r["max"]))
+
+
+def camera_cube_facts(
+    know: Knowledge,
+    rows: Iterable[Mapping[str, Any]],
+    rollups: Iterable[Mapping[str, Any]],
+    windows: Mapping[Key, Window],
+    placed: Mapping[str, Iterable[str]],
+) -> None:
+    """Served camera rows of the cube as sums of device windows, where a row covers one roll-up.
+
+    ``hub/fusion/cameras.py`` puts a ``peak:<class>`` roll-up in the cube as its mean (total / n,
+    with ``n`` served by ``/v1/rollups``) and a crossing roll-up as its total, in every zone the
+    device is placed in (``placed``: ``site/device`` → zone keys). When one roll-up is all a served
+    row holds, the row times its ``n`` (or the row itself) is the sum of that roll-up's windows;
+    rows mixing several roll-ups are weighted sums this attacker leaves out.
+    """
+    rollups = list(rollups)
+    for r in rows:
+        if r.get("n") is None or r.get("source") != "camera":
+            continue
+        label = str(r["category"])
+        kind = "peak"
+        if label.startswith("crossings:"):
+            continue  # crossings are not planted as unknowns here
+        inside = [u for u in rollups if str(u["metric"]) == f"{kind}:{label}"
+                  and r["zone"] in placed.get(f"{u['site']}/{u['device']}", ())
+                  and r["start"] <= u["hour"] < r["end"]]  # fmt: skip
+        if len(inside) != 1:
+            continue
+        u = inside[0]
+        keys = [k for k, (site, device, place, start) in windows.items()
+                if k[2] == label and (site, device, place) == (u["site"], u["device"], u["place"])
+                and u["hour"] <= start < u["hour"] + HOUR]  # fmt: skip
+        know.equal(keys, float(r["n"]) * int(u["n"]), f"camera cube {r['zone']} {r['start']} × n")

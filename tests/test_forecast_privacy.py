@@ -21,9 +21,16 @@ that serves the same cube moved the forecasts (shown once, while writing this te
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hub.disclosure.calendar import CityCalendar
+from hub.disclosure.tree import protect_series, spread_served
 from hub.fusion.service import learn_pending
 from hub.storage import CubeRow
 from tests.test_disclosure_attack import DAY, HOUR, P0, Hub, K, Plant, forecast_answers
@@ -93,3 +100,27 @@ def test_no_forecast_moves_with_a_suppressed_count(tmp_path: Path) -> None:
     # Many worlds serve the same cube: the test does compare forecasts (not a vacuous pass).
     assert same_cube >= 15, same_cube
     assert moved == [], f"{len(moved)} of {same_cube} worlds moved a forecast: {moved[:5]}"
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    hours=st.dictionaries(st.integers(0, 24 * 40 - 1), st.integers(1, 9), min_size=1, max_size=30),
+    noise=st.lists(st.integers(0, 50), min_size=1, max_size=30),
+)
+def test_spreading_reads_no_hidden_count(hours: dict[int, int], noise: list[int]) -> None:
+    """The forecast's inputs are a function of the served cells: scrambling every hidden count
+    (any value, at any level) changes none of them; served hours keep their counts."""
+    cal = CityCalendar()
+    cells = protect_series({P0 + h * HOUR: float(n) for h, n in hours.items()}, K, cal)
+    spread = spread_served(cells, cal)
+    scrambled = {x: replace(c, n=float(noise[i % len(noise)])) if c.hidden else c
+                 for i, (x, c) in enumerate(sorted(cells.items()))}  # fmt: skip
+    assert spread_served(scrambled, cal) == spread
+    for (level, start), c in cells.items():
+        if level == "hour" and not c.hidden:
+            assert spread[start] == c.n
+    # Nothing is invented: served months are spread exactly, whole.
+    for (level, start), c in cells.items():
+        if level == "month" and not c.hidden:
+            inside = sum(v for h, v in spread.items() if start <= h < c.end)
+            assert inside == pytest.approx(c.n)

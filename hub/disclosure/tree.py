@@ -144,12 +144,11 @@ def protect_series(hours: Mapping[int, float], k: int, cal: CityCalendar) -> dic
 def spread_served(cells: Mapping[Node, Cell], cal: CityCalendar) -> dict[int, float]:
     """Hourly values computed from the served cells of one series alone (what forecasts learn from).
 
-    A served hour keeps its count. A hidden node's share of its nearest served ancestor
-    (what that ancestor leaves once its served descendants are taken out) is spread over
-    its hidden hours evenly, top down; a hidden month gives nothing. Only served counts,
-    the tree and which rows are hidden (all public) are read, never a hidden count: the
-    result is a function of what any analyst can fetch, so nothing derived from it can
-    carry more.
+    A served hour keeps its count. What a served node leaves once the served counts inside
+    it are taken out is spread over its hidden hours evenly, top down; a hidden month adds
+    nothing to the served counts inside it. Only served counts, the tree and which rows are
+    hidden (all public) are read, never a hidden count: the result is a function of what
+    any analyst can fetch, so nothing derived from it can carry more.
     """
     kids: dict[Node, list[Node]] = {}
     for node in cells:
@@ -158,25 +157,30 @@ def spread_served(cells: Mapping[Node, Cell], cal: CityCalendar) -> dict[int, fl
             kids.setdefault(up, []).append(node)
 
     def hidden_hours(node: Node) -> int:
-        if not cells[node].hidden:
-            return 0
         below = kids.get(node, [])
-        return 1 if not below else sum(hidden_hours(c) for c in below)
+        return 1 if not below else sum(hidden_hours(c) for c in below if cells[c].hidden)
 
-    share: dict[Node, float] = {x: (0.0 if c.hidden else c.n) for x, c in cells.items() if x[0] == "month"}
+    def known(node: Node) -> float:
+        """What the served cells inside a hidden node add up to (its lowest possible value)."""
+        return sum(cells[c].n if not cells[c].hidden else known(c) for c in kids.get(node, []))
+
+    share = {x: (known(x) if c.hidden else c.n) for x, c in cells.items() if x[0] == "month"}
     out: dict[int, float] = {}
     for level in ("month", "week", "day", "hour"):
         for node in sorted(x for x in share if x[0] == level):
-            value = share[node]
             if level == "hour":
-                if value > 0:
-                    out[node[1]] = value
+                if share[node] > 0:
+                    out[node[1]] = share[node]
                 continue
             below = kids.get(node, [])
-            rest = max(value - sum(cells[c].n for c in below if not cells[c].hidden), 0.0)
-            weights = {c: hidden_hours(c) for c in below if cells[c].hidden}
+            hidden = [c for c in below if cells[c].hidden]
+            floor = {c: known(c) for c in hidden}
+            rest = max(share[node] - sum(cells[c].n for c in below if not cells[c].hidden)
+                       - sum(floor.values()), 0.0)  # fmt: skip
+            weights = {c: hidden_hours(c) for c in hidden}
             total = sum(weights.values())
             for c in below:
-                hidden_share = rest * weights[c] / total if total else 0.0
-                share[c] = hidden_share if cells[c].hidden else cells[c].n
+                share[c] = cells[c].n
+                if cells[c].hidden:
+                    share[c] = floor[c] + (rest * weights[c] / total if total else 0.0)
     return out

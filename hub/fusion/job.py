@@ -19,9 +19,10 @@ log = logging.getLogger(__name__)
 class FusionJob:
     """Every ``every_s`` seconds, in a daemon thread: cameras into the cube (last two hours), then learn."""
 
-    def __init__(self, store: Store, zones: ZoneIndex, every_s: float = 60.0) -> None:
+    def __init__(self, store: Store, zones: ZoneIndex, every_s: float = 60.0, *, k: int) -> None:
         self.store = store
         self.zones = zones
+        self.k = k
         self.every_s = every_s
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="fusion", daemon=True)
@@ -35,7 +36,7 @@ class FusionJob:
 
     def run_once(self) -> None:
         if load_locations(self.store):
-            fold_cameras(self.store, self.zones, since=int(time.time()) - 2 * 3600)
+            fold_cameras(self.store, self.zones, k=self.k, since=int(time.time()) - 2 * 3600)
         learn_pending(self.store)
 
     def _run(self) -> None:

@@ -233,7 +233,7 @@ def _cameras(args: argparse.Namespace) -> int:
         return 2
     store = open_store(hub_settings(args).db)
     save_locations(store, locations)
-    rows, unplaced = fold_cameras(store, _zone_index(args))
+    rows, unplaced = fold_cameras(store, _zone_index(args), k=hub_settings(args).k)
     store.close()
     print(f"{len(locations)} devices placed; {rows} cube rows from their roll-ups")
     if unplaced:
@@ -249,7 +249,7 @@ def _learn(args: argparse.Namespace) -> int:
 
     store = open_store(hub_settings(args).db)
     if load_locations(store):
-        rows, _ = fold_cameras(store, _zone_index(args))
+        rows, _ = fold_cameras(store, _zone_index(args), k=hub_settings(args).k)
         print(f"cameras: {rows} cube rows refreshed from their roll-ups")
     bar = Progress("learning", "hours")
     outcome = learn_pending(store, progress=bar)
