@@ -122,14 +122,17 @@ def main() -> None:
                     if v >= args.k:
                         t[f"{x[0]} hidden ≥ k"] += 1
     print(f"Houston 2010-03, H3 res 8, k = {args.k}, {args.tz}: {len(series)} series, {len(rows)} cube rows")
-    print(f"trees with a secondary cell: {trees_with_secondary}; MILP solved {solved}, no answer {timed_out}, "
-          f"{spent:.1f} s in all")  # fmt: skip
+    print(f"trees with a secondary cell: {trees_with_secondary}; MILP solved {solved}, "
+          f"no answer {timed_out}, {spent:.1f} s in all")  # fmt: skip
+    g, o = totals["greedy"], totals["optimal"]
     for level in ("hour", "day", "week", "month"):
-        g, o = totals["greedy"], totals["optimal"]
-        print(f"{level:>5}: {g[f'{level} cells']:.0f} cells; served greedy {g[f'{level} cells'] - g[f'{level} hidden']:.0f}"
-              f" / optimal {o[f'{level} cells'] - o[f'{level} hidden']:.0f}; hidden ≥ k greedy "
-              f"{g[f'{level} hidden ≥ k']:.0f} / optimal {o[f'{level} hidden ≥ k']:.0f}; incidents in hidden cells "
-              f"greedy {g[f'{level} hidden incidents']:.0f} / optimal {o[f'{level} hidden incidents']:.0f}")  # fmt: skip
+        cells = g[f"{level} cells"]
+        served = (cells - g[f"{level} hidden"], cells - o[f"{level} hidden"])
+        secondary = (g[f"{level} hidden ≥ k"], o[f"{level} hidden ≥ k"])
+        mass = (g[f"{level} hidden incidents"], o[f"{level} hidden incidents"])
+        print(f"{level:>5}: {cells:.0f} cells; served greedy {served[0]:.0f} / optimal {served[1]:.0f}; "
+              f"hidden ≥ k greedy {secondary[0]:.0f} / optimal {secondary[1]:.0f}; "
+              f"incidents in hidden cells greedy {mass[0]:.0f} / optimal {mass[1]:.0f}")  # fmt: skip
 
 
 if __name__ == "__main__":
