@@ -74,8 +74,10 @@ def main() -> None:
     print(f"resolution {args.resolution}, k = {args.k}: served model learnt in {spent:.1f} s; the week from "
           f"{dt.datetime.fromtimestamp(start, dt.UTC):%Y-%m-%d %H:%M} UTC: {y.sum():.0f} incidents in "
           f"{len(cells)} cells")  # fmt: skip
-    print(f"top 5 % of cells hold: raw model {top_share(a, y):.3f}, served model {top_share(b, y):.3f}; "
-          f"expected in all: raw {a.sum():.0f}, served {b.sum():.0f}")
+    print(
+        f"top 5 % of cells hold: raw model {top_share(a, y):.3f}, served model {top_share(b, y):.3f}; "
+        f"expected in all: raw {a.sum():.0f}, served {b.sum():.0f}"
+    )
 
 
 if __name__ == "__main__":
