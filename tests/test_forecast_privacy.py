@@ -1,6 +1,7 @@
 """Forecasts carry no suppressed count: the neighbouring-worlds test (issue 16, "derived outputs").
 
-Planted police incidents in three H3 cells over nine days, some hours under k (k = 5).
+Planted police incidents in three H3 cells over nine days, some hours under k (k = 5);
+the 24-hour forecast is served by a stored tuned blend, the others by the online model.
 For every hour the cube suppresses, and every value it could have had in 0..k-1, a
 neighbouring world is planted: that hour set to the value, and the difference moved
 to the nearest other hidden hour of the same cell (so that the day, week and month
@@ -31,7 +32,8 @@ from hypothesis import strategies as st
 
 from hub.disclosure.calendar import CityCalendar
 from hub.disclosure.tree import protect_series, spread_served
-from hub.fusion.service import learn_pending
+from hub.fusion.blend import CANDIDATES, BlendParams
+from hub.fusion.service import learn_pending, save_blend
 from hub.storage import CubeRow
 from tests.test_disclosure_attack import DAY, HOUR, P0, Hub, K, Plant, forecast_answers
 
@@ -44,6 +46,10 @@ CELLS: list[Cell] = [
     (C, 3, 9, 9), (C, 4, 9, 8), (C, 8, 17, 3),
 ]  # fmt: skip
 END = P0 + 9 * DAY
+#: A tuned blend of every baseline, as ``vigie hub backtest --save`` stores one.
+BLEND = BlendParams(horizon="day", features=CANDIDATES, weights=(1 / len(CANDIDATES),) * len(CANDIDATES),
+                    kde_bandwidth_km=1.0, resolution=8, timezone="Europe/Paris",
+                    tuned_on=("2025-12-01", "2026-01-01"), chosen="blend")  # fmt: skip
 
 
 Cell = tuple[str, int, int, int]
@@ -58,8 +64,16 @@ def _world(cells: list[Cell]) -> Plant:
 def _ask(tmp_path: Path, plant: Plant) -> tuple[dict[int, dict[str, float]], set[Any], set[Any]]:
     """What one analyst gets: the forecasts, the whole served cube and its hidden hours."""
     with Hub(tmp_path, plant) as (client, _):
-        learn_pending(client.app.state.store, now=END + 2 * HOUR)  # type: ignore[attr-defined]
+        store = client.app.state.store  # type: ignore[attr-defined]
+        learn_pending(store, now=END + 2 * HOUR)
+        save_blend(store, BLEND)  # 24 h from the tuned blend; 1, 6 and 168 h from the online model
         forecasts = forecast_answers(client)
+        models = {
+            r["model"]
+            for h in (24, 168)
+            for r in client.get("/v1/forecast", params={"horizon": h}).json()["data"]
+        }
+        assert models == {"online model", "blend (blend, tuned on 2025-12-01 to 2026-01-01)"}, models
         table = set()
         for level in ("hour", "day", "week", "month"):
             rows = client.get("/v1/cube", params={"bucket": level, "limit": 100_000}).json()["data"]
