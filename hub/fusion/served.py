@@ -11,8 +11,9 @@ hours from :func:`hub.disclosure.tables.served_hours` only: each hour the cube s
 hour level, with its served count; a hidden hour is learnt as an empty one. Everything it
 holds is then a function of numbers any analyst can fetch, so no forecast carries more
 than the cube does (``docs/privacy.md``). It is kept with the ``k`` and time zone it was
-learnt with and catches up lazily, from its watermark to the hub model's, when a forecast
-is asked; another k or time zone starts it again from the first hour.
+learnt with and catches up from its watermark to the hub model's: in the hub's fusion job
+and ``vigie hub learn`` after the hub's model learnt, and, should it lag, when a forecast is
+asked; another k or time zone starts it again from the first hour.
 """
 
 from __future__ import annotations

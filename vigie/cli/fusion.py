@@ -242,8 +242,10 @@ def _cameras(args: argparse.Namespace) -> int:
 
 
 def _learn(args: argparse.Namespace) -> int:
+    from hub.disclosure.calendar import CityCalendar
     from hub.fusion.cameras import fold_cameras, load_locations
-    from hub.fusion.service import learn_pending, load_blend
+    from hub.fusion.served import served_model
+    from hub.fusion.service import learn_pending, load_blend, load_model
     from hub.storage import open_store
     from vigie.progress import Progress
 
@@ -254,6 +256,8 @@ def _learn(args: argparse.Namespace) -> int:
     bar = Progress("learning", "hours")
     outcome = learn_pending(store, progress=bar)
     bar.done()
+    settings = hub_settings(args)
+    served_model(store, load_model(store), settings.k, CityCalendar(settings.tz))  # what forecasts read
     for horizon in ("week", "day"):
         tuned = load_blend(store, horizon)
         serves = (
