@@ -1,4 +1,4 @@
-"""An analyst turned attacker: everything served, as linear facts on the hidden counts, solved exactly.
+"""An analyst turned attacker: everything served, as linear facts on the hidden counts, solved by LP.
 
 The unknowns are the true finest-grain counts of planted cells: one per (zone, source,
 category, hour) of the cube and one per (event, class) of the devices' windows. Each
@@ -8,18 +8,22 @@ anomaly whose ``expected`` and ``p`` are served a direct reveal (the Poisson tai
 inverted), a suppression only "hidden". For each cell the attacker then finds the
 smallest and largest value consistent with all of it.
 
-scipy is not installed in this project's environment, so instead of
-``scipy.optimize.linprog`` (HiGHS) the attacker uses a small exact integer solver:
-bounds propagation on the equalities, then a depth-first search with propagation
-for the extreme feasible values of each unknown. Integer bounds are at least as tight
-as a linear relaxation's, so this attacker is no weaker than linprog.
+The solver is HiGHS through scipy: ``scipy.optimize.linprog`` minimises and maximises
+the cell over the linear relaxation, then ``scipy.optimize.milp`` tightens both ends to
+integers (counts are whole), so the interval is the exact integer one. A small exact
+solver of its own (bounds propagation and depth-first search, :meth:`Knowledge.exact_interval`)
+stays as a cross-check: ``tests/test_disclosure_attack.py`` asserts the two agree.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
+from scipy.optimize import Bounds, LinearConstraint, linprog, milp
 
 from hub.fusion.learning import poisson_sf
 
@@ -49,6 +53,8 @@ class Knowledge:
     eqs: dict[frozenset[Key], int] = field(default_factory=dict)
     why: dict[frozenset[Key], str] = field(default_factory=dict)
     contradictions: list[str] = field(default_factory=list)
+    #: The forecasts fetched, per horizon (hours): model outputs, not linear facts.
+    forecasts: dict[int, dict[str, float]] = field(default_factory=dict)
 
     def unknown(self, key: Key, lo: int = 1) -> None:
         """A planted cell: its existence is public (suppressed rows are listed), its count is not."""
@@ -87,7 +93,41 @@ class Knowledge:
         return eqs
 
     def interval(self, key: Key) -> tuple[int, int]:
-        """Smallest and largest value of ``key`` consistent with everything known (exact, integer)."""
+        """Smallest and largest value of ``key`` given everything known: LP, then integer (HiGHS)."""
+        eqs = self._component(key)
+        keys = sorted({k for ks, _ in eqs for k in ks} | {key}, key=repr)
+        col = {k: i for i, k in enumerate(keys)}
+        a = np.zeros((len(eqs), len(keys)))
+        b = np.array([float(v) for _, v in eqs])
+        for row, (ks, _) in enumerate(eqs):
+            for k in ks:
+                a[row, col[k]] = 1.0
+        lo = np.array([float(self.lo[k]) for k in keys])
+        hi = np.array([float(self.hi[k]) if self.hi[k] < BIG else np.inf for k in keys])
+        ends = []
+        for sign in (1.0, -1.0):
+            c = np.zeros(len(keys))
+            c[col[key]] = sign
+            relaxed = linprog(c, A_eq=a if eqs else None, b_eq=b if eqs else None,
+                              bounds=list(zip(lo, hi, strict=True)), method="highs")  # fmt: skip
+            if relaxed.status == 2:
+                raise AssertionError(f"the served numbers contradict each other around {key}")
+            if relaxed.status == 3:  # unbounded above: nothing caps this cell
+                ends.append(BIG)
+                continue
+            assert relaxed.status == 0, relaxed.message
+            whole = milp(c, integrality=np.ones(len(keys)), bounds=Bounds(lo, hi),
+                         constraints=[LinearConstraint(a, b, b)] if eqs else [])  # fmt: skip
+            assert whole.status == 0, whole.message
+            # The integer optimum lies inside the LP's: ceil/floor of the relaxation bound it.
+            value = round(whole.x[col[key]])
+            assert (math.ceil(relaxed.x[col[key]] - 1e-6) <= value) if sign > 0 else \
+                (value <= math.floor(relaxed.x[col[key]] + 1e-6))  # fmt: skip
+            ends.append(min(value, BIG))
+        return ends[0], ends[1]
+
+    def exact_interval(self, key: Key) -> tuple[int, int]:
+        """The same interval by the attacker's own exact integer search (a cross-check of the LP)."""
         eqs = self._component(key)
         lo = {k: self.lo[k] for ks, _ in eqs for k in ks} or {key: self.lo[key]}
         hi = {k: self.hi[k] for k in lo}
@@ -202,3 +242,38 @@ def rollup_facts(
         if r.get("max") is not None:
             for k in keys:
                 know.at_most(k, int(r["max"]))
+
+
+def camera_cube_facts(
+    know: Knowledge,
+    rows: Iterable[Mapping[str, Any]],
+    rollups: Iterable[Mapping[str, Any]],
+    windows: Mapping[Key, Window],
+    placed: Mapping[str, Iterable[str]],
+) -> None:
+    """Served camera rows of the cube as sums of device windows, where a row covers one roll-up.
+
+    ``hub/fusion/cameras.py`` puts a ``peak:<class>`` roll-up in the cube as its mean (total / n,
+    with ``n`` served by ``/v1/rollups``) and a crossing roll-up as its total, in every zone the
+    device is placed in (``placed``: ``site/device`` → zone keys). When one roll-up is all a served
+    row holds, the row times its ``n`` (or the row itself) is the sum of that roll-up's windows;
+    rows mixing several roll-ups are weighted sums this attacker leaves out.
+    """
+    rollups = list(rollups)
+    for r in rows:
+        if r.get("n") is None or r.get("source") != "camera":
+            continue
+        label = str(r["category"])
+        kind = "peak"
+        if label.startswith("crossings:"):
+            continue  # crossings are not planted as unknowns here
+        inside = [u for u in rollups if str(u["metric"]) == f"{kind}:{label}"
+                  and r["zone"] in placed.get(f"{u['site']}/{u['device']}", ())
+                  and r["start"] <= u["hour"] < r["end"]]  # fmt: skip
+        if len(inside) != 1:
+            continue
+        u = inside[0]
+        keys = [k for k, (site, device, place, start) in windows.items()
+                if k[2] == label and (site, device, place) == (u["site"], u["device"], u["place"])
+                and u["hour"] <= start < u["hour"] + HOUR]  # fmt: skip
+        know.equal(keys, float(r["n"]) * int(u["n"]), f"camera cube {r['zone']} {r['start']} × n")

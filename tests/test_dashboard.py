@@ -159,13 +159,15 @@ def test_dashboard_in_headless_chromium(live_hub: LiveHub, tmp_path: Path) -> No
             browser.find_element(By.ID, "fleet-status").text
             == "Fleet health is for operators and technicians."
         )
-        # The forecast layer, from the learnt model.
+        # The forecast layer, from the model learnt on the served cube only (docs/privacy.md): on this
+        # month at k = 3 it forecasts about 50 of the map's cells (the raw model's forecast coloured
+        # more than 100, and carried counts the cube hides).
         browser.execute_script(
             "const l = document.getElementById('layer');"
             "l.value = 'forecast'; l.dispatchEvent(new Event('change'));"
         )
         wait.until(lambda b: b.find_element(By.ID, "time-label").text == "next 24 h")
-        wait.until(lambda b: int(b.find_element(By.ID, "map").get_attribute("data-coloured") or 0) > 100)
+        wait.until(lambda b: int(b.find_element(By.ID, "map").get_attribute("data-coloured") or 0) > 30)
         out = (
             ROOT.parent / "dashboard-screenshot.png"
             if os.environ.get("VIGIE_KEEP_SCREENSHOT")

@@ -168,15 +168,21 @@ ISO_RANGES: list[tuple[str | None, str | None]] = [
 PAGE = 10
 
 
-def collect(client: httpx.Client, plant: Plant, *, full: bool = True) -> Knowledge:
-    """Everything one analyst can fetch, as facts on the planted cells."""
+Range = tuple[int | None, int | None]
+
+
+def collect(
+    client: httpx.Client, plant: Plant, *, full: bool = True, ranges: list[Range] | None = None
+) -> Knowledge:
+    """Everything one analyst can fetch, as facts on the planted cells (``ranges``: RANGES by default)."""
+    ranges = RANGES if ranges is None else ranges
     know = Knowledge()
     for key in plant.truth():
         know.unknown(key)
     zones = [None, A, C, AREA] if full else [None]
     categories = [None, "theft", "assault"] if full else [None]
     for bucket in LEVELS:
-        for since, until in [*RANGES, *ISO_RANGES]:
+        for since, until in [*ranges, *(ISO_RANGES if full else [])]:
             at = (since if isinstance(since, int) else None, until if isinstance(until, int) else None)
             for zone in zones:
                 for category in categories:
@@ -196,11 +202,10 @@ def collect(client: httpx.Client, plant: Plant, *, full: bool = True) -> Knowled
             r = client.get("/v1/exports/cube.parquet", params=params)
             if r.status_code == 200:
                 cube_facts(know, _parquet_rows(r.content), *at, f"parquet {params}")
-    for since, until in RANGES:
+    for since, until in ranges:
         params = {k: v for k, v in {"since": since, "until": until}.items() if v is not None}
         anomaly_facts(know, client.get("/v1/anomalies", params=params).json()["data"], "anomalies")
-    for horizon in (24, 168):
-        assert client.get("/v1/forecast", params={"horizon": horizon}).status_code == 200
+    know.forecasts = forecast_answers(client)
     events = _all_events(client)
     event_facts(know, events, "events")
     windows = {("event", e["id"], label): (e["site"], e["device"], e["zone"], e["window_start"])
@@ -234,6 +239,20 @@ def _parquet_rows(content: bytes) -> list[dict[str, Any]]:
     return [{**r, "start": int(r["start"].timestamp()), "end": int(r["end"].timestamp())} for r in cols]
 
 
+def forecast_answers(client: httpx.Client) -> dict[int, dict[str, float]]:
+    """Every forecast an analyst can fetch: expected incidents per cell, for each horizon the API takes.
+
+    Not linear facts on the counts (a model's output); ``tests/test_forecast_privacy.py`` shows
+    instead that none of them moves when a suppressed count does.
+    """
+    out: dict[int, dict[str, float]] = {}
+    for horizon in (1, 6, 24, 168):
+        r = client.get("/v1/forecast", params={"horizon": horizon, "limit": 100_000})
+        assert r.status_code == 200, r.text
+        out[horizon] = {row["zone"]: row["expected"] for row in r.json()["data"]}
+    return out
+
+
 def _all_events(client: httpx.Client) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     cursor = None
@@ -256,13 +275,18 @@ def _all_rollups(client: httpx.Client) -> list[dict[str, Any]]:
     return rows
 
 
-def disclosures(know: Knowledge, truth: dict[Any, int]) -> list[str]:
-    """Every planted cell under k whose count the served numbers pin down."""
+def disclosures(know: Knowledge, truth: dict[Any, int], *, cross_check: bool = False) -> list[str]:
+    """Every planted cell under k whose count the served numbers pin down (LP, HiGHS).
+
+    With ``cross_check``, the attacker's own exact integer search must find the same interval.
+    """
     found = []
     for key, value in sorted(truth.items(), key=str):
         if not 1 <= value < K:
             continue
         lo, hi = know.interval(key)
+        if cross_check:
+            assert know.exact_interval(key) == (lo, hi), (key, know.exact_interval(key), lo, hi)
         assert lo <= value <= hi, (key, value, lo, hi)  # the facts are true ones
         inside = range(max(lo, 1), min(hi, K - 1) + 1)
         if lo == hi or len(inside) == 1:
@@ -275,7 +299,7 @@ def test_one_analyst_pins_down_no_hidden_cell(analyst: tuple[TestClient, Plant])
     know = collect(client, plant)
     assert not know.contradictions, know.contradictions
     assert len(know.eqs) >= 15  # the attacker did learn a lot: served hours, days, weeks, months
-    assert disclosures(know, plant.truth()) == []
+    assert disclosures(know, plant.truth(), cross_check=True) == []
     # Month answers (issue 20) were among the facts: asked in ISO 8601, and as Parquet.
     month = client.get("/v1/cube", params={"bucket": "month", "since": "2026-01-01", "until": "2026-02-01"})
     assert [r["start_iso"] for r in month.json()["data"] if r["n"] is not None][:1] == [
@@ -299,14 +323,21 @@ def test_one_analyst_pins_down_no_hidden_cell(analyst: tuple[TestClient, Plant])
         max_size=14,
     ),
     windows=st.lists(st.integers(3, 9), min_size=1, max_size=5),
+    ranges=st.lists(
+        st.tuples(st.integers(-2 * 24, 12 * 24), st.integers(1, 10 * 24)).map(
+            lambda r: (P0 + r[0] * HOUR + 1800 * (r[0] % 2), P0 + (r[0] + r[1]) * HOUR)
+        ),
+        max_size=3,
+    ),
 )
 def test_no_planted_data_lets_the_analyst_pin_a_cell(
-    tmp_path: Path, cells: list[tuple[str, str, int, int, int]], windows: list[int]
+    tmp_path: Path, cells: list[tuple[str, str, int, int, int]], windows: list[int], ranges: list[Range]
 ) -> None:
+    """Planted data and the analyst's ranges (aligned or not, any length) both drawn by hypothesis."""
     anomalies = [(z, c, d, h, n, 0.05) for z, c, d, h, n in cells[:3] if n >= 3]
     plant = plant_of([(z, c, d, h, float(n)) for z, c, d, h, n in cells], anomalies, windows)
     with Hub(tmp_path, plant) as (client, planted):
-        know = collect(client, planted, full=False)
+        know = collect(client, planted, full=False, ranges=[(None, None), *ranges])
         assert disclosures(know, planted.truth()) == []
 
 

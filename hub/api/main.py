@@ -145,9 +145,11 @@ def create_app(settings: HubSettings | None = None) -> FastAPI:
         purge.start()
         from hub.fusion.job import FusionJob
 
-        fusion_job = (
-            FusionJob(store, app.state.zone_index, settings.fusion_every_s) if settings.ingest else None
-        )
+        fusion_job = None
+        if settings.ingest:
+            fusion_job = FusionJob(
+                store, app.state.zone_index, settings.fusion_every_s, k=settings.k, tz=settings.tz
+            )
         if fusion_job is not None:
             fusion_job.start()
         log.info("hub started", extra={"backend": store.backend, "ingest": settings.ingest})

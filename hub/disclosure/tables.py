@@ -15,10 +15,10 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from hub.disclosure.calendar import CityCalendar, Level
-from hub.disclosure.tree import Cell, protect_series
+from hub.disclosure.tree import Cell, protect_series, spread_served
 from hub.storage import CubeQuery, Store
 
-__all__ = ["CubeFilter", "ProtectedTable", "anomaly_table", "cube_table"]
+__all__ = ["CubeFilter", "ProtectedTable", "anomaly_table", "cube_table", "served_hours"]
 
 _TOKEN = object()
 Series = tuple[str, str, str]  # zone, source, category
@@ -77,6 +77,24 @@ def cube_table(store: Store, flt: CubeFilter, level: Level, since: int | None, u
                             "suppressed": cell.hidden})  # fmt: skip
     out.sort(key=lambda r: (r["start"], r["zone"], r["source"], r["category"]))
     return ProtectedTable(tuple(out[:limit]), k, start, end, _TOKEN)
+
+
+def served_hours(store: Store, flt: CubeFilter, start: int | None, end: int | None, k: int,
+                 cal: CityCalendar) -> ProtectedTable:  # fmt: skip
+    """Hourly values in ``[start, end)`` computed from the served table alone, for derived outputs.
+
+    A served hour keeps its count; hidden hours share, evenly, what their nearest served
+    ancestor leaves (``hub/disclosure/tree.py::spread_served``). Forecasts learn from these
+    rows, so no forecast can carry a suppressed count (``docs/privacy.md``). Rows carry
+    ``zone``, ``hour``, ``source``, ``category`` and ``n`` (fractional where spread).
+    """
+    out = []
+    for (zone, source, category), cells in _protected(store, flt, start, end, k, cal).items():
+        for s, n in spread_served(cells, cal).items():
+            if (start is None or s >= start) and (end is None or s < end):
+                out.append({"zone": zone, "hour": s, "source": source, "category": category, "n": n})
+    out.sort(key=lambda r: (r["hour"], r["zone"], r["source"], r["category"]))
+    return ProtectedTable(tuple(out), k, start, end, _TOKEN)
 
 
 def anomaly_table(store: Store, since: int | None, until: int | None, limit: int, k: int,

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 from hub.disclosure.calendar import CityCalendar, Level
 
-__all__ = ["Cell", "Node", "pinned", "protect_series"]
+__all__ = ["Cell", "Node", "pinned", "protect_series", "spread_served"]
 
 Node = tuple[Level, int]  # (level, bucket start)
 BIG = float("inf")
@@ -139,3 +139,48 @@ def protect_series(hours: Mapping[int, float], k: int, cal: CityCalendar) -> dic
             hidden = set(tree.value)  # nothing left to widen: hide the whole series
             break
     return {x: Cell(x[0], x[1], cal.end(x[1], x[0]), v, x in hidden) for x, v in tree.value.items()}
+
+
+def spread_served(cells: Mapping[Node, Cell], cal: CityCalendar) -> dict[int, float]:
+    """Hourly values computed from the served cells of one series alone (what forecasts learn from).
+
+    A served hour keeps its count. What a served node leaves once the served counts inside
+    it are taken out is spread over its hidden hours evenly, top down; a hidden month adds
+    nothing to the served counts inside it. Only served counts, the tree and which rows are
+    hidden (all public) are read, never a hidden count: the result is a function of what
+    any analyst can fetch, so nothing derived from it can carry more.
+    """
+    kids: dict[Node, list[Node]] = {}
+    for node in cells:
+        up = cal.parent(node[1], node[0])
+        if up is not None and up in cells:
+            kids.setdefault(up, []).append(node)
+
+    def hidden_hours(node: Node) -> int:
+        below = kids.get(node, [])
+        return 1 if not below else sum(hidden_hours(c) for c in below if cells[c].hidden)
+
+    def known(node: Node) -> float:
+        """What the served cells inside a hidden node add up to (its lowest possible value)."""
+        return sum(cells[c].n if not cells[c].hidden else known(c) for c in kids.get(node, []))
+
+    share = {x: (known(x) if c.hidden else c.n) for x, c in cells.items() if x[0] == "month"}
+    out: dict[int, float] = {}
+    for level in ("month", "week", "day", "hour"):
+        for node in sorted(x for x in share if x[0] == level):
+            if level == "hour":
+                if share[node] > 0:
+                    out[node[1]] = share[node]
+                continue
+            below = kids.get(node, [])
+            hidden = [c for c in below if cells[c].hidden]
+            floor = {c: known(c) for c in hidden}
+            rest = max(share[node] - sum(cells[c].n for c in below if not cells[c].hidden)
+                       - sum(floor.values()), 0.0)  # fmt: skip
+            weights = {c: hidden_hours(c) for c in hidden}
+            total = sum(weights.values())
+            for c in below:
+                share[c] = cells[c].n
+                if cells[c].hidden:
+                    share[c] = floor[c] + (rest * weights[c] / total if total else 0.0)
+    return out

@@ -6,6 +6,12 @@ or a camera's own ``location``) and adds them to the cube as source ``camera``
 (people, vehicles…: the mean of the windows' peak counts over the hour;
 crossings: the hour's total) or ``sensor`` (sound level, air quality…: the hour's
 mean). Folding is idempotent: an hour's rows are replaced, not added, each time.
+
+A count roll-up goes into the cube only when the analysts' roll-ups serve its total
+(``hub/disclosure/floor.py::protect_rollup``, the one rule for both): otherwise, with one
+camera in a cell, the cube's hour would be the roll-up total the floor hid, and minus
+the windows served it would give a floored window back (``docs/privacy.md``). Such an
+hour adds nothing to its cell (its row is set to 0, so an earlier fold does not linger).
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from typing import Any
 
 import yaml
 
+from hub.disclosure.floor import protect_rollup
 from hub.fusion.zones import ZoneIndex
 from hub.storage import CubeRow, RollupQuery, Store
 
@@ -73,9 +80,10 @@ def _category(metric: str) -> tuple[str, str, str] | None:
 
 
 def camera_cube_rows(
-    rollups: Iterable[dict[str, Any]], locations: dict[str, tuple[float, float]], zones: ZoneIndex
+    rollups: Iterable[dict[str, Any]], locations: dict[str, tuple[float, float]], zones: ZoneIndex, k: int
 ) -> tuple[list[CubeRow], set[str]]:
-    """Cube rows from roll-up rows; also the devices with no known location (left out)."""
+    """Cube rows from roll-up rows whose total analysts may read under ``k``; also the devices with no
+    known location (left out)."""
     totals: dict[tuple[str, int, str, str], float] = defaultdict(float)
     unplaced: set[str] = set()
     for r in rollups:
@@ -89,15 +97,18 @@ def camera_cube_rows(
             continue
         source, category, how = what
         value = r["total"] / r["n"] if how == "mean" and r["n"] else r["total"]
+        if protect_rollup(r, k)["total"] is None:
+            value = 0.0  # the floor hides this total from analysts: the cube must not carry it either
         for key in zones.keys(*where):
             totals[(key, r["hour"], source, category)] += value
     return [CubeRow(z, h, s, c, n) for (z, h, s, c), n in totals.items()], unplaced
 
 
-def fold_cameras(store: Store, zones: ZoneIndex, *, since: int | None = None) -> tuple[int, set[str]]:
-    """Put the roll-ups since ``since`` into the cube (replacing those hours); returns (rows, unplaced)."""
+def fold_cameras(store: Store, zones: ZoneIndex, *, k: int, since: int | None = None) -> tuple[int, set[str]]:
+    """Put the roll-ups since ``since`` into the cube (replacing those hours), under the hub's ``k``;
+    returns (rows, unplaced)."""
     locations = load_locations(store)
     rollups = store.list_rollups(RollupQuery(since=since, limit=10_000_000))
-    rows, unplaced = camera_cube_rows(rollups, locations, zones)
+    rows, unplaced = camera_cube_rows(rollups, locations, zones, k)
     store.replace_cube(rows)
     return len(rows), unplaced

@@ -19,9 +19,12 @@ from zoneinfo import ZoneInfo
 
 import h3
 
+from hub.disclosure.calendar import CityCalendar
+from hub.disclosure.tables import CubeFilter, served_hours
 from hub.fusion.blend import BlendParams
 from hub.fusion.learning import HOUR, LearnerParams, OnlineModel, hourly_counts
 from hub.fusion.refit import refit_blend, validation_end
+from hub.fusion.served import served_model
 from hub.fusion.serving import blend_forecast
 from hub.storage import CubeQuery, Store
 
@@ -65,9 +68,18 @@ def set_exclusions(store: Store, source: str, categories: list[str]) -> None:
 
 
 def learn_pending(
-    store: Store, *, now: float | None = None, progress: Callable[[int, int], None] | None = None
+    store: Store,
+    *,
+    now: float | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    k: int | None = None,
+    cal: CityCalendar | None = None,
 ) -> LearnOutcome:
-    """Learn every closed hour after the watermark (a closed hour ended at least an hour ago)."""
+    """Learn every closed hour after the watermark (a closed hour ended at least an hour ago).
+
+    With the hub's ``k`` and calendar, stored blends are then refitted on what the cube serves
+    (``refit_blends``); without them (a library caller that only learns), no blend changes.
+    """
     model = load_model(store)
     now = time.time() if now is None else now
     closed = int(now // HOUR) * HOUR - HOUR
@@ -85,13 +97,20 @@ def learn_pending(
     if hours:
         store.save_state(STATE, model.to_json(), time.time())
     log.info("learnt", extra={"hours": len(hours), "anomalies": anomalies, "watermark": model.watermark})
-    refit_blends(store, model, now=now)
+    if k is not None and cal is not None:
+        refit_blends(store, model, k=k, cal=cal, now=now)
     return LearnOutcome(len(hours), anomalies, model.watermark)
 
 
-def refit_blends(store: Store, model: OnlineModel, *, now: float) -> list[BlendParams]:
+def refit_blends(
+    store: Store, model: OnlineModel, *, k: int, cal: CityCalendar, now: float
+) -> list[BlendParams]:
     """Tune each stored blend again when whole periods past its validation window have been learnt
-    (``refit.py``); the refitted parameters replace the stored ones. Returns those refitted."""
+    (``refit.py``); the refitted parameters replace the stored ones. Returns those refitted.
+
+    The tuning reads the hours the cube serves under ``k`` (``served_hours``), as the blend's
+    forecasts do: no parameter is fitted on a suppressed count.
+    """
     if model.watermark is None:
         return []
     data_end = model.watermark + HOUR
@@ -106,9 +125,8 @@ def refit_blends(store: Store, model: OnlineModel, *, now: float) -> list[BlendP
         ):
             continue  # none stored, or no whole period past its validation window yet
         if rows is None:
-            rows = store.query_cube(
-                CubeQuery(zone_prefix="h3:", sources=(model.target_source,), end=data_end, limit=10_000_000)
-            )
+            target = CubeFilter(zone_prefix="h3:", sources=(model.target_source,))
+            rows = list(served_hours(store, target, None, data_end, k, cal).rows)
         if not rows or h3.get_resolution(rows[0]["zone"][3:]) != params.resolution:
             continue  # tuned on other cells: forecast() says so and serves the online model
         try:
@@ -133,23 +151,23 @@ def load_blend(store: Store, horizon: str) -> BlendParams | None:
     return BlendParams.from_json(body) if body else None
 
 
-def forecast(store: Store, horizon_h: int) -> list[dict[str, Any]]:
+def forecast(store: Store, horizon_h: int, k: int, cal: CityCalendar) -> list[dict[str, Any]]:
     """Per H3 cell: expected target incidents over the next ``horizon_h`` hours, P(at least one), and the
     hours covered (``start``, ``end``: UTC ISO 8601).
 
     With a tuned blend persisted for this horizon (24 h: ``day``, 168 h: ``week``), the blend serves;
-    otherwise the online model does.
+    otherwise the online model does. Either reads only the hours the cube serves under ``k``
+    (``hub/fusion/served.py``): no forecast carries a suppressed count.
     """
     model = load_model(store)
     if model.watermark is None:
         return []
     start = model.watermark + HOUR
     blend = load_blend(store, {24: "day", 168: "week"}.get(horizon_h, ""))
-    rows = []
+    rows: list[dict[str, Any]] = []
     if blend is not None:
-        rows = store.query_cube(
-            CubeQuery(zone_prefix="h3:", sources=(model.target_source,), end=start, limit=10_000_000)
-        )
+        only_target = CubeFilter(zone_prefix="h3:", sources=(model.target_source,))
+        rows = list(served_hours(store, only_target, None, start, k, cal).rows)
         if rows and h3.get_resolution(rows[0]["zone"][3:]) != blend.resolution:
             # Tuned on other cells: its weights do not apply; say so and serve the online model.
             log.warning(
@@ -166,7 +184,7 @@ def forecast(store: Store, horizon_h: int) -> list[dict[str, Any]]:
             f", refitted {blend.fitted_at})" if blend.fitted_at else ")"
         )
     else:
-        expected = model.forecast(horizon_h)
+        expected = served_model(store, model, k, cal).forecast(horizon_h, start)
         label = "online model"
     covers = {k: dt.datetime.fromtimestamp(t, dt.UTC).isoformat() for k, t in
               (("start", start), ("end", start + horizon_h * HOUR))}  # fmt: skip

@@ -270,16 +270,21 @@ def test_cameras_fold_into_the_cube_through_their_site_location(tmp_path: Path, 
     store = SQLiteStore(tmp_path / "h.sqlite")
     store.add_events([event(zone=f"z{i}") for i in range(3)] + [event(device="cam-09")], 1.0)
     save_locations(store, locations_from_sites([site]))
-    rows, unplaced = fold_cameras(store, marseille)
+    rows, unplaced = fold_cameras(store, marseille, k=3)
     assert unplaced == {"vieux-port/cam-09"}
     cube = store.query_cube(CubeQuery(sources=("camera",), categories=("person",), limit=100))
     assert {r["zone"][:3] for r in cube} == {"h3:", "pol"}
     # Three zones of cam-01, each with a peak of 4 people in its one window: 12 in the cell.
     assert [r["n"] for r in cube if r["zone"].startswith("h3:")] == [12.0]
-    again, _ = fold_cameras(store, marseille)  # idempotent: replaced, not added
+    again, _ = fold_cameras(store, marseille, k=3)  # idempotent: replaced, not added
     assert again == rows
     assert [r["n"] for r in store.query_cube(CubeQuery(sources=("camera",), categories=("person",),
                                                        zone_prefix="h3:", limit=100))] == [12.0]  # fmt: skip
+    # Under k = 5 each window of 4 is floored, so analysts never read those roll-ups' totals: the
+    # cube does not carry them either (the hour is set to 0, not left at its earlier 12).
+    fold_cameras(store, marseille, k=5)
+    assert [r["n"] for r in store.query_cube(CubeQuery(sources=("camera",), categories=("person",),
+                                                       zone_prefix="h3:", limit=100))] == [0.0]  # fmt: skip
 
 
 def test_houston_times_are_utc_and_land_at_local_hours() -> None:

@@ -190,7 +190,11 @@ def test_api_serves_cube_forecast_and_anomalies(tmp_path: Path) -> None:
         store.record_import("police", "x" * 64, "f.csv", {}, cube, 0)
         forecast = client.get("/v1/forecast", params={"horizon": 168}).json()
         assert forecast["horizon_h"] == 168
-        assert forecast["count"] == len(model.cells) == 3 + 3 * 6  # three cells and their neighbours
+        # Forecasts learn only the hours the cube serves (hub/fusion/served.py): the one served cell of
+        # the cube and its ring, not the hub model's three cells learnt from raw counts.
+        assert len(model.cells) == 3 + 3 * 6
+        assert forecast["count"] == 1 + 6
+        assert {r["zone"] for r in forecast["data"]} >= {"h3:883968152bfffff"}
         top = forecast["data"][0]
         assert top["probability"] == pytest.approx(1 - math.exp(-top["expected"]))
         assert client.get("/v1/anomalies").json()["data"][0]["observed"] == 9.0

@@ -205,6 +205,7 @@ def _zone_index(args: argparse.Namespace) -> Any:
 
 
 def _import(args: argparse.Namespace) -> int:
+    from hub.disclosure.calendar import CityCalendar
     from hub.fusion.importer import import_file
     from hub.fusion.observation import load_mapping
     from hub.fusion.service import learn_pending, set_exclusions
@@ -239,7 +240,10 @@ def _import(args: argparse.Namespace) -> int:
     if mapping.exclude_from_training:
         set_exclusions(store, mapping.source, mapping.exclude_from_training)
     if not args.no_learn:
-        learnt = learn_pending(store, progress=Progress("learning", "hours"))
+        settings = hub_settings(args)
+        learnt = learn_pending(
+            store, progress=Progress("learning", "hours"), k=settings.k, cal=CityCalendar(settings.tz)
+        )
         print(f"learnt {learnt.hours} hours; {learnt.anomalies} anomalies")
     store.close()
     return 0
@@ -256,7 +260,7 @@ def _cameras(args: argparse.Namespace) -> int:
         return 2
     store = open_store(hub_settings(args).db)
     save_locations(store, locations)
-    rows, unplaced = fold_cameras(store, _zone_index(args))
+    rows, unplaced = fold_cameras(store, _zone_index(args), k=hub_settings(args).k)
     store.close()
     print(f"{len(locations)} devices placed; {rows} cube rows from their roll-ups")
     if unplaced:
@@ -265,18 +269,22 @@ def _cameras(args: argparse.Namespace) -> int:
 
 
 def _learn(args: argparse.Namespace) -> int:
+    from hub.disclosure.calendar import CityCalendar
     from hub.fusion.cameras import fold_cameras, load_locations
-    from hub.fusion.service import learn_pending, load_blend
+    from hub.fusion.served import served_model
+    from hub.fusion.service import learn_pending, load_blend, load_model
     from hub.storage import open_store
     from vigie.progress import Progress
 
     store = open_store(hub_settings(args).db)
     if load_locations(store):
-        rows, _ = fold_cameras(store, _zone_index(args))
+        rows, _ = fold_cameras(store, _zone_index(args), k=hub_settings(args).k)
         print(f"cameras: {rows} cube rows refreshed from their roll-ups")
     bar = Progress("learning", "hours")
-    outcome = learn_pending(store, progress=bar)
+    settings = hub_settings(args)
+    outcome = learn_pending(store, progress=bar, k=settings.k, cal=CityCalendar(settings.tz))
     bar.done()
+    served_model(store, load_model(store), settings.k, CityCalendar(settings.tz))  # what forecasts read
     for horizon in ("week", "day"):
         tuned = load_blend(store, horizon)
         serves = (

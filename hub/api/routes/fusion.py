@@ -166,13 +166,15 @@ def anomalies(
 @router.get("/forecast", response_model=ForecastPublic, summary="Short-term risk per zone (24 h or 7 days)")
 def forecast(
     store: StoreDep,
+    settings: SettingsDep,
     request: Request,
     horizon: Annotated[int, Query(description="Hours ahead: 24 or 168.", ge=1, le=168)] = 24,
     limit: Annotated[int, Query(ge=1, le=100_000, description="Page size.")] = 1000,
     cursor: CursorQuery = None,
 ) -> ForecastPublic:
-    """From the model's last learnt hour: baseline × covariates + self-exciting term (docs/fusion.md)."""
-    rows, more = page_offset(compute_forecast(store, horizon), cursor, limit)
+    """From the model's last learnt hour, computed on what the cube serves under k (docs/fusion.md)."""
+    every = compute_forecast(store, horizon, settings.k, request.app.state.calendar)
+    rows, more = page_offset(every, cursor, limit)
     return ForecastPublic(
         horizon_h=horizon, data=rows, count=len(rows), next_cursor=more, next=next_link(request, more)
     )
