@@ -164,14 +164,17 @@ def _calibrate(args: argparse.Namespace) -> int:
     camera, profile = load_camera(args.config, args.device)
     base = load_agent_config(args.config, args.device, model_dir=args.model_dir)
     labels = load_labels(args.labels)
-    frames = read_frames(args.video, [lab.index for lab in labels])
     fps = base.fps_cap or profile.fps_cap
+    horizon = _horizon(args.video, None, fps)  # counted as the agent counts video: its tracker's occupants
+    frames = read_frames(args.video, [i for lab in labels for i in horizon.indices(lab.index)])
     results = {}
     for s in affordable(fps, profile.inference_ms, profile.name):
         scores = {**base.thresholds, "person": s.threshold}
         config = base.model_copy(update={"tiles": s.tiles, "thresholds": scores, "letterbox": s.letterbox})
         settings = {"tiles": s.tiles, "threshold": s.threshold, "letterbox": "on" if s.letterbox else "off"}
-        results[s] = evaluate(build_detector(config), frames, labels, (FULL_FRAME,), settings=settings)
+        results[s] = evaluate(
+            build_detector(config), frames, labels, (FULL_FRAME,), settings=settings, horizon=horizon
+        )
     best, report = choose(results)
     print(format_report(list(results.values())))
     acc = report.zone_accuracy(report.zones[0])
