@@ -200,7 +200,8 @@ def agent_horizon(video_fps: float, fps: float) -> Horizon:
     """The horizon that reproduces the agent at ``fps`` on footage recorded at ``video_fps``."""
     stride = max(1, round(video_fps / fps))
     period = stride / video_fps
-    return Horizon(frames=math.ceil(IouTracker().max_age_s / period) + 1, stride=stride, frame_period_s=period)
+    frames = math.ceil(IouTracker().max_age_s / period) + 1
+    return Horizon(frames=frames, stride=stride, frame_period_s=period)
 
 
 def _tracked(
