@@ -16,11 +16,13 @@ from edge.checks import budget_problems, detector_passes
 from edge.evaluate import Accuracy, Report
 from vigie.exceptions import ConfigError
 
-__all__ = ["THRESHOLDS", "TILES", "Setting", "affordable", "choose", "set_camera_keys"]
+__all__ = ["DEFAULT_THRESHOLD", "THRESHOLDS", "TILES", "Setting", "affordable", "choose", "set_camera_keys"]
 
 #: What calibration tries. Few values on purpose: a handful of frames cannot tell finer steps apart.
 TILES = (1, 2, 3)
 THRESHOLDS = (0.4, 0.5, 0.6)
+#: The model manifest's person threshold: on a tie, the setting nearest it wins (docs/models.md).
+DEFAULT_THRESHOLD = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +70,7 @@ def choose(results: Mapping[Setting, Report]) -> tuple[Setting, Report]:
         setting, report = item
         acc = accuracy(report)
         return (detector_passes(setting.tiles), round(acc.mae, 6), round(abs(acc.bias), 6), setting.letterbox,
-                abs(setting.threshold - 0.4))  # fmt: skip
+                abs(setting.threshold - DEFAULT_THRESHOLD))  # fmt: skip
 
     return min(near, key=key)
 

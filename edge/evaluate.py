@@ -3,8 +3,10 @@
 A labelled set is a CSV (``frame,count,uncertain,points``: see
 ``shared/data/labels/README.md``) over the frames of one video. The detector
 is the one the agent builds (same model, thresholds, letterbox and tiling); a
-frame's count is what :func:`edge.zones.count_by_zone` makes of its boxes,
-as in the agent. Scoring and formatting are pure; only :func:`load_labels`,
+frame's count is what :func:`edge.zones.count_by_zone` makes of what the
+agent counts: with a :class:`Horizon`, the occupants of its tracker run over
+the frames before (video, as the agent counts); without, the frame's raw
+boxes (a still photo). Scoring and formatting are pure; only :func:`load_labels`,
 :func:`read_frames` and :func:`evaluate` (timing) touch the outside.
 """
 
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,6 +24,7 @@ import numpy as np
 import numpy.typing as npt
 
 from edge.detectors import Detection, Detector
+from edge.occupancy import COAST_S, occupants
 from edge.tracker import IouTracker
 from edge.zones import FULL_FRAME, Zone, count_by_zone
 from vigie.exceptions import ConfigError
@@ -32,6 +36,7 @@ __all__ = [
     "LabelledFrame",
     "Report",
     "accuracy",
+    "agent_horizon",
     "evaluate",
     "format_report",
     "load_labels",
@@ -173,33 +178,42 @@ def zone_truth(frame: LabelledFrame, size: tuple[int, int], zones: Sequence[Zone
 
 @dataclass(frozen=True, slots=True)
 class Horizon:
-    """Count confirmed tracks over the frames before a labelled one instead of its raw boxes.
+    """Count as the agent does on video: the occupants of its tracker, run over the frames before.
 
     ``frames`` frames, ``stride`` video frames apart (the agent's rate), end at
-    the labelled frame; a track counts when it has ``min_hits`` matches and was
-    last matched at most ``max_gap_s`` before it.
+    the labelled frame; the count is :func:`edge.occupancy.occupants` of the
+    confirmed tracks then (``coast_s``: how long a lost track still counts).
+    A tracker forgets a track unmatched for 1.5 s, so about 1.5 s of frames
+    (:func:`agent_horizon`) gives what the agent, running all along, counts.
     """
 
     frames: int
     stride: int
     frame_period_s: float
-    min_hits: int = 2
-    max_gap_s: float = 0.4
+    coast_s: float = COAST_S
 
     def indices(self, index: int) -> list[int]:
         return [i for i in range(index - (self.frames - 1) * self.stride, index + 1, self.stride) if i >= 0]
 
 
+def agent_horizon(video_fps: float, fps: float) -> Horizon:
+    """The horizon that reproduces the agent at ``fps`` on footage recorded at ``video_fps``."""
+    stride = max(1, round(video_fps / fps))
+    period = stride / video_fps
+    frames = math.ceil(IouTracker().max_age_s / period) + 1
+    return Horizon(frames=frames, stride=stride, frame_period_s=period)
+
+
 def _tracked(
     detector: Detector, frames: Mapping[int, npt.NDArray[np.uint8]], index: int, horizon: Horizon, label: str
 ) -> list[Detection]:
-    """The confirmed tracks of ``label`` alive at frame ``index``, as detections (their last box)."""
-    tracker = IouTracker(min_hits=horizon.min_hits)
+    """What the agent counts at frame ``index`` after the horizon's frames (edge.pipeline)."""
+    tracker = IouTracker()
     ts = 0.0
     for i in horizon.indices(index):
         ts = i * horizon.frame_period_s / horizon.stride
         tracker.update(ts, [d for d in detector.detect(frames[i]) if d.label == label])
-    return [Detection(t.label, 1.0, t.box) for t in tracker.tracks if ts - t.last_ts <= horizon.max_gap_s]
+    return occupants(tracker.tracks, ts, coast_s=horizon.coast_s)
 
 
 def evaluate(

@@ -1,4 +1,4 @@
-"""The per-frame stages built from one configuration: detect → track → rules → anonymise.
+"""The per-frame stages built from one configuration: detect → track → count, rules → anonymise.
 
 Pure of I/O: a frame goes in, the events and alerts it closes come out; the agent
 (:mod:`edge.agent`) stores and sends them.
@@ -9,6 +9,7 @@ from __future__ import annotations
 from edge.anonymise import Anonymiser
 from edge.config import AgentConfig
 from edge.detectors import Detection, Detector
+from edge.occupancy import occupants
 from edge.rules import RuleEngine, line_crossings
 from edge.sources import Frame
 from edge.tracker import IouTracker
@@ -48,5 +49,7 @@ class Pipeline:
         crossings = line_crossings(moved, self.config.lines)
         h, w = frame.rgb.shape[:2]
         firings = self.engine.update(frame.ts, self.tracker.tracks, crossings, w / h)
-        events = self.anonymiser.add(frame.ts, count_by_zone(detections, self.config.zones), crossings)
+        # Video: the confirmed tracks present now (edge.occupancy); a photo has only its own boxes.
+        present = detections if frame.still else occupants(self.tracker.tracks, frame.ts)
+        events = self.anonymiser.add(frame.ts, count_by_zone(present, self.config.zones), crossings)
         return events, [self.anonymiser.alert(f) for f in firings]

@@ -26,6 +26,8 @@ class Frame:
 
     rgb: npt.NDArray[np.uint8]
     ts: float
+    still: bool = False
+    """A photo with no frames around it (an image file): counted from its own boxes, not from tracks."""
 
 
 class FrameSource(Protocol):

@@ -94,7 +94,7 @@ class ImageFilesSource:
                 if bgr is None:
                     raise ConfigError(f"cannot read image {path}: not an image OpenCV can decode")
                 self._pacer.wait()
-                yield Frame(_rgb(bgr), time.time())
+                yield Frame(_rgb(bgr), time.time(), still=True)
             if not self.loop:
                 return
 

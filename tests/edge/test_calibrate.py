@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from edge.calibrate import Setting, affordable, choose, set_camera_keys
+from edge.calibrate import THRESHOLDS, Setting, affordable, choose, set_camera_keys
 from edge.evaluate import FrameResult, Report
 from tests.conftest import SHARED, cli, need
 from vigie.exceptions import ConfigError
@@ -89,3 +89,13 @@ def test_calibrate_writes_the_camera_and_prints_the_expected_error(tmp_path: Pat
     assert cam["thresholds"]["car"] == 0.5  # other classes' thresholds are kept
     assert cam["thresholds"]["person"] in (0.4, 0.5, 0.6)
     assert "# kept comment" in site.read_text()
+
+
+def test_a_tie_goes_to_the_model_manifests_threshold() -> None:
+    from edge import model_store
+    from edge.calibrate import DEFAULT_THRESHOLD
+
+    assert model_store.load_manifest().class_scores["person"] == DEFAULT_THRESHOLD
+    same = [0, 1, 0, 0]
+    picked = choose({Setting(1, t, False): _report(same) for t in THRESHOLDS})[0]
+    assert picked.threshold == DEFAULT_THRESHOLD

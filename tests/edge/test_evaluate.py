@@ -73,19 +73,29 @@ def test_evaluate_counts_per_zone_like_the_agent() -> None:
 def test_cli_on_the_development_set(model_dir: Path) -> None:
     labels = need(SHARED / "data" / "labels" / "vtest_people.csv")
     video = need(SHARED / "media" / "vtest.avi")
-    result = subprocess.run(
-        cli("model", "evaluate", "--labels", str(labels), "--video", str(video),
-            "--model-dir", str(model_dir), "--tiles", "1", "--threshold", "0.4", "0.5"),
-        capture_output=True, text=True, timeout=240, check=False,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    rows = [line.split() for line in result.stdout.splitlines() if line.startswith("tiles=")]
-    assert len(rows) == 2
-    # MAE of the default detector on the 12 hand-counted frames: measured 0.92 (docs/models.md).
-    assert rows[0][:5] == ["tiles=1", "threshold=0.4", "letterbox=off", "all", "12"]
-    assert float(rows[0][5]) == pytest.approx(0.92, abs=0.1)
-    assert float(rows[1][5]) > float(rows[0][5])  # 0.5 misses people in groups
-    assert "ms/frame" in result.stdout
+
+    def rows(*extra: str) -> list[list[str]]:
+        result = subprocess.run(
+            cli("model", "evaluate", "--labels", str(labels), "--video", str(video),
+                "--model-dir", str(model_dir), *extra),
+            capture_output=True, text=True, timeout=240, check=False,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        assert "ms/frame" in result.stdout
+        return [line.split() for line in result.stdout.splitlines() if line.startswith("tiles=")]
+
+    # The shipped default, counted as the agent counts video (1.5 s of tracking at 5 fps): issue 18's
+    # target is MAE <= 0.5 people per frame; measured 0.33 (docs/models.md).
+    (default,) = rows()
+    assert default[:6] == ["tiles=1", "threshold=0.5", "letterbox=off", "horizon=9", "all", "12"]
+    assert float(default[6]) <= 0.5
+    # The same detector's raw boxes (what the agent counted before, and counts on a photo): 0.92 at
+    # the old threshold 0.4, 1.00 at 0.5 — the tracking is what brings the error down.
+    raw = rows("--horizon", "1", "--threshold", "0.4", "0.5")
+    assert [r[:4] for r in raw] == [["tiles=1", "threshold=0.4", "letterbox=off", "all"],
+                                    ["tiles=1", "threshold=0.5", "letterbox=off", "all"]]  # fmt: skip
+    assert float(raw[0][5]) == pytest.approx(0.92, abs=0.1)
+    assert float(raw[1][5]) >= float(default[6]) + 0.4
 
 
 def test_cli_bad_video_is_one_clear_line(tmp_path: Path, model_dir: Path) -> None:
@@ -127,6 +137,16 @@ def test_a_horizon_counts_confirmed_tracks_not_raw_boxes() -> None:
     assert tracked.frames[0].predicted == {"all": 1}
     assert tracked.zone_accuracy("all").mae == 0.0
     gone = evaluate(
-        _Flicker(), frames, labels, horizon=Horizon(frames=5, stride=2, frame_period_s=0.2, max_gap_s=0.1)
+        _Flicker(), frames, labels, horizon=Horizon(frames=5, stride=2, frame_period_s=0.2, coast_s=0.1)
     )
     assert gone.frames[0].predicted == {"all": 0}
+
+
+def test_the_agent_horizon_covers_what_the_tracker_remembers() -> None:
+    from edge.evaluate import agent_horizon
+
+    # vtest.avi is 10 fps, the agent analyses 5: every 2nd frame, 1.5 s back (a track lives 1.5 s unmatched).
+    horizon = agent_horizon(10.0, 5.0)
+    assert (horizon.stride, horizon.frames) == (2, 9)
+    assert horizon.indices(100) == list(range(84, 101, 2))
+    assert agent_horizon(25.0, 25.0).frames == 39

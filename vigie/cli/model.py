@@ -78,9 +78,9 @@ def _register_evaluate(model_sub: Any) -> None:
     ev.add_argument(
         "--horizon",
         type=int,
-        default=1,
-        help="Count confirmed tracks over this many frames (at the camera's fps) ending at each labelled "
-        "frame instead of its raw boxes (1: raw boxes, as the agent counts).",
+        default=None,
+        help="Frames (at the camera's fps) the agent's tracker runs over before each labelled frame; "
+        "default: 1.5 s of them, as the agent counts video (confirmed tracks). 1: raw boxes, as a photo.",
     )
     ev.add_argument("--per-frame", action="store_true", help="Also print each frame's counts.")
     ev.set_defaults(handler=_evaluate)
@@ -164,14 +164,17 @@ def _calibrate(args: argparse.Namespace) -> int:
     camera, profile = load_camera(args.config, args.device)
     base = load_agent_config(args.config, args.device, model_dir=args.model_dir)
     labels = load_labels(args.labels)
-    frames = read_frames(args.video, [lab.index for lab in labels])
     fps = base.fps_cap or profile.fps_cap
+    horizon = _horizon(args.video, None, fps)  # counted as the agent counts video: its tracker's occupants
+    frames = read_frames(args.video, [i for lab in labels for i in horizon.indices(lab.index)])
     results = {}
     for s in affordable(fps, profile.inference_ms, profile.name):
         scores = {**base.thresholds, "person": s.threshold}
         config = base.model_copy(update={"tiles": s.tiles, "thresholds": scores, "letterbox": s.letterbox})
         settings = {"tiles": s.tiles, "threshold": s.threshold, "letterbox": "on" if s.letterbox else "off"}
-        results[s] = evaluate(build_detector(config), frames, labels, (FULL_FRAME,), settings=settings)
+        results[s] = evaluate(
+            build_detector(config), frames, labels, (FULL_FRAME,), settings=settings, horizon=horizon
+        )
     best, report = choose(results)
     print(format_report(list(results.values())))
     acc = report.zone_accuracy(report.zones[0])
@@ -197,19 +200,21 @@ def _calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _horizon(video: Path, frames: int, fps: float) -> Any:
-    """The tracking horizon at the camera's analysed rate, or None for raw boxes."""
-    if frames <= 1:
+def _horizon(video: Path, frames: int | None, fps: float) -> Any:
+    """The tracking horizon at the camera's analysed rate (default: the agent's), or None for raw boxes."""
+    if frames is not None and frames <= 1:
         return None
+    import dataclasses
+
     import cv2
 
-    from edge.evaluate import Horizon
+    from edge.evaluate import agent_horizon
 
     cap = cv2.VideoCapture(str(video))
     video_fps = float(cap.get(cv2.CAP_PROP_FPS)) or 25.0
     cap.release()
-    stride = max(1, round(video_fps / fps))
-    return Horizon(frames=frames, stride=stride, frame_period_s=stride / video_fps)
+    horizon = agent_horizon(video_fps, fps)
+    return horizon if frames is None else dataclasses.replace(horizon, frames=frames)
 
 
 def _inner(detector: Any) -> Any:

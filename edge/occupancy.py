@@ -1,0 +1,48 @@
+"""What the agent counts on a video frame: the objects its tracker confirmed, not the detector's raw boxes.
+
+A single-pass detector's boxes flicker: a person in a tight group is missed
+on one frame and found on the next, a tripod is called a person for one
+frame. Counting confirmed tracks (two matches or more) drops the one-frame
+clutter, and keeping a track that was matched a moment ago ("coasting")
+bridges the frames where a person is missed. On the development set this
+took the default detector from MAE 1.00 to 0.33 people per frame at no
+extra detector pass (docs/models.md). A still image has no "before": it is
+counted from its raw boxes (:class:`edge.sources.Frame` ``still``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from edge.detectors import Detection
+from edge.detectors.tiling import intersection_over_smaller
+from edge.tracker import Track
+
+__all__ = ["COAST_S", "OVERLAP", "occupants"]
+
+#: How long a confirmed track that the detector lost still counts: 0.6 s bridges two or three
+#: missed frames at 5 fps, shorter than a walker takes to leave a zone.
+COAST_S = 0.6
+#: A coasting track whose predicted box lies this much (intersection over the smaller box) on a
+#: track matched now is the same object picked up again by a new track: counted once.
+OVERLAP = 0.3
+
+
+def occupants(
+    tracks: Sequence[Track], ts: float, *, coast_s: float = COAST_S, overlap: float = OVERLAP
+) -> list[Detection]:
+    """The objects present at ``ts``, one box each: confirmed tracks matched now, plus those lost
+    for at most ``coast_s`` that no track matched now overlaps (their last box).
+
+    ``tracks`` are the tracker's confirmed tracks (:attr:`edge.tracker.IouTracker.tracks`).
+    """
+    now = [t for t in tracks if t.last_ts >= ts]
+    found = [Detection(t.label, 1.0, t.box) for t in now]
+    for t in tracks:
+        if t.last_ts >= ts or ts - t.last_ts > coast_s:
+            continue
+        ahead = t.predicted(ts)
+        if any(m.label == t.label and intersection_over_smaller(ahead, m.box) >= overlap for m in now):
+            continue
+        found.append(Detection(t.label, 1.0, t.box))
+    return found
