@@ -11,7 +11,6 @@ when ``VIGIE_SCREENSHOTS=1``, else to the test's folder.
 from __future__ import annotations
 
 import csv
-import io
 import json
 import os
 import random
@@ -33,7 +32,7 @@ from hub.fusion.importer import import_file
 from hub.fusion.observation import load_mapping
 from hub.fusion.zones import Polygon, ZoneIndex, load_geojson
 from hub.storage import SQLiteStore
-from tests.browser import headless_chromium, serve_hub, submit_login
+from tests.browser import NETWORK_CUT, headless_chromium, serve_hub, submit_login
 from tests.conftest import ROOT, SHARED, need
 
 PASSWORD = "map test password"
@@ -158,6 +157,7 @@ def _no_csp_violation(browser: Any) -> None:
 @pytest.mark.browser
 def test_districts_drill_down_and_chart(map_hub: MapHub, tmp_path: Path) -> None:
     """Named districts drawn and labelled, served at k by default, a drill to cells, a chart with points."""
+    from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
 
     out = shots_dir(tmp_path)
@@ -183,6 +183,7 @@ def test_districts_drill_down_and_chart(map_hub: MapHub, tmp_path: Path) -> None
         assert coloured > hatched and coloured >= 30, (coloured, hatched)
         label = browser.find_element(By.ID, "time-label").text
         assert label.startswith(("week of 2025-03", "month of 2025-03")), label
+        ActionChains(browser).move_to_element(browser.find_element(By.TAG_NAME, "h1")).perform()  # no hover tip
         browser.save_screenshot(str(out / "dashboard-districts.png"))
 
         # The search box: a district by name (case and accents folded) drills into it.
@@ -200,10 +201,140 @@ def test_districts_drill_down_and_chart(map_hub: MapHub, tmp_path: Path) -> None
         assert browser.find_elements(By.CSS_SELECTOR, "#chart canvas")
         axis = " ".join(e.text for e in browser.find_elements(By.CSS_SELECTOR, "#chart .u-legend, #chart .u-axis"))
         assert "police" in axis
+        ActionChains(browser).move_to_element(browser.find_element(By.TAG_NAME, "h1")).perform()
         browser.save_screenshot(str(out / "dashboard-drill-down.png"))
         chart.screenshot(str(out / "dashboard-chart.png"))
         _no_csp_violation(browser)
     except Exception as exc:
         raise AssertionError(_explain(browser)) from exc
+    finally:
+        browser.quit()
+
+
+@pytest.mark.browser
+def test_fleet_panel_shows_what_the_api_says_and_refreshes(map_hub: MapHub, tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    browser = headless_chromium(tmp_path / "profile")
+    try:
+        browser.set_window_size(1400, 1100)
+        wait = _login(browser, map_hub.url, "root", "root (admin)")
+        wait.until(lambda b: b.find_element(By.ID, "fleet-status").text == f"{len(PLANTED_DEVICES)} devices")
+        api = browser.execute_script(
+            "const r = await fetch('/v1/devices', {headers: {Authorization: "
+            "'Bearer ' + sessionStorage.getItem('vigie.token')}}); return (await r.json()).data;"
+        )
+        rows = {
+            r.find_element(By.CSS_SELECTOR, "td").text.split("\n")[0]: [c.text for c in r.find_elements(By.CSS_SELECTOR, "td")]
+            for r in browser.find_elements(By.CSS_SELECTOR, "#fleet tbody tr")
+        }
+        for d in api:
+            row = rows[f"{d['site']}/{d['device']}"]
+            hb = d["heartbeat"]
+            # Device and model, status, last seen, °C, outbox, dropped, fps: as the API serves them.
+            assert row[1] == d["status"]
+            assert row[2].endswith("ago")
+            assert row[3] == f"{hb['cpu_temp_c']:.1f}"
+            assert row[4] == str(hb["outbox_depth"]) and row[5] == str(hb["outbox_dropped"])
+            assert row[0].split("\n")[1] == hb["model"]
+            assert row[6] == f"{hb['fps']:.1f}"
+        assert rows["noailles/cam-02"][2] == "3 h ago"
+        browser.find_element(By.CSS_SELECTOR, "aside").screenshot(str(shots_dir(tmp_path) / "dashboard-fleet.png"))
+        # Refreshed every few seconds: a device going offline shows without a reload.
+        with sqlite3.connect(map_hub.db) as con:
+            con.execute("UPDATE devices SET status = 'offline' WHERE device = 'cam-01'")
+        wait.until(lambda b: b.find_element(By.CSS_SELECTOR, "#fleet tbody tr td:nth-child(2)").text == "offline")
+        with sqlite3.connect(map_hub.db) as con:
+            con.execute("UPDATE devices SET status = 'online' WHERE device = 'cam-01'")
+        _no_csp_violation(browser)
+    except Exception as exc:
+        raise AssertionError(_explain(browser)) from exc
+    finally:
+        browser.quit()
+
+
+def _png(rgb: tuple[int, int, int], size: int = 256) -> bytes:
+    """A plain PNG tile (grey with a darker border), written by hand: no imaging library needed."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big")
+
+    rows = bytearray()
+    for y in range(size):
+        rows.append(0)
+        for x in range(size):
+            edge = x in (0, size - 1) or y in (0, size - 1)
+            rows += bytes(c - 40 if edge else c for c in rgb)
+    header = size.to_bytes(4, "big") * 2 + bytes([8, 2, 0, 0, 0])
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(bytes(rows))) + chunk(b"IEND", b"")
+
+
+class _Tiles(BaseHTTPRequestHandler):
+    requested: list[str] = []
+    tile = _png((236, 232, 224))
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        type(self).requested.append(self.path)
+        self.send_response(200)
+        self.send_header("Content-Type", "image/png")
+        self.send_header("Content-Length", str(len(self.tile)))
+        self.end_headers()
+        self.wfile.write(self.tile)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.mark.browser
+def test_tiles_from_the_citys_own_server(tmp_path: Path) -> None:
+    """With ``tile_url`` set, the map draws the city's tiles under the districts: requested from that server."""
+    from selenium.webdriver.common.by import By
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Tiles)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    (tmp_path / "hub").mkdir()
+    hub_iter = start_map_hub(tmp_path / "hub", {"VIGIE_HUB_TILE_URL": f"http://127.0.0.1:{port}/{{z}}/{{x}}/{{y}}.png",
+                                                "VIGIE_HUB_TILE_ATTRIBUTION": "<b>Ville</b> de Marseille"})  # fmt: skip
+    hub = next(hub_iter)
+    browser = headless_chromium(tmp_path / "profile", NETWORK_CUT)
+    try:
+        wait = _login(browser, hub.url, "ana", "ana (analyst)")
+        wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "#map img.leaflet-tile-loaded")) >= 4)
+        zooms = {int(p.split("/")[1]) for p in _Tiles.requested}
+        assert len(_Tiles.requested) >= 4 and zooms and min(zooms) >= 9, _Tiles.requested[:10]
+        # The attribution is shown as text, never as markup.
+        assert "<b>Ville</b> de Marseille" in browser.find_element(By.CSS_SELECTOR, ".leaflet-control-attribution").text
+        _no_csp_violation(browser)  # the tile server's origin, and only it, is allowed as an image source
+    except Exception as exc:
+        raise AssertionError(_explain(browser)) from exc
+    finally:
+        browser.quit()
+        server.shutdown()
+        hub_iter.close()
+
+
+@pytest.mark.browser
+def test_api_pages_render_with_the_network_cut(map_hub: MapHub, tmp_path: Path) -> None:
+    """/docs (Swagger UI) and /redoc (ReDoc) from the hub's own copies, with every other host unreachable."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser = headless_chromium(tmp_path / "profile", NETWORK_CUT)
+    wait = WebDriverWait(browser, 40)
+    try:
+        browser.get(f"{map_hub.url}/docs")
+        wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, ".swagger-ui .info .title"))
+        assert "Vigie hub" in browser.find_element(By.CSS_SELECTOR, ".swagger-ui .info .title").text
+        wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, ".opblock")) > 20)
+        hosts = browser.execute_script("return performance.getEntriesByType('resource').map(e => new URL(e.name).host)")
+        assert set(hosts) == {map_hub.url.removeprefix("http://")}
+        _no_csp_violation(browser)
+        browser.get(f"{map_hub.url}/redoc")
+        wait.until(lambda b: "Vigie hub" in b.find_element(By.TAG_NAME, "body").text)
+        wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "[data-section-id]"))
+        # ReDoc's "API docs by Redocly" footer asks for its logo from cdn.redoc.ly: the CSP refuses it,
+        # and that is the only thing refused.
+        refused = [e["message"] for e in browser.get_log("browser") if "Content Security Policy" in e["message"]]
+        assert all("https://cdn.redoc.ly/" in m for m in refused), refused
     finally:
         browser.quit()

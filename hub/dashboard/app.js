@@ -83,14 +83,13 @@ async function loadFleet() {
       const status = device.status || "unknown";
       const hot = hb.cpu_temp_c !== null && hb.cpu_temp_c !== undefined && hb.cpu_temp_c >= 80;
       return el("tr", { "data-status": status },
-        el("td", {}, `${device.site}/${device.device}`),
+        el("td", {}, `${device.site}/${device.device}`, el("div", { class: "muted model" }, hb.model ?? "model unknown")),
         el("td", { class: `status-${status}` }, status),
         el("td", {}, age(device.seconds_since_seen)),
         el("td", hot ? { class: "bad" } : {}, num(hb.cpu_temp_c, 1)),
         el("td", {}, num(hb.outbox_depth)),
         el("td", hb.outbox_dropped ? { class: "bad" } : {}, num(hb.outbox_dropped)),
-        el("td", {}, num(hb.fps, 1)),
-        el("td", {}, hb.model ?? "-"));
+        el("td", {}, num(hb.fps, 1)));
     });
     $("fleet").querySelector("tbody").replaceChildren(...rows);
     $("fleet-status").textContent = `${body.count} devices`;

@@ -91,7 +91,7 @@ function ensureHatch() {
   const NS = "http://www.w3.org/2000/svg";
   const mk = (tag, attrs) => { const n = document.createElementNS(NS, tag); for (const [k, v] of Object.entries(attrs)) n.setAttribute(k, String(v)); return n; };
   const pattern = mk("pattern", { id: "hatch", width: 5, height: 5, patternUnits: "userSpaceOnUse", patternTransform: "rotate(45)" });
-  pattern.append(mk("rect", { width: 5, height: 5, fill: "#dde3ea" }), mk("line", { x1: 0, y1: 0, x2: 0, y2: 5, stroke: "#8a97a5", "stroke-width": 1.5 }));
+  pattern.append(mk("rect", { width: 5, height: 5, fill: "#cfd7e0" }), mk("line", { x1: 0, y1: 0, x2: 0, y2: 5, stroke: "#5f6e7e", "stroke-width": 1.6 }));
   const defs = mk("defs", {});
   defs.append(pattern);
   svg.prepend(defs);
