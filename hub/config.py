@@ -128,15 +128,19 @@ class HubSettings(BaseSettings):
             return None
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ValueError(f"tile_url {value!r} is not an http(s) URL; e.g. https://tiles.example/{{z}}/{{x}}/{{y}}.png")
+            raise ValueError(
+                f"tile_url {value!r} is not an http(s) URL; e.g. https://tiles.example/{{z}}/{{x}}/{{y}}.png"
+            )
         absent = [p for p in ("{z}", "{x}", "{y}") if p not in value]
         if absent:
-            raise ValueError(f"tile_url {value!r} lacks {', '.join(absent)}; e.g. https://tiles.example/{{z}}/{{x}}/{{y}}.png")
+            raise ValueError(
+                f"tile_url {value!r} lacks {', '.join(absent)}; e.g. https://tiles.example/{{z}}/{{x}}/{{y}}.png"
+            )
         return value
 
     @property
     def tile_origin(self) -> str | None:
-        """``scheme://host[:port]`` of ``tile_url``: the one outside origin the dashboard may load images from."""
+        """``scheme://host[:port]`` of ``tile_url``: the one outside origin for dashboard images."""
         if self.tile_url is None:
             return None
         parts = urlsplit(self.tile_url)

@@ -139,7 +139,8 @@ def test_dashboard_in_headless_chromium(live_hub: LiveHub, tmp_path: Path) -> No
         browser.save_screenshot(str(shots / "dashboard-houston.png"))
         # Per week: the map opens on the latest week with served cells (the last, partial week has none).
         browser.execute_script(
-            "const s = document.getElementById('bucket'); s.value = 'week'; s.dispatchEvent(new Event('change'));"
+            "const s = document.getElementById('bucket');"
+            "s.value = 'week'; s.dispatchEvent(new Event('change'));"
         )
         wait.until(lambda b: b.find_element(By.ID, "time-label").text == "week of 2010-03-08")
         paths = browser.find_elements(By.CSS_SELECTOR, "#map path.leaflet-interactive")
@@ -167,7 +168,10 @@ def test_dashboard_in_headless_chromium(live_hub: LiveHub, tmp_path: Path) -> No
         # Move the time slider to the first week: the label and the colours change.
         move_slider(0)
         wait.until(lambda b: b.find_element(By.ID, "time-label").text == "week of 2010-03-01")
-        fills_after = [p.get_attribute("fill") for p in browser.find_elements(By.CSS_SELECTOR, "#map path.leaflet-interactive")]
+        fills_after = [
+            p.get_attribute("fill")
+            for p in browser.find_elements(By.CSS_SELECTOR, "#map path.leaflet-interactive")
+        ]
         assert fills_after != fills_before
         status = browser.find_element(By.ID, "map-status").text
         assert "under k=3" in status

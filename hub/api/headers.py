@@ -25,7 +25,10 @@ DASHBOARD_CSP = (
     "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 )
 #: ReDoc's styled-components writes <style> elements: inline style, never inline script.
-REDOC_CSP = DASHBOARD_CSP.replace("style-src 'self'", "style-src 'self' 'unsafe-inline'") + "; worker-src 'self' blob:"
+REDOC_CSP = (
+    DASHBOARD_CSP.replace("style-src 'self'", "style-src 'self' 'unsafe-inline'")
+    + "; worker-src 'self' blob:"
+)
 DOCS_CSP = DASHBOARD_CSP
 Headers = list[tuple[bytes, bytes]]
 

@@ -57,7 +57,7 @@ class EventsPublic(BaseModel):
 
 
 class HeartbeatPublic(BaseModel):
-    """A device's last heartbeat as it sent it (``vigie.wire.Heartbeat``); fields absent from older agents are null."""
+    """A device's last heartbeat as sent (``vigie.wire.Heartbeat``); fields older agents lack are null."""
 
     model_config = ConfigDict(extra="allow")
     ts: float | None = Field(default=None, description="When it was sent (UTC epoch s, coarsened).")
@@ -71,7 +71,9 @@ class HeartbeatPublic(BaseModel):
     rss_mb: float | None = None
     disk_free_mb: float | None = None
     cpu_temp_c: float | None = Field(default=None, description="SoC temperature, °C.")
-    outbox_depth: int | None = Field(default=None, description="Messages waiting on the device for the broker.")
+    outbox_depth: int | None = Field(
+        default=None, description="Messages waiting on the device for the broker."
+    )
     outbox_dropped: int | None = Field(default=None, description="Messages dropped to keep the disk quota.")
     sensors: dict[str, Any] | None = None
     problems: dict[str, Any] | None = None

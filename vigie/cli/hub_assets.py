@@ -1,4 +1,4 @@
-"""``vigie hub assets fetch|check``: the dashboard's and the API pages' front-end packages (hub/vendor_assets)."""
+"""``vigie hub assets fetch|check``: the front-end packages of the dashboard and the API pages."""
 
 from __future__ import annotations
 
@@ -24,7 +24,11 @@ def register(hub_sub: Any) -> None:
     )
     sub = assets.add_subparsers(dest="assets_command", metavar="ACTION", required=True)
     for name, handler, text in (
-        ("fetch", _fetch, "Download what is missing, verify its integrity, extract the files the hub serves."),
+        (
+            "fetch",
+            _fetch,
+            "Download what is missing, verify its integrity, extract the files the hub serves.",
+        ),
         ("check", _check, "List missing files (exit status 1 when any is missing)."),
     ):
         p = sub.add_parser(

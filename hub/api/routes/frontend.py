@@ -1,4 +1,4 @@
-"""What the browser needs besides data: vendored front-end files, the API pages, the map's settings and districts.
+"""What the browser needs besides data: vendored front-end files, API pages, the map's settings and districts.
 
 * ``/static/vendor/<package>/<file>``: Leaflet, uPlot, Swagger UI, ReDoc from the folder
   ``vigie hub assets fetch`` fills (``hub/vendor_assets.py``), never a CDN; a missing file is a 404
@@ -23,7 +23,17 @@ from pydantic import BaseModel, Field
 from hub.api.deps import SettingsDep
 from hub.vendor_assets import FETCH_COMMAND, default_dir, missing
 
-__all__ = ["MapSettings", "api_pages", "districts", "map_router", "map_settings", "vendor_file"]
+__all__ = [
+    "MapSettings",
+    "api_pages",
+    "districts",
+    "map_router",
+    "map_settings",
+    "redoc",
+    "swagger_oauth2_redirect",
+    "swagger_ui",
+    "vendor_file",
+]
 
 api_pages = APIRouter(include_in_schema=False)
 map_router = APIRouter(prefix="/v1/map", tags=["map"])
@@ -59,14 +69,19 @@ def _page(request: Request, title: str, package: str, lib: str, css: str | None,
         body = (
             f"<h1>{title} is not installed on this hub</h1><p>Its files are fetched at install time, never "
             f"from a CDN. Run <code>{FETCH_COMMAND}</code> on the hub, then reload. The API description is "
-            "at <a href=\"/openapi.json\">/openapi.json</a>.</p>"
+            'at <a href="/openapi.json">/openapi.json</a>.</p>'
         )
         return HTMLResponse(_PAGE.format(title=title, css="", body=body, lib="", init="").replace(
             '<script src=""></script>', ""), status_code=503)  # fmt: skip
     link = f'<link rel="stylesheet" href="/static/vendor/{package}/{css}">' if css else ""
     return HTMLResponse(
-        _PAGE.format(title=title, css=link, body='<div id="api-page"></div>',
-                     lib=f"/static/vendor/{package}/{lib}", init=f"/dashboard/{init}")  # fmt: skip
+        _PAGE.format(
+            title=title,
+            css=link,
+            body='<div id="api-page"></div>',
+            lib=f"/static/vendor/{package}/{lib}",
+            init=f"/dashboard/{init}",
+        )
     )
 
 
@@ -86,13 +101,17 @@ def swagger_oauth2_redirect(request: Request) -> FileResponse:
 @api_pages.get("/redoc")
 def redoc(request: Request) -> HTMLResponse:
     """ReDoc on the hub's own copy (``redoc-init.js`` starts it on /openapi.json)."""
-    return _page(request, "Vigie hub API: ReDoc", "redoc", "bundles/redoc.standalone.js", None, "redoc-init.js")
+    return _page(
+        request, "Vigie hub API: ReDoc", "redoc", "bundles/redoc.standalone.js", None, "redoc-init.js"
+    )
 
 
 class MapSettings(BaseModel):
     """What the dashboard's map needs from the hub's settings."""
 
-    tile_url: str | None = Field(description="The city's own tile server, `{z}/{x}/{y}` template; null: none.")
+    tile_url: str | None = Field(
+        description="The city's own tile server, `{z}/{x}/{y}` template; null: none."
+    )
     tile_attribution: str = Field(description="Credit for those tiles.")
     tz: str = Field(description="The city's time zone (days, weeks and months start there).")
     k: int = Field(description="Counts under k are never shown.")
@@ -110,8 +129,12 @@ def map_settings(settings: SettingsDep) -> MapSettings:
 def districts(request: Request) -> JSONResponse:
     """Every district of the hub's ``zones`` file, with and without data: id ``poly:<name>``, its name."""
     features: list[dict[str, Any]] = [
-        {"type": "Feature", "id": f"poly:{p.name}", "properties": {"zone": f"poly:{p.name}", "name": p.name},
-         "geometry": p.geometry()}  # fmt: skip
+        {
+            "type": "Feature",
+            "id": f"poly:{p.name}",
+            "properties": {"zone": f"poly:{p.name}", "name": p.name},
+            "geometry": p.geometry(),
+        }
         for p in request.app.state.zone_index.polygons
     ]
     return JSONResponse({"type": "FeatureCollection", "features": features})
