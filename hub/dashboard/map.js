@@ -122,6 +122,7 @@ function colour(value, max) {
 
 // Colour every zone of `layer` from `values` (zone → number, or null when suppressed).
 function paintLayer(layer, values, label, max) {
+  ensureHatch(); // the SVG exists only once the map has a view: a map with no districts gets it late
   let coloured = 0;
   let hatched = 0;
   layer.eachLayer((l) => {

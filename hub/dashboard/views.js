@@ -233,11 +233,14 @@ async function loadAnomalies() {
     if (a.suppressed || a.p === null || a.p === undefined) continue;
     values[a.zone] = Math.max(values[a.zone] || 0, a.p > 0 ? -Math.log10(a.p) : 30);
   }
-  await showLevel("cell");
+  // By district when the model learnt districts and the map is by district; else by cell.
+  const byDistrict = $("level").value === "district" && Object.keys(values).some((z) => z.startsWith("poly:"));
+  await showLevel(byDistrict ? "district" : "cell");
   $("time").disabled = true;
   $("time-label").textContent = `${body.count} anomalies`;
   const max = Math.max(1e-9, ...Object.values(values));
-  $("map").dataset.coloured = String(paintLayer(mapState.cellLayer, values, "−log10 p", max).coloured);
+  const target = byDistrict ? mapState.districtLayer : mapState.cellLayer;
+  $("map").dataset.coloured = String(paintLayer(target, values, "−log10 p", max).coloured);
   drawLegend(max, "−log10 p");
 }
 
