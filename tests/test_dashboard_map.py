@@ -385,3 +385,22 @@ def test_api_pages_render_with_the_network_cut(map_hub: MapHub, tmp_path: Path) 
         assert all("https://cdn.redoc.ly/" in m for m in refused), refused
     finally:
         browser.quit()
+
+
+@pytest.mark.browser
+def test_missing_libraries_say_which_command_to_run(tmp_path: Path) -> None:
+    """Without the front-end packages: a banner naming the fix, not a blank page; the rest still works."""
+    from selenium.webdriver.common.by import By
+
+    (tmp_path / "hub").mkdir()
+    hub_iter = start_map_hub(tmp_path / "hub", {"VIGIE_HUB_ASSETS_DIR": str(tmp_path / "empty")})
+    hub = next(hub_iter)
+    browser = headless_chromium(tmp_path / "profile")
+    try:
+        wait = _login(browser, hub.url, "root", "root (admin)")
+        wait.until(lambda b: b.find_element(By.ID, "vendor-error").is_displayed())
+        assert "run `vigie hub assets fetch`" in browser.find_element(By.ID, "vendor-error").text
+        wait.until(lambda b: b.find_element(By.ID, "fleet-status").text == f"{len(PLANTED_DEVICES)} devices")
+    finally:
+        browser.quit()
+        hub_iter.close()
