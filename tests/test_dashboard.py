@@ -134,6 +134,14 @@ def test_dashboard_in_headless_chromium(live_hub: LiveHub, tmp_path: Path) -> No
         # The time chart of the busiest cell: real dates, served periods as points, suppressed ones as gaps.
         wait.until(lambda b: int(b.find_element(By.ID, "chart").get_attribute("data-points") or 0) > 0)
         assert browser.find_element(By.ID, "chart-title").text.startswith("cell 88")
+        # A cell with some categories served and some suppressed shows the served sum, marked "at least".
+        partial, marked = browser.execute_script(
+            "const t = mapState.frames[+document.getElementById('time').value];"
+            "const p = mapState.values.partial[t] || new Set();"
+            "return [p.size, mapState.cellLayer.getLayers()"
+            ".filter(l => l.getTooltip().getContent().textContent.includes('at least')).length];"
+        )
+        assert partial == marked
         shots = ROOT / "docs" / "img" if os.environ.get("VIGIE_SCREENSHOTS") else tmp_path
         browser.set_window_size(1400, 1500)
         browser.save_screenshot(str(shots / "dashboard-houston.png"))

@@ -47,7 +47,8 @@ function drawChart({ title, rows, xs, tz, bucket, current }) {
     scales: { x: { time: true, ...(xs.length === 1 ? { range: [xs[0] - 86400, xs[0] + 86400] } : {}) }, y: { range: (u, min, max) => [0, Math.max(1, max * 1.1)] } },
     // ISO dates in the city's time zone on the axis (not the browser's locale or zone).
     axes: [{ values: (u, splits) => splits.map((ts) => new Date(ts * 1000).toLocaleDateString("sv-SE", { timeZone: tz })), space: 80,
-      ...(xs.length === 1 ? { splits: () => xs } : {}) },
+      // Few periods: one tick per period start (weeks on their Mondays), never between two.
+      ...(xs.length <= 12 ? { splits: () => xs } : {}) },
       { label: `count per ${bucket}`, size: 56 }],
     series: [
       { label: "period" },

@@ -78,7 +78,7 @@ function placeLabels() {
     const node = m.getElement();
     if (!node) continue;
     node.classList.remove("hidden-label");
-    const r = node.getBoundingClientRect();
+    const r = (node.firstElementChild || node).getBoundingClientRect(); // the name as drawn (centred)
     const clash = kept.some((k) => r.left < k.right + 2 && r.right > k.left - 2 && r.top < k.bottom && r.bottom > k.top);
     if (clash) node.classList.add("hidden-label"); else kept.push(r);
   }
@@ -121,7 +121,7 @@ function colour(value, max) {
 }
 
 // Colour every zone of `layer` from `values` (zone → number, or null when suppressed).
-function paintLayer(layer, values, label, max) {
+function paintLayer(layer, values, label, max, partial = new Set()) {
   ensureHatch(); // the SVG exists only once the map has a view: a map with no districts gets it late
   let coloured = 0;
   let hatched = 0;
@@ -138,7 +138,8 @@ function paintLayer(layer, values, label, max) {
       path.dataset.value = v === undefined ? "" : v === null ? "suppressed" : String(v);
     }
     const name = l.feature.properties.name || zone;
-    const text = `${name}: ${v === undefined ? "no data" : v === null ? `under k (suppressed)` : `${+v.toFixed(2)} ${label}`}`;
+    const floor = partial && partial.has(zone) ? " (at least: some categories under k are not counted)" : "";
+    const text = `${name}: ${v === undefined ? "no data" : v === null ? "under k (suppressed)" : `${+v.toFixed(2)} ${label}${floor}`}`;
     l.setTooltipContent(el("span", {}, text));
     if (c) coloured += 1;
     if (has && v === null) hatched += 1;

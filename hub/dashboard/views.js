@@ -12,14 +12,22 @@ async function fetchCube(params, purpose) {
   return (await api(`/v1/cube?${q}`, { purpose })).json();
 }
 
-// rows → { start: { zone: n | null } }: a zone's served rows added up; all suppressed → null.
+// rows → { start: { zone: n | null } }: a zone's served rows added up; all suppressed → null. A zone
+// with some rows served and some suppressed is listed in frames.partial[start] (its sum is a floor).
 function framesOf(rows) {
   const frames = {};
+  const partial = {};
+  const hidden = {};
   for (const r of rows) {
     frames[r.start] = frames[r.start] || {};
     const prev = frames[r.start][r.zone];
     frames[r.start][r.zone] = r.n === null ? (prev ?? null) : (prev || 0) + r.n;
+    if (r.n === null) (hidden[r.start] = hidden[r.start] || new Set()).add(r.zone);
   }
+  for (const [t, zones] of Object.entries(hidden)) {
+    partial[t] = new Set([...zones].filter((z) => frames[t][z] !== null));
+  }
+  Object.defineProperty(frames, "partial", { value: partial, enumerable: false });
   return frames;
 }
 
@@ -117,7 +125,7 @@ function showFrame() {
   $("time-label").textContent = prefix + periodLabel(t, bucket);
   const values = mapState.values[t] || {};
   const max = Math.max(1e-9, ...Object.values(values).filter((v) => v !== null));
-  const counts = paintLayer(target, values, `per ${bucket}`, max);
+  const counts = paintLayer(target, values, `per ${bucket}`, max, mapState.values.partial[t]);
   $("map").dataset.coloured = String(counts.coloured);
   drawLegend(max, `per ${bucket}`);
   if (mapState.drill) paintDrill(t);
@@ -199,7 +207,7 @@ function paintDrill(t) {
   if (!mapState.drillLayer) return;
   const values = mapState.drill.values[t] || {};
   const max = Math.max(1e-9, ...Object.values(values).filter((v) => v !== null));
-  const counts = paintLayer(mapState.drillLayer, values, `per ${mapState.bucket}`, max);
+  const counts = paintLayer(mapState.drillLayer, values, `per ${mapState.bucket}`, max, mapState.drill.values.partial[t]);
   $("map").dataset.drillColoured = String(counts.coloured);
   fadeDistricts();
   drawLegend(max, `per ${mapState.bucket} in a cell`);
