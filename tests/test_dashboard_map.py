@@ -17,13 +17,12 @@ import random
 import sqlite3
 import threading
 import time
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import pytest
 
@@ -34,6 +33,7 @@ from hub.fusion.zones import Polygon, ZoneIndex, load_geojson
 from hub.storage import SQLiteStore
 from tests.browser import NETWORK_CUT, headless_chromium, serve_hub, submit_login
 from tests.conftest import ROOT, SHARED, need
+from tests.tiles import TileHandler
 
 PASSWORD = "map test password"
 QUARTIERS = SHARED / "data" / "geo" / "marseille_quartiers_111.geojson"
@@ -283,49 +283,12 @@ def test_fleet_panel_shows_what_the_api_says_and_refreshes(map_hub: MapHub, tmp_
         browser.quit()
 
 
-def _png(rgb: tuple[int, int, int], size: int = 256) -> bytes:
-    """A plain PNG tile (grey with a darker border), written by hand: no imaging library needed."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big")
-
-    rows = bytearray()
-    for y in range(size):
-        rows.append(0)
-        for x in range(size):
-            edge = x in (0, size - 1) or y in (0, size - 1)
-            rows += bytes(c - 40 if edge else c for c in rgb)
-    header = size.to_bytes(4, "big") * 2 + bytes([8, 2, 0, 0, 0])
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(bytes(rows)))
-        + chunk(b"IEND", b"")
-    )
-
-
-class _Tiles(BaseHTTPRequestHandler):
-    requested: ClassVar[list[str]] = []
-    tile = _png((236, 232, 224))
-
-    def do_GET(self) -> None:
-        type(self).requested.append(self.path)
-        self.send_response(200)
-        self.send_header("Content-Type", "image/png")
-        self.send_header("Content-Length", str(len(self.tile)))
-        self.end_headers()
-        self.wfile.write(self.tile)
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
 @pytest.mark.browser
 def test_tiles_from_the_citys_own_server(tmp_path: Path) -> None:
     """With ``tile_url`` set, the city's tiles are drawn under the districts, requested from that server."""
     from selenium.webdriver.common.by import By
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Tiles)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), TileHandler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     port = server.server_address[1]
     (tmp_path / "hub").mkdir()
@@ -339,9 +302,9 @@ def test_tiles_from_the_citys_own_server(tmp_path: Path) -> None:
     try:
         wait = _login(browser, hub.url, "ana", "ana (analyst)")
         wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "#map img.leaflet-tile-loaded")) >= 4)
-        zooms = {int(p.split("/")[1]) for p in _Tiles.requested}
-        assert len(_Tiles.requested) >= 4, _Tiles.requested
-        assert min(zooms) >= 9, _Tiles.requested[:10]  # tiles of the city, not of the world
+        zooms = {int(p.split("/")[1]) for p in TileHandler.requested}
+        assert len(TileHandler.requested) >= 4, TileHandler.requested
+        assert min(zooms) >= 9, TileHandler.requested[:10]  # tiles of the city, not of the world
         # The attribution is shown as text, never as markup.
         assert (
             "<b>Ville</b> de Marseille"
