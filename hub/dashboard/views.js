@@ -5,11 +5,24 @@
 
 const LEVEL_KIND = { district: "poly", cell: "h3" };
 
+// Epoch seconds from a row's time, whether the API gives epoch seconds or ISO 8601.
+const epoch = (v) => (typeof v === "number" ? v : Math.round(Date.parse(v) / 1000));
+
+// The cube's rows for these parameters; follows the API's `next` link, if it paginates, to the end.
 async function fetchCube(params, purpose) {
   const q = new URLSearchParams({ limit: "100000", ...params });
   const source = $("source").value;
   if (source) q.set("source", source);
-  return (await api(`/v1/cube?${q}`, { purpose })).json();
+  const body = await (await api(`/v1/cube?${q}`, { purpose })).json();
+  let next = body.next;
+  for (let page = 0; next && page < 100; page += 1) {
+    const more = await (await api(next, { purpose })).json();
+    body.data.push(...more.data);
+    next = more.next;
+  }
+  for (const r of body.data) r.start = epoch(r.start);
+  body.count = body.data.length;
+  return body;
 }
 
 // rows → { start: { zone: n | null } }: a zone's served rows added up; all suppressed → null. A zone
@@ -259,7 +272,7 @@ async function loadForecast() {
   await showLevel("cell");
   $("time").disabled = true;
   const first = body.data[0];
-  const fmt = (iso) => new Date(iso).toLocaleString("sv-SE", { timeZone: mapState.tz }).slice(0, 16);
+  const fmt = (v) => new Date(epoch(v) * 1000).toLocaleString("sv-SE", { timeZone: mapState.tz }).slice(0, 16);
   $("time-label").textContent = first && first.start
     ? `forecast ${fmt(first.start)} → ${fmt(first.end)} (${mapState.tz})` : "no forecast: no learnt hour yet";
   const max = Math.max(1e-9, ...Object.values(values));
