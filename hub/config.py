@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
@@ -93,6 +94,16 @@ class HubSettings(BaseSettings):
     device_burst: int = Field(default=10_000, ge=1, description="Messages a device may send in one burst.")
     zones: Path | None = Field(default=None, description="GeoJSON of named areas (quartiers) for maps.")
     zones_name: str = Field(default="nom_qua", description="Its property holding each area's name.")
+    tile_url: str | None = Field(
+        default=None,
+        description="The city's own raster tile server for the dashboard's base map, as "
+        "`https://tiles.example/{z}/{x}/{y}.png` (unset: districts only, nothing fetched from elsewhere).",
+    )
+    tile_attribution: str = Field(default="", description="Credit shown on the map for those tiles.")
+    assets_dir: Path | None = Field(
+        default=None,
+        description="Folder of the front-end packages (`vigie hub assets fetch`; unset: hub/vendor/).",
+    )
     h3_resolution: int = Field(default=8, ge=0, le=15, description="H3 resolution of the cube's cells.")
     controller: str = Field(default="the city (set VIGIE_HUB_CONTROLLER)", description="GDPR controller.")
     dpo_contact: str = Field(
@@ -108,6 +119,32 @@ class HubSettings(BaseSettings):
             local_port=self.local_port,
             broker_reload=self.broker_reload, broker_user=self.broker_user,
         )  # fmt: skip
+
+    @field_validator("tile_url")
+    @classmethod
+    def _tile_template(cls, value: str | None) -> str | None:
+        """An http(s) URL template with {z}, {x} and {y}: anything else would draw nothing, silently."""
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(
+                f"tile_url {value!r} is not an http(s) URL; e.g. https://tiles.example/{{z}}/{{x}}/{{y}}.png"
+            )
+        absent = [p for p in ("{z}", "{x}", "{y}") if p not in value]
+        if absent:
+            raise ValueError(
+                f"tile_url {value!r} lacks {', '.join(absent)}; e.g. https://tiles.example/{{z}}/{{x}}/{{y}}.png"
+            )
+        return value
+
+    @property
+    def tile_origin(self) -> str | None:
+        """``scheme://host[:port]`` of ``tile_url``: the one outside origin for dashboard images."""
+        if self.tile_url is None:
+            return None
+        parts = urlsplit(self.tile_url)
+        return f"{parts.scheme}://{parts.netloc}"
 
     @field_validator("retention", mode="before")
     @classmethod

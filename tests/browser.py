@@ -14,7 +14,10 @@ from typing import Any
 from tests.conftest import cli, need_service
 from vigie.netutil import free_port, wait_for_port
 
-__all__ = ["RunningHub", "fresh_hub", "headless_chromium", "serve_hub", "submit_login"]
+__all__ = ["NETWORK_CUT", "RunningHub", "fresh_hub", "headless_chromium", "serve_hub", "submit_login"]
+
+#: Chromium switches that cut the network but for this machine: every other host goes to a dead proxy.
+NETWORK_CUT = ("--proxy-server=http://127.0.0.1:9", "--proxy-bypass-list=127.0.0.1;localhost")
 
 
 @contextmanager
@@ -70,8 +73,11 @@ FLAGS = (
 )
 
 
-def headless_chromium(profile: Path) -> Any:
-    """A started selenium driver with its own profile folder; the browser's console log is kept."""
+def headless_chromium(profile: Path, extra_flags: tuple[str, ...] = ()) -> Any:
+    """A started selenium driver with its own profile folder; the browser's console log is kept.
+
+    ``extra_flags``: more Chromium switches, e.g. a dead proxy that cuts every host but the hub.
+    """
     chromium = shutil.which("chromium") or "/usr/bin/chromium"
     driver_path = shutil.which("chromedriver") or "/usr/bin/chromedriver"
     need_service(
@@ -83,7 +89,7 @@ def headless_chromium(profile: Path) -> Any:
 
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
-    for flag in (*FLAGS, f"--user-data-dir={profile}"):
+    for flag in (*FLAGS, f"--user-data-dir={profile}", *extra_flags):
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     return webdriver.Chrome(service=Service(executable_path=driver_path), options=options)

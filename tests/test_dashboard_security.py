@@ -95,7 +95,8 @@ def _check_headers(headers: dict[str, str]) -> None:
     assert "'unsafe-inline'" not in directives.get("style-src", directives["default-src"]), csp
 
 
-PATHS = ["/dashboard/", "/dashboard/app.js", "/v1/health", "/v1/auth/me", "/no/such/path", "/openapi.json"]
+PATHS = ["/dashboard/", "/dashboard/app.js", "/v1/health", "/v1/auth/me", "/no/such/path", "/openapi.json",
+         "/docs", "/static/vendor/leaflet/dist/leaflet.js", "/v1/map/districts"]  # fmt: skip
 
 
 @pytest.mark.parametrize("path", PATHS)

@@ -60,6 +60,7 @@ def test_demo_runs_for_a_minute(model_dir: Path, vtest_avi: Path, tmp_path: Path
     devices: set[str] = set()
     events = 0
     anonymous: list[object] = []
+    libraries: list[int] = []
     try:
         deadline = time.monotonic() + 75
         while time.monotonic() < deadline and proc.poll() is None:
@@ -73,6 +74,10 @@ def test_demo_runs_for_a_minute(model_dir: Path, vtest_avi: Path, tmp_path: Path
                     body = json.loads(r.read())
                 devices = {e["device"] for e in body["data"]}
                 events = body["count"]
+                if not libraries:  # the dashboard's map library, the hub's own copy (issue 20)
+                    lib = f"http://127.0.0.1:{port}/static/vendor/leaflet/dist/leaflet.js"
+                    with urllib.request.urlopen(lib, timeout=3) as r:
+                        libraries.append(len(r.read()))
             except OSError:
                 pass
             time.sleep(2)
@@ -90,6 +95,8 @@ def test_demo_runs_for_a_minute(model_dir: Path, vtest_avi: Path, tmp_path: Path
     assert "/v1/events" in out
     assert "/dashboard/   log in as demo / " in out
     assert "stopped" in out
+    assert libraries, "the demo's hub did not serve Leaflet"
+    assert libraries[0] > 100_000
     # Everything it started is gone.
     assert not wait_for_port(port, timeout=0.5)
     assert not wait_for_port(broker_port, timeout=0.5)

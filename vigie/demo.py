@@ -101,6 +101,15 @@ def _ensure_model(model_dir: Path | None) -> Path:
     return model_store.default_cache_dir()
 
 
+def _ensure_front_end() -> None:
+    """The dashboard's map and chart libraries, like the models: fetched once, checked, never a CDN."""
+    from hub import vendor_assets
+
+    if vendor_assets.missing():
+        _say("fetching the dashboard's map and chart libraries (about 6 MB, once) ...")
+        vendor_assets.fetch()
+
+
 def _ensure_face_model(model_dir: Path | None) -> None:
     """Snapshots are refused without the face model: the demo's devices get it like the detector."""
     from edge import face_model
@@ -169,6 +178,7 @@ def run_demo(opts: DemoOptions) -> int:
     if not port_is_free(opts.port):
         raise VigieError(f"port {opts.port} is taken on 127.0.0.1: stop what uses it or pass --port")
     model_dir = _ensure_model(opts.model_dir)
+    _ensure_front_end()
     footage = find_footage(opts.footage)
     workdir = opts.workdir or Path(tempfile.mkdtemp(prefix="vigie-demo-"))
     workdir.mkdir(parents=True, exist_ok=True)

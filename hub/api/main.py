@@ -19,6 +19,7 @@ from hub.api.routes import (
     enrol,
     events,
     exports,
+    frontend,
     fusion,
     governance,
     health,
@@ -67,7 +68,7 @@ class ErrorOut(BaseModel):
 
 
 def mount_dashboard(app: FastAPI) -> None:
-    """The dashboard: static files served by the hub (no CDN, no tiles), at /dashboard/."""
+    """The dashboard: static files served by the hub (no CDN; tiles only from the city's own server)."""
     from pathlib import Path
 
     from fastapi.responses import RedirectResponse
@@ -172,6 +173,9 @@ def create_app(settings: HubSettings | None = None) -> FastAPI:
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        # /docs and /redoc are the hub's own pages on vendored Swagger UI and ReDoc (routes/frontend.py).
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings  # for hub.api.deps.get_settings: routes read settings only there
     app.state.login_guard = LoginGuard()  # per process, like the API rate limit
@@ -184,11 +188,17 @@ def create_app(settings: HubSettings | None = None) -> FastAPI:
     }
     sensitive = {**protected, 400: {"description": "No purpose stated (X-Purpose)", "model": ErrorOut}}
     # Scrapes every 15 s are not a personal-data access: kept out of the audit log.
-    app.add_middleware(AuditMiddleware, skip=("/healthz", "/dashboard", "/favicon.ico", "/metrics"))
+    app.add_middleware(
+        AuditMiddleware,
+        skip=("/healthz", "/dashboard", "/favicon.ico", "/metrics", "/static/", "/docs", "/redoc"),
+    )
     app.add_middleware(MetricsMiddleware)
     # Added last, so outermost: even the audit middleware's own refusals (503) carry the headers.
-    app.add_middleware(SecurityHeadersMiddleware)
+    tiles = (settings.tile_origin,) if settings.tile_origin else ()
+    app.add_middleware(SecurityHeadersMiddleware, img_origins=tiles)
     app.include_router(health.router)
+    app.include_router(frontend.api_pages)  # static: vendored libraries and the API pages
+    app.include_router(frontend.map_router, dependencies=[require("analytics:read")], responses=protected)
     app.include_router(metrics.router, dependencies=[require("fleet:read")], responses=protected)
     app.include_router(auth.router, responses={401: protected[401], 429: protected[429]})
     app.include_router(enrol.router)  # the one-time enrolment token is its credential

@@ -17,6 +17,7 @@ __all__ = [
     "EventPublic",
     "EventsPublic",
     "Health",
+    "HeartbeatPublic",
     "QuarantinePublic",
 ]
 
@@ -61,6 +62,29 @@ class EventsPublic(BaseModel):
     next: str | None = Field(default=None, description=NEXT)
 
 
+class HeartbeatPublic(BaseModel):
+    """A device's last heartbeat as sent (``vigie.wire.Heartbeat``); fields older agents lack are null."""
+
+    model_config = ConfigDict(extra="allow")
+    ts: float | None = Field(default=None, description="When it was sent (UTC epoch s, coarsened).")
+    agent_version: str | None = None
+    model: str | None = Field(default=None, description="`<model id>@<version>` running.")
+    uptime_s: float | None = None
+    fps: float | None = Field(default=None, description="Frames analysed per second.")
+    inference_p50_ms: float | None = None
+    inference_p95_ms: float | None = None
+    cpu_percent: float | None = None
+    rss_mb: float | None = None
+    disk_free_mb: float | None = None
+    cpu_temp_c: float | None = Field(default=None, description="SoC temperature, °C.")
+    outbox_depth: int | None = Field(
+        default=None, description="Messages waiting on the device for the broker."
+    )
+    outbox_dropped: int | None = Field(default=None, description="Messages dropped to keep the disk quota.")
+    sensors: dict[str, Any] | None = None
+    problems: dict[str, Any] | None = None
+
+
 class DevicePublic(BaseModel):
     site: str
     device: str
@@ -70,7 +94,7 @@ class DevicePublic(BaseModel):
     status: str | None = Field(description="online / offline (retained status and last will).")
     events: int = Field(description="Events received (including redeliveries).")
     quarantined: int = Field(description="Messages from this device that failed validation.")
-    heartbeat: dict[str, Any] | None
+    heartbeat: HeartbeatPublic | None
 
 
 class DevicesPublic(BaseModel):

@@ -1,9 +1,11 @@
-// Vigie dashboard: plain JavaScript, no CDN, no map tiles. Zones are drawn as SVG polygons from
-// their geometry (GET /v1/zones). Every request carries the bearer token and, for sensitive
-// routes, a stated purpose (recorded in the audit log).
+// Vigie dashboard: plain JavaScript on the hub's own copies of Leaflet and uPlot (no CDN; map tiles
+// only from the city's own server when one is set). The map and its views are in map.js and
+// views.js, the time chart in chart.js; this file holds the session, the fleet, rollouts and live
+// events. Every request carries the bearer token and, for sensitive routes, a stated purpose
+// (recorded in the audit log).
 "use strict";
 
-const state = { token: sessionStorage.getItem("vigie.token"), role: null, zones: null, frames: [], rows: {} };
+const state = { token: sessionStorage.getItem("vigie.token"), role: null, k: null, timers: [] };
 const $ = (id) => document.getElementById(id);
 // Everything that comes from a device, an import or a user is set as text (textContent, attributes),
 // never parsed as HTML: a hostile heartbeat cannot become script (issue 17; the CSP is the second wall).
@@ -17,13 +19,6 @@ function el(tag, props = {}, ...children) {
   node.append(...children.map((c) => (c instanceof Node ? c : String(c))));
   return node;
 }
-const SVG = "http://www.w3.org/2000/svg";
-function svgEl(tag, attrs = {}) {
-  const node = document.createElementNS(SVG, tag);
-  for (const [key, value] of Object.entries(attrs)) node.setAttribute(key, String(value));
-  return node;
-}
-const PALETTE = ["#fff5eb", "#fee6ce", "#fdd0a2", "#fdae6b", "#fd8d3c", "#f16913", "#d94801", "#a63603", "#7f2704"];
 
 async function api(path, { purpose, method = "GET", body, headers = {} } = {}) {
   const h = { ...headers };
@@ -64,154 +59,44 @@ function logout() {
   $("logout").hidden = true;
   $("login-panel").hidden = false;
   $("who").textContent = "";
-}
-
-// -- map --------------------------------------------------------------------------------------
-function project(features) {
-  let [x0, y0, x1, y1] = [Infinity, Infinity, -Infinity, -Infinity];
-  const rings = (g) => (g.type === "Polygon" ? [g.coordinates[0]] : g.coordinates.map((p) => p[0]));
-  for (const f of features) for (const ring of rings(f.geometry)) for (const [lon, lat] of ring) {
-    x0 = Math.min(x0, lon); x1 = Math.max(x1, lon); y0 = Math.min(y0, lat); y1 = Math.max(y1, lat);
-  }
-  const k = Math.cos(((y0 + y1) / 2) * Math.PI / 180);
-  const scale = Math.min(780 / ((x1 - x0) * k || 1), 580 / ((y1 - y0) || 1));
-  return (lon, lat) => [10 + (lon - x0) * k * scale, 590 - (lat - y0) * scale];
-}
-
-function drawZones(collection) {
-  const svg = $("map");
-  const pattern = svgEl("pattern", { id: "hatch", width: 4, height: 4, patternUnits: "userSpaceOnUse", patternTransform: "rotate(45)" });
-  pattern.append(svgEl("rect", { width: 4, height: 4, fill: "#dde3ea" }),
-    svgEl("line", { x1: 0, y1: 0, x2: 0, y2: 4, stroke: "#9aa6b2", "stroke-width": 1.5 }));
-  const defs = svgEl("defs");
-  defs.append(pattern);
-  svg.replaceChildren(defs);
-  const to = project(collection.features);
-  for (const f of collection.features) {
-    const polys = f.geometry.type === "Polygon" ? [f.geometry.coordinates] : f.geometry.coordinates;
-    const d = polys.map((rings) => rings.map((ring) => "M" + ring.map(([x, y]) => to(x, y).map((v) => v.toFixed(1)).join(",")).join("L") + "Z").join("")).join("");
-    const path = svgEl("path", { d, fill: "#f2f4f7" });
-    path.dataset.zone = f.id;
-    const title = svgEl("title");
-    title.textContent = f.id;
-    path.appendChild(title);
-    svg.appendChild(path);
-  }
-}
-
-function colour(value, max) {
-  if (value === null || value === undefined) return null;
-  const i = Math.min(PALETTE.length - 1, Math.floor((Math.log1p(value) / Math.log1p(max || 1)) * (PALETTE.length - 1)));
-  return PALETTE[Math.max(0, i)];
-}
-
-function paint(values, label) {
-  const max = Math.max(1e-9, ...Object.values(values).filter((v) => v !== null));
-  let coloured = 0;
-  for (const path of $("map").querySelectorAll("path")) {
-    const zone = path.dataset.zone;
-    const has = Object.prototype.hasOwnProperty.call(values, zone);
-    const v = has ? values[zone] : undefined;
-    path.classList.toggle("suppressed", has && v === null);
-    const c = colour(v, max);
-    path.setAttribute("fill", c || (has ? "url(#hatch)" : "#f2f4f7"));
-    path.dataset.value = v === undefined ? "" : v === null ? "suppressed" : String(v);
-    path.querySelector("title").textContent = `${zone}: ${v === undefined ? "no data" : v === null ? "under k (suppressed)" : v.toFixed(2)}`;
-    if (c) coloured += 1;
-  }
-  $("map").dataset.coloured = String(coloured);
-  $("legend").replaceChildren(el("span", {}, "0"),
-    ...PALETTE.map((p) => el("span", { class: "swatch", style: { background: p } })),
-    el("span", {}, `${max.toFixed(1)} ${label}`), " ", el("span", { class: "swatch hatched" }), el("span", {}, "under k"));
-}
-
-async function loadActivity() {
-  const source = $("source").value;
-  const q = new URLSearchParams({ zone_kind: "h3", bucket: $("bucket").value, limit: "100000" });
-  if (source) q.set("source", source);
-  const body = await (await api(`/v1/cube?${q}`, { purpose: "dashboard: activity map" })).json();
-  const frames = {};
-  const sources = new Set();
-  for (const r of body.data) {
-    sources.add(r.source);
-    frames[r.start] = frames[r.start] || {};
-    const prev = frames[r.start][r.zone];
-    frames[r.start][r.zone] = r.n === null ? (prev ?? null) : (prev || 0) + r.n;
-  }
-  state.frames = Object.keys(frames).map(Number).sort((a, b) => a - b);
-  state.rows = frames;
-  state.tz = body.tz || "UTC";
-  const select = $("source");
-  if (select.options.length === 1) for (const s of [...sources].sort()) select.add(new Option(s, s));
-  $("time").max = String(Math.max(0, state.frames.length - 1));
-  $("time").value = $("time").max;
-  $("time").disabled = false;
-  showFrame();
-  $("map-status").textContent = `${body.count} zone-${$("bucket").value}s; cells under k=${body.k} are hatched, never shown`;
-}
-
-function showFrame() {
-  const t = state.frames[Number($("time").value)];
-  if (t === undefined) { $("time-label").textContent = "no data yet"; paint({}, ""); return; }
-  const bucket = $("bucket").value;
-  const iso = new Date(t * 1000).toISOString();
-  // Days, weeks and months start at midnight in the city's time zone: label them there.
-  const local = new Date(t * 1000).toLocaleDateString("sv-SE", { timeZone: state.tz || "UTC" });
-  const prefix = bucket === "week" ? "week of " : bucket === "month" ? "month from " : "";
-  $("time-label").textContent = bucket === "hour" ? iso.slice(0, 13) + ":00Z" : prefix + local;
-  paint(state.rows[t], `per ${bucket}`);
-}
-
-async function loadAnomalies() {
-  const body = await (await api("/v1/anomalies?limit=5000", { purpose: "dashboard: anomaly map" })).json();
-  const values = {};
-  for (const a of body.data) {
-    // The hub serves anomalies only on hours it serves; a row without its p is never coloured.
-    if (a.suppressed || a.p === null || a.p === undefined) continue;
-    values[a.zone] = Math.max(values[a.zone] || 0, a.p > 0 ? -Math.log10(a.p) : 30);
-  }
-  $("time").disabled = true;
-  $("time-label").textContent = `${body.count} anomalies`;
-  paint(values, "−log10 p");
-}
-
-async function loadForecast() {
-  const body = await (await api("/v1/forecast?horizon=24&limit=100000", { purpose: "dashboard: risk forecast map" })).json();
-  const values = {};
-  for (const f of body.data) values[f.zone] = f.expected;
-  $("time").disabled = true;
-  $("time-label").textContent = "next 24 h";
-  paint(values, "expected");
-}
-
-async function refreshMap() {
-  $("map-status").textContent = "";
-  try {
-    if (!state.zones) {
-      state.zones = await (await api("/v1/zones?kind=h3", { purpose: "dashboard: zone outlines" })).json();
-      drawZones(state.zones);
-    }
-    const layer = $("layer").value;
-    await (layer === "activity" ? loadActivity() : layer === "anomaly" ? loadAnomalies() : loadForecast());
-  } catch (e) {
-    $("map-status").textContent = e.status === 403 ? `Your role cannot see this layer (${e.message}).` : e.message;
-  }
+  state.timers.forEach(clearInterval);
+  state.timers = [];
 }
 
 // -- fleet, live events ----------------------------------------------------------------------
+// Fields as the API's schema names them (DevicePublic, HeartbeatPublic): tests/test_dashboard_fleet.py
+// compares every `device.` and `hb.` field read here with /openapi.json.
+function age(seconds) {
+  if (seconds === null || seconds === undefined) return "-";
+  if (seconds < 90) return `${Math.round(seconds)} s ago`;
+  if (seconds < 5400) return `${Math.round(seconds / 60)} min ago`;
+  if (seconds < 172800) return `${Math.round(seconds / 3600)} h ago`;
+  return `${Math.round(seconds / 86400)} days ago`;
+}
+const num = (v, digits = 0) => (v === null || v === undefined ? "-" : Number(v).toFixed(digits));
+
 async function loadFleet() {
   try {
     const body = await (await api("/v1/devices")).json();
-    const rows = body.data.map((d) => {
-      const hb = d.heartbeat || {};
-      const online = d.status === "online" ? "online" : "offline";
-      return el("tr", {}, el("td", {}, `${d.site}/${d.device}`), el("td", { class: online }, online),
-        el("td", {}, hb.fps ?? "-"), el("td", {}, hb.cpu_temp_c ?? "-"), el("td", {}, hb.model ?? "-"));
+    const rows = body.data.map((device) => {
+      const hb = device.heartbeat || {};
+      const status = device.status || "unknown";
+      const hot = hb.cpu_temp_c !== null && hb.cpu_temp_c !== undefined && hb.cpu_temp_c >= 80;
+      return el("tr", { "data-status": status },
+        el("td", {}, `${device.site}/${device.device}`, el("div", { class: "muted model" }, hb.model ?? "model unknown")),
+        el("td", { class: `status-${status}` }, status),
+        el("td", {}, age(device.seconds_since_seen)),
+        el("td", hot ? { class: "bad" } : {}, num(hb.cpu_temp_c, 1)),
+        el("td", {}, num(hb.outbox_depth)),
+        el("td", hb.outbox_dropped ? { class: "bad" } : {}, num(hb.outbox_dropped)),
+        el("td", {}, num(hb.fps, 1)));
     });
     $("fleet").querySelector("tbody").replaceChildren(...rows);
     $("fleet-status").textContent = `${body.count} devices`;
+    $("fleet").dataset.refreshed = String(Date.now());
   } catch (e) {
     $("fleet-status").textContent = e.status === 403 ? "Fleet health is for operators and technicians." : e.message;
+    if (e.status === 403) state.timers.forEach(clearInterval); // the role will not change mid-session
   }
 }
 
@@ -257,6 +142,16 @@ async function liveEvents() {
   }
 }
 
+function vendorMissing() {
+  const absent = [typeof L === "undefined" && "Leaflet", typeof uPlot === "undefined" && "uPlot"].filter(Boolean);
+  if (!absent.length) return false;
+  const banner = $("vendor-error");
+  banner.textContent = `The map and chart libraries (${absent.join(", ")}) are not installed on this hub: ` +
+    "run `vigie hub assets fetch` on the hub, then reload. Fleet, rollouts and live events work without them.";
+  banner.hidden = false;
+  return true;
+}
+
 async function start() {
   const me = await (await api("/v1/auth/me")).json();
   state.role = me.role;
@@ -264,17 +159,21 @@ async function start() {
   $("login-panel").hidden = true;
   $("app").hidden = false;
   $("logout").hidden = false;
-  await refreshMap();
+  if (!vendorMissing()) await refreshMap();
   loadFleet();
   loadRollouts();
-  setInterval(loadRollouts, 10000);
+  state.timers.forEach(clearInterval);
+  state.timers = [setInterval(loadFleet, 5000), setInterval(loadRollouts, 10000)];
   liveEvents();
 }
 
 $("login").addEventListener("submit", login);
 $("logout").addEventListener("click", logout);
 $("layer").addEventListener("change", refreshMap);
+$("level").addEventListener("change", () => { mapState.selected = null; refreshMap(); });
 $("source").addEventListener("change", refreshMap);
 $("bucket").addEventListener("change", refreshMap);
 $("time").addEventListener("input", showFrame);
+$("drill-up").addEventListener("click", drillUp);
+$("search-form").addEventListener("submit", findDistrict);
 if (state.token) start().catch(() => logout());

@@ -32,6 +32,8 @@ ROUTES: list[tuple[str, str, str | None]] = [
     ("GET", "/v1/anomalies", "analytics:read"),
     ("GET", "/v1/forecast", "analytics:read"),
     ("GET", "/v1/zones", "analytics:read"),
+    ("GET", "/v1/map/settings", "analytics:read"),
+    ("GET", "/v1/map/districts", "analytics:read"),
     ("GET", "/v1/exports/cube.csv", "analytics:read"),
     ("GET", "/v1/exports/cube.geojson", "analytics:read"),
     ("GET", "/v1/exports/cube.parquet", "analytics:read"),

@@ -15,7 +15,7 @@ import threading
 import time
 from typing import Any
 
-from vigie.cli import access, fusion, hub_fleet
+from vigie.cli import access, fusion, hub_assets, hub_fleet
 from vigie.cli.options import FMT, add_broker_options, add_db, add_hub_config, broker_config, hub_settings
 
 __all__ = ["register"]
@@ -35,6 +35,7 @@ def register(sub: Any) -> None:
     hub_fleet.register(hub_sub)
     fusion.register(hub_sub)
     access.register(hub_sub)
+    hub_assets.register(hub_sub)
 
 
 def _register_serve(hub_sub: Any) -> None:
