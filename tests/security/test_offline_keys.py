@@ -118,3 +118,17 @@ def test_keys_already_on_the_medium_are_never_overwritten(tmp_path: Path) -> Non
     assert f"{medium / 'root.pem'} exists" in done.stderr
     assert (medium / "root.pem").read_text() == "another hub's root key"
     assert not (tmp_path / "state").exists()
+
+
+def test_the_state_dir_flag_is_where_the_hub_and_its_offline_keys_go(tmp_path: Path) -> None:
+    """`vigie hub init --state-dir DIR` (docs/enrolment.md): the flag was ignored for ./vigie-hub-state."""
+    env = {**os.environ, "VIGIE_HUB_DB": str(tmp_path / "h.sqlite")}
+    env.pop("VIGIE_HUB_STATE_DIR", None)
+    done = subprocess.run(
+        cli("hub", "init", "--state-dir", str(tmp_path / "hub")),
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert _keys(tmp_path / "hub/ota/keys") == ["snapshot.pem", "timestamp.pem"]
+    assert _keys(tmp_path / "hub-offline-keys") == ["root.pem", "targets.pem"]
+    assert not (tmp_path / "vigie-hub-state").exists()
