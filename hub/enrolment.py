@@ -28,7 +28,7 @@ from hub.broker_config import BrokerLayout, refresh_broker
 from hub.pki import DeviceCA
 from hub.storage import Store
 from vigie import wire
-from vigie.exceptions import EnrolmentError
+from vigie.exceptions import EnrolmentError, VigieError
 from vigie.firmware import known_profiles
 
 __all__ = [
@@ -98,13 +98,43 @@ class HubState:
             run_as=self.broker_user,
         )
 
-    def init(self, broker_hosts: list[str], *, offline_keys: Path | None = None) -> None:
+    @property
+    def default_offline_keys(self) -> Path:
+        """Where ``init`` puts the TUF root and targets keys unless told: beside the state folder,
+        never in it (``/var/lib/vigie-hub`` → ``/var/lib/vigie-hub-offline-keys``), to be moved off
+        the hub (docs/security.md, the signing ceremony)."""
+        folder = self.folder.absolute()
+        return folder.with_name(folder.name + "-offline-keys")
+
+    def init(
+        self, broker_hosts: list[str], *, offline_keys: Path | None = None, dev_online_keys: bool = False
+    ) -> Path | None:
         """Create the CA (with the broker's certificate for ``broker_hosts``) and the TUF repository.
 
-        With ``offline_keys``, the TUF root and targets keys go there (a medium kept off the hub).
-        """
-        from ota.repository import init_repository, take_offline
+        The TUF root and targets keys go to ``offline_keys`` (default :attr:`default_offline_keys`),
+        a folder outside the state folder that the operator moves to a medium kept off the hub; the
+        hub keeps snapshot and timestamp only. ``dev_online_keys`` keeps all four here (the demo and
+        tests, never production). Returns where the root and targets keys are (None: online).
 
+        Raises:
+            VigieError: the offline folder is inside the state folder, or holds TUF keys already.
+        """
+        from ota.repository import OFFLINE_ROLES, init_repository, take_offline
+
+        medium = None if dev_online_keys else (offline_keys or self.default_offline_keys).absolute()
+        if medium is not None and (medium.is_relative_to(self.folder.absolute())
+                                   or self.folder.absolute().is_relative_to(medium)):  # fmt: skip
+            raise VigieError(
+                f"--offline-keys {medium}: the TUF root and targets keys must be kept outside the hub's "
+                f"state folder {self.folder}; give a folder beside it or on a removable medium"
+            )
+        # Checked before anything is made: a half-made hub could not be initialised again.
+        for role in OFFLINE_ROLES:
+            if medium is not None and (medium / f"{role}.pem").exists():
+                raise VigieError(
+                    f"{medium / role}.pem exists: this folder already holds TUF keys (another hub's?); "
+                    "give an empty folder with --offline-keys DIR"
+                )
         # Private to the hub's user (issue 17); group-readable only when Mosquitto runs as another
         # account (VIGIE_HUB_BROKER_USER), which must reach broker/ and the broker's files in pki/.
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -112,8 +142,9 @@ class HubState:
         DeviceCA.init(self.pki, broker_hosts=broker_hosts)
         init_repository(self.ota)
         (self.ota / "keys").chmod(0o700)
-        if offline_keys is not None:
-            take_offline(self.ota, offline_keys)
+        if medium is not None:
+            take_offline(self.ota, medium)
+        return medium
 
 
 @dataclass(frozen=True)

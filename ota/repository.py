@@ -7,9 +7,9 @@ freeze protection built in.
 
 Folder layout (``vigie hub init``)::
 
-    keys/<role>.pem       private keys, 0600 in a 0700 folder; with ``--offline-keys`` only
-                          snapshot and timestamp stay here, root and targets go to a medium
-                          kept off the hub (docs/security.md: the signing ceremony)
+    keys/<role>.pem       private keys, 0600 in a 0700 folder; after ``vigie hub init`` only
+                          snapshot and timestamp stay here, root and targets are in a folder of
+                          their own to be kept off the hub (docs/security.md: the signing ceremony)
     metadata/1.root.json  versioned root (consistent snapshots)
     metadata/root.json    the current root, what enrolment hands out
     metadata/targets.json, snapshot.json, timestamp.json
@@ -56,29 +56,40 @@ def _expiry(role: str) -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(days=EXPIRY_DAYS[role])
 
 
-def load_signer(folder: Path, role: str) -> CryptoSigner:
-    """The signer for ``role`` from ``folder/keys/<role>.pem``, else from the offline medium.
-
-    Root and targets keys can live offline (``vigie hub init --offline-keys DIR``, issue 17): mount
-    the medium and name it in ``VIGIE_OTA_OFFLINE_KEYS`` for the ceremony (docs/security.md).
+def _key_path(folder: Path, role: str, keys: Path | None) -> Path:
+    """Where ``role``'s private key is: ``folder/keys``, else the offline folder (``keys``, or
+    ``VIGIE_OTA_OFFLINE_KEYS``) when it holds it there.
 
     Raises:
-        VigieError: the key is neither online nor on a mounted medium, naming what to do.
+        VigieError: the key is in neither place, naming what to do.
     """
     online = folder / "keys" / f"{role}.pem"
-    offline_dir = os.environ.get("VIGIE_OTA_OFFLINE_KEYS")
-    offline = Path(offline_dir) / f"{role}.pem" if offline_dir else None
-    path = online if online.exists() or offline is None or not offline.exists() else offline
-    try:
-        pem = path.read_bytes()
-    except FileNotFoundError:
-        raise VigieError(
-            f"the TUF {role} key is not in {folder / 'keys'}"
-            + (f" nor in VIGIE_OTA_OFFLINE_KEYS={offline_dir}" if offline_dir else "")
-            + f": it is kept offline; mount the medium that holds {role}.pem and set "
-            "VIGIE_OTA_OFFLINE_KEYS to its folder (docs/security.md, the signing ceremony)"
-        ) from None
-    key = serialization.load_pem_private_key(pem, password=None)
+    offline_dir = keys or (
+        Path(os.environ["VIGIE_OTA_OFFLINE_KEYS"]) if os.environ.get("VIGIE_OTA_OFFLINE_KEYS") else None
+    )
+    if online.exists():
+        return online
+    if offline_dir is not None and (offline_dir / f"{role}.pem").exists():
+        return offline_dir / f"{role}.pem"
+    raise VigieError(
+        f"the TUF {role} key is not in {folder / 'keys'}"
+        + (f" nor in {offline_dir}" if offline_dir else "")
+        + f": it is kept offline; mount the medium that holds {role}.pem and pass its folder with "
+        "--keys DIR (or set VIGIE_OTA_OFFLINE_KEYS) (docs/security.md, the signing ceremony)"
+    )
+
+
+def load_signer(folder: Path, role: str, keys: Path | None = None) -> CryptoSigner:
+    """The signer for ``role`` from ``folder/keys/<role>.pem``, else from the offline folder.
+
+    Root and targets keys live offline (``vigie hub init`` puts them in a folder of their own, issue
+    17): mount the medium for the ceremony and name it with ``keys`` or ``VIGIE_OTA_OFFLINE_KEYS``
+    (docs/security.md).
+
+    Raises:
+        VigieError: the key is neither online nor in the offline folder, naming what to do.
+    """
+    key = serialization.load_pem_private_key(_key_path(folder, role, keys).read_bytes(), password=None)
     return CryptoSigner(key)
 
 
@@ -87,8 +98,18 @@ def take_offline(folder: Path, medium: Path, roles: tuple[str, ...] = OFFLINE_RO
 
     Copied, synced, then removed from the hub (the medium is often another filesystem). Returns
     where they are now. The hub keeps snapshot and timestamp, which it re-signs every day.
+
+    Raises:
+        VigieError: ``medium`` already holds one of these keys (another hub's, perhaps): never
+            overwritten.
     """
-    medium.mkdir(parents=True, exist_ok=True)
+    taken = [medium / f"{role}.pem" for role in roles if (medium / f"{role}.pem").exists()]
+    if taken:
+        raise VigieError(
+            f"{taken[0]} exists: this folder already holds TUF keys (another hub's?); choose an empty "
+            "folder for the offline keys (vigie hub init --offline-keys DIR)"
+        )
+    medium.mkdir(parents=True, exist_ok=True, mode=0o700)
     medium.chmod(0o700)
     moved = []
     for role in roles:
@@ -146,13 +167,15 @@ def _write(meta: Path, md: Metadata[Any], role: str, *, versioned: bool) -> None
     md.to_file(str(meta / f"{role}.json"), serializer)
 
 
-def _resign_chain(folder: Path, targets: Metadata[Any] | None = None) -> tuple[int, int, int]:
+def _resign_chain(
+    folder: Path, targets: Metadata[Any] | None = None, keys: Path | None = None
+) -> tuple[int, int, int]:
     """Bump and sign targets (when given), snapshot and timestamp; returns their versions."""
     meta = folder / "metadata"
     if targets is not None:
         targets.signed.version += 1
         targets.signed.expires = _expiry("targets")
-        targets.sign(load_signer(folder, "targets"))
+        targets.sign(load_signer(folder, "targets", keys))
         _write(meta, targets, "targets", versioned=True)
     else:
         targets = _load(meta, "targets")
@@ -171,8 +194,11 @@ def _resign_chain(folder: Path, targets: Metadata[Any] | None = None) -> tuple[i
     return targets.signed.version, snapshot.signed.version, timestamp.signed.version
 
 
-def publish(folder: Path, bundle: Path, target_name: str) -> TargetFile:
-    """Add ``bundle`` as target ``target_name`` (e.g. ``models/ssd-1.2.0.tar``) and re-sign the chain."""
+def publish(folder: Path, bundle: Path, target_name: str, *, keys: Path | None = None) -> TargetFile:
+    """Add ``bundle`` as target ``target_name`` (e.g. ``models/ssd-1.2.0.tar``) and re-sign the chain.
+
+    The targets key comes from ``folder/keys`` or the offline folder ``keys`` (see :func:`load_signer`).
+    """
     import shutil
 
     info = TargetFile.from_file(target_name, str(bundle), ["sha256"])
@@ -183,16 +209,16 @@ def publish(folder: Path, bundle: Path, target_name: str) -> TargetFile:
     shutil.copyfile(bundle, stored)
     targets = _load(folder / "metadata", "targets")
     targets.signed.targets[target_name] = info
-    _resign_chain(folder, targets)
+    _resign_chain(folder, targets, keys)
     return info
 
 
-def revoke(folder: Path, target_name: str) -> bool:
+def revoke(folder: Path, target_name: str, *, keys: Path | None = None) -> bool:
     """Withdraw a target: devices stop seeing it at their next refresh. False when it was not published."""
     targets = _load(folder / "metadata", "targets")
     if targets.signed.targets.pop(target_name, None) is None:
         return False
-    _resign_chain(folder, targets)
+    _resign_chain(folder, targets, keys)
     return True
 
 
@@ -208,12 +234,14 @@ def refresh_timestamp(folder: Path) -> int:
     return _resign_chain(folder)[2]
 
 
-def rotate_key(folder: Path, role: str) -> int:
+def rotate_key(folder: Path, role: str, *, keys: Path | None = None) -> int:
     """Replace ``role``'s key: a new root version names the new key, signed by the current root key
     (and by the new one when the root key itself rotates), then the role's metadata is re-signed.
 
     Devices follow the chain of roots by themselves (ngclient); the old key, kept as
-    ``keys/<role>.pem.retired-<root version>``, is trusted no more. Returns the new root version.
+    ``<role>.pem.retired-<root version>`` beside it, is trusted no more. A key kept offline (in
+    ``keys``) is replaced there: the new root or targets key never touches the hub's disk. Returns
+    the new root version.
 
     Raises:
         ValueError: an unknown role.
@@ -222,7 +250,7 @@ def rotate_key(folder: Path, role: str) -> int:
         raise ValueError(f"role {role!r}: one of {', '.join(ROLES)}")
     meta = folder / "metadata"
     root = _load(meta, "root")
-    old_root = load_signer(folder, "root")
+    old_root = load_signer(folder, "root", keys)
     new = CryptoSigner.generate_ed25519()
     for keyid in list(root.signed.roles[role].keyids):
         root.signed.revoke_key(keyid, role)
@@ -233,12 +261,12 @@ def rotate_key(folder: Path, role: str) -> int:
     root.sign(old_root, append=True)  # devices trust the new root through the old root key
     if role == "root":
         root.sign(new, append=True)  # and the new root must be signed by its own key too
-    key_file = folder / "keys" / f"{role}.pem"
+    key_file = _key_path(folder, role, keys)
     key_file.rename(key_file.with_name(f"{role}.pem.retired-{root.signed.version - 1}"))
     write_private(key_file, new.private_bytes)
     _write(meta, root, "root", versioned=True)
     if role == "targets":
-        _resign_chain(folder, _load(meta, "targets"))
+        _resign_chain(folder, _load(meta, "targets"), keys)
     elif role in ("snapshot", "timestamp"):
         _resign_chain(folder)
     return int(root.signed.version)

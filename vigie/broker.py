@@ -76,7 +76,9 @@ def start_broker(
         stay = "user root\n" if os.geteuid() == 0 else ""
         auth = "allow_anonymous true\n"
         if password_file is not None:
-            auth = f"allow_anonymous false\npassword_file {password_file}\n"
+            # The client id is the username, as on production's device listener (issue 17): a
+            # client cannot connect under another's id and disconnect it (the hub's, a camera's).
+            auth = f"allow_anonymous false\npassword_file {password_file}\nuse_username_as_clientid true\n"
         if acl_file is not None:
             auth += f"acl_file {acl_file}\n"
         conf.write_text(

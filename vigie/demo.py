@@ -21,7 +21,15 @@ from vigie.exceptions import VigieError
 from vigie.files import write_atomic, write_private
 from vigie.netutil import free_port, port_is_free, wait_for_port
 
-__all__ = ["DEBIAN_FOOTAGE", "BrokerAuth", "DemoOptions", "find_footage", "run_demo"]
+__all__ = [
+    "DEBIAN_FOOTAGE",
+    "HUB_USER",
+    "BrokerAuth",
+    "DemoOptions",
+    "broker_auth",
+    "find_footage",
+    "run_demo",
+]
 
 DEBIAN_FOOTAGE = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")
 # The second agent counts the footage's left and right halves and the people crossing between them.
@@ -155,7 +163,7 @@ class BrokerAuth:
     password_files: dict[str, Path]
 
 
-def _broker_auth(workdir: Path, agents: int) -> BrokerAuth:
+def broker_auth(workdir: Path, agents: int) -> BrokerAuth:
     """Issue 17: the demo's broker refused no one, so any local user could forge receipts. Now each
     client has its own generated password (files 0600 in the work folder) and the ACL is the one
     production uses (hub/broker_auth.py): each camera writes only its own topics."""
@@ -190,9 +198,7 @@ def run_demo(opts: DemoOptions) -> int:
     children: list[tuple[str, subprocess.Popen[bytes]]] = []
     cli = [sys.executable, "-m", "vigie"]
     try:
-        auth = (
-            None if opts.embedded_broker or find_mosquitto() is None else _broker_auth(workdir, opts.agents)
-        )
+        auth = None if opts.embedded_broker or find_mosquitto() is None else broker_auth(workdir, opts.agents)
         broker = start_broker(
             workdir / "broker", broker_port, prefer="amqtt" if opts.embedded_broker else "mosquitto",
             password_file=auth.password_file if auth else None, acl_file=auth.acl_file if auth else None,

@@ -178,7 +178,7 @@ def create_app(settings: HubSettings | None = None) -> FastAPI:
         redoc_url=None,
     )
     app.state.settings = settings  # for hub.api.deps.get_settings: routes read settings only there
-    app.state.login_guard = LoginGuard()  # per process, like the API rate limit
+    app.state.login_guard = LoginGuard()  # its state is in the store, shared by every worker
     purpose = Depends(require_purpose)
     protected: dict[int | str, dict[str, Any]] = {
         401: {"description": "No token, or an invalid, expired or revoked one", "model": ErrorOut},

@@ -35,6 +35,7 @@ __all__ = [
     "RollupQuery",
     "Store",
     "StoreAdmin",
+    "ThrottleStore",
     "User",
     "UserSummary",
 ]
@@ -311,6 +312,27 @@ class CampaignStateStore(Protocol):
         ...
 
 
+class ThrottleStore(Protocol):
+    """Throttling state shared by every hub process (login attempts; ``hub/login_guard.py``)."""
+
+    def update_throttle(
+        self,
+        key: str,
+        change: Callable[[dict[str, Any] | None], tuple[dict[str, Any], float]],
+        now: float,
+    ) -> dict[str, Any]:
+        """Read ``key``'s state (None when absent or expired), write what ``change`` returns (the
+        new state, the epoch after which it may be forgotten), holding the row from the read to the
+        write. Returns the state written."""
+        ...
+
+    def get_throttle(self, key: str, now: float) -> dict[str, Any] | None:
+        """``key``'s state, None when absent or expired."""
+        ...
+
+    def count_throttle(self) -> int: ...
+
+
 class StoreAdmin(Protocol):
     """The backend itself."""
 
@@ -329,6 +351,7 @@ class Store(
     AccessStore,
     AuditStore,
     CampaignStateStore,
+    ThrottleStore,
     StoreAdmin,
     Protocol,
 ):

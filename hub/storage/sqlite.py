@@ -107,6 +107,11 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             id TEXT PRIMARY KEY, state TEXT NOT NULL, created_at REAL NOT NULL,
             updated_at REAL NOT NULL, doc TEXT NOT NULL)""",
     ]),
+    (8, [
+        # Login throttling shared by every hub process (hub/storage/throttle.py, issue 17).
+        "CREATE TABLE throttle (name TEXT PRIMARY KEY, state TEXT NOT NULL, expires_at REAL NOT NULL)",
+        "CREATE INDEX throttle_expires ON throttle (expires_at)",
+    ]),
 ]  # fmt: skip
 
 

@@ -37,7 +37,12 @@ def hub_repo(tmp_path: Path) -> Iterator[Repo]:
     (tmp_path / "bundles").mkdir()
     try:
         assert wait_for_port(port, timeout=30)
-        yield Repo(state / "ota", f"http://127.0.0.1:{port}/ota", tmp_path / "bundles")
+        yield Repo(
+            state / "ota",
+            f"http://127.0.0.1:{port}/ota",
+            tmp_path / "bundles",
+            tmp_path / "hub-state-offline-keys",
+        )
     finally:
         hub.terminate()
         hub.wait(timeout=20)
@@ -300,7 +305,7 @@ def test_campaign_through_waves_then_a_bad_model_halts_at_the_canary(
                         drifting_bundle, references=(bus_jpg,))  # fmt: skip
         from ota.repository import publish
 
-        publish(repo.folder, drifting_bundle, drifting.target_name)
+        publish(repo.folder, drifting_bundle, drifting.target_name, keys=repo.keys)
         run = campaign("c-drift", drifting.target_name, "1.3.0", "--max-drift", "0.5")
         assert run.returncode == 1, run.stdout + run.stderr
         assert "c-drift: halted" in run.stdout

@@ -55,11 +55,12 @@ class Repo:
     folder: Path
     url: str
     bundles: Path
+    keys: Path | None = None  # the offline root and targets keys, as `vigie hub init` leaves them
 
     def make(self, version: str, model: Path, labels: Path, budget: float = 2000.0) -> BundleManifest:
         out = self.bundles / f"ssd-coco-{version}.tar"
         manifest = pack(model, labels, _manifest(version, budget), out)
-        publish(self.folder, out, manifest.target_name)
+        publish(self.folder, out, manifest.target_name, keys=self.keys)
         return manifest
 
 

@@ -86,6 +86,18 @@ def test_the_tuf_keys_are_private(fresh: Path) -> None:
         assert mode(key) == 0o600, key.name
 
 
+def test_no_root_or_targets_key_is_left_in_the_hub_folders(fresh: Path) -> None:
+    """A plain `vigie hub init`: the keys that decide what cameras run are not where the hub runs."""
+    for folder in ("state", "data"):
+        found = [p for p in (fresh / folder).rglob("*") if p.name.startswith(("root.pem", "targets.pem"))]
+        assert found == [], found
+    assert sorted(p.name for p in (fresh / "state/ota/keys").iterdir()) == ["snapshot.pem", "timestamp.pem"]
+    medium = fresh / "state-offline-keys"  # beside the state folder, for the operator to take away
+    assert sorted(p.name for p in medium.iterdir()) == ["root.pem", "targets.pem"]
+    assert mode(medium) == 0o700
+    assert all(mode(p) == 0o600 for p in medium.iterdir())
+
+
 def test_a_broker_under_its_own_account_gets_group_access_only(tmp_path: Path) -> None:
     """With VIGIE_HUB_BROKER_USER, Mosquitto must reach broker/ and pki/: the group, never others."""
     from hub.enrolment import HubState

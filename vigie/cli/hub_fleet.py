@@ -56,13 +56,22 @@ def _register_init(hub_sub: Any) -> None:
         default=None,
         help="Name or address devices use to reach the broker; repeat for several (default localhost).",
     )
-    init.add_argument(
+    keys = init.add_mutually_exclusive_group()
+    keys.add_argument(
         "--offline-keys",
         type=Path,
         default=None,
         metavar="DIR",
-        help="Put the TUF root and targets keys in DIR (a removable medium), not on the hub; the hub "
-        "keeps snapshot and timestamp. Publishing then needs VIGIE_OTA_OFFLINE_KEYS=DIR (docs/security.md).",
+        help="Where the TUF root and targets keys go (default: beside the state folder, "
+        "STATE_DIR-offline-keys); move that folder to a removable medium kept off the hub. The hub "
+        "keeps snapshot and timestamp; "
+        "publishing takes the targets key with `vigie ota publish --keys DIR` (docs/security.md).",
+    )
+    keys.add_argument(
+        "--dev-online-keys",
+        action="store_true",
+        help="Development only: keep all four TUF keys in the state folder (a compromised hub could then "
+        "sign any model for every camera).",
     )
     init.set_defaults(handler=_hub_init)
 
@@ -136,17 +145,26 @@ def _hub_init(args: argparse.Namespace) -> int:
     state = settings.hub_state()
     assert state is not None
     hosts = args.broker_host or ["localhost", "127.0.0.1"]
-    state.init(hosts, offline_keys=args.offline_keys)
+    offline = state.init(hosts, offline_keys=args.offline_keys, dev_online_keys=args.dev_online_keys)
     store = open_store(settings.db)
     refresh_broker(store, DeviceCA.load(state.pki), state.layout, reload=False)
     store.close()
     print(f"device CA     {state.pki / 'ca.crt'}")
     print(f"OTA root      {state.ota / 'metadata' / 'root.json'}")
-    if args.offline_keys:
-        print(f"offline keys  {args.offline_keys} (TUF root and targets: store this medium off the hub)")
+    if offline is not None:
+        print(f"offline keys  {offline} (TUF root and targets)")
+    else:
+        print("online keys   all four TUF keys are in the state folder (--dev-online-keys: development only)")
     print(f"broker config {state.layout.folder / 'mosquitto.conf'} (TLS for: {', '.join(hosts)})")
     print(f"\nnext: run the broker with it, start the hub with VIGIE_HUB_STATE_DIR={state.folder}, then\n"
           "      vigie hub enrol-token create --site SITE --profile PROFILE --device DEVICE")  # fmt: skip
+    if offline is not None:
+        print(
+            f"\nNOW move {offline} to a removable medium (two copies, kept in a safe) and delete it here:\n"
+            "whoever holds these keys decides what model every camera runs. Mount the medium only to\n"
+            "publish: vigie ota publish BUNDLE --keys /media/vigie-keys (docs/security.md).",
+            file=sys.stderr,
+        )
     return 0
 
 

@@ -237,6 +237,7 @@ def add_state_dir(parser: argparse.ArgumentParser, what: str | None = None) -> N
 # Flags whose value, when given, replaces a hub setting: flag attribute → HubSettings field.
 _SETTING_FLAGS = {
     "db": "db",
+    "state_dir": "state_dir",
     "zones": "zones",
     "zone_name": "zones_name",
     "resolution": "h3_resolution",

@@ -28,6 +28,17 @@ def _repo(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _keys(parser: argparse.ArgumentParser, roles: str) -> None:
+    parser.add_argument(
+        "--keys",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help=f"Folder of the offline TUF keys ({roles}), the mounted medium (env VIGIE_OTA_OFFLINE_KEYS; "
+        "docs/security.md, the signing ceremony). Keys still in REPO/keys are used first.",
+    )
+
+
 def _repo_path(args: argparse.Namespace) -> Path:
     return Path(args.repo) if args.repo is not None else state_dir(args) / "ota"
 
@@ -75,6 +86,7 @@ def register(sub: Any) -> None:
     publish = ota_sub.add_parser("publish", help="Sign a bundle into the repository.")
     publish.add_argument("bundle", type=Path)
     _repo(publish)
+    _keys(publish, "the targets key")
     publish.set_defaults(handler=_publish)
     listing = ota_sub.add_parser("list", help="Published targets.")
     _repo(listing)
@@ -82,6 +94,7 @@ def register(sub: Any) -> None:
     revoke = ota_sub.add_parser("revoke", help="Withdraw a published target.")
     revoke.add_argument("target", help="e.g. models/ssd-coco-1.1.0.tar")
     _repo(revoke)
+    _keys(revoke, "the targets key")
     revoke.set_defaults(handler=_revoke)
     refresh = ota_sub.add_parser(
         "refresh", help="Re-sign snapshot and timestamp (run daily: expiry is 1 day)."
@@ -94,6 +107,7 @@ def register(sub: Any) -> None:
     )
     rotate.add_argument("role", choices=["root", "targets", "snapshot", "timestamp"])
     _repo(rotate)
+    _keys(rotate, "root, and the key replaced when it is kept there: its successor is written there")
     rotate.set_defaults(handler=_rotate)
     ota_campaign.register(ota_sub)
 
@@ -138,7 +152,7 @@ def _publish(args: argparse.Namespace) -> int:
             print(f"vigie: error: {args.bundle} has no manifest.json", file=sys.stderr)
             return 2
         manifest = BundleManifest.model_validate_json(member.read())
-    info = publish(_repo_path(args), args.bundle, manifest.target_name)
+    info = publish(_repo_path(args), args.bundle, manifest.target_name, keys=args.keys)
     print(f"published {manifest.target_name} ({info.length} bytes, sha256 {info.hashes['sha256'][:12]}…)")
     return 0
 
@@ -153,7 +167,7 @@ def _list(args: argparse.Namespace) -> int:
 def _revoke(args: argparse.Namespace) -> int:
     from ota.repository import revoke
 
-    if not revoke(_repo_path(args), args.target):
+    if not revoke(_repo_path(args), args.target, keys=args.keys):
         print(f"vigie: error: {args.target} is not published (`vigie ota list`)", file=sys.stderr)
         return 2
     print(f"revoked {args.target}")
@@ -163,7 +177,7 @@ def _revoke(args: argparse.Namespace) -> int:
 def _rotate(args: argparse.Namespace) -> int:
     from ota.repository import rotate_key
 
-    version = rotate_key(_repo_path(args), args.role)
+    version = rotate_key(_repo_path(args), args.role, keys=args.keys)
     print(f"{args.role} key replaced; root version {version} names the new key (the old one is retired)")
     return 0
 

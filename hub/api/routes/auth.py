@@ -58,7 +58,7 @@ def login(
     guard: LoginGuard = request.app.state.login_guard
     client = request.client.host if request.client else "unknown"
     now = time.time()
-    if (refused := guard.wait_s(form.username, client, now)) is not None:
+    if (refused := guard.wait_s(store, form.username, client, now)) is not None:
         wait, why = refused
         raise _too_many(f"{why}: retry in {wait:.0f} s", wait)
     user = store.get_user(form.username)
@@ -67,13 +67,13 @@ def login(
     except HashersBusyError as exc:
         raise HTTPException(503, f"hub busy: {exc}", headers={"Retry-After": "5"}) from None
     if not ok or user is None or user["disabled_at"] is not None:
-        if (failures := guard.failed(form.username, now)) is not None:
+        if (failures := guard.failed(store, form.username, now)) is not None:
             _audit_lockout(store, form.username, client, failures, guard.policy.lockout_s, now)
         time.sleep(0.2)  # slows guessing a little more; every attempt is also in the audit log
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED, "wrong username or password", headers={"WWW-Authenticate": "Bearer"}
         )
-    guard.succeeded(form.username)
+    guard.succeeded(store, form.username, now)
     ttl = settings.token_ttl_s
     token, _ = issue_token(store, user["username"], ttl_s=ttl)
     return TokenOut(
