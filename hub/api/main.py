@@ -147,20 +147,23 @@ def create_app(settings: HubSettings | None = None) -> FastAPI:
         )
         if fusion_job is not None:
             fusion_job.start()
+        from hub.campaign_service import start_service
+
+        campaign_service = start_service(store, settings) if settings.ingest and settings.campaigns else None
         log.info("hub started", extra={"backend": store.backend, "ingest": settings.ingest})
         try:
             yield
         finally:
             if fusion_job is not None:
                 fusion_job.stop()
+            if campaign_service is not None:
+                campaign_service.stop()
             purge.stop()
             if crl_job is not None:
                 crl_job.stop()
             if ingestor is not None:
                 ingestor.stop()
             store.close()
-            if getattr(app.state, "campaigns", None) is not None:
-                app.state.campaigns.close()
 
     app = FastAPI(
         title="Vigie hub",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, TypedDict
+from typing import Any, Literal, NotRequired, Protocol, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -145,6 +145,9 @@ class Campaign(TypedDict):
     outcomes: dict[str, dict[str, Any]]
     log: list[CampaignLogEntry]
     created_at: float
+    # Written by the campaign service (hub/campaign_service.py); absent on older campaigns.
+    lease: NotRequired[dict[str, Any] | None]
+    promote: NotRequired[bool]
 
 
 class User(TypedDict):
