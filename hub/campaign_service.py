@@ -19,6 +19,7 @@ already); the other order would lose the wave.
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import secrets
@@ -42,6 +43,8 @@ __all__ = ["CampaignService", "new_holder", "start_service"]
 log = logging.getLogger(__name__)
 
 _FINAL = ("done", "aborted", "halted")
+#: Heartbeats kept per device between two steps (a crash loop shows in far fewer).
+_BEATS_KEPT = 64
 
 
 def start_service(store: Store, settings: HubSettings) -> CampaignService:
@@ -87,8 +90,9 @@ class CampaignService:
         self.client.on_disconnect = lambda *a: self._subscribed.clear()
         self.client.on_message = self._on_message
         self._lock = threading.Lock()
-        self._reports: dict[str, dict[str, dict[str, Any]]] = {}  # campaign -> device -> report
-        self._beats: dict[str, list[tuple[int, str]]] = {}  # device -> (uptime, model) since last tick
+        # Kept until a step of this process folds them in: a takeover finds what came meanwhile.
+        self._reports: dict[str, dict[str, dict[str, Any]]] = {}  # campaign -> device -> last report
+        self._beats: dict[str, collections.deque[tuple[int, str]]] = {}  # device -> (uptime, model)
         self._held: set[str] = set()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -122,7 +126,8 @@ class CampaignService:
                     "drift": msg.drift,
                 }
             elif isinstance(msg, wire.Heartbeat):
-                self._beats.setdefault(key, []).append((msg.uptime_s, msg.model))
+                beats = self._beats.setdefault(key, collections.deque(maxlen=_BEATS_KEPT))
+                beats.append((msg.uptime_s, msg.model))
 
     # -- the loop -----------------------------------------------------------------------------------
     def start(self) -> None:
@@ -157,57 +162,69 @@ class CampaignService:
     def tick(self) -> bool:
         """One pass over the campaigns; True when ``only`` is set and that campaign has ended."""
         docs = [self.store.get(self.only)] if self.only else self.store.list()
+        live = {d["id"] for d in docs if d["state"] not in _FINAL}
         with self._lock:
-            reports, self._reports = self._reports, {}
-            beats, self._beats = self._beats, {}
+            for gone in set(self._reports) - live:  # finished campaigns, or other campaigns' retained reports
+                del self._reports[gone]
         now = time.time()
         for doc in docs:
             if doc["state"] in _FINAL:
                 if doc["id"] in self._held:
-                    self._step(doc["id"], reports.get(doc["id"], {}), beats)
+                    self._step(doc)
                 continue
             if lease_holder(doc, now) not in (None, self.holder):
                 self._held.discard(doc["id"])  # someone else's (or taken over while we were stuck)
                 continue
             if not self._subscribed.is_set():
                 continue  # no step without the broker: no command could go out, no report come in
-            self._step(doc["id"], reports.get(doc["id"], {}), beats)
+            self._step(doc)
         return bool(self.only) and docs[0]["state"] in _FINAL
 
-    def _step(self, campaign_id: str, reports: dict[str, dict[str, Any]], beats: Any) -> None:
+    def _step(self, current: Campaign) -> None:
+        campaign_id = current["id"]
+        with self._lock:
+            reports = dict(self._reports.get(campaign_id, {}))
+            beats = {d: list(self._beats[d]) for d in current["devices"] if d in self._beats}
+
         def change(doc: Campaign) -> dict[str, Any] | None:
             now = time.time()
             if doc["state"] in _FINAL:
-                mine = (doc.get("lease") or {}).get("holder") == self.holder
-                return {"lease": None} if mine else None
+                return self._release_change(doc)
             lease = take_lease(doc, self.holder, now, self.lease_s)
             if lease is None:
                 return None
             outcomes = merge_reports(doc["outcomes"], reports, beats, doc["version"])
-            fields: dict[str, Any] = {"lease": lease, "outcomes": outcomes}
-            if doc["state"] == "running":
-                fields.update(self._advance({**doc, "outcomes": outcomes}, now) or {})
-            return fields
+            step = self._advance({**doc, "outcomes": outcomes}, now) if doc["state"] == "running" else None
+            held_for = ((doc.get("lease") or {}).get("until", 0) - now) if lease_holder(doc, now) else 0
+            if not step and outcomes == doc["outcomes"] and held_for > self.lease_s * 2 / 3:
+                return None  # nothing new and the lease still fresh: no write
+            return {"lease": lease, "outcomes": outcomes, **(step or {})}
 
         written = self.store.modify(campaign_id, change)
-        lease = written.get("lease") or {}
-        if lease.get("holder") == self.holder:
+        mine = (written.get("lease") or {}).get("holder") == self.holder
+        if mine:
             if campaign_id not in self._held:
                 log.info("campaign lease taken", extra={"campaign": campaign_id, "holder": self.holder})
             self._held.add(campaign_id)
+            with self._lock:  # folded in: forget them (what arrived since stays for the next step)
+                kept = self._reports.get(campaign_id, {})
+                for device, report in reports.items():
+                    if kept.get(device) is report:
+                        del kept[device]
+                for device, seen in beats.items():
+                    for _ in seen:
+                        self._beats[device].popleft()
         else:
             self._held.discard(campaign_id)
+
+    def _release_change(self, doc: Campaign) -> dict[str, Any] | None:
+        return {"lease": None} if (doc.get("lease") or {}).get("holder") == self.holder else None
 
     def _release(self) -> None:
         """Hand the leases back on a clean stop, so that another hub goes on at once."""
         for campaign_id in list(self._held):
             try:
-                self.store.modify(
-                    campaign_id,
-                    lambda d: (
-                        {"lease": None} if (d.get("lease") or {}).get("holder") == self.holder else None
-                    ),
-                )
+                self.store.modify(campaign_id, self._release_change)
             except Exception:  # the store is going away with us: the lease lapses by itself
                 log.warning("campaign lease not released", extra={"campaign": campaign_id})
         self._held.clear()
@@ -231,7 +248,8 @@ class CampaignService:
         wave = doc["waves"][doc["wave"]]
         if doc["wave_started"] is None:
             self._command(wave, "install", doc)
-            entry = {"at": now, "event": f"wave {doc['wave'] + 1} started", "why": f"{len(wave)} devices"}
+            entry = {"at": now, "event": f"wave {doc['wave'] + 1} started", "why": f"{len(wave)} devices",
+                     "by": self.holder}  # fmt: skip
             return {"wave_started": now, "commanded": [*doc["commanded"], *wave], "log": [*doc["log"], entry]}
         outcomes = _outcomes(doc["outcomes"])
         policy = GatePolicy(**doc["policy"])
@@ -241,7 +259,8 @@ class CampaignService:
             why = f"{len(looping)} device(s) of earlier waves crash-looping on the new model: {looping[:5]}"
             return self._halt(doc, wave, looping, f"wave {doc['wave'] + 1} halt", why)
         if doc.get("promote"):
-            entry = {"at": now, "event": f"wave {doc['wave'] + 1} promoted", "why": "the operator's promote"}
+            entry = {"at": now, "event": f"wave {doc['wave'] + 1} promoted", "why": "the operator's promote",
+                     "by": self.holder}  # fmt: skip
             return self._next(doc, entry)
         decision = evaluate_gate(wave, outcomes, policy, started=doc["wave_started"], now=now)
         if decision.verdict == "wait":
@@ -249,7 +268,7 @@ class CampaignService:
         event = f"wave {doc['wave'] + 1} {decision.verdict}"
         if decision.verdict == "halt":
             return self._halt(doc, wave, crash_looping(wave, outcomes, policy), event, decision.reason)
-        return self._next(doc, {"at": now, "event": event, "why": decision.reason})
+        return self._next(doc, {"at": now, "event": event, "why": decision.reason, "by": self.holder})
 
     def _next(self, doc: Campaign, entry: dict[str, Any]) -> dict[str, Any]:
         if doc["wave"] + 1 >= len(doc["waves"]):
@@ -263,5 +282,5 @@ class CampaignService:
         installed = [d for d in wave if doc["outcomes"].get(d, {}).get("step") == "installed"]
         self._command(sorted({*installed, *looping}), "rollback", doc)
         log.warning("campaign halted", extra={"campaign": doc["id"], "reason": why})
-        entry = {"at": time.time(), "event": event, "why": why}
+        entry = {"at": time.time(), "event": event, "why": why, "by": self.holder}
         return {"state": "halted", "log": [*doc["log"], entry]}

@@ -126,6 +126,7 @@ class CampaignLogEntry(TypedDict):
     at: float
     event: str
     why: str
+    by: NotRequired[str]  # the runner (hub process) that wrote it: hub/campaign_service.py
 
 
 class Campaign(TypedDict):
