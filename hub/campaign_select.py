@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -28,6 +28,9 @@ class Selector(BaseModel):
         max_length=100,
         description="Models running now (last heartbeat): `ssd-coco` (any version) or `ssd-coco@1.0.0`.",
     )
+    tags: list[str] | None = Field(
+        default=None, max_length=100, description="Operators' tags (`PUT /v1/devices/{site}/{device}/tags`)."
+    )
 
 
 def _model_matches(running: str | None, wanted: Iterable[str]) -> bool:
@@ -38,13 +41,18 @@ def _model_matches(running: str | None, wanted: Iterable[str]) -> bool:
 
 
 def select_devices(
-    enrolments: Iterable[Mapping[str, Any]], seen: Iterable[Mapping[str, Any]], selector: Selector
+    enrolments: Iterable[Mapping[str, Any]],
+    seen: Iterable[Mapping[str, Any]],
+    selector: Selector,
+    tags: Mapping[str, Sequence[str]] | None = None,
 ) -> list[str]:
     """``site/device`` of the enrolled, unrevoked devices the selector matches, sorted.
 
     ``enrolments``: the registry (``site``, ``device``, ``profile``, ``revoked_at``); ``seen``: the
-    devices the hub heard from (``site``, ``device``, ``heartbeat`` with its ``model``).
+    devices the hub heard from (``site``, ``device``, ``heartbeat`` with its ``model``); ``tags``:
+    ``site/device`` → the operators' tags.
     """
+    tags = tags or {}
     models = {f"{d['site']}/{d['device']}": (d.get("heartbeat") or {}).get("model") for d in seen}
     explicit = set(selector.devices) if selector.devices is not None else None
     chosen = []
@@ -59,6 +67,8 @@ def select_devices(
         if selector.profiles is not None and e["profile"] not in selector.profiles:
             continue
         if selector.models is not None and not _model_matches(models.get(key), selector.models):
+            continue
+        if selector.tags is not None and not set(selector.tags) & set(tags.get(key, ())):
             continue
         chosen.append(key)
     return sorted(chosen)

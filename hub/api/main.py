@@ -15,6 +15,7 @@ from hub.api.headers import SecurityHeadersMiddleware
 from hub.api.routes import (
     auth,
     campaigns,
+    device_tags,
     devices,
     enrol,
     events,
@@ -194,6 +195,7 @@ def create_app(settings: HubSettings | None = None) -> FastAPI:
     app.include_router(rollups.router, dependencies=[require("events:read")], responses=protected)
     app.include_router(devices.router, dependencies=[require("fleet:read")], responses=protected)
     app.include_router(campaigns.router, dependencies=[require("fleet:read")], responses=protected)
+    app.include_router(device_tags.router, dependencies=[require("fleet:read")], responses=protected)
     app.include_router(fusion.router, dependencies=[require("analytics:read"), purpose], responses=sensitive)
     app.include_router(exports.router, dependencies=[require("analytics:read"), purpose], responses=sensitive)
     app.include_router(governance.router, dependencies=[require("audit:read"), purpose], responses=sensitive)

@@ -35,6 +35,7 @@ __all__ = [
     "RollupQuery",
     "Store",
     "StoreAdmin",
+    "TagStore",
     "User",
     "UserSummary",
 ]
@@ -310,6 +311,13 @@ class CampaignStateStore(Protocol):
         ...
 
 
+class TagStore(Protocol):
+    """Operators' tags on devices (``hub/storage/tags.py``)."""
+
+    def set_device_tags(self, site: str, device: str, tags: Sequence[str]) -> None: ...
+    def list_device_tags(self) -> dict[str, list[str]]: ...
+
+
 class StoreAdmin(Protocol):
     """The backend itself."""
 
@@ -328,6 +336,7 @@ class Store(
     AccessStore,
     AuditStore,
     CampaignStateStore,
+    TagStore,
     StoreAdmin,
     Protocol,
 ):

@@ -10,6 +10,7 @@ connection, dialect and migrations (``sqlite.py``, ``postgres.py``).
 | access | ``access.py`` | users, api_tokens |
 | audit | ``audit.py`` | audit |
 | campaigns | ``campaigns.py`` | campaigns |
+| tags | ``tags.py`` | device_tags |
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ from hub.storage.events import EventSql, clock_skew_s, index_columns
 from hub.storage.fusion import FusionSql
 from hub.storage.registry import RegistrySql
 from hub.storage.retention import RetentionSql
+from hub.storage.tags import TagSql
 
 __all__ = ["SqlStore", "clock_skew_s", "index_columns"]
 
 
-class SqlStore(EventSql, RetentionSql, RegistrySql, FusionSql, AccessSql, AuditSql, CampaignSql):
+class SqlStore(EventSql, RetentionSql, RegistrySql, FusionSql, AccessSql, AuditSql, CampaignSql, TagSql):
     """Every domain over one connection; subclasses set ``backend``, the dialect and the connection."""

@@ -107,6 +107,11 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             id TEXT PRIMARY KEY, state TEXT NOT NULL, created_at REAL NOT NULL,
             updated_at REAL NOT NULL, doc TEXT NOT NULL)""",
     ]),
+    (8, [
+        # Operators' tags on devices, for campaign selectors (hub/storage/tags.py).
+        """CREATE TABLE device_tags (
+            site TEXT NOT NULL, device TEXT NOT NULL, tag TEXT NOT NULL, PRIMARY KEY (site, device, tag))""",
+    ]),
 ]  # fmt: skip
 
 

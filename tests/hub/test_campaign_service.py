@@ -106,6 +106,10 @@ def test_selectors_by_site_profile_and_model() -> None:
     assert select_devices(enrolled, seen, Selector(models=["ssd"])) == ["north/a"]
     assert select_devices(enrolled, seen, Selector(models=["yolo@2.0.0", "ssd@9.9.9"])) == ["north/b"]
     assert select_devices(enrolled, seen, Selector(devices=["north/a", "north/c", "x/y"])) == ["north/a"]
+    tags = {"north/b": ["pilot"], "south/a": ["pilot", "night"], "north/c": ["pilot"]}
+    assert select_devices(enrolled, seen, Selector(tags=["pilot"]), tags) == ["north/b", "south/a"]
+    assert select_devices(enrolled, seen, Selector(tags=["night", "x"], sites=["south"]), tags) == ["south/a"]
+    assert select_devices(enrolled, seen, Selector(tags=["pilot"], profiles=["rpi5"]), tags) == ["south/a"]
 
 
 # -- a fleet of fake devices on the broker --------------------------------------------------------------
@@ -405,8 +409,22 @@ def test_operators_pause_promote_and_abort_through_the_api(
         return _call(hubs[0].url + "/v1/campaigns/c-ops", tokens.operator)[1]
 
     try:
+        for key in [*NORTH, SOUTH[0]]:  # the pilot: the north site and one south device
+            code, answer = _call(
+                f"{hubs[0].url}/v1/devices/{key}/tags", tokens.operator, "PUT", {"tags": ["pilot"]}
+            )
+            assert code == 200, answer
+        code, answer = _call(
+            f"{hubs[0].url}/v1/devices/{SOUTH[1]}/tags", tokens.technician, "PUT", {"tags": ["x"]}
+        )
+        assert code == 403, answer
+        assert (
+            _call(f"{hubs[0].url}/v1/devices/nowhere/cam-9/tags", tokens.operator, "PUT", {"tags": []})[0]
+            == 404
+        )
+        assert len(_call(hubs[1].url + "/v1/device-tags", tokens.technician)[1]["data"]) == 11
         body = {"target": "models/ssd-coco-1.1.0.tar", "version": "1.1.0", "name": "c-ops",
-                "selector": {"profiles": ["rpi5"], "sites": ["north"]}, "waves": [0.1, 0.5, 1.0],
+                "selector": {"tags": ["pilot"], "sites": ["north"]}, "waves": [0.1, 0.5, 1.0],
                 "policy": {"timeout_s": 60, "soak_s": 3600}}  # fmt: skip
         assert _call(hubs[0].url + "/v1/campaigns", tokens.operator, "POST", body)[0] == 201
         _until("wave 1 waits in its hour-long soak", lambda: shown()["installed"] == 1 or None)

@@ -41,6 +41,7 @@ def register(ota_sub: Any) -> None:
     create.add_argument("--devices", default=None, help="Comma-separated SITE/DEVICE list.")
     create.add_argument("--site", default=None, help="Every enrolled device of this site.")
     create.add_argument("--profile", default=None, help="Only devices of this hardware profile.")
+    create.add_argument("--tag", default=None, help="Only devices with this operators' tag.")
     create.add_argument(
         "--model", default=None, help="Only devices running this model now (`ssd-coco` or `ssd-coco@1.0.0`)."
     )
@@ -115,7 +116,8 @@ def _campaign_store(args: argparse.Namespace) -> Any:
 
 def _selector(args: argparse.Namespace) -> dict[str, list[str]]:
     devices = [d.strip() for d in args.devices.split(",") if d.strip()] if args.devices else None
-    chosen = {"devices": devices, "sites": args.site, "profiles": args.profile, "models": args.model}
+    chosen = {"devices": devices, "sites": args.site, "profiles": args.profile, "models": args.model,
+              "tags": args.tag}  # fmt: skip
     return {k: v if isinstance(v, list) else [v] for k, v in chosen.items() if v is not None}
 
 
@@ -160,7 +162,10 @@ def _local_devices(args: argparse.Namespace) -> list[str]:
 
     store = open_store(hub_settings(args).db)
     try:
-        return select_devices(store.list_enrolments(), store.list_devices(), Selector(**_selector(args)))
+        selector = Selector(**_selector(args))
+        return select_devices(
+            store.list_enrolments(), store.list_devices(), selector, store.list_device_tags()
+        )
     finally:
         store.close()
 

@@ -88,13 +88,15 @@ def create_campaign(request: Request, body: CampaignCreate, who: Writer) -> dict
     from hub.campaigns import progress
 
     store = request.app.state.store
-    devices = select_devices(store.list_enrolments(), store.list_devices(), body.selector)
+    devices = select_devices(
+        store.list_enrolments(), store.list_devices(), body.selector, store.list_device_tags()
+    )
     if not devices:
         wanted = body.selector.model_dump(exclude_none=True)
         raise HTTPException(
             422,
-            f"no enrolled, unrevoked device matches the selector {wanted}: check its sites, profiles and "
-            "models against GET /v1/devices",
+            f"no enrolled, unrevoked device matches the selector {wanted}: check its sites, profiles, models "
+            "and tags against GET /v1/devices and GET /v1/device-tags",
         )
     try:
         doc = _store(request).create(
