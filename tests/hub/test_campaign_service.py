@@ -18,15 +18,16 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 
 from hub.auth import hash_password, issue_token, token_hash
 from hub.campaign_lease import lease_holder, merge_reports, take_lease
 from hub.campaign_select import Selector, select_devices
-from hub.storage import SQLiteStore
+from hub.storage import open_store
 from ota.rollout import DeviceOutcome, GatePolicy, crash_looping, evaluate_gate
-from tests.conftest import cli
+from tests.conftest import PG_DSN, cli, need_service, postgres_available
 from vigie import wire
 from vigie.broker import LocalBroker
 from vigie.exceptions import WireError
@@ -200,9 +201,9 @@ class Tokens:
     technician: str
 
 
-def _prepare_store(db: Path) -> Tokens:
+def _prepare_store(db: str) -> Tokens:
     """The store two hubs will share: enrolled devices, an operator and a technician with tokens."""
-    store = SQLiteStore(db)
+    store = open_store(db)
     now = time.time()
     for n, key in enumerate(NORTH + SOUTH):
         site, device = key.split("/")
@@ -223,22 +224,45 @@ class HubProcess:
     log: Path
 
 
-def _start_hub(tmp_path: Path, name: str, db: Path, broker: LocalBroker, lease_s: float) -> HubProcess:
+def _start_hub(tmp_path: Path, name: str, db: str, broker: LocalBroker, lease_s: float) -> HubProcess:
     port = free_port()
     log = tmp_path / f"{name}.log"
     env = {**os.environ, "VIGIE_HUB_CLIENT_ID": f"ingest-{name}", "VIGIE_HUB_CAMPAIGN_LEASE_S": str(lease_s)}
     with log.open("wb") as fh:
-        command = cli(
-            "hub", "serve", "--port", str(port), "--db", str(db), "--broker", f"127.0.0.1:{broker.port}"
-        )
+        command = cli("hub", "serve", "--port", str(port), "--db", db, "--broker", f"127.0.0.1:{broker.port}")
         proc = subprocess.Popen(command, env=env, stdout=fh, stderr=subprocess.STDOUT)
     assert wait_for_port(port, timeout=30), log.read_text()
     return HubProcess(f"http://127.0.0.1:{port}", proc, log)
 
 
 @pytest.fixture
-def two_hubs(tmp_path: Path, broker: LocalBroker) -> Iterator[tuple[list[HubProcess], Tokens]]:
-    db = tmp_path / "hub.sqlite"
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The store both hubs serve from: a SQLite file, or a fresh PostgreSQL schema (``postgres``)."""
+    if getattr(request, "param", "sqlite") == "sqlite":
+        yield str(tmp_path / "hub.sqlite")
+        return
+    need_service(postgres_available(), f"PostgreSQL ({PG_DSN})")
+    from psycopg.conninfo import conninfo_to_dict
+
+    from hub.storage.postgres import PostgresStore
+
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    owner = PostgresStore(PG_DSN, schema=schema)  # creates the schema and its tables
+    info = conninfo_to_dict(PG_DSN)
+    user = f"{info['user']}@" if info.get("user") else ""
+    host, port, name = info.get("host", "127.0.0.1"), info.get("port", "5432"), info.get("dbname", "test")
+    try:
+        yield f"postgresql://{user}{host}:{port}/{name}?options={quote(f'-csearch_path={schema}')}"
+    finally:
+        owner.drop_schema()
+        owner.close()
+
+
+@pytest.fixture
+def two_hubs(
+    tmp_path: Path, broker: LocalBroker, store_url: str
+) -> Iterator[tuple[list[HubProcess], Tokens]]:
+    db = store_url
     tokens = _prepare_store(db)
     hubs = [_start_hub(tmp_path, name, db, broker, lease_s=3) for name in ("a", "b")]
     try:
@@ -279,6 +303,9 @@ def _until(what: str, probe: Callable[[], Any], timeout: float = 60.0) -> Any:
 
 # -- end to end ----------------------------------------------------------------------------------------
 @pytest.mark.e2e
+@pytest.mark.parametrize(
+    "store_url", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
+)
 def test_a_campaign_finishes_across_the_death_of_its_hub_with_one_runner(
     two_hubs: tuple[list[HubProcess], Tokens], broker: LocalBroker
 ) -> None:
@@ -347,7 +374,7 @@ def _events(p: dict[str, Any]) -> list[str]:
 
 @pytest.mark.e2e
 def test_a_crash_looping_device_halts_the_campaign_at_the_gate(
-    two_hubs: tuple[list[HubProcess], Tokens], broker: LocalBroker, tmp_path: Path
+    two_hubs: tuple[list[HubProcess], Tokens], broker: LocalBroker, tmp_path: Path, store_url: str
 ) -> None:
     hubs, tokens = two_hubs
     first: list[str] = []
@@ -382,7 +409,7 @@ def test_a_crash_looping_device_halts_the_campaign_at_the_gate(
     assert first[0] in installs
     assert first[0] in rollbacks
     # operators' writes are in the audit log, with their names
-    store = SQLiteStore(tmp_path / "hub.sqlite")
+    store = open_store(store_url)
     audit = store.list_audit(after=0, limit=1000, path="/v1/campaigns")
     store.close()
     assert any(e["method"] == "POST" and e["username"] == "olga" and e["status"] == 201 for e in audit)
