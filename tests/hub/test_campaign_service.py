@@ -474,3 +474,33 @@ def test_operators_pause_promote_and_abort_through_the_api(
     finally:
         fleet.stop()
     assert _events(shown())[-1] == "aborted"
+
+
+@pytest.mark.e2e
+def test_a_scaled_out_hub_runs_campaigns_in_its_ingest_worker(tmp_path: Path, broker: LocalBroker) -> None:
+    """`vigie hub serve --workers 2`: the API workers have no broker; the ingest worker runs campaigns."""
+    db = str(tmp_path / "hub.sqlite")
+    tokens = _prepare_store(db)
+    port = free_port()
+    log = tmp_path / "scaled.log"
+    fleet = Fleet(broker.port, NORTH, answer_s=0.2)
+    with log.open("wb") as fh:
+        command = cli("hub", "serve", "--workers", "2", "--port", str(port), "--db", db,
+                      "--broker", f"127.0.0.1:{broker.port}")  # fmt: skip
+        hub = subprocess.Popen(command, stdout=fh, stderr=subprocess.STDOUT)
+    try:
+        assert wait_for_port(port, timeout=30), log.read_text()
+        body = {"target": "models/ssd-coco-1.1.0.tar", "version": "1.1.0", "name": "c-scaled",
+                "selector": {"sites": ["north"]}, "waves": [0.5, 1.0]}  # fmt: skip
+        assert _call(f"http://127.0.0.1:{port}/v1/campaigns", tokens.operator, "POST", body)[0] == 201
+
+        def shown() -> dict[str, Any]:
+            return _call(f"http://127.0.0.1:{port}/v1/campaigns/c-scaled", tokens.operator)[1]
+
+        done = _until("campaign done", lambda: _when(shown(), lambda p: p["state"] != "running"), 60)
+    finally:
+        fleet.stop()
+        hub.terminate()
+        hub.wait(timeout=30)
+    assert (done["state"], done["installed"]) == ("done", 10), done
+    assert sorted(fleet.installs()) == sorted(NORTH)
