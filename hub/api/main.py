@@ -24,6 +24,7 @@ from hub.api.routes import (
     governance,
     health,
     metrics,
+    renew,
     rollups,
 )
 from hub.audit import AuditMiddleware, require_purpose
@@ -191,6 +192,7 @@ def create_app(settings: HubSettings | None = None) -> FastAPI:
     app.include_router(metrics.router, dependencies=[require("fleet:read")], responses=protected)
     app.include_router(auth.router, responses={401: protected[401], 429: protected[429]})
     app.include_router(enrol.router)  # the one-time enrolment token is its credential
+    app.include_router(renew.router)  # the current certificate and a request signed by its key are
     app.include_router(events.router, dependencies=[require("events:read")], responses=protected)
     app.include_router(rollups.router, dependencies=[require("events:read")], responses=protected)
     app.include_router(devices.router, dependencies=[require("fleet:read")], responses=protected)

@@ -30,6 +30,7 @@ __all__ = [
     "FusionStore",
     "QuarantineRecord",
     "RegistryStore",
+    "RenewalStore",
     "Retention",
     "RetentionStore",
     "RollupQuery",
@@ -311,6 +312,16 @@ class CampaignStateStore(Protocol):
         ...
 
 
+class RenewalStore(Protocol):
+    """Device certificates renewed before they expire (``hub/cert_renewal.py``)."""
+
+    def renew_enrolment(
+        self, site: str, device: str, presented: str, issue: Callable[[], tuple[str, str, float]]
+    ) -> str | None:
+        """Replace the certificate ``presented`` (its serial, current or previous); None, or why not."""
+        ...
+
+
 class TagStore(Protocol):
     """Operators' tags on devices (``hub/storage/tags.py``)."""
 
@@ -337,6 +348,7 @@ class Store(
     AuditStore,
     CampaignStateStore,
     TagStore,
+    RenewalStore,
     StoreAdmin,
     Protocol,
 ):

@@ -128,6 +128,11 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
         """CREATE TABLE device_tags (
             site TEXT NOT NULL, device TEXT NOT NULL, tag TEXT NOT NULL, PRIMARY KEY (site, device, tag))""",
     ]),
+    (9, [
+        # Certificate renewal (hub/cert_renewal.py): the serial a renewal replaced, still valid until
+        # it expires, is revoked with the device and may renew once more (an answer lost in transit).
+        "ALTER TABLE enrolments ADD COLUMN previous_serial TEXT",
+    ]),
 ]  # fmt: skip
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -101,26 +102,75 @@ class RegistrySql(SqlBase):
     def revoke_device(self, site: str, device: str, now: float) -> str | None:
         with self._tx() as cur:
             cur.execute(
-                self._sql("SELECT serial, revoked_at FROM enrolments WHERE site = ? AND device = ?"),
+                self._sql(
+                    "SELECT serial, revoked_at, previous_serial FROM enrolments WHERE site = ? AND device = ?"
+                ),
                 (site, device),
             )
             row = cur.fetchone()
             if row is None:
                 return None
             serial = str(row[0])
+            previous = row[2]
             if row[1] is None:
                 cur.execute(
                     self._sql("UPDATE enrolments SET revoked_at = ? WHERE site = ? AND device = ?"),
                     (now, site, device),
                 )
+            # The certificate a renewal replaced is valid until it expires: it goes too.
+            for revoked in (serial, previous) if previous else (serial,):
+                cur.execute(
+                    self._sql(
+                        "INSERT INTO revoked_certs (serial, site, device, revoked_at) VALUES (?,?,?,?)"
+                        " ON CONFLICT (serial) DO NOTHING"
+                    ),
+                    (revoked, site, device, now),
+                )
+        return serial
+
+    def renew_enrolment(
+        self, site: str, device: str, presented: str, issue: Callable[[], tuple[str, str, float]]
+    ) -> str | None:
+        """Replace the device's certificate, if ``presented`` (a serial) is its current or previous one.
+
+        Returns None when it renewed, else why not. ``issue`` signs the new certificate, inside the
+        transaction: two renewals at once cannot both replace the same certificate.
+        """
+        with self._tx() as cur:
             cur.execute(
                 self._sql(
-                    "INSERT INTO revoked_certs (serial, site, device, revoked_at) VALUES (?,?,?,?)"
-                    " ON CONFLICT (serial) DO NOTHING"
+                    "SELECT serial, previous_serial, revoked_at FROM enrolments WHERE site = ? AND device = ?"
+                    + self._for_update
                 ),
-                (serial, site, device, now),
+                (site, device),
             )
-        return serial
+            row = cur.fetchone()
+            if row is None:
+                return f"{site}/{device} is not enrolled"
+            serial, previous, revoked_at = str(row[0]), row[1], row[2]
+            if revoked_at is not None:
+                return f"{site}/{device} is revoked"
+            if presented not in (serial, previous):
+                return f"certificate {presented} is not {site}/{device}'s current one"
+            new_serial, fp, not_after = issue()
+            # Renewing with the previous certificate (its answer was lost) keeps it as the previous one.
+            keep = serial if presented == serial else previous
+            cur.execute(
+                self._sql(
+                    "UPDATE enrolments SET serial = ?, fingerprint = ?, not_after = ?, previous_serial = ?"
+                    " WHERE site = ? AND device = ?"
+                ),
+                (new_serial, fp, not_after, keep, site, device),
+            )
+            if presented == previous and serial != new_serial:  # the lost one is superseded for good
+                cur.execute(
+                    self._sql(
+                        "INSERT INTO revoked_certs (serial, site, device, revoked_at) VALUES (?,?,?,?)"
+                        " ON CONFLICT (serial) DO NOTHING"
+                    ),
+                    (serial, site, device, time.time()),
+                )
+            return None
 
     def list_revoked(self) -> list[tuple[str, float]]:
         return [(str(r[0]), float(r[1])) for r in self._query("SELECT serial, revoked_at FROM revoked_certs")]

@@ -81,6 +81,7 @@ def test_every_route_is_in_the_matrix(app_client: tuple[TestClient, dict[str, st
         ("GET", "/v1/campaigns/{campaign_id}"),  # same router and scope as /v1/campaigns
         ("GET", "/healthz"),
         ("POST", "/v1/enrol"),
+        ("POST", "/v1/renew"),  # its credential: the current certificate and its key
         ("POST", "/v1/auth/token"),
         ("POST", "/v1/auth/logout"),
         ("GET", "/v1/events/stream"),
