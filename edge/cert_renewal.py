@@ -115,8 +115,10 @@ def renew_certificate(
 class CertRenewer:
     """A daemon thread: :func:`renew_certificate` every ``check_s`` (and once at start)."""
 
-    def __init__(self, pki_dir: Path, hub_url: str, *, check_s: float = CHECK_S) -> None:
-        self.pki_dir, self.hub_url, self.check_s = pki_dir, hub_url, check_s
+    def __init__(
+        self, pki_dir: Path, hub_url: str, *, check_s: float = CHECK_S, before_s: float = RENEW_BEFORE_S
+    ) -> None:
+        self.pki_dir, self.hub_url, self.check_s, self.before_s = pki_dir, hub_url, check_s, before_s
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="cert-renewal", daemon=True)
 
@@ -129,7 +131,7 @@ class CertRenewer:
     def _run(self) -> None:
         while True:
             try:
-                renew_certificate(self.pki_dir, self.hub_url)
+                renew_certificate(self.pki_dir, self.hub_url, before_s=self.before_s)
             except (EnrolmentError, OSError, ValueError) as exc:
                 log.warning("certificate renewal failed; next try in %.0f h: %s", self.check_s / 3600, exc)
             if self._stop.wait(self.check_s):

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -90,6 +91,7 @@ def test_a_device_renews_with_its_certificate_and_key_and_nothing_else(tmp_path:
 _CONNECT = """
 import sys, time
 from pathlib import Path
+from typing import Any
 from tests.hub.test_enrolment import _tls_client
 client, outcome = _tls_client(Path(sys.argv[1]), int(sys.argv[2]))
 ok = "reason" in outcome and not outcome["reason"].is_failure
@@ -99,6 +101,7 @@ print("accepted" if ok else f"refused {outcome}")
 _RENEW = """
 import sys
 from pathlib import Path
+from typing import Any
 from edge.cert_renewal import hub_of, renew_certificate
 pki = Path(sys.argv[1])
 print("renewed" if renew_certificate(pki, hub_of(pki)) else "not due")
@@ -197,3 +200,78 @@ def test_devices_still_connect_after_their_first_certificate_expired(tmp_path: P
         os.killpg(broker.pid, signal.SIGTERM)
         _, err = broker.communicate(timeout=10)
     assert b"certificate verify failed" in err, err  # the refusal was the broker's check of the old one
+
+
+@pytest.mark.e2e
+def test_the_agents_renewal_thread_and_its_link_take_the_new_certificate(tmp_path: Path) -> None:
+    """The renewal thread gets a new certificate from a running hub; after the broker restarts, the
+    link connects with it without an agent restart (the old one is in the CRL by then)."""
+    from edge.cert_renewal import CertRenewer
+    from edge.link import MqttLink
+    from edge.outbox import Outbox
+    from vigie.mqtt import BrokerConfig
+
+    mosquitto = find_mosquitto()
+    need_service(mosquitto is not None, "mosquitto")
+    tls_port, local_port, http_port = free_port(), free_port(), free_port()
+    state = HubState(tmp_path / "state", tls_port=tls_port, tls_bind="127.0.0.1", local_port=local_port,
+                     broker_user="root")  # fmt: skip
+    state.init(["localhost"])
+    db = tmp_path / "hub.sqlite"
+    store = SQLiteStore(db)
+    service = EnrolmentService(store, state)
+    key = ec.generate_private_key(ec.SECP256R1())
+    result = service.enrol(service.create_token("port", "rpi5", device="cam-1"), "port", "cam-1", _csr(key))
+    store.close()
+    pki = tmp_path / "device"
+    pki.mkdir()
+    (pki / "ca.crt").write_text(result.ca)
+    (pki / "device.crt").write_text(result.certificate)
+    (pki / "device.key").write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                          serialization.NoEncryption())
+    )  # fmt: skip
+    hub_url = f"http://127.0.0.1:{http_port}"
+    (pki / "broker.json").write_text(json.dumps({"host": "localhost", "port": tls_port, "hub": hub_url}))
+    env = {**os.environ, "VIGIE_HUB_STATE_DIR": str(state.folder), "VIGIE_HUB_TLS_PORT": str(tls_port),
+           "VIGIE_HUB_LOCAL_PORT": str(local_port), "VIGIE_HUB_TLS_BIND": "127.0.0.1",
+           "VIGIE_HUB_BROKER_USER": "root"}  # fmt: skip
+    serve = cli("hub", "serve", "--no-ingest", "--db", str(db), "--port", str(http_port))
+    hub = subprocess.Popen(serve, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    conf = str(state.layout.folder / "mosquitto.conf")
+    brokers = [subprocess.Popen([mosquitto or "mosquitto", "-c", conf], stderr=subprocess.DEVNULL)]
+    broker = BrokerConfig(host="localhost", port=tls_port).with_tls_dir(pki)
+    link = MqttLink(broker, Outbox(tmp_path / "o.sqlite"), site="port", device="cam-1")
+    renewer = CertRenewer(pki, hub_url, before_s=900 * DAY)  # due at once: the 825-day certificate is new
+    try:
+        assert wait_for_port(http_port, timeout=30)
+        assert wait_for_port(tls_port, timeout=10)
+        link.start()
+        _wait(lambda: link.connected, "the link connects with the enrolment certificate")
+        old = _serial((pki / "device.crt").read_bytes())
+        renewer.start()
+        _wait(lambda: _serial((pki / "device.crt").read_bytes()) != old, "the renewal thread renews")
+        # The old certificate revoked, the broker restarted: only the renewed certificate gets in.
+        DeviceCA.load(state.pki).write_crl([(int(old, 16), time.time())])
+        brokers[0].terminate()
+        brokers[0].wait(timeout=10)
+        _wait(lambda: not link.connected, "the link sees the broker go")
+        brokers.append(subprocess.Popen([mosquitto or "mosquitto", "-c", conf], stderr=subprocess.DEVNULL))
+        assert wait_for_port(tls_port, timeout=10)
+        _wait(lambda: link.connected, "the link reconnects with the renewed certificate", timeout=40)
+    finally:
+        renewer.stop()
+        link.stop()
+        for b in brokers:
+            if b.poll() is None:
+                b.terminate()
+                b.wait(timeout=10)
+        hub.terminate()
+        hub.wait(timeout=20)
+
+
+def _wait(ok: Any, what: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not ok():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.2)
