@@ -1,6 +1,10 @@
 """Campaigns run by the hub (issue 21): two `vigie hub serve` processes under uvicorn on one store,
 one runner per campaign by lease, a takeover when the holder is killed, crash loops at the gate,
-operators' actions through the API (roles, audit) and the CLI as the API's client."""
+operators' actions through the API (roles, audit) and the CLI as the API's client.
+
+Longer than 400 lines because the end-to-end tests share one fake fleet and one two-hub fixture,
+which would otherwise be imported across test modules.
+"""
 
 from __future__ import annotations
 
