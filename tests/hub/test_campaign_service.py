@@ -508,3 +508,37 @@ def test_a_scaled_out_hub_runs_campaigns_in_its_ingest_worker(tmp_path: Path, br
         hub.wait(timeout=30)
     assert (done["state"], done["installed"]) == ("done", 10), done
     assert sorted(fleet.installs()) == sorted(NORTH)
+
+
+@pytest.mark.e2e
+def test_a_hub_started_after_the_reports_reads_them_retained(tmp_path: Path, broker: LocalBroker) -> None:
+    """Wave 2's devices report while no hub runs at all: the hub started next reads their retained
+    reports and finishes the campaign, instead of waiting for devices that answered long ago."""
+    db = str(tmp_path / "hub.sqlite")
+    tokens = _prepare_store(db)
+    first = _start_hub(tmp_path, "first", db, broker, lease_s=3)
+    fleet = Fleet(broker.port, NORTH, answer_s=1.0)
+    later: HubProcess | None = None
+    try:
+        body = {"target": "models/ssd-coco-1.1.0.tar", "version": "1.1.0", "name": "c-retained",
+                "selector": {"sites": ["north"]}, "waves": [0.2, 1.0],
+                "policy": {"timeout_s": 20}}  # fmt: skip
+        assert _call(first.url + "/v1/campaigns", tokens.operator, "POST", body)[0] == 201
+
+        def shown(hub: HubProcess) -> dict[str, Any]:
+            return _call(hub.url + "/v1/campaigns/c-retained", tokens.operator)[1]
+
+        _until("wave 2 started", lambda: _when(shown(first), lambda p: "wave 2 started" in _events(p)))
+        first.process.send_signal(signal.SIGKILL)
+        first.process.wait(timeout=10)
+        time.sleep(3)  # wave 2's devices answer (after 1 s) while no hub is up
+        assert len(fleet.installs()) == 10
+        later = _start_hub(tmp_path, "later", db, broker, lease_s=3)
+        done = _until("campaign ended", lambda: _when(shown(later), lambda p: p["state"] != "running"), 40)
+    finally:
+        fleet.stop()
+        if later is not None:
+            later.process.terminate()
+            later.process.wait(timeout=15)
+    assert (done["state"], done["installed"]) == ("done", 10), done
+    assert set(fleet.installs().values()) == {1}
