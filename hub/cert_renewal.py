@@ -5,8 +5,10 @@ current certificate and a certificate request signed by **the same key**. The re
 proves it holds the key the current certificate names, so the pair authenticates it like the
 mutual-TLS handshake it makes with the broker; nothing secret travels and a replayed pair only
 yields a certificate for a key the replayer does not have. The hub checks that the certificate is
-its CA's, unexpired, for an enrolled, unrevoked device and is that device's current one (or the
-one before, when the answer to a renewal was lost), then signs the same key for another 825 days.
+its CA's, unexpired, unrevoked, one it issued to that enrolled device (its current one, or an
+earlier one when the answer to a renewal was lost), then signs the same key for another 825 days.
+Every certificate a device renewed from or to is recorded and revoked with the device; a replayed
+request only mints another certificate for a key the replayer does not hold.
 
 The broker's own certificate is re-issued by the hub's periodic check (``hub/crl_refresh.py``) once
 under ``BROKER_RENEW_S`` of validity is left, and the broker reloaded.

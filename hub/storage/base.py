@@ -318,7 +318,7 @@ class RenewalStore(Protocol):
     def renew_enrolment(
         self, site: str, device: str, presented: str, issue: Callable[[], tuple[str, str, float]]
     ) -> str | None:
-        """Replace the certificate ``presented`` (its serial, current or previous); None, or why not."""
+        """A new certificate for the device of ``presented`` (one of its serials); None, or why not."""
         ...
 
 

@@ -129,9 +129,12 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             site TEXT NOT NULL, device TEXT NOT NULL, tag TEXT NOT NULL, PRIMARY KEY (site, device, tag))""",
     ]),
     (9, [
-        # Certificate renewal (hub/cert_renewal.py): the serial a renewal replaced, still valid until
-        # it expires, is revoked with the device and may renew once more (an answer lost in transit).
-        "ALTER TABLE enrolments ADD COLUMN previous_serial TEXT",
+        # Certificate renewal (hub/cert_renewal.py): every certificate a device renewed from or to.
+        # Each stays valid until it expires, so revoking the device revokes them all.
+        """CREATE TABLE device_certs (
+            serial TEXT PRIMARY KEY, site TEXT NOT NULL, device TEXT NOT NULL,
+            issued_at DOUBLE PRECISION NOT NULL)""",
+        "CREATE INDEX device_certs_device ON device_certs (site, device)",
     ]),
 ]  # fmt: skip
 

@@ -102,23 +102,23 @@ class RegistrySql(SqlBase):
     def revoke_device(self, site: str, device: str, now: float) -> str | None:
         with self._tx() as cur:
             cur.execute(
-                self._sql(
-                    "SELECT serial, revoked_at, previous_serial FROM enrolments WHERE site = ? AND device = ?"
-                ),
+                self._sql("SELECT serial, revoked_at FROM enrolments WHERE site = ? AND device = ?"),
                 (site, device),
             )
             row = cur.fetchone()
             if row is None:
                 return None
             serial = str(row[0])
-            previous = row[2]
             if row[1] is None:
                 cur.execute(
                     self._sql("UPDATE enrolments SET revoked_at = ? WHERE site = ? AND device = ?"),
                     (now, site, device),
                 )
-            # The certificate a renewal replaced is valid until it expires: it goes too.
-            for revoked in (serial, previous) if previous else (serial,):
+            # Certificates a renewal replaced are valid until they expire: they go too.
+            cur.execute(
+                self._sql("SELECT serial FROM device_certs WHERE site = ? AND device = ?"), (site, device)
+            )
+            for revoked in {serial, *(str(r[0]) for r in cur.fetchall())}:
                 cur.execute(
                     self._sql(
                         "INSERT INTO revoked_certs (serial, site, device, revoked_at) VALUES (?,?,?,?)"
@@ -131,15 +131,17 @@ class RegistrySql(SqlBase):
     def renew_enrolment(
         self, site: str, device: str, presented: str, issue: Callable[[], tuple[str, str, float]]
     ) -> str | None:
-        """Replace the device's certificate, if ``presented`` (a serial) is its current or previous one.
+        """Give the device a new certificate, if ``presented`` (a serial) is one of its unrevoked ones.
 
-        Returns None when it renewed, else why not. ``issue`` signs the new certificate, inside the
-        transaction: two renewals at once cannot both replace the same certificate.
+        Returns None when it renewed, else why not. ``issue`` signs the new certificate inside the
+        transaction. Any of the device's certificates may renew (the answer to a renewal can be lost:
+        the device then tries again with the one it has); every one is recorded, and revoked with
+        the device.
         """
         with self._tx() as cur:
             cur.execute(
                 self._sql(
-                    "SELECT serial, previous_serial, revoked_at FROM enrolments WHERE site = ? AND device = ?"
+                    "SELECT serial, revoked_at FROM enrolments WHERE site = ? AND device = ?"
                     + self._for_update
                 ),
                 (site, device),
@@ -147,25 +149,29 @@ class RegistrySql(SqlBase):
             row = cur.fetchone()
             if row is None:
                 return f"{site}/{device} is not enrolled"
-            serial, previous, revoked_at = str(row[0]), row[1], row[2]
-            if revoked_at is not None:
+            if row[1] is not None:
                 return f"{site}/{device} is revoked"
-            if presented not in (serial, previous):
-                return f"certificate {presented} is not {site}/{device}'s current one"
+            cur.execute(
+                self._sql("SELECT 1 FROM device_certs WHERE serial = ? AND site = ? AND device = ?"),
+                (presented, site, device),
+            )
+            if presented != str(row[0]) and cur.fetchone() is None:
+                return f"certificate {presented} was not issued to {site}/{device} by this hub"
+            cur.execute(self._sql("SELECT 1 FROM revoked_certs WHERE serial = ?"), (presented,))
+            if cur.fetchone() is not None:
+                return f"certificate {presented} is revoked"
             new_serial, fp, not_after = issue()
-            # Renewing with the previous certificate (its answer was lost) keeps it as the previous one.
-            keep = serial if presented == serial else previous
             cur.execute(
                 self._sql(
-                    "UPDATE enrolments SET serial = ?, fingerprint = ?, not_after = ?, previous_serial = ?"
+                    "UPDATE enrolments SET serial = ?, fingerprint = ?, not_after = ?"
                     " WHERE site = ? AND device = ?"
                 ),
-                (new_serial, fp, not_after, keep, site, device),
+                (new_serial, fp, not_after, site, device),
             )
-            if presented == previous and serial != new_serial:  # the lost one is superseded for good
+            for serial in (presented, new_serial):
                 cur.execute(
                     self._sql(
-                        "INSERT INTO revoked_certs (serial, site, device, revoked_at) VALUES (?,?,?,?)"
+                        "INSERT INTO device_certs (serial, site, device, issued_at) VALUES (?,?,?,?)"
                         " ON CONFLICT (serial) DO NOTHING"
                     ),
                     (serial, site, device, time.time()),

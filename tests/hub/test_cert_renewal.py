@@ -43,10 +43,9 @@ def test_renewal_is_due_months_before_expiry() -> None:
     assert renewal_due(1000 * DAY, 1001 * DAY)  # expired: due (the hub will say it is too late)
 
 
-def test_a_device_renews_with_its_certificate_and_key_and_nothing_else(tmp_path: Path) -> None:
+def test_a_device_renews_with_its_certificate_and_key_and_nothing_else(store: Any, tmp_path: Path) -> None:
     state = HubState(tmp_path / "state")
     state.init(["localhost"])
-    store = SQLiteStore(tmp_path / "hub.sqlite")
     service = EnrolmentService(store, state)
     key = ec.generate_private_key(ec.SECP256R1())
     first = service.enrol(service.create_token("port", "rpi5", device="cam-1"), "port", "cam-1", _csr(key))
@@ -69,22 +68,21 @@ def test_a_device_renews_with_its_certificate_and_key_and_nothing_else(tmp_path:
         renew_device_certificate(store, service.ca, foreign, _csr(key), now)
     # The answer to a renewal was lost: the device tries again with the certificate it still has.
     third = renew_device_certificate(store, service.ca, cert0, _csr(key), now)
-    revoked = {s for s, _ in store.list_revoked()}
-    assert _serial(second) in revoked  # the lost one is superseded
-    assert _serial(cert0) not in revoked  # still the device's (valid until it expires)
-    # Only the current and previous certificates renew; the superseded one does not.
-    with pytest.raises(EnrolmentError, match="is not port/cam-1's current one"):
-        renew_device_certificate(store, service.ca, second, _csr(key), now)
+    assert store.list_enrolments()[0]["serial"] == _serial(third)
+    assert store.list_revoked() == []  # every one stays valid until it expires (or the device is revoked)
+    # A certificate of this CA for this name and key that the registry never gave the device: refused.
+    stray = service.ca.sign_csr(_csr(key), "port", "cam-1").pem
+    with pytest.raises(EnrolmentError, match="was not issued to port/cam-1 by this hub"):
+        renew_device_certificate(store, service.ca, stray, _csr(key), now)
     # An expired certificate cannot renew itself.
     with pytest.raises(EnrolmentError, match="not valid now"):
         renew_device_certificate(store, service.ca, third, _csr(key), now + 900 * DAY)
-    # Revoking the device revokes the certificate it renewed from too.
+    # Revoking the device revokes every certificate it renewed from or to.
     service.revoke("port", "cam-1")
     revoked = {s for s, _ in store.list_revoked()}
-    assert {_serial(cert0), _serial(third)} <= revoked
+    assert revoked == {_serial(cert0), _serial(second), _serial(third)}
     with pytest.raises(EnrolmentError, match="revoked"):
         renew_device_certificate(store, service.ca, third, _csr(key), now)
-    store.close()
 
 
 # -- day 825, with libfaketime ----------------------------------------------------------------------------
