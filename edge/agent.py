@@ -313,8 +313,19 @@ class Agent:
         )
         self.write_status()
         self.link.start()
+        self._start_renewal()
         self.sensors.start()
         self.notifier.ready(f"analysing {redact_url(self.config.source)}")
+
+    def _start_renewal(self) -> None:
+        """Renew the device certificate months before it expires (edge/cert_renewal.py), hub known."""
+        from edge.cert_renewal import CertRenewer, hub_of
+
+        cert = self.config.broker.tls_cert
+        hub = hub_of(cert.parent) if cert is not None else None
+        self.renewer = CertRenewer(cert.parent, hub) if cert is not None and hub is not None else None
+        if self.renewer is not None:
+            self.renewer.start()
 
     def _finish(self) -> None:
         """Close the open window; after a finite source, let the broker take what is left (and one beat)."""
@@ -329,6 +340,9 @@ class Agent:
         self.notifier.stopping()
         self.sensors.stop()  # closes the open measurement windows into the outbox
         self.source.close()
+        renewer = getattr(self, "renewer", None)
+        if renewer is not None:
+            renewer.stop()
         left = self.link.stop(drain_timeout=0.0 if self.control.stop.is_set() else 2.0)
         self.write_status("stopped")
         self.outbox.close()

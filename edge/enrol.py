@@ -6,7 +6,8 @@ Files written in the PKI folder (default ``/etc/vigie/pki``)::
     device.csr   the request that was sent (kept for the record)
     device.crt   the certificate from the hub (CN = site/device)
     ca.crt       the hub's device CA, which also signed the broker's certificate
-    broker.json  where the broker is (host and TLS port) and the hardware profile
+    broker.json  where the broker is (host and TLS port), the hardware profile and the hub's URL
+    hub-ca.crt   the CA of the hub's HTTPS certificate, when enrolment was given one (--cafile)
 
 and the OTA trust root in the OTA folder (default ``/var/lib/vigie/ota/metadata/root.json``).
 Running it again when ``device.crt`` exists does nothing (the playbooks rely on that).
@@ -153,7 +154,11 @@ def enrol(
     if cert.public_key().public_numbers() != key.public_key().public_numbers():  # type: ignore[union-attr]
         raise EnrolmentError("the hub returned a certificate for another key; not installed")
     write_atomic(pki_dir / "ca.crt", answer["ca"].encode())
-    broker = {"host": answer["broker_host"], "port": answer["broker_port"], "profile": answer["profile"]}
+    # The hub's address too: the device renews its certificate there (edge/cert_renewal.py).
+    broker = {"host": answer["broker_host"], "port": answer["broker_port"], "profile": answer["profile"],
+              "hub": hub_url}  # fmt: skip
+    if cafile is not None:
+        write_atomic(pki_dir / "hub-ca.crt", cafile.read_bytes())
     write_atomic(pki_dir / "broker.json", json.dumps(broker, indent=2).encode())
     if ota_dir is not None and answer.get("tuf_root") is not None:
         root_json = SlotLayout(ota_dir).trusted_root

@@ -96,9 +96,12 @@ class MqttLink:
         self._retry_delay: float | None = None
         self._last_error: BaseException | None = None
         self._refused = False  # the last attempt got a CONNACK that refused it
+        cert = self.broker.tls_cert
+        self._cert_mtime: float | None = cert.stat().st_mtime if cert is not None and cert.exists() else None
         original = self._client.reconnect
 
         def reconnect() -> Any:
+            self._reload_certificate()
             try:
                 return original()
             except OSError as exc:
@@ -107,6 +110,25 @@ class MqttLink:
 
         self._client.reconnect = reconnect  # type: ignore[method-assign]
         self._client.on_connect_fail = self._on_connect_fail
+
+    def _reload_certificate(self) -> None:
+        """A certificate renewed on disk (edge/cert_renewal.py) is used from the next connection on.
+
+        paho loads the certificate into its TLS context once; loading it again into the same
+        context replaces it for the handshakes to come, without a restart.
+        """
+        cert, key = self.broker.tls_cert, self.broker.tls_key
+        context = getattr(self._client, "_ssl_context", None)
+        if cert is None or context is None:
+            return
+        try:
+            mtime = cert.stat().st_mtime
+            if mtime != self._cert_mtime:
+                context.load_cert_chain(str(cert), str(key) if key else None)
+                log.info("certificate reloaded", extra={"certificate": str(cert)})
+                self._cert_mtime = mtime
+        except (OSError, ValueError) as exc:
+            log.warning("certificate not reloaded: %s", exc)
 
     def _next_retry_at(self) -> float:
         self._retry_delay = 1.0 if self._retry_delay is None else min(self._retry_delay * 2, 60.0)

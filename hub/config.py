@@ -67,6 +67,13 @@ class HubSettings(BaseSettings):
     )
     broker: BrokerConfig = Field(default_factory=BrokerConfig, description="MQTT broker the ingest reads.")
     client_id: str = Field(default="vigie-hub-ingest", description="MQTT client id of the ingest.")
+    campaigns: bool = Field(
+        default=True,
+        description="Drive OTA campaigns from this process (with ingest on: it needs the broker).",
+    )
+    campaign_lease_s: float = Field(
+        default=15, gt=0, description="A dead hub's campaigns go to another hub after this long."
+    )
     state_dir: Path | None = Field(
         default=None, description="Folder from `vigie hub init` (device CA, OTA repository, broker files)."
     )

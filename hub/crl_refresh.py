@@ -60,17 +60,24 @@ class CrlRefresher:
         self._thread.join(timeout=10)
 
     def run_once(self, now: float | None = None) -> bool:
-        """Rewrite the CRL if it is due; True when it was."""
+        """Rewrite the CRL if it is due (and the broker's certificate if it is); True when it was."""
+        from hub.cert_renewal import broker_cert_due, renew_broker_certificate
+
         now = time.time() if now is None else now
-        if not crl_due(_next_update(self.ca.folder / "crl.pem"), now, self.keep_s):
+        broker_due = broker_cert_due(self.ca, now)
+        if broker_due:
+            renew_broker_certificate(self.ca)  # the reload below makes the broker use it
+        if not broker_due and not crl_due(_next_update(self.ca.folder / "crl.pem"), now, self.keep_s):
             return False
         refresh_broker(self.store, self.ca, self.layout)
         log.info("revocation list refreshed", extra={"next_update": _next_update(self.ca.folder / "crl.pem")})
         return True
 
     def _run(self) -> None:
-        while not self._stop.wait(self.every_s):
+        while True:  # at start too: a hub started after months off renews the broker's certificate
             try:
                 self.run_once()
             except Exception:  # retried at the next check, days before the CRL expires
                 log.exception("revocation list refresh failed")
+            if self._stop.wait(self.every_s):
+                return

@@ -12,7 +12,14 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["DeviceOutcome", "GateDecision", "GatePolicy", "evaluate_gate", "plan_waves"]
+__all__ = [
+    "DeviceOutcome",
+    "GateDecision",
+    "GatePolicy",
+    "crash_looping",
+    "evaluate_gate",
+    "plan_waves",
+]
 
 DEFAULT_WAVES = (0.01, 0.10, 0.50, 1.0)
 
@@ -53,6 +60,15 @@ class GatePolicy(BaseModel):
         description="Median change in detections vs the previous model on reference frames.",
     )
     min_reporting: float = Field(default=1.0, gt=0, le=1, description="Share that must have finished.")
+    max_restarts: int | None = Field(
+        default=2,
+        ge=0,
+        description="Agent restarts on the new model (seen in heartbeats) beyond which a device is "
+        "crash-looping and counts as failed.",
+    )
+    soak_s: float = Field(
+        default=0, ge=0, description="Seconds a wave must run on the new model before it may pass."
+    )
 
 
 @dataclass(frozen=True)
@@ -63,6 +79,7 @@ class DeviceOutcome:
     latency_ms: float | None = None
     at: float = 0.0
     drift: float | None = None
+    restarts: int = 0
 
 
 @dataclass(frozen=True)
@@ -78,6 +95,24 @@ FINAL_OK = {"installed"}
 FINAL_BAD = {"failed", "rolled_back"}
 
 
+def crash_looping(
+    devices: Sequence[str], outcomes: Mapping[str, DeviceOutcome], policy: GatePolicy
+) -> list[str]:
+    """Devices that installed, then restarted more than ``policy.max_restarts`` times on the new model.
+
+    The listener's own crash watch catches an agent that dies at once; a crash loop that starts
+    later (an input the smoke test never saw) shows only as the uptime of successive heartbeats
+    falling back, which the hub counts into ``restarts``.
+    """
+    if policy.max_restarts is None:
+        return []
+    return [
+        d
+        for d in devices
+        if d in outcomes and outcomes[d].step in FINAL_OK and outcomes[d].restarts > policy.max_restarts
+    ]
+
+
 def evaluate_gate(
     wave: Sequence[str],
     outcomes: Mapping[str, DeviceOutcome],
@@ -86,9 +121,14 @@ def evaluate_gate(
     started: float,
     now: float,
 ) -> GateDecision:
-    """``pass``: enough of the wave installed, fast enough; ``halt``: too many failures; else ``wait``."""
-    installed = [d for d in wave if d in outcomes and outcomes[d].step in FINAL_OK]
-    failed = [d for d in wave if d in outcomes and outcomes[d].step in FINAL_BAD]
+    """``pass``: enough of the wave installed, fast enough; ``halt``: too many failures; else ``wait``.
+
+    Crash-looping devices count as failed; a wave passes only once its last install has run
+    ``policy.soak_s`` seconds.
+    """
+    looping = crash_looping(wave, outcomes, policy)
+    installed = [d for d in wave if d in outcomes and outcomes[d].step in FINAL_OK and d not in looping]
+    failed = [d for d in wave if d in outcomes and (outcomes[d].step in FINAL_BAD or d in looping)]
     pending = [d for d in wave if d not in installed and d not in failed]
     timed_out = now - started > policy.timeout_s
     if timed_out:
@@ -96,7 +136,13 @@ def evaluate_gate(
         pending = []
     total = len(wave)
     if failed and len(failed) / total > policy.max_failure_rate:
-        why = "silent past the timeout" if timed_out else "update failed"
+        why = (
+            "silent past the timeout"
+            if timed_out
+            else "crash-looping on the new model (restarts in heartbeats)"
+            if looping and len(looping) == len(failed)
+            else "update failed"
+        )
         return GateDecision(
             "halt",
             f"{len(failed)} of {total} devices {why} (max {policy.max_failure_rate:.0%})",
@@ -130,6 +176,10 @@ def evaluate_gate(
             f"detections changed by {median_drift:.0%} vs the previous model (gate {policy.max_drift:.0%})"
         )
         return GateDecision("halt", reason, len(installed), len(failed), len(pending))
+    soaked = max((outcomes[d].at for d in installed), default=now) + policy.soak_s
+    if now < soaked:
+        reason = f"{len(installed)} of {total} installed; soaking until the last has run {policy.soak_s:g} s"
+        return GateDecision("wait", reason, len(installed), len(failed), len(pending))
     return GateDecision(
         "pass", f"{len(installed)} of {total} installed", len(installed), len(failed), len(pending)
     )

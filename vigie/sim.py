@@ -264,7 +264,7 @@ async def _ota_device(
                     **fields,
                 }
             )
-            await client.publish(topic, wire.encode(state), qos=1)
+            await client.publish(topic, wire.encode(state), qos=1, retain=True)
 
         await report("received", model=model)
         if command.action == "rollback":

@@ -76,9 +76,9 @@ class OtaListener:
                 **fields,
             }
         )
-        self.client.publish(
-            wire.topic(self.site, self.device, wire.Channel.OTA_STATE), wire.encode(state), qos=1
-        )
+        # Retained: a hub that takes the campaign over after another died reads the last report.
+        topic = wire.topic(self.site, self.device, wire.Channel.OTA_STATE)
+        self.client.publish(topic, wire.encode(state), qos=1, retain=True)
 
     def _agent_pid(self) -> int | None:
         try:

@@ -15,6 +15,7 @@ from hub.api.headers import SecurityHeadersMiddleware
 from hub.api.routes import (
     auth,
     campaigns,
+    device_tags,
     devices,
     enrol,
     events,
@@ -24,6 +25,7 @@ from hub.api.routes import (
     governance,
     health,
     metrics,
+    renew,
     rollups,
 )
 from hub.audit import AuditMiddleware, require_purpose
@@ -153,20 +155,23 @@ def create_app(settings: HubSettings | None = None) -> FastAPI:
             )
         if fusion_job is not None:
             fusion_job.start()
+        from hub.campaign_service import start_service
+
+        campaign_service = start_service(store, settings) if settings.ingest and settings.campaigns else None
         log.info("hub started", extra={"backend": store.backend, "ingest": settings.ingest})
         try:
             yield
         finally:
             if fusion_job is not None:
                 fusion_job.stop()
+            if campaign_service is not None:
+                campaign_service.stop()
             purge.stop()
             if crl_job is not None:
                 crl_job.stop()
             if ingestor is not None:
                 ingestor.stop()
             store.close()
-            if getattr(app.state, "campaigns", None) is not None:
-                app.state.campaigns.close()
 
     app = FastAPI(
         title="Vigie hub",
@@ -202,10 +207,12 @@ def create_app(settings: HubSettings | None = None) -> FastAPI:
     app.include_router(metrics.router, dependencies=[require("fleet:read")], responses=protected)
     app.include_router(auth.router, responses={401: protected[401], 429: protected[429]})
     app.include_router(enrol.router)  # the one-time enrolment token is its credential
+    app.include_router(renew.router)  # the current certificate and a request signed by its key are
     app.include_router(events.router, dependencies=[require("events:read")], responses=protected)
     app.include_router(rollups.router, dependencies=[require("events:read")], responses=protected)
     app.include_router(devices.router, dependencies=[require("fleet:read")], responses=protected)
     app.include_router(campaigns.router, dependencies=[require("fleet:read")], responses=protected)
+    app.include_router(device_tags.router, dependencies=[require("fleet:read")], responses=protected)
     app.include_router(fusion.router, dependencies=[require("analytics:read"), purpose], responses=sensitive)
     app.include_router(exports.router, dependencies=[require("analytics:read"), purpose], responses=sensitive)
     app.include_router(governance.router, dependencies=[require("audit:read"), purpose], responses=sensitive)

@@ -1,7 +1,7 @@
 """Storage backends behind one interface: SQLite (embedded default) and PostgreSQL (production).
 
 One module per domain (``events``, ``retention``, ``registry``, ``fusion``, ``access``, ``audit``,
-``campaigns``), each a small protocol in ``base.py`` and a mixin of SQL; ``docs/storage.md``.
+``campaigns``, ``tags``), each a small protocol in ``base.py`` and a mixin of SQL; ``docs/storage.md``.
 """
 
 from __future__ import annotations

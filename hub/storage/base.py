@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, TypedDict
+from typing import Any, Literal, NotRequired, Protocol, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -30,11 +30,13 @@ __all__ = [
     "FusionStore",
     "QuarantineRecord",
     "RegistryStore",
+    "RenewalStore",
     "Retention",
     "RetentionStore",
     "RollupQuery",
     "Store",
     "StoreAdmin",
+    "TagStore",
     "ThrottleStore",
     "User",
     "UserSummary",
@@ -132,6 +134,7 @@ class CampaignLogEntry(TypedDict):
     at: float
     event: str
     why: str
+    by: NotRequired[str]  # the runner (hub process) that wrote it: hub/campaign_service.py
 
 
 class Campaign(TypedDict):
@@ -151,6 +154,9 @@ class Campaign(TypedDict):
     outcomes: dict[str, dict[str, Any]]
     log: list[CampaignLogEntry]
     created_at: float
+    # Written by the campaign service (hub/campaign_service.py); absent on older campaigns.
+    lease: NotRequired[dict[str, Any] | None]
+    promote: NotRequired[bool]
 
 
 class User(TypedDict):
@@ -333,6 +339,23 @@ class ThrottleStore(Protocol):
     def count_throttle(self) -> int: ...
 
 
+class RenewalStore(Protocol):
+    """Device certificates renewed before they expire (``hub/cert_renewal.py``)."""
+
+    def renew_enrolment(
+        self, site: str, device: str, presented: str, issue: Callable[[], tuple[str, str, float]]
+    ) -> str | None:
+        """A new certificate for the device of ``presented`` (one of its serials); None, or why not."""
+        ...
+
+
+class TagStore(Protocol):
+    """Operators' tags on devices (``hub/storage/tags.py``)."""
+
+    def set_device_tags(self, site: str, device: str, tags: Sequence[str]) -> None: ...
+    def list_device_tags(self) -> dict[str, list[str]]: ...
+
+
 class StoreAdmin(Protocol):
     """The backend itself."""
 
@@ -352,6 +375,8 @@ class Store(
     AuditStore,
     CampaignStateStore,
     ThrottleStore,
+    TagStore,
+    RenewalStore,
     StoreAdmin,
     Protocol,
 ):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -113,14 +114,69 @@ class RegistrySql(SqlBase):
                     self._sql("UPDATE enrolments SET revoked_at = ? WHERE site = ? AND device = ?"),
                     (now, site, device),
                 )
+            # Certificates a renewal replaced are valid until they expire: they go too.
+            cur.execute(
+                self._sql("SELECT serial FROM device_certs WHERE site = ? AND device = ?"), (site, device)
+            )
+            for revoked in {serial, *(str(r[0]) for r in cur.fetchall())}:
+                cur.execute(
+                    self._sql(
+                        "INSERT INTO revoked_certs (serial, site, device, revoked_at) VALUES (?,?,?,?)"
+                        " ON CONFLICT (serial) DO NOTHING"
+                    ),
+                    (revoked, site, device, now),
+                )
+        return serial
+
+    def renew_enrolment(
+        self, site: str, device: str, presented: str, issue: Callable[[], tuple[str, str, float]]
+    ) -> str | None:
+        """Give the device a new certificate, if ``presented`` (a serial) is one of its unrevoked ones.
+
+        Returns None when it renewed, else why not. ``issue`` signs the new certificate inside the
+        transaction. Any of the device's certificates may renew (the answer to a renewal can be lost:
+        the device then tries again with the one it has); every one is recorded, and revoked with
+        the device.
+        """
+        with self._tx() as cur:
             cur.execute(
                 self._sql(
-                    "INSERT INTO revoked_certs (serial, site, device, revoked_at) VALUES (?,?,?,?)"
-                    " ON CONFLICT (serial) DO NOTHING"
+                    "SELECT serial, revoked_at FROM enrolments WHERE site = ? AND device = ?"
+                    + self._for_update
                 ),
-                (serial, site, device, now),
+                (site, device),
             )
-        return serial
+            row = cur.fetchone()
+            if row is None:
+                return f"{site}/{device} is not enrolled"
+            if row[1] is not None:
+                return f"{site}/{device} is revoked"
+            cur.execute(
+                self._sql("SELECT 1 FROM device_certs WHERE serial = ? AND site = ? AND device = ?"),
+                (presented, site, device),
+            )
+            if presented != str(row[0]) and cur.fetchone() is None:
+                return f"certificate {presented} was not issued to {site}/{device} by this hub"
+            cur.execute(self._sql("SELECT 1 FROM revoked_certs WHERE serial = ?"), (presented,))
+            if cur.fetchone() is not None:
+                return f"certificate {presented} is revoked"
+            new_serial, fp, not_after = issue()
+            cur.execute(
+                self._sql(
+                    "UPDATE enrolments SET serial = ?, fingerprint = ?, not_after = ?"
+                    " WHERE site = ? AND device = ?"
+                ),
+                (new_serial, fp, not_after, site, device),
+            )
+            for serial in (presented, new_serial):
+                cur.execute(
+                    self._sql(
+                        "INSERT INTO device_certs (serial, site, device, issued_at) VALUES (?,?,?,?)"
+                        " ON CONFLICT (serial) DO NOTHING"
+                    ),
+                    (serial, site, device, time.time()),
+                )
+            return None
 
     def list_revoked(self) -> list[tuple[str, float]]:
         return [(str(r[0]), float(r[1])) for r in self._query("SELECT serial, revoked_at FROM revoked_certs")]

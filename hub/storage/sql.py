@@ -11,6 +11,7 @@ connection, dialect and migrations (``sqlite.py``, ``postgres.py``).
 | audit | ``audit.py`` | audit |
 | campaigns | ``campaigns.py`` | campaigns |
 | throttle | ``throttle.py`` | throttle (login attempts, shared by every process) |
+| tags | ``tags.py`` | device_tags |
 """
 
 from __future__ import annotations
@@ -22,10 +23,13 @@ from hub.storage.events import EventSql, clock_skew_s, index_columns
 from hub.storage.fusion import FusionSql
 from hub.storage.registry import RegistrySql
 from hub.storage.retention import RetentionSql
+from hub.storage.tags import TagSql
 from hub.storage.throttle import ThrottleSql
 
 __all__ = ["SqlStore", "clock_skew_s", "index_columns"]
 
 
-class SqlStore(EventSql, RetentionSql, RegistrySql, FusionSql, AccessSql, AuditSql, CampaignSql, ThrottleSql):
+class SqlStore(
+    EventSql, RetentionSql, RegistrySql, FusionSql, AccessSql, AuditSql, CampaignSql, ThrottleSql, TagSql
+):
     """Every domain over one connection; subclasses set ``backend``, the dialect and the connection."""

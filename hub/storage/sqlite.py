@@ -112,6 +112,18 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
         "CREATE TABLE throttle (name TEXT PRIMARY KEY, state TEXT NOT NULL, expires_at REAL NOT NULL)",
         "CREATE INDEX throttle_expires ON throttle (expires_at)",
     ]),
+    (9, [
+        # Operators' tags on devices, for campaign selectors (hub/storage/tags.py).
+        """CREATE TABLE device_tags (
+            site TEXT NOT NULL, device TEXT NOT NULL, tag TEXT NOT NULL, PRIMARY KEY (site, device, tag))""",
+    ]),
+    (10, [
+        # Certificate renewal (hub/cert_renewal.py): every certificate a device renewed from or to.
+        # Each stays valid until it expires, so revoking the device revokes them all.
+        """CREATE TABLE device_certs (
+            serial TEXT PRIMARY KEY, site TEXT NOT NULL, device TEXT NOT NULL, issued_at REAL NOT NULL)""",
+        "CREATE INDEX device_certs_device ON device_certs (site, device)",
+    ]),
 ]  # fmt: skip
 
 

@@ -28,6 +28,7 @@ ROUTES: list[tuple[str, str, str | None]] = [
     ("GET", "/v1/quarantine", "fleet:read"),
     ("GET", "/metrics", "fleet:read"),
     ("GET", "/v1/campaigns", "fleet:read"),
+    ("GET", "/v1/device-tags", "fleet:read"),
     ("GET", "/v1/cube", "analytics:read"),
     ("GET", "/v1/anomalies", "analytics:read"),
     ("GET", "/v1/forecast", "analytics:read"),
@@ -44,6 +45,14 @@ ROUTES: list[tuple[str, str, str | None]] = [
     ("GET", "/v1/gdpr/retention", "gdpr:read"),
     ("GET", "/v1/users", "users:write"),
     ("GET", "/v1/auth/me", None),
+]
+
+#: Writes: (method, path template, a concrete path, scope). Sent without a body, an allowed caller
+#: gets past authorisation to validation (422) or lookup (404); the others get 403.
+WRITES: list[tuple[str, str, str, str]] = [
+    ("POST", "/v1/campaigns", "/v1/campaigns", "fleet:write"),
+    ("POST", "/v1/campaigns/{campaign_id}/{action}", "/v1/campaigns/c-none/pause", "fleet:write"),
+    ("PUT", "/v1/devices/{site}/{device}/tags", "/v1/devices/s/d/tags", "fleet:write"),
 ]
 
 
@@ -75,11 +84,12 @@ def test_every_route_is_in_the_matrix(app_client: tuple[TestClient, dict[str, st
         ("GET", "/v1/campaigns/{campaign_id}"),  # same router and scope as /v1/campaigns
         ("GET", "/healthz"),
         ("POST", "/v1/enrol"),
+        ("POST", "/v1/renew"),  # its credential: the current certificate and its key
         ("POST", "/v1/auth/token"),
         ("POST", "/v1/auth/logout"),
         ("GET", "/v1/events/stream"),
     }
-    assert served - public == {(m, p) for m, p, _ in ROUTES}
+    assert served - public == {(m, p) for m, p, _ in ROUTES} | {(m, p) for m, p, _, _ in WRITES}
 
 
 @pytest.mark.parametrize("role", sorted(ROLES))
@@ -90,6 +100,10 @@ def test_authorisation_matrix(app_client: tuple[TestClient, dict[str, str]], rol
         allowed = scope is None or scope in ROLES[role]
         assert (status == 200) if allowed else (status == 403), (role, path, status)
         assert _call(client, method, path, None) == 401, path  # nobody without a token
+    for method, _, path, scope in WRITES:
+        status = _call(client, method, path, tokens[role])
+        assert (status in (404, 422)) if scope in ROLES[role] else (status == 403), (role, path, status)
+        assert _call(client, method, path, None) == 401, path
 
 
 def test_login_expiry_revocation_tampering_and_disabling(

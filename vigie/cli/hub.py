@@ -165,6 +165,12 @@ def _spawn_ingest_workers(args: argparse.Namespace, db: str) -> int:
     return max((c.wait(timeout=30) or 0) for c in children)
 
 
+def _campaign_service(store: Any, settings: Any, broker: Any) -> Any:
+    from hub.campaign_service import start_service
+
+    return start_service(store, settings.model_copy(update={"broker": broker}))
+
+
 def _ingest(args: argparse.Namespace) -> int:
     from hub.ingest import Ingestor
     from hub.storage import open_store
@@ -190,7 +196,12 @@ def _ingest(args: argparse.Namespace) -> int:
         time.sleep(5.0)  # take what the broker queued for this worker's session
     else:
         ingestor.start()
+        # Scaled out (`vigie hub serve --workers`), the API workers have no broker: campaigns run
+        # here, one runner per campaign across every worker and host (hub/campaign_service.py).
+        campaigns = _campaign_service(store, settings, broker) if settings.campaigns else None
         stop.wait()
+        if campaigns is not None:
+            campaigns.stop()
     ingestor.stop(retire=args.retire)
     store.close()
     return 0

@@ -1,4 +1,10 @@
-"""``vigie ota campaign …``: staged rollouts of a published model to the fleet."""
+"""``vigie ota campaign …``: staged rollouts of a published model to the fleet.
+
+With ``--hub URL`` (or VIGIE_HUB_URL) every action is a call to the hub's API and the hub runs the
+campaign (``hub/campaign_service.py``); ``run`` then only follows it. Without it, the command works
+on the store (``--db``) directly and ``run`` drives the campaign from this process, under the same
+lease as the hub's service (a campaign a hub is running is only followed).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,7 @@ import argparse
 import json
 from typing import Any
 
+from vigie.cli.hub_client import HubClient, add_hub_options
 from vigie.cli.options import FMT, add_broker_options, add_db, broker_config, hub_settings
 
 __all__ = ["register"]
@@ -24,7 +31,8 @@ def register(ota_sub: Any) -> None:
         "test never switch.",
         epilog="Example:\n  vigie ota campaign create --target models/ssd-coco-1.1.0.tar --version 1.1.0 "
         "--site vieux-port "
-        "--run\n  vigie ota campaign show c-20261129-3f2a1b\n",
+        "--run\n  vigie ota campaign show c-20261129-3f2a1b\n"
+        "  VIGIE_HUB_URL=https://hub:8000 VIGIE_HUB_TOKEN=vgk_… vigie ota campaign promote c-20261129-3f2a\n",
     )
     camp_sub = camp.add_subparsers(dest="campaign_command", metavar="ACTION", required=True)
     create = camp_sub.add_parser("create", help="Create a campaign (and run it with --run).")
@@ -33,6 +41,10 @@ def register(ota_sub: Any) -> None:
     create.add_argument("--devices", default=None, help="Comma-separated SITE/DEVICE list.")
     create.add_argument("--site", default=None, help="Every enrolled device of this site.")
     create.add_argument("--profile", default=None, help="Only devices of this hardware profile.")
+    create.add_argument("--tag", default=None, help="Only devices with this operators' tag.")
+    create.add_argument(
+        "--model", default=None, help="Only devices running this model now (`ssd-coco` or `ssd-coco@1.0.0`)."
+    )
     create.add_argument(
         "--waves", default="0.01,0.1,0.5,1", help="Cumulative fractions (default 0.01,0.1,0.5,1)."
     )
@@ -51,11 +63,25 @@ def register(ota_sub: Any) -> None:
     create.add_argument(
         "--wave-timeout", type=float, default=900, help="Seconds a wave may take (default 900)."
     )
+    create.add_argument(
+        "--max-restarts",
+        type=int,
+        default=2,
+        help="Agent restarts on the new model (seen in heartbeats) beyond which a device is crash-looping "
+        "and counts as failed (default 2).",
+    )
+    create.add_argument(
+        "--soak", type=float, default=0, help="Seconds a wave runs on the new model before it may pass."
+    )
     create.add_argument("--name", default=None, help="Campaign id (default generated).")
-    create.add_argument("--run", action="store_true", help="Drive it now, with a progress bar.")
+    create.add_argument(
+        "--run", action="store_true", help="Drive (or, with --hub, follow) it, with a progress bar."
+    )
     _campaign_common(create, broker=True)
     create.set_defaults(handler=_campaign_create)
-    run = camp_sub.add_parser("run", help="Drive a campaign to its end.")
+    run = camp_sub.add_parser(
+        "run", help="Drive a campaign to its end (with --hub: follow the hub driving it)."
+    )
     run.add_argument("id")
     _campaign_common(run, broker=True)
     run.set_defaults(handler=_campaign_run)
@@ -65,6 +91,7 @@ def register(ota_sub: Any) -> None:
         ("pause", "Pause (the current wave finishes; no new wave starts)."),
         ("resume", "Resume a paused campaign."),
         ("abort", "Stop for good."),
+        ("promote", "Let the current wave through its gate now: the next wave starts."),
     ):
         p = camp_sub.add_parser(name, help=text)
         if name != "list":
@@ -75,6 +102,7 @@ def register(ota_sub: Any) -> None:
 
 def _campaign_common(parser: argparse.ArgumentParser, *, broker: bool) -> None:
     # Campaigns live in the hub's store: every hub host on one PostgreSQL shares them.
+    add_hub_options(parser)
     add_db(parser)
     if broker:
         add_broker_options(parser)
@@ -86,29 +114,35 @@ def _campaign_store(args: argparse.Namespace) -> Any:
     return CampaignStore.open(hub_settings(args).db)
 
 
+def _selector(args: argparse.Namespace) -> dict[str, list[str]]:
+    devices = [d.strip() for d in args.devices.split(",") if d.strip()] if args.devices else None
+    chosen = {"devices": devices, "sites": args.site, "profiles": args.profile, "models": args.model,
+              "tags": args.tag}  # fmt: skip
+    return {k: v if isinstance(v, list) else [v] for k, v in chosen.items() if v is not None}
+
+
 def _campaign_create(args: argparse.Namespace) -> int:
     from ota.rollout import GatePolicy
 
-    devices: list[str] = [d.strip() for d in args.devices.split(",") if d.strip()] if args.devices else []
-    if not devices:
-        from hub.storage import open_store
-
-        store = open_store(hub_settings(args).db)
-        devices = [
-            f"{e['site']}/{e['device']}"
-            for e in store.list_enrolments()
-            if e["revoked_at"] is None
-            and (args.site is None or e["site"] == args.site)
-            and (args.profile is None or e["profile"] == args.profile)
-        ]
-        store.close()
     policy = GatePolicy(
         max_failure_rate=args.max_failure_rate,
         max_latency_ms=args.max_latency_ms,
         timeout_s=args.wave_timeout,
         max_drift=args.max_drift,
+        max_restarts=args.max_restarts,
+        soak_s=args.soak,
     )
     fractions = [float(x) for x in args.waves.split(",")]
+    if args.hub:
+        body = {"target": args.target, "version": args.version, "selector": _selector(args),
+                "waves": fractions, "policy": policy.model_dump(), "name": args.name}  # fmt: skip
+        shown = HubClient.from_args(args).call("POST", "/v1/campaigns", body)
+        print(
+            f"campaign {shown['id']}: {shown['devices']} devices in {shown['waves']} waves (run by the hub)"
+        )
+        args.id = shown["id"]
+        return _campaign_run(args) if args.run else 0
+    devices = _local_devices(args)
     doc = _campaign_store(args).create(
         args.target, args.version, devices, fractions=fractions, policy=policy, name=args.name
     )
@@ -119,33 +153,63 @@ def _campaign_create(args: argparse.Namespace) -> int:
     return 0
 
 
+def _local_devices(args: argparse.Namespace) -> list[str]:
+    """Without --hub: a --devices list as given (enrolled or not), else the registry through the selector."""
+    if args.devices:
+        return [d.strip() for d in args.devices.split(",") if d.strip()]
+    from hub.campaign_select import Selector, select_devices
+    from hub.storage import open_store
+
+    store = open_store(hub_settings(args).db)
+    try:
+        selector = Selector(**_selector(args))
+        return select_devices(
+            store.list_enrolments(), store.list_devices(), selector, store.list_device_tags()
+        )
+    finally:
+        store.close()
+
+
 def _campaign_run(args: argparse.Namespace) -> int:
     import threading
 
-    from hub.campaigns import CampaignRunner, progress
     from vigie.progress import Progress
 
-    store = _campaign_store(args)
-    runner = CampaignRunner(store, args.id, broker_config(args))
     bar = Progress(f"campaign {args.id}", "devices", force=False)
-    stop = threading.Event()
-    result: dict[str, Any] = {}
+    done = threading.Event()
+    driver: threading.Thread | None = None
+    if args.hub:
+        client = HubClient.from_args(args)
 
-    def drive() -> None:
-        result.update(runner.run(stop))
+        def read() -> dict[str, Any]:
+            shown: dict[str, Any] = client.call("GET", f"/v1/campaigns/{args.id}")
+            return shown
+    else:
+        from hub.campaign_service import CampaignService
+        from hub.campaigns import progress
 
-    thread = threading.Thread(target=drive, daemon=True)
-    thread.start()
+        store = _campaign_store(args)
+        service = CampaignService(store, broker_config(args), only=args.id)
+
+        def read() -> dict[str, Any]:
+            return progress(store.get(args.id))
+
+        driver = threading.Thread(target=service.run, args=(done,), daemon=True)
+        driver.start()
     try:
-        while thread.is_alive():
-            p = progress(store.get(args.id))
+        p = read()
+        while p["state"] in ("running", "paused") and (driver is None or driver.is_alive()):
             bar(p["installed"], p["devices"])
-            thread.join(0.5)
+            done.wait(0.5)
+            p = read()
     except KeyboardInterrupt:
-        stop.set()
-        thread.join(10)
+        pass
+    finally:
+        done.set()
+        if driver is not None:
+            driver.join(15)  # hands its lease back
+    p = read()
     bar.done()
-    p = progress(store.get(args.id))
     print(f"{p['id']}: {p['state']}, {p['installed']}/{p['devices']} installed, {p['failed']} failed")
     for entry in p["log"]:
         print(f"  {entry['event']}: {entry['why']}")
@@ -153,18 +217,36 @@ def _campaign_run(args: argparse.Namespace) -> int:
 
 
 def _campaign_admin(args: argparse.Namespace) -> int:
-    from hub.campaigns import progress
+    if args.hub:
+        client = HubClient.from_args(args)
+        if args.action == "list":
+            rows = client.call("GET", "/v1/campaigns")["data"]
+        elif args.action == "show":
+            print(json.dumps(client.call("GET", f"/v1/campaigns/{args.id}"), indent=2))
+            return 0
+        else:
+            shown = client.call("POST", f"/v1/campaigns/{args.id}/{args.action}")
+            print(f"{shown['id']}: {shown['state']}")
+            return 0
+    else:
+        from hub.campaigns import progress
 
-    store = _campaign_store(args)
-    if args.action == "list":
-        for doc in store.list():
-            p = progress(doc)
-            print(f"{p['id']:<24} {p['state']:<8} {p['target']:<40} {p['installed']}/{p['devices']}")
-        return 0
-    if args.action == "show":
-        print(json.dumps(progress(store.get(args.id)), indent=2))
-        return 0
-    state = {"pause": "paused", "resume": "running", "abort": "aborted"}[args.action]
-    doc = store.set_state(args.id, state, f"operator: {args.action}")
-    print(f"{doc['id']}: {doc['state']}")
+        store = _campaign_store(args)
+        if args.action == "show":
+            print(json.dumps(progress(store.get(args.id)), indent=2))
+            return 0
+        if args.action not in ("list", "show"):
+            reason = f"operator: {args.action}"
+            doc = (
+                store.promote(args.id, reason)
+                if args.action == "promote"
+                else store.set_state(
+                    args.id, {"pause": "paused", "resume": "running", "abort": "aborted"}[args.action], reason
+                )
+            )
+            print(f"{doc['id']}: {doc['state']}")
+            return 0
+        rows = [progress(doc) for doc in store.list()]
+    for p in rows:
+        print(f"{p['id']:<24} {p['state']:<8} {p['target']:<40} {p['installed']}/{p['devices']}")
     return 0
