@@ -95,7 +95,11 @@ def import_file(
     if connector is None:
         raise ValueError(f"unknown source {connector_name!r}; sources: {', '.join(CONNECTORS)}")
     if mapping.connector != connector_name:
-        raise ValueError(f"the mapping is for connector {mapping.connector!r}, not {connector_name!r}")
+        raise ValueError(
+            f"{path.name}: the mapping ({mapping.description or mapping.source}) is for source "
+            f"{mapping.connector!r}, not {connector_name!r}: run `vigie hub import {mapping.connector} …`, "
+            f"or pass a {connector_name} mapping"
+        )
     report = ImportReport(source=mapping.source, file=path.name)
     stream = connector.read(path, mapping, report, **options)
 

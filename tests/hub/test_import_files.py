@@ -138,3 +138,45 @@ def test_a_mis_mapped_file_names_the_mapping_key_and_the_header(tmp_path: Path, 
     assert "['jour', 'quartier', 'category', 'admissions']" in done.stderr
     assert "Traceback" not in done.stderr
     assert _cube(tmp_path) == []
+
+
+def _import_zones(tmp_path: Path, file: Path, zones: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        cli("hub", "import", "hospital", str(file), "--mapping", "hospital_admissions", "--zones", zones,
+            "--db", str(tmp_path / "hub.sqlite"), "--no-learn", *extra),
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+
+
+def test_a_bad_zones_file_is_one_clear_line_and_imports_nothing(tmp_path: Path, zones: Path) -> None:
+    file = _write(tmp_path / "urgences.csv", [HEADER, *ROWS])
+    broken = tmp_path / "cut.geojson"
+    broken.write_text(zones.read_text()[:200])
+    cases = {
+        str(tmp_path / "nowhere.geojson"): "nowhere.geojson: no such file",
+        str(broken): "cut.geojson: not a readable GeoJSON file",
+        str(file): "not a readable GeoJSON file",  # the CSV passed as --zones by mistake
+    }
+    for given, said in cases.items():
+        done = _import_zones(tmp_path, file, given)
+        assert done.returncode == 2, (given, done.stdout, done.stderr)
+        assert said in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr
+    done = _import_zones(tmp_path, file, str(zones), "--zone-name", "nom")
+    assert done.returncode == 2
+    assert "has no property 'nom'; it has ['nom_qua']: pass --zone-name" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert _cube(tmp_path) == []
+
+
+def test_a_mapping_of_another_source_names_the_command_to_run(tmp_path: Path, zones: Path) -> None:
+    file = _write(tmp_path / "urgences.csv", [HEADER, *ROWS])
+    done = subprocess.run(
+        cli("hub", "import", "police", str(file), "--mapping", "hospital_admissions",
+            "--db", str(tmp_path / "hub.sqlite"), "--no-learn"),
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "urgences.csv: the mapping" in done.stderr
+    assert "is for source 'hospital', not 'police': run `vigie hub import hospital …`" in done.stderr
+    assert _cube(tmp_path) == []

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from vigie.cli.options import FMT, LazyChoices, add_db, hub_settings
+from vigie.exceptions import ConfigError
 
 __all__ = ["register"]
 
@@ -200,7 +201,10 @@ def _zone_index(args: argparse.Namespace) -> Any:
     from hub.fusion.zones import ZoneIndex, load_geojson
 
     settings = hub_settings(args)
-    polygons = load_geojson(settings.zones, settings.zones_name) if settings.zones else []
+    try:
+        polygons = load_geojson(settings.zones, settings.zones_name) if settings.zones else []
+    except ValueError as exc:  # a user's file: one line, exit 2, nothing stored (main prints it)
+        raise ConfigError(str(exc)) from None
     return ZoneIndex(settings.h3_resolution, polygons)
 
 
