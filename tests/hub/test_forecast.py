@@ -138,6 +138,11 @@ def test_errors_say_what_to_change(houston_slice: Path, tmp_path: Path) -> None:
     assert "outside the study area" in outside
     past = _fails(str(houston_slice), "--mapping", "houston_police", "--until", "2010-03-01", "--weeks", "9")
     assert "use --weeks 2 or less" in past
+    march = (str(houston_slice), "--mapping", "houston_police", "--until", "2010-03-01")
+    fine = _fails(*march, "--resolution", "20")
+    assert "argument --resolution: 20 is outside 0-15" in fine  # was "vigie: error: 20"
+    zero = _fails(*march, "--weeks", "0")
+    assert "argument --weeks: 0 is outside 1-10000" in zero
     none_left = _fails(str(houston_slice), "--mapping", "houston_police", "--until", "2010-03-15")
     assert "no whole week between it and the end of the data (2010-03-15)" in none_left
 

@@ -183,18 +183,40 @@ def _register_backtest(hub_sub: Any) -> None:
         required=True,
         help="First test day, YYYY-MM-DD, a Monday, in the city's time zone (the mapping's city_timezone).",
     )
-    bt.add_argument("--weeks", type=int, default=None, help="Test weeks (default: every whole week left).")
+    bt.add_argument(
+        "--weeks", type=_int_in(1, 10_000), default=None, help="Test weeks (default: every whole week left)."
+    )
     bt.add_argument(
         "--horizon", choices=("week", "day", "both"), default="both", help="Forecast horizon (default both)."
     )
     bt.add_argument(
         "--boundary", type=Path, default=None, help="GeoJSON of the city's boundary (study area)."
     )
-    bt.add_argument("--resolution", type=int, default=8, help="H3 resolution (default 8).")
+    bt.add_argument(
+        "--resolution",
+        type=_int_in(0, 15),
+        default=8,
+        help="H3 resolution, 0-15 (default 8, about 0.74 km²).",
+    )
     bt.add_argument("--out", type=Path, default=Path("backtest"), help="Report folder (default ./backtest).")
     bt.add_argument("--save", action="store_true", help="Store the tuned parameters for the hub to serve.")
     add_db(bt)
     bt.set_defaults(handler=_backtest)
+
+
+def _int_in(low: int, high: int) -> Any:
+    """An argparse type: a whole number in [low, high], refused with the range (not a bare value)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} is outside {low}-{high}")
+        return value
+
+    return parse
 
 
 def _zone_index(args: argparse.Namespace) -> Any:
