@@ -180,3 +180,19 @@ def test_a_mapping_of_another_source_names_the_command_to_run(tmp_path: Path, zo
     assert "urgences.csv: the mapping" in done.stderr
     assert "is for source 'hospital', not 'police': run `vigie hub import hospital …`" in done.stderr
     assert _cube(tmp_path) == []
+
+
+def test_a_utf8_file_given_as_latin1_is_refused_not_half_imported(tmp_path: Path, zones: Path) -> None:
+    # latin-1 decodes any byte: without the check, 'Périer' became 'PÃ©rier', an unknown zone, and the
+    # ASCII-only rows were imported alone.
+    file = _write(tmp_path / "urgences.csv", [HEADER, *ROWS], encoding="utf-8")
+    for given in ("latin-1", "cp1252"):
+        done = _import(tmp_path, zones, file, "--encoding", given)
+        assert done.returncode == 2, done.stdout
+        assert "the file is UTF-8 (line 2 has 'é')" in done.stderr, done.stderr
+        assert "'Ã©'" in done.stderr
+        assert "leave --encoding out" in done.stderr
+        assert "Traceback" not in done.stderr
+        assert _cube(tmp_path) == []
+    done = _import(tmp_path, zones, file, "--encoding", "utf-8")
+    assert "4 rows, 4 imported, 0 rejected" in done.stdout, done.stderr
