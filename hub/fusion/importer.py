@@ -112,6 +112,10 @@ def import_file(
     rows = aggregate(counted(), zones, report)
     if progress is not None:
         progress(report.rows)
+    if not rows:
+        # Nothing to store: do not record the file either, or the same file imported again once its
+        # mapping is fixed (time_format, categories) would be refused as "already imported".
+        return report
     summary = {k: v for k, v in asdict(report).items() if k != "errors"}
     summary["errors"] = [str(e) for e in report.errors]
     added = store.record_import(mapping.source, file_sha256(path), path.name, summary, rows, time.time())

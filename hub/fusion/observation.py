@@ -203,7 +203,11 @@ def parse_time(text: str, fmt: str | None, tz: ZoneInfo) -> int:
     try:
         when = dt.datetime.strptime(value, fmt) if fmt else dt.datetime.fromisoformat(value)
     except ValueError:
-        raise ValueError(f"{scrub(value, 40)!r} is not a date in format {fmt or 'ISO 8601'}") from None
+        # The value is scrubbed (a date may be a birth date), so the hint must say how to fix it blind.
+        raise ValueError(
+            f"{scrub(value, 40)!r} is not a date in format {fmt or 'ISO 8601'}: set time_format in the "
+            "mapping to the strptime pattern of the file, e.g. %d/%m/%Y %H:%M for French exports"
+        ) from None
     if when.tzinfo is None:
         when = when.replace(tzinfo=tz)
     epoch = int(when.timestamp())

@@ -12,9 +12,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 from hub.storage import CubeQuery, SQLiteStore
-from tests.conftest import SHARED, cli, need
+from tests.conftest import ROOT, SHARED, cli, need
 
 #: Real quartiers of Marseille, under their written names (the shared GeoJSON spells them in capitals).
 NAMES = {"SAINT-JEAN-DU-DESERT": "Saint-Jean-du-Désert", "CHATEAU-GOMBERT": "Château-Gombert",
@@ -196,3 +197,42 @@ def test_a_utf8_file_given_as_latin1_is_refused_not_half_imported(tmp_path: Path
         assert _cube(tmp_path) == []
     done = _import(tmp_path, zones, file, "--encoding", "utf-8")
     assert "4 rows, 4 imported, 0 rejected" in done.stdout, done.stderr
+
+
+def test_french_dates_are_refused_with_the_fix_then_import(tmp_path: Path, zones: Path) -> None:
+    french = [HEADER, *(f"{r[8:10]}/{r[5:7]}/{r[:4]}{r[10:]}" for r in ROWS)]  # 12/06/2026;…
+    file = _write(tmp_path / "urgences.csv", french)
+    done = _import(tmp_path, zones, file)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "4 rows, 0 imported, 4 rejected" in done.stdout
+    assert "set time_format in the mapping to the strptime pattern of the file, e.g. %d/%m/%Y" in done.stdout
+    assert "no row imported (nothing stored)" in done.stderr
+    assert _cube(tmp_path) == []
+    # The analyst fixes the mapping and imports the same file again: it is not "already imported".
+    mapping = yaml.safe_load((ROOT / "hub" / "fusion" / "mappings" / "hospital_admissions.yaml").read_text())
+    (tmp_path / "urgences.yaml").write_text(yaml.safe_dump({**mapping, "time_format": "%d/%m/%Y"}))
+    done = subprocess.run(
+        cli("hub", "import", "hospital", str(file), "--mapping", str(tmp_path / "urgences.yaml"), "--zones",
+            str(zones), "--db", str(tmp_path / "hub.sqlite"), "--no-learn"),
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "4 rows, 4 imported, 0 rejected" in done.stdout
+    assert len(_cube(tmp_path)) == 4
+
+
+def test_coordinates_with_a_decimal_comma_import(tmp_path: Path) -> None:
+    # French spreadsheets write 43,2965 in a `;` file; it was "'43,2965' is not a number" on every row.
+    lines = [
+        "date_heure;categorie;initiative;lat;lon;adresse;resume;personnes",
+        "2026-06-12 22:10;tapage;non;43,2965;5,3698;;;",
+        "2026-06-12 23:40;rixe;non;43.2971;5.3702;;;",
+    ]
+    file = _write(tmp_path / "main_courante.csv", lines)
+    done = subprocess.run(
+        cli("hub", "import", "police", str(file), "--mapping", "main_courante",
+            "--db", str(tmp_path / "hub.sqlite"), "--no-learn"),
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "2 rows, 2 imported, 0 rejected" in done.stdout

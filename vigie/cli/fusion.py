@@ -262,6 +262,11 @@ def _import(args: argparse.Namespace) -> int:
         print(f"  e.g. {error}")
     for warning in report.warnings:
         print(f"warning: {warning}")
+    if report.rows and not report.imported:
+        print(f"vigie: error: {args.file}: no row imported (nothing stored): fix the file or the mapping "
+              "as the reasons above say, then import it again", file=sys.stderr)  # fmt: skip
+        store.close()
+        return 1
     if mapping.exclude_from_training:
         set_exclusions(store, mapping.source, mapping.exclude_from_training)
     if not args.no_learn:
