@@ -120,6 +120,13 @@ def test_errors_are_the_hubs_own_words(hub: RunningHub, analyst: HubClient) -> N
         HubClient("file:///etc/passwd", "vgk_x", purpose="client tests")
 
 
+def test_a_short_purpose_is_refused_before_logging_in() -> None:
+    # Port 9 has no hub: a ValueError about the purpose (not "is the hub running") shows that no
+    # login was attempted, so no token was made for a session that could not query.
+    with pytest.raises(ValueError, match="purpose 'x': say why you query the hub in 3-200 characters"):
+        HubClient.login("http://127.0.0.1:9", "ana", PASSWORD, purpose="x")
+
+
 def test_parquet_export_through_the_client(analyst: HubClient) -> None:
     import io
 
