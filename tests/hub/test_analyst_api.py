@@ -204,6 +204,10 @@ def test_parquet_export_matches_the_csv(client: TestClient) -> None:
     ]
     assert sorted(from_parquet) == sorted(from_csv)
     assert len(from_csv) == len(ZONES) * 6  # 1,000 hours: 5 whole weeks and a partial one per zone
+    # A spreadsheet user reads dates, not epoch seconds: ISO 8601 in the city's zone beside them.
+    first = next(csv.DictReader(io.StringIO(text)))
+    assert first["start_iso"] == "2026-01-05T00:00:00+01:00", first
+    assert first["end_iso"] == "2026-01-12T00:00:00+01:00", first
 
 
 def test_ngsi_ld_pages_with_a_link_header(client: TestClient) -> None:
