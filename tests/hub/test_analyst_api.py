@@ -126,6 +126,15 @@ def test_every_list_refuses_a_cursor_it_never_returned(client: TestClient, path:
         assert "cursor" in r.text
 
 
+def test_the_events_cursor_error_says_the_fix_too(client: TestClient) -> None:
+    for cursor in ("abc", "²", "99999999999999999999"):
+        r = client.get("/v1/events", params={"cursor": cursor})
+        assert r.status_code == 422, r.text
+        detail = r.json()["detail"][0]
+        assert detail["loc"] == ["query", "cursor"]
+        assert "pass the previous page's `next_cursor` unchanged" in detail["msg"], detail
+
+
 @pytest.mark.parametrize(
     "path", ["/v1/devices", "/v1/zones", "/v1/forecast", "/v1/users", "/v1/campaigns", "/v1/audit"]
 )
