@@ -188,8 +188,18 @@ def load_mapping(path: Path) -> Mapping:
         return Mapping.model_validate(data)
     except OSError as exc:
         raise ConfigError(f"mapping {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "not valid YAML"
+        raise ConfigError(
+            f"mapping {path}: {where}{problem}: fix the YAML (indentation, brackets, quotes) "
+            "and compare with a shipped mapping in hub/fusion/mappings/"
+        ) from None
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or '(whole file)'}: {e['msg']}" for e in exc.errors()
+        )
         raise ConfigError(f"mapping {path}: {problems}") from None
 
 

@@ -236,3 +236,17 @@ def test_coordinates_with_a_decimal_comma_import(tmp_path: Path) -> None:
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     assert "2 rows, 2 imported, 0 rejected" in done.stdout
+
+
+def test_a_mapping_that_is_not_valid_yaml_is_one_line_with_where(tmp_path: Path, zones: Path) -> None:
+    file = _write(tmp_path / "urgences.csv", [HEADER, *ROWS])
+    (tmp_path / "urgences.yaml").write_text("connector: hospital\nsource: hospital\n  time_column: [day\n")
+    done = subprocess.run(
+        cli("hub", "import", "hospital", str(file), "--mapping", str(tmp_path / "urgences.yaml"),
+            "--db", str(tmp_path / "hub.sqlite"), "--no-learn"),
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "urgences.yaml: line 3, column 14: mapping values are not allowed here: fix the YAML" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert _cube(tmp_path) == []
