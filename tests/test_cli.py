@@ -274,3 +274,14 @@ def test_the_edge_reads_its_environment_through_one_settings_object(tmp_path: Pa
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+def test_a_missing_password_file_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    done = subprocess.run(
+        cli("hub", "user", "add", "alice", "--role", "analyst", "--password-file", str(tmp_path / "pw"),
+            "--db", str(tmp_path / "hub.sqlite")),
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert f"--password-file {tmp_path / 'pw'}: cannot be read (No such file or directory)" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from vigie.cli.options import FMT, LazyChoices, add_db, hub_settings
+from vigie.exceptions import ConfigError
 
 __all__ = ["register"]
 
@@ -123,7 +124,14 @@ def _register_gdpr(hub_sub: Any) -> None:
 
 def _password(args: argparse.Namespace) -> str:
     if getattr(args, "password_file", None) is not None:
-        return str(args.password_file.read_text().strip())
+        try:
+            return str(args.password_file.read_text().strip())
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = getattr(exc, "strerror", None) or str(exc)
+            raise ConfigError(
+                f"--password-file {args.password_file}: cannot be read ({reason}): check the path, "
+                "or leave --password-file out to type the password"
+            ) from None
     if not sys.stdin.isatty():
         return sys.stdin.readline().strip()
     first = getpass.getpass("password (12 characters or more): ")
