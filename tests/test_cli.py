@@ -285,3 +285,15 @@ def test_a_missing_password_file_is_one_line_not_a_traceback(tmp_path: Path) -> 
     assert done.returncode == 2, done.stderr
     assert f"--password-file {tmp_path / 'pw'}: cannot be read (No such file or directory)" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_missing_zones_file_stops_hub_serve_with_one_line(tmp_path: Path) -> None:
+    env = {**os.environ, "VIGIE_HUB_ZONES": str(tmp_path / "quartiers.geojson")}
+    done = subprocess.run(
+        cli("hub", "serve", "--port", "1", "--no-ingest", "--db", str(tmp_path / "hub.sqlite")),
+        capture_output=True, text=True, timeout=60, check=False, env=env,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert "quartiers.geojson: no such file" in done.stderr
+    assert "VIGIE_HUB_ZONES" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -92,7 +92,9 @@ def load_geojson(path: Path, name_property: str) -> list[Polygon]:
     try:
         data = json.loads(path.read_text(encoding="utf-8-sig"))
     except FileNotFoundError:
-        raise ValueError(f"zones {path}: no such file (working folder {Path.cwd()}): check --zones") from None
+        raise ValueError(
+            f"zones {path}: no such file (working folder {Path.cwd()}): check its path"
+        ) from None
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise ValueError(
             f"zones {path}: not a readable GeoJSON file ({exc}); export it again as GeoJSON"
