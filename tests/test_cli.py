@@ -297,3 +297,14 @@ def test_a_missing_zones_file_stops_hub_serve_with_one_line(tmp_path: Path) -> N
     assert "quartiers.geojson: no such file" in done.stderr
     assert "VIGIE_HUB_ZONES" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("ttl", ["1y", "abc", "0d"])
+def test_a_bad_token_ttl_is_refused_by_argparse_not_a_traceback(tmp_path: Path, ttl: str) -> None:
+    done = subprocess.run(
+        cli("hub", "user", "token", "alice", "--ttl", ttl, "--db", str(tmp_path / "hub.sqlite")),
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert f"argument --ttl: duration '{ttl}'" in done.stderr
+    assert "Traceback" not in done.stderr
