@@ -251,3 +251,16 @@ def test_a_mapping_that_is_not_valid_yaml_is_one_line_with_where(tmp_path: Path,
     assert "fix the YAML" in done.stderr
     assert "Traceback" not in done.stderr
     assert _cube(tmp_path) == []
+
+
+def test_importing_the_same_file_again_says_how_its_rejected_rows_can_come_in(
+    tmp_path: Path, zones: Path
+) -> None:
+    file = _write(tmp_path / "urgences.csv", [HEADER, *ROWS, "2026-06-13;Périer;noyade;6"])
+    first = _import(tmp_path, zones, file)
+    assert "5 rows, 4 imported, 1 rejected" in first.stdout, first.stdout + first.stderr
+    again = _import(tmp_path, zones, file)
+    assert again.returncode == 0
+    assert "already imported (same content); nothing added" in again.stdout
+    assert "after fixing the mapping, import a file holding only those rows" in again.stdout
+    assert len(_cube(tmp_path)) == 4  # not doubled

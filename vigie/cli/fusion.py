@@ -253,7 +253,12 @@ def _import(args: argparse.Namespace) -> int:
     finally:
         bar.done()
     if report.duplicate_file:
-        print(f"{args.file}: already imported (same content); nothing added")
+        # The file is the unit (importing it twice must not double its counts): rows it rejected
+        # then can come in only as a file of their own, once the mapping knows them.
+        print(
+            f"{args.file}: already imported (same content); nothing added. Rows it rejected then stay "
+            "out: after fixing the mapping, import a file holding only those rows"
+        )
         return 0
     print(f"{args.file}: {report.rows} rows, {report.imported} imported, {report.rejected} rejected")
     for reason, n in sorted(report.by_reason.items(), key=lambda kv: -kv[1])[:10]:
