@@ -158,7 +158,7 @@ def _unauthorised(detail: str) -> HTTPException:
 def grant_problem(row: ApiTokenGrant | None, now: float) -> str | None:
     """Why a stored token no longer authenticates anyone (None: it still does). Pure."""
     if row is None:
-        return "invalid token"
+        return "invalid token (not one this hub issued, or mistyped): log in again (POST /v1/auth/token)"
     if row["revoked_at"] is not None:
         return "token revoked"
     if row["expires_at"] <= now:

@@ -274,3 +274,37 @@ def test_the_edge_reads_its_environment_through_one_settings_object(tmp_path: Pa
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+def test_a_missing_password_file_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    done = subprocess.run(
+        cli("hub", "user", "add", "alice", "--role", "analyst", "--password-file", str(tmp_path / "pw"),
+            "--db", str(tmp_path / "hub.sqlite")),
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert f"--password-file {tmp_path / 'pw'}: cannot be read (No such file or directory)" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_a_missing_zones_file_stops_hub_serve_with_one_line(tmp_path: Path) -> None:
+    env = {**os.environ, "VIGIE_HUB_ZONES": str(tmp_path / "quartiers.geojson")}
+    done = subprocess.run(
+        cli("hub", "serve", "--port", "1", "--no-ingest", "--db", str(tmp_path / "hub.sqlite")),
+        capture_output=True, text=True, timeout=60, check=False, env=env,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert "quartiers.geojson: no such file" in done.stderr
+    assert "VIGIE_HUB_ZONES" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("ttl", ["1y", "abc", "0d"])
+def test_a_bad_token_ttl_is_refused_by_argparse_not_a_traceback(tmp_path: Path, ttl: str) -> None:
+    done = subprocess.run(
+        cli("hub", "user", "token", "alice", "--ttl", ttl, "--db", str(tmp_path / "hub.sqlite")),
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert f"argument --ttl: duration '{ttl}'" in done.stderr
+    assert "Traceback" not in done.stderr

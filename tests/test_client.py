@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -52,8 +53,17 @@ def _plant(db: Path) -> None:
 
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningHub]:
-    with fresh_hub(tmp_path_factory.mktemp("client"), _plant) as running:
-        yield running
+    folder = tmp_path_factory.mktemp("client")
+    # The hub knows its named areas (VIGIE_HUB_ZONES), as a city's would: a square around Noailles.
+    square = [[5.37, 43.29], [5.39, 43.29], [5.39, 43.30], [5.37, 43.30], [5.37, 43.29]]
+    feature = {"type": "Feature", "properties": {"nom_qua": DISTRICT},
+               "geometry": {"type": "Polygon", "coordinates": [square]}}  # fmt: skip
+    zones = folder / "quartiers.geojson"
+    zones.write_text(json.dumps({"type": "FeatureCollection", "features": [feature]}))
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("VIGIE_HUB_ZONES", str(zones))
+        with fresh_hub(folder, _plant) as running:
+            yield running
 
 
 @pytest.fixture(scope="module")
@@ -110,6 +120,13 @@ def test_errors_are_the_hubs_own_words(hub: RunningHub, analyst: HubClient) -> N
         HubClient("file:///etc/passwd", "vgk_x", purpose="client tests")
 
 
+def test_a_short_purpose_is_refused_before_logging_in() -> None:
+    # Port 9 has no hub: a ValueError about the purpose (not "is the hub running") shows that no
+    # login was attempted, so no token was made for a session that could not query.
+    with pytest.raises(ValueError, match="purpose 'x': say why you query the hub in 3-200 characters"):
+        HubClient.login("http://127.0.0.1:9", "ana", PASSWORD, purpose="x")
+
+
 def test_parquet_export_through_the_client(analyst: HubClient) -> None:
     import io
 
@@ -142,3 +159,21 @@ def test_the_worked_example_plots_a_month(hub: RunningHub, tmp_path: Path, analy
     pixels = matplotlib.image.imread(out)
     assert pixels.shape[:2] == (400, 1000)
     assert pixels.std() > 0.05  # a chart was drawn, not a blank page
+    # The two suppressed theft days (10 and 11 January) are shaded, not a bare gap that reads as 0.
+    shaded = (abs(pixels[..., :3] - 0.85) < 0.02).all(axis=-1)
+    assert shaded.sum() > 2000, shaded.sum()
+
+
+def test_the_worked_example_names_the_district_it_does_not_know(hub: RunningHub, tmp_path: Path) -> None:
+    out = tmp_path / "noailles.png"
+    env = {**os.environ, "VIGIE_PASSWORD": PASSWORD, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLE), "--hub", hub.url, "--user", "ana", "--district", "Noailles",
+         "--month", "2026-01", "--out", str(out)],
+        capture_output=True, text=True, timeout=120, env=env, check=False,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "--district 'Noailles' is not a named area on this hub" in done.stderr
+    assert "did you mean 'NOAILLES'?" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not out.exists()  # no empty chart to mistake for a quiet month

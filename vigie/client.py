@@ -88,15 +88,19 @@ def _params(params: Mapping[str, Any]) -> dict[str, str]:
     return out
 
 
+def _check_purpose(purpose: str) -> None:
+    if not 3 <= len(purpose) <= 200:
+        raise ValueError(
+            f"purpose {purpose!r}: say why you query the hub in 3-200 characters "
+            "(e.g. 'monthly tranquillity report, 2nd arrondissement'); it goes in the audit log"
+        )
+
+
 class HubClient:
     """One analyst's session with a hub: a token and a stated purpose (recorded in the audit log)."""
 
     def __init__(self, url: str, token: str, *, purpose: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
-        if not 3 <= len(purpose) <= 200:
-            raise ValueError(
-                f"purpose {purpose!r}: say why you query the hub in 3-200 characters "
-                "(e.g. 'monthly tranquillity report, 2nd arrondissement'); it goes in the audit log"
-            )
+        _check_purpose(purpose)
         self.url = _base(url)
         self.token = token
         self.purpose = purpose
@@ -112,7 +116,9 @@ class HubClient:
 
         Raises:
             ClientError: wrong credentials (401), throttled (429), or no hub at ``url``.
+            ValueError: a purpose outside 3-200 characters (checked before logging in).
         """
+        _check_purpose(purpose)  # before logging in: no token made for a session that cannot query
         body = urllib.parse.urlencode({"username": username, "password": password}).encode()
         token_url = f"{_base(url)}/v1/auth/token"
         request = urllib.request.Request(token_url, data=body, method="POST")  # noqa: S310  (_base: http(s))

@@ -6,7 +6,8 @@
 
 Logs in, pulls the month of the fused cube for the district (daily buckets, every source
 and category, all pages), and plots one line per category. Days the hub suppressed (under
-k, or hidden with them) are gaps, never zeros; days with no row had nothing (a public zero).
+k, or hidden with them) are hatched gaps, never zeros; days with no row had nothing (a
+public zero). A district the hub does not know is an error naming the nearest names.
 Needs ``pip install 'vigie[client]'`` (pandas, matplotlib). Run by ``tests/test_client.py``.
 """
 
@@ -52,11 +53,31 @@ def main(argv: list[str] | None = None) -> int:
             args.hub, args.user, password, purpose=f"monthly report: {args.district}, {args.month}"
         )
         frame = hub.cube_frame(bucket="day", zone=f"poly:{args.district}", since=since, until=until)
+        unknown = frame.empty and unknown_district(hub, args.district)
     except ClientError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    if unknown:
+        print(f"error: {unknown}", file=sys.stderr)
+        return 1
     plot(frame, args, since, until)
     return 0
+
+
+def unknown_district(hub: HubClient, district: str) -> str:
+    """Why ``district`` is not one of the hub's named areas (with the nearest names), or '' when it is."""
+    import difflib
+
+    names = [f["id"].removeprefix("poly:") for f in hub.pages("/v1/zones", {"kind": "poly"}, key="features")]
+    if not names or district in names:
+        return ""
+    folded = {name.casefold(): name for name in names}  # NOAILLES for Noailles: case is the usual slip
+    near = [folded[m] for m in difflib.get_close_matches(district.casefold(), folded, n=3, cutoff=0.5)]
+    near = near or sorted(names)[:3]
+    return (
+        f"--district {district!r} is not a named area on this hub ({len(names)} areas; "
+        f"did you mean {', '.join(map(repr, near))}?): give the name as the zones GeoJSON spells it"
+    )
 
 
 def plot(frame: Any, args: argparse.Namespace, since: datetime, until: datetime) -> None:
@@ -66,6 +87,7 @@ def plot(frame: Any, args: argparse.Namespace, since: datetime, until: datetime)
     matplotlib.use("Agg")  # no display needed
     import matplotlib.pyplot as plt
     import pandas as pd
+    from matplotlib.ticker import MaxNLocator
 
     days = pd.date_range(since, until, freq="D", inclusive="left")
     fig, ax = plt.subplots(figsize=(10, 4))
@@ -84,13 +106,21 @@ def plot(frame: Any, args: argparse.Namespace, since: datetime, until: datetime)
         served = frame["n"].notna()
         for category in table.columns:
             ax.plot(table.index, table[category], marker="o", label=category)
+        # A gap alone reads as "no line here"; shade the days hiding a count, so nobody reads them as 0.
+        hidden = table.isna().any(axis="columns")
+        for i, day in enumerate(table.index[hidden]):
+            label = "suppressed (under k): count hidden" if i == 0 else None
+            ax.axvspan(day - pd.Timedelta(hours=12), day + pd.Timedelta(hours=12), facecolor="0.85",
+                       hatch="//", edgecolor="0.6", linewidth=0, zorder=0, label=label)  # fmt: skip
         print(
             f"{args.district} {args.month}: {int(served.sum())} day-category counts served "
             f"(total {frame.loc[served, 'n'].sum():g}), {int((~served).sum())} suppressed"
         )
         ax.legend(title="category")
-    ax.set_title(f"{args.district}, {args.month}: incidents per day (gaps: suppressed under k)")
+    ax.set_title(f"{args.district}, {args.month}: incidents per day (hatched: suppressed under k)")
     ax.set_ylabel("count")
+    ax.set_ylim(bottom=0, top=max(1.0, ax.get_ylim()[1]))  # counts are never negative
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     fig.autofmt_xdate()
     fig.tight_layout()
     fig.savefig(args.out, dpi=100)

@@ -98,8 +98,19 @@ def _since(request: Request, since: _Since = None) -> int | None:
     return localize(since, request.app.state.calendar.zone, "since")
 
 
-def _until(request: Request, until: _Until = None) -> int | None:
-    return localize(until, request.app.state.calendar.zone, "until")
+def _until(
+    request: Request, since: Annotated[int | None, Depends(_since)], until: _Until = None
+) -> int | None:
+    end = localize(until, request.app.state.calendar.zone, "until")
+    if since is not None and end is not None and end <= since:
+        # An empty or inverted range is a mistake (dates swapped), not a question with an empty answer.
+        zone = request.app.state.calendar.zone
+        msg = (
+            f"until {iso(end, zone)} is not after since {iso(since, zone)}: the range is empty; "
+            "swap them, or give an until later than since (until is exclusive)"
+        )
+        raise HTTPException(422, detail=[{"loc": ["query", "until"], "type": "value_error", "msg": msg}])
+    return end
 
 
 #: ``since``/``until`` as epoch seconds, whichever form the caller used (documented as both).

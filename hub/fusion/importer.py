@@ -95,7 +95,11 @@ def import_file(
     if connector is None:
         raise ValueError(f"unknown source {connector_name!r}; sources: {', '.join(CONNECTORS)}")
     if mapping.connector != connector_name:
-        raise ValueError(f"the mapping is for connector {mapping.connector!r}, not {connector_name!r}")
+        raise ValueError(
+            f"{path.name}: the mapping ({mapping.description or mapping.source}) is for source "
+            f"{mapping.connector!r}, not {connector_name!r}: run `vigie hub import {mapping.connector} …`, "
+            f"or pass a {connector_name} mapping"
+        )
     report = ImportReport(source=mapping.source, file=path.name)
     stream = connector.read(path, mapping, report, **options)
 
@@ -108,6 +112,10 @@ def import_file(
     rows = aggregate(counted(), zones, report)
     if progress is not None:
         progress(report.rows)
+    if not rows:
+        # Nothing to store: do not record the file either, or the same file imported again once its
+        # mapping is fixed (time_format, categories) would be refused as "already imported".
+        return report
     summary = {k: v for k, v in asdict(report).items() if k != "errors"}
     summary["errors"] = [str(e) for e in report.errors]
     added = store.record_import(mapping.source, file_sha256(path), path.name, summary, rows, time.time())

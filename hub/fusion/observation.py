@@ -188,8 +188,18 @@ def load_mapping(path: Path) -> Mapping:
         return Mapping.model_validate(data)
     except OSError as exc:
         raise ConfigError(f"mapping {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "not valid YAML"
+        raise ConfigError(
+            f"mapping {path}: {where}{problem}: fix the YAML (indentation, brackets, quotes) "
+            "and compare with a shipped mapping in hub/fusion/mappings/"
+        ) from None
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or '(whole file)'}: {e['msg']}" for e in exc.errors()
+        )
         raise ConfigError(f"mapping {path}: {problems}") from None
 
 
@@ -203,7 +213,11 @@ def parse_time(text: str, fmt: str | None, tz: ZoneInfo) -> int:
     try:
         when = dt.datetime.strptime(value, fmt) if fmt else dt.datetime.fromisoformat(value)
     except ValueError:
-        raise ValueError(f"{scrub(value, 40)!r} is not a date in format {fmt or 'ISO 8601'}") from None
+        # The value is scrubbed (a date may be a birth date), so the hint must say how to fix it blind.
+        raise ValueError(
+            f"{scrub(value, 40)!r} is not a date in format {fmt or 'ISO 8601'}: set time_format in the "
+            "mapping to the strptime pattern of the file, e.g. %d/%m/%Y %H:%M for French exports"
+        ) from None
     if when.tzinfo is None:
         when = when.replace(tzinfo=tz)
     epoch = int(when.timestamp())

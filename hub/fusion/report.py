@@ -14,7 +14,15 @@ from hub.fusion.baselines import BASELINES
 from hub.fusion.evaluate import SHARES, Evaluation
 from hub.fusion.protocol import bootstrap_ci
 
-__all__ = ["best_baseline", "brier", "calibration_table", "gap_closed", "summary_lines", "write_report"]
+__all__ = [
+    "MIN_PERIODS_FOR_CI",
+    "best_baseline",
+    "brier",
+    "calibration_table",
+    "gap_closed",
+    "summary_lines",
+    "write_report",
+]
 
 
 def brier(pairs: Sequence[tuple[float, int]]) -> float:
@@ -55,6 +63,11 @@ def gap_closed(ev: Evaluation, share: float) -> float:
     return (ev.mean_pai("model", share) - best) / room if room > 0 else 0.0
 
 
+#: Fewer scored test periods than this and a bootstrap interval only resamples a handful of
+#: values: it comes out narrow and looks significant when it is not.
+MIN_PERIODS_FOR_CI = 10
+
+
 def summary_lines(ev: Evaluation) -> list[str]:
     """One line per share: model, best baseline, oracle, the paired interval and the gap closed."""
     out = []
@@ -62,10 +75,17 @@ def summary_lines(ev: Evaluation) -> list[str]:
         best = best_baseline(ev, share)
         diff = np.array(ev.pai["model"][share]) - np.array(ev.pai[best][share])
         mean, lo, hi = bootstrap_ci(diff.tolist())
+        few = (
+            f" (only {diff.size} test periods: too few for the interval to mean anything; "
+            f"test on {MIN_PERIODS_FOR_CI} or more, e.g. --weeks {MIN_PERIODS_FOR_CI})"
+            if diff.size < MIN_PERIODS_FOR_CI
+            else ""
+        )
         out.append(
             f"PAI @{share * 100:g} %: model {ev.mean_pai('model', share):.2f}, best baseline ({best}) "
             f"{ev.mean_pai(best, share):.2f}, oracle {ev.mean_pai('oracle', share):.2f}; model − best "
-            f"{mean:+.2f} [95 % CI {lo:+.2f}, {hi:+.2f}]; gap closed {gap_closed(ev, share) * 100:+.0f} %"
+            f"{mean:+.2f} [95 % CI {lo:+.2f}, {hi:+.2f}]{few}; "
+            f"gap closed {gap_closed(ev, share) * 100:+.0f} %"
         )
     return out
 

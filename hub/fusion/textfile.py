@@ -17,6 +17,7 @@ from __future__ import annotations
 import codecs
 import gzip
 import io
+import re
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -82,6 +83,27 @@ def _check(path: Path, encoding: str) -> tuple[bool, str | None]:
     return last in (b"\n", b"\r"), None
 
 
+def _utf8_mark(path: Path) -> tuple[int, str] | None:
+    """(line, character) of the first non-ASCII character when the whole file is valid UTF-8; else None."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    lines, first = 0, None
+    with open_binary(path) as fh:
+        while chunk := fh.read(_CHUNK):
+            try:
+                decoder.decode(chunk)
+            except UnicodeDecodeError:
+                return None
+            if first is None and (m := re.search(rb"[\x80-\xff]", chunk)):
+                char = chunk[m.start() : m.start() + 4].decode("utf-8", errors="ignore")[:1] or "?"
+                first = (_line_of(chunk, m.start(), lines), char)
+            lines += chunk.count(b"\n")
+    return first
+
+
+def _single_byte(name: str) -> bool:
+    return not name.startswith(("utf", "ascii"))
+
+
 def sniff_format(path: Path, encoding: str | None) -> TextFormat:
     """The encoding to read ``path`` with: ``encoding`` when given (checked), else detected.
 
@@ -101,6 +123,16 @@ def sniff_format(path: Path, encoding: str | None) -> TextFormat:
             raise ValueError(
                 f"{path}: {bad} is not {name}: pass --encoding cp1252 (or latin-1) for files exported by "
                 "Windows spreadsheets, or leave --encoding out to detect it"
+            )
+        # latin-1 reads any byte, so a UTF-8 file read with it "works" and its accents turn into
+        # mojibake ('é' → 'Ã©'): unknown categories and zones, part of the file imported. Refuse it.
+        mark = _utf8_mark(path) if _single_byte(name) else None
+        if mark is not None:
+            line, char = mark
+            misread = char.encode("utf-8").decode(name, errors="replace")
+            raise ValueError(
+                f"{path}: the file is UTF-8 (line {line} has {char!r}), which --encoding {encoding} would "
+                f"read as {misread!r}: leave --encoding out (or pass utf-8); nothing imported"
             )
         return TextFormat("utf-8-sig" if name == "utf-8" else name, ends)
     ends, bad = _check(path, "utf-8")

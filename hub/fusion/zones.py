@@ -86,15 +86,39 @@ def load_geojson(path: Path, name_property: str) -> list[Polygon]:
     """Named polygons from a GeoJSON FeatureCollection (WGS84 lon/lat).
 
     Raises:
-        ValueError: a feature without ``name_property`` or with another geometry type.
+        ValueError: a missing or unreadable file, not a FeatureCollection, a feature without
+            ``name_property`` or with another geometry type; the message names the file and the fix.
     """
-    data = json.loads(path.read_text())
+    try:
+        data = json.loads(path.read_text(encoding="utf-8-sig"))
+    except FileNotFoundError:
+        raise ValueError(
+            f"zones {path}: no such file (working folder {Path.cwd()}): check its path"
+        ) from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ValueError(
+            f"zones {path}: not a readable GeoJSON file ({exc}); export it again as GeoJSON"
+        ) from None
+    features = data.get("features") if isinstance(data, dict) else None
+    if not isinstance(features, list) or not features:
+        raise ValueError(
+            f"zones {path}: not a GeoJSON FeatureCollection with features; pass the areas' GeoJSON"
+        )
     out = []
-    for i, feature in enumerate(data.get("features", [])):
-        props = feature.get("properties") or {}
+    for i, feature in enumerate(features):
+        props = (feature.get("properties") if isinstance(feature, dict) else None) or {}
         if name_property not in props:
-            raise ValueError(f"{path}: feature {i} has no property {name_property!r}; it has {sorted(props)}")
-        out.append(_polygon(str(props[name_property]), feature["geometry"]))
+            raise ValueError(
+                f"zones {path}: feature {i} has no property {name_property!r}; it has {sorted(props)}: "
+                "pass --zone-name with the property holding each area's name"
+            )
+        name = str(props[name_property])
+        try:
+            out.append(_polygon(name, feature["geometry"]))
+        except (KeyError, TypeError, IndexError, ValueError) as exc:
+            raise ValueError(
+                f"zones {path}: feature {i} ({name!r}) has no usable polygon geometry ({exc})"
+            ) from None
     return out
 
 

@@ -123,6 +123,8 @@ def test_login_expiry_revocation_tampering_and_disabling(
     assert _call(client, "GET", "/v1/events", token) == 200
     tampered = token[:-2] + ("AA" if not token.endswith("AA") else "BB")
     assert _call(client, "GET", "/v1/events", tampered) == 401
+    detail = client.get("/v1/events", headers={"Authorization": f"Bearer {tampered}"}).json()["detail"]
+    assert "log in again (POST /v1/auth/token)" in detail  # the fix, not a bare "invalid token"
     expired, _ = issue_token(store, "u-analyst", ttl_s=0.01)
     time.sleep(0.05)
     r = client.get("/v1/events", headers={"Authorization": f"Bearer {expired}"})

@@ -126,6 +126,15 @@ def test_every_list_refuses_a_cursor_it_never_returned(client: TestClient, path:
         assert "cursor" in r.text
 
 
+def test_the_events_cursor_error_says_the_fix_too(client: TestClient) -> None:
+    for cursor in ("abc", "²", "99999999999999999999"):
+        r = client.get("/v1/events", params={"cursor": cursor})
+        assert r.status_code == 422, r.text
+        detail = r.json()["detail"][0]
+        assert detail["loc"] == ["query", "cursor"]
+        assert "pass the previous page's `next_cursor` unchanged" in detail["msg"], detail
+
+
 @pytest.mark.parametrize(
     "path", ["/v1/devices", "/v1/zones", "/v1/forecast", "/v1/users", "/v1/campaigns", "/v1/audit"]
 )
@@ -166,6 +175,23 @@ def test_a_bad_time_is_a_422_naming_the_parameter_and_the_forms(client: TestClie
     assert "ISO 8601" in detail["msg"] or "outside" in detail["msg"], detail
 
 
+@pytest.mark.parametrize(
+    "path",
+    ["/v1/cube", "/v1/rollups", "/v1/anomalies", "/v1/events", "/v1/audit", "/v1/exports/cube.csv",
+     "/v1/exports/cube.parquet", "/v1/exports/cube.geojson", "/v1/exports/ngsi-ld"],
+)  # fmt: skip
+def test_an_inverted_or_empty_range_is_a_422_not_an_empty_answer(client: TestClient, path: str) -> None:
+    # Swapped dates are the commonest slip; an empty 200 would read as "nothing happened".
+    for since, until in (("2026-03-01", "2026-01-01"), ("2026-01-05", "2026-01-05"), (P0 + 7200, P0)):
+        r = client.get(path, params={"since": since, "until": until})
+        assert r.status_code == 422, (path, since, until, r.status_code, r.text[:200])
+        detail = r.json()["detail"][0]
+        assert detail["loc"] == ["query", "until"]
+        assert "not after since" in detail["msg"], detail
+        assert "swap" in detail["msg"], detail
+    assert client.get(path, params={"since": "2026-01-05", "until": "2026-01-06"}).status_code == 200
+
+
 def test_parquet_export_matches_the_csv(client: TestClient) -> None:
     import csv
 
@@ -187,6 +213,10 @@ def test_parquet_export_matches_the_csv(client: TestClient) -> None:
     ]
     assert sorted(from_parquet) == sorted(from_csv)
     assert len(from_csv) == len(ZONES) * 6  # 1,000 hours: 5 whole weeks and a partial one per zone
+    # A spreadsheet user reads dates, not epoch seconds: ISO 8601 in the city's zone beside them.
+    first = next(csv.DictReader(io.StringIO(text)))
+    assert first["start_iso"] == "2026-01-05T00:00:00+01:00", first
+    assert first["end_iso"] == "2026-01-12T00:00:00+01:00", first
 
 
 def test_ngsi_ld_pages_with_a_link_header(client: TestClient) -> None:

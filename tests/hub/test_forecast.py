@@ -100,6 +100,8 @@ def test_cli_and_library_give_the_same_numbers(houston_slice: Path, tmp_path: Pa
     )
     for line in summary_lines(library.evaluations[0]):
         assert f"week: {line}" in done.stdout
+        # Two weeks make a bootstrap interval of two values: the report says so rather than look significant.
+        assert "only 2 test periods: too few for the interval to mean anything" in line
     report = (out / "backtest-week.md").read_text()
     for needed in (
         "| all |",
@@ -138,6 +140,11 @@ def test_errors_say_what_to_change(houston_slice: Path, tmp_path: Path) -> None:
     assert "outside the study area" in outside
     past = _fails(str(houston_slice), "--mapping", "houston_police", "--until", "2010-03-01", "--weeks", "9")
     assert "use --weeks 2 or less" in past
+    march = (str(houston_slice), "--mapping", "houston_police", "--until", "2010-03-01")
+    fine = _fails(*march, "--resolution", "20")
+    assert "argument --resolution: 20 is outside 0-15" in fine  # was "vigie: error: 20"
+    zero = _fails(*march, "--weeks", "0")
+    assert "argument --weeks: 0 is outside 1-10000" in zero
     none_left = _fails(str(houston_slice), "--mapping", "houston_police", "--until", "2010-03-15")
     assert "no whole week between it and the end of the data (2010-03-15)" in none_left
 

@@ -12,9 +12,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 from hub.storage import CubeQuery, SQLiteStore
-from tests.conftest import SHARED, cli, need
+from tests.conftest import ROOT, SHARED, cli, need
 
 #: Real quartiers of Marseille, under their written names (the shared GeoJSON spells them in capitals).
 NAMES = {"SAINT-JEAN-DU-DESERT": "Saint-Jean-du-Désert", "CHATEAU-GOMBERT": "Château-Gombert",
@@ -138,3 +139,128 @@ def test_a_mis_mapped_file_names_the_mapping_key_and_the_header(tmp_path: Path, 
     assert "['jour', 'quartier', 'category', 'admissions']" in done.stderr
     assert "Traceback" not in done.stderr
     assert _cube(tmp_path) == []
+
+
+def _import_zones(tmp_path: Path, file: Path, zones: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        cli("hub", "import", "hospital", str(file), "--mapping", "hospital_admissions", "--zones", zones,
+            "--db", str(tmp_path / "hub.sqlite"), "--no-learn", *extra),
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+
+
+def test_a_bad_zones_file_is_one_clear_line_and_imports_nothing(tmp_path: Path, zones: Path) -> None:
+    file = _write(tmp_path / "urgences.csv", [HEADER, *ROWS])
+    broken = tmp_path / "cut.geojson"
+    broken.write_text(zones.read_text()[:200])
+    cases = {
+        str(tmp_path / "nowhere.geojson"): "nowhere.geojson: no such file",
+        str(broken): "cut.geojson: not a readable GeoJSON file",
+        str(file): "not a readable GeoJSON file",  # the CSV passed as --zones by mistake
+    }
+    for given, said in cases.items():
+        done = _import_zones(tmp_path, file, given)
+        assert done.returncode == 2, (given, done.stdout, done.stderr)
+        assert said in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr
+    done = _import_zones(tmp_path, file, str(zones), "--zone-name", "nom")
+    assert done.returncode == 2
+    assert "has no property 'nom'; it has ['nom_qua']: pass --zone-name" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert _cube(tmp_path) == []
+
+
+def test_a_mapping_of_another_source_names_the_command_to_run(tmp_path: Path, zones: Path) -> None:
+    file = _write(tmp_path / "urgences.csv", [HEADER, *ROWS])
+    done = subprocess.run(
+        cli("hub", "import", "police", str(file), "--mapping", "hospital_admissions",
+            "--db", str(tmp_path / "hub.sqlite"), "--no-learn"),
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "urgences.csv: the mapping" in done.stderr
+    assert "is for source 'hospital', not 'police': run `vigie hub import hospital …`" in done.stderr
+    assert _cube(tmp_path) == []
+
+
+def test_a_utf8_file_given_as_latin1_is_refused_not_half_imported(tmp_path: Path, zones: Path) -> None:
+    # latin-1 decodes any byte: without the check, 'Périer' became 'PÃ©rier', an unknown zone, and the
+    # ASCII-only rows were imported alone.
+    file = _write(tmp_path / "urgences.csv", [HEADER, *ROWS], encoding="utf-8")
+    for given in ("latin-1", "cp1252"):
+        done = _import(tmp_path, zones, file, "--encoding", given)
+        assert done.returncode == 2, done.stdout
+        assert "the file is UTF-8 (line 2 has 'é')" in done.stderr, done.stderr
+        assert "'Ã©'" in done.stderr
+        assert "leave --encoding out" in done.stderr
+        assert "Traceback" not in done.stderr
+        assert _cube(tmp_path) == []
+    done = _import(tmp_path, zones, file, "--encoding", "utf-8")
+    assert "4 rows, 4 imported, 0 rejected" in done.stdout, done.stderr
+
+
+def test_french_dates_are_refused_with_the_fix_then_import(tmp_path: Path, zones: Path) -> None:
+    french = [HEADER, *(f"{r[8:10]}/{r[5:7]}/{r[:4]}{r[10:]}" for r in ROWS)]  # 12/06/2026;…
+    file = _write(tmp_path / "urgences.csv", french)
+    done = _import(tmp_path, zones, file)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "4 rows, 0 imported, 4 rejected" in done.stdout
+    assert "set time_format in the mapping to the strptime pattern of the file, e.g. %d/%m/%Y" in done.stdout
+    assert "no row imported (nothing stored)" in done.stderr
+    assert _cube(tmp_path) == []
+    # The analyst fixes the mapping and imports the same file again: it is not "already imported".
+    mapping = yaml.safe_load((ROOT / "hub" / "fusion" / "mappings" / "hospital_admissions.yaml").read_text())
+    (tmp_path / "urgences.yaml").write_text(yaml.safe_dump({**mapping, "time_format": "%d/%m/%Y"}))
+    done = subprocess.run(
+        cli("hub", "import", "hospital", str(file), "--mapping", str(tmp_path / "urgences.yaml"), "--zones",
+            str(zones), "--db", str(tmp_path / "hub.sqlite"), "--no-learn"),
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "4 rows, 4 imported, 0 rejected" in done.stdout
+    assert len(_cube(tmp_path)) == 4
+
+
+def test_coordinates_with_a_decimal_comma_import(tmp_path: Path) -> None:
+    # French spreadsheets write 43,2965 in a `;` file; it was "'43,2965' is not a number" on every row.
+    lines = [
+        "date_heure;categorie;initiative;lat;lon;adresse;resume;personnes",
+        "2026-06-12 22:10;tapage;non;43,2965;5,3698;;;",
+        "2026-06-12 23:40;rixe;non;43.2971;5.3702;;;",
+    ]
+    file = _write(tmp_path / "main_courante.csv", lines)
+    done = subprocess.run(
+        cli("hub", "import", "police", str(file), "--mapping", "main_courante",
+            "--db", str(tmp_path / "hub.sqlite"), "--no-learn"),
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "2 rows, 2 imported, 0 rejected" in done.stdout
+
+
+def test_a_mapping_that_is_not_valid_yaml_is_one_line_with_where(tmp_path: Path, zones: Path) -> None:
+    file = _write(tmp_path / "urgences.csv", [HEADER, *ROWS])
+    (tmp_path / "urgences.yaml").write_text("connector: hospital\nsource: hospital\n  time_column: [day\n")
+    done = subprocess.run(
+        cli("hub", "import", "hospital", str(file), "--mapping", str(tmp_path / "urgences.yaml"),
+            "--db", str(tmp_path / "hub.sqlite"), "--no-learn"),
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "urgences.yaml: line 3, column 14: mapping values are not allowed here" in done.stderr
+    assert "fix the YAML" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert _cube(tmp_path) == []
+
+
+def test_importing_the_same_file_again_says_how_its_rejected_rows_can_come_in(
+    tmp_path: Path, zones: Path
+) -> None:
+    file = _write(tmp_path / "urgences.csv", [HEADER, *ROWS, "2026-06-13;Périer;noyade;6"])
+    first = _import(tmp_path, zones, file)
+    assert "5 rows, 4 imported, 1 rejected" in first.stdout, first.stdout + first.stderr
+    again = _import(tmp_path, zones, file)
+    assert again.returncode == 0
+    assert "already imported (same content); nothing added" in again.stdout
+    assert "after fixing the mapping, import a file holding only those rows" in again.stdout
+    assert len(_cube(tmp_path)) == 4  # not doubled

@@ -9,7 +9,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from vigie.cli.options import FMT, LazyChoices, add_db, hub_settings
+from vigie.cli.options import FMT, LazyChoices, add_db, duration_arg, hub_settings
+from vigie.exceptions import ConfigError
 
 __all__ = ["register"]
 
@@ -66,7 +67,7 @@ def _register_user(hub_sub: Any) -> None:
     lst.set_defaults(handler=_user_list)
     tok = user_sub.add_parser("token", help="Make an API token for a user (shown once).")
     tok.add_argument("username")
-    tok.add_argument("--ttl", default="8h", help="Validity: 30m, 8h, 30d (default 8h).")
+    tok.add_argument("--ttl", type=duration_arg, default="8h", help="Validity: 30m, 8h, 30d (default 8h).")
     tok.add_argument("--label", default="cli", help="What it is for (shown in `user list`).")
     add_db(tok)
     tok.set_defaults(handler=_user_token)
@@ -123,7 +124,14 @@ def _register_gdpr(hub_sub: Any) -> None:
 
 def _password(args: argparse.Namespace) -> str:
     if getattr(args, "password_file", None) is not None:
-        return str(args.password_file.read_text().strip())
+        try:
+            return str(args.password_file.read_text().strip())
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = getattr(exc, "strerror", None) or str(exc)
+            raise ConfigError(
+                f"--password-file {args.password_file}: cannot be read ({reason}): check the path, "
+                "or leave --password-file out to type the password"
+            ) from None
     if not sys.stdin.isatty():
         return sys.stdin.readline().strip()
     first = getpass.getpass("password (12 characters or more): ")

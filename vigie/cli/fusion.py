@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from vigie.cli.options import FMT, LazyChoices, add_db, hub_settings
+from vigie.exceptions import ConfigError
 
 __all__ = ["register"]
 
@@ -182,25 +183,50 @@ def _register_backtest(hub_sub: Any) -> None:
         required=True,
         help="First test day, YYYY-MM-DD, a Monday, in the city's time zone (the mapping's city_timezone).",
     )
-    bt.add_argument("--weeks", type=int, default=None, help="Test weeks (default: every whole week left).")
+    bt.add_argument(
+        "--weeks", type=_int_in(1, 10_000), default=None, help="Test weeks (default: every whole week left)."
+    )
     bt.add_argument(
         "--horizon", choices=("week", "day", "both"), default="both", help="Forecast horizon (default both)."
     )
     bt.add_argument(
         "--boundary", type=Path, default=None, help="GeoJSON of the city's boundary (study area)."
     )
-    bt.add_argument("--resolution", type=int, default=8, help="H3 resolution (default 8).")
+    bt.add_argument(
+        "--resolution",
+        type=_int_in(0, 15),
+        default=8,
+        help="H3 resolution, 0-15 (default 8, about 0.74 km²).",
+    )
     bt.add_argument("--out", type=Path, default=Path("backtest"), help="Report folder (default ./backtest).")
     bt.add_argument("--save", action="store_true", help="Store the tuned parameters for the hub to serve.")
     add_db(bt)
     bt.set_defaults(handler=_backtest)
 
 
+def _int_in(low: int, high: int) -> Any:
+    """An argparse type: a whole number in [low, high], refused with the range (not a bare value)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} is outside {low}-{high}")
+        return value
+
+    return parse
+
+
 def _zone_index(args: argparse.Namespace) -> Any:
     from hub.fusion.zones import ZoneIndex, load_geojson
 
     settings = hub_settings(args)
-    polygons = load_geojson(settings.zones, settings.zones_name) if settings.zones else []
+    try:
+        polygons = load_geojson(settings.zones, settings.zones_name) if settings.zones else []
+    except ValueError as exc:  # a user's file: one line, exit 2, nothing stored (main prints it)
+        raise ConfigError(str(exc)) from None
     return ZoneIndex(settings.h3_resolution, polygons)
 
 
@@ -228,7 +254,12 @@ def _import(args: argparse.Namespace) -> int:
     finally:
         bar.done()
     if report.duplicate_file:
-        print(f"{args.file}: already imported (same content); nothing added")
+        # The file is the unit (importing it twice must not double its counts): rows it rejected
+        # then can come in only as a file of their own, once the mapping knows them.
+        print(
+            f"{args.file}: already imported (same content); nothing added. Rows it rejected then stay "
+            "out: after fixing the mapping, import a file holding only those rows"
+        )
         return 0
     print(f"{args.file}: {report.rows} rows, {report.imported} imported, {report.rejected} rejected")
     for reason, n in sorted(report.by_reason.items(), key=lambda kv: -kv[1])[:10]:
@@ -237,6 +268,11 @@ def _import(args: argparse.Namespace) -> int:
         print(f"  e.g. {error}")
     for warning in report.warnings:
         print(f"warning: {warning}")
+    if report.rows and not report.imported:
+        print(f"vigie: error: {args.file}: no row imported (nothing stored): fix the file or the mapping "
+              "as the reasons above say, then import it again", file=sys.stderr)  # fmt: skip
+        store.close()
+        return 1
     if mapping.exclude_from_training:
         set_exclusions(store, mapping.source, mapping.exclude_from_training)
     if not args.no_learn:

@@ -17,6 +17,7 @@ from typing import Any
 
 from vigie.cli import access, fusion, hub_assets, hub_fleet
 from vigie.cli.options import FMT, add_broker_options, add_db, add_hub_config, broker_config, hub_settings
+from vigie.exceptions import ConfigError
 
 __all__ = ["register"]
 
@@ -111,6 +112,13 @@ def _serve(args: argparse.Namespace) -> int:
     scaled = args.workers > 1 or args.ingest_workers > 1
     if not args.no_ingest:
         _check_tls(args)
+    if settings.zones is not None:  # a bad zones file: one line now, not a traceback from uvicorn's startup
+        from hub.fusion.zones import load_geojson
+
+        try:
+            load_geojson(settings.zones, settings.zones_name)
+        except ValueError as exc:
+            raise ConfigError(f"{exc} (VIGIE_HUB_ZONES or zones: in the hub's settings)") from None
     print(f"vigie hub: API on http://{args.host}:{args.port}/v1/events (docs at /docs)", file=sys.stderr)
     if not scaled:
         settings = settings.model_copy(update={"ingest": not args.no_ingest, "broker": broker_config(args)})

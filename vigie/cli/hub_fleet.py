@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from vigie.cli.options import FMT, add_db, add_state_dir, hub_settings
+from vigie.cli.options import FMT, add_db, add_state_dir, duration_arg, hub_settings
 
 __all__ = ["devices_table", "register"]
 
@@ -94,7 +94,9 @@ def _register_enrol_token(hub_sub: Any) -> None:
         "--profile", required=True, help="Hardware profile (rpi4, rpi5, jetson-orin-nano, ...)."
     )
     create.add_argument("--device", default=None, help="Bind the token to this device slug (recommended).")
-    create.add_argument("--ttl", default="24h", help="Validity: 30m, 24h, 7d (default 24h).")
+    create.add_argument(
+        "--ttl", type=duration_arg, default="24h", help="Validity: 30m, 24h, 7d (default 24h)."
+    )
     create.add_argument("--quiet", action="store_true", help="Print the token only (for scripts).")
     create.set_defaults(handler=_hub_token_create)
 

@@ -34,6 +34,7 @@ __all__ = [
     "apply_environment",
     "broker_arg",
     "broker_config",
+    "duration_arg",
     "hub_settings",
     "line_arg",
     "state_dir",
@@ -103,6 +104,21 @@ def broker_arg(value: str) -> tuple[str, int]:
     if not host or not port.isdigit():
         raise argparse.ArgumentTypeError(f"{value!r} is not HOST:PORT (e.g. 127.0.0.1:1883)")
     return host, int(port)
+
+
+def duration_arg(text: str) -> str:
+    """An argparse type for ``--ttl``: ``30m``, ``24h``, ``7d``, more than zero (kept as text)."""
+    from hub.enrolment import parse_duration
+
+    try:
+        seconds = parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(
+            f"duration {text!r}: a token valid for no time is useless; e.g. 8h or 30d"
+        )
+    return text
 
 
 def _points(text: str) -> list[tuple[float, ...]]:

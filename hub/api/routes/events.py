@@ -9,12 +9,12 @@ import time
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from hub.api.deps import SettingsDep, StoreDep
-from hub.api.paging import next_link
+from hub.api.paging import CURSOR_MAX_LEN, bad_cursor, next_link
 from hub.api.schemas import EventPublic, EventsPublic
 from hub.api.times import SinceQuery, UntilQuery, with_iso
 from hub.auth import Principal, recheck
@@ -48,7 +48,7 @@ def list_events(
     until: UntilQuery = None,
     limit: Annotated[int, Query(ge=1, le=1000, description="Page size.")] = 100,
     cursor: Annotated[
-        str | None, Query(max_length=19, description="`next_cursor` of the previous page.")
+        str | None, Query(max_length=CURSOR_MAX_LEN, description="`next_cursor` of the previous page.")
     ] = None,
 ) -> EventsPublic:
     """Events from every device, newest first, with cursor pagination; counts under k served as `"<k"`."""
@@ -57,16 +57,7 @@ def list_events(
         # ASCII digits only, within a signed 64-bit integer (str.isdigit() accepts "²", which int()
         # then refuses, and the store refuses integers past 2**63 - 1: both were HTTP 500s).
         if not _CURSOR.fullmatch(cursor) or int(cursor) > CURSOR_MAX:
-            raise HTTPException(
-                422,
-                detail=[
-                    {
-                        "loc": ["query", "cursor"],
-                        "type": "value_error",
-                        "msg": f"cursor {cursor!r} is not one this API returned",
-                    }
-                ],
-            )
+            raise bad_cursor(cursor, "not an event sequence number")
         cursor_seq = int(cursor)
     data, next_seq = store.list_events(
         EventQuery(

@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse, Response
 
 from hub.api.deps import SettingsDep, StoreDep
 from hub.api.paging import CursorQuery, decode_cursor, encode_cursor, next_link, page_offset
-from hub.api.times import SinceQuery, UntilQuery
+from hub.api.times import SinceQuery, UntilQuery, iso
 from hub.disclosure.calendar import Level
 from hub.disclosure.floor import protect_rollup
 from hub.disclosure.tables import CubeFilter, cube_table
@@ -96,7 +96,11 @@ def cube_csv(
 ) -> Response:
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(["zone", "start", "end", "bucket", "source", "category", "n", "suppressed"])
+    # start_iso/end_iso last: a spreadsheet shows a date, and readers of the first eight columns keep working.
+    writer.writerow(
+        ["zone", "start", "end", "bucket", "source", "category", "n", "suppressed", "start_iso", "end_iso"]
+    )
+    zone = request.app.state.calendar.zone
     for r in _cube_rows(request, settings.k, store, source, since, until, bucket):
         writer.writerow(
             [
@@ -108,6 +112,8 @@ def cube_csv(
                 r["category"],
                 "" if r["n"] is None else f"{r['n']:g}",
                 int(r["suppressed"]),
+                iso(r["start"], zone),
+                iso(r["end"], zone),
             ]
         )
     return Response(

@@ -168,7 +168,12 @@ def forecast(
     store: StoreDep,
     settings: SettingsDep,
     request: Request,
-    horizon: Annotated[int, Query(description="Hours ahead: 24 or 168.", ge=1, le=168)] = 24,
+    horizon: Annotated[
+        int,
+        Query(
+            description="Hours ahead, 1-168; 24 and 168 serve a tuned blend when one is stored.", ge=1, le=168
+        ),
+    ] = 24,
     limit: Annotated[int, Query(ge=1, le=100_000, description="Page size.")] = 1000,
     cursor: CursorQuery = None,
 ) -> ForecastPublic:

@@ -102,9 +102,14 @@ def read_rows(path: Path, mapping: Mapping, report: ImportReport) -> Iterator[tu
         report.reject(short)
 
 
-def _number(values: dict[str, str], column: str | None, number: int) -> float | RowError:
+def _number(
+    values: dict[str, str], column: str | None, number: int, *, decimal_comma: bool = False
+) -> float | RowError:
     assert column is not None
     text = values[column].strip()
+    if decimal_comma and text.count(",") == 1 and "." not in text:
+        # French spreadsheets write 43,2965; coordinates are never grouped in thousands, counts may be.
+        text = text.replace(",", ".")
     try:
         return float(text)
     except ValueError:
@@ -172,8 +177,8 @@ class IncidentConnector:
             if when is None:
                 continue
             hour, category = when
-            lat = _number(values, mapping.lat_column, number)
-            lon = _number(values, mapping.lon_column, number)
+            lat = _number(values, mapping.lat_column, number, decimal_comma=True)
+            lon = _number(values, mapping.lon_column, number, decimal_comma=True)
             if isinstance(lat, RowError) or isinstance(lon, RowError):
                 report.reject(lat if isinstance(lat, RowError) else lon)  # type: ignore[arg-type]
                 continue
