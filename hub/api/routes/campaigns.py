@@ -87,7 +87,8 @@ def get_campaign(request: Request, campaign_id: str) -> dict[str, Any]:
     "",
     status_code=status.HTTP_201_CREATED,
     summary="Create a campaign (the hub runs it)",
-    responses={409: {"description": "A campaign has this name"},
+    responses={400: {"description": "The body is not JSON"},
+               409: {"description": "A campaign has this name"},
                422: {"description": "No device matches, or invalid waves or policy"}},
 )  # fmt: skip
 def create_campaign(request: Request, body: CampaignCreate, who: Writer) -> dict[str, Any]:

@@ -32,7 +32,10 @@ def list_tags(store: StoreDep) -> dict[str, Any]:
 @router.put(
     "/v1/devices/{site}/{device}/tags",
     summary="Set a device's tags (operators)",
-    responses={404: {"description": "No enrolled device of that name"}},
+    responses={
+        400: {"description": "The body is not JSON"},
+        404: {"description": "No enrolled device of that name"},
+    },
 )
 def set_tags(
     store: StoreDep, site: str, device: str, body: TagsIn, who: Annotated[Principal, require("fleet:write")]

@@ -34,7 +34,8 @@ class RenewResponse(BaseModel):
     "/v1/renew",
     response_model=RenewResponse,
     summary="Renew a device certificate before it expires (proof: the current certificate and its key)",
-    responses={403: {"description": "Not this hub's, expired, revoked, replaced, or another key"},
+    responses={400: {"description": "The body is not JSON"},
+               403: {"description": "Not this hub's, expired, revoked, replaced, or another key"},
                503: {"description": "Enrolment is not set up on this hub"}},
 )  # fmt: skip
 def renew(
