@@ -19,7 +19,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
+from edge.agent_ota import ota_repo
+from edge.config import AgentConfig
 from edge.ota.updater import ModelUpdater
 from hub.storage import SQLiteStore
 from ota.bundle import pack
@@ -28,9 +31,9 @@ from tests.conftest import cli, need_service
 from tests.ota.test_ota import LABELS, MODEL, Repo, _manifest, _Quiet
 from vigie.broker import LocalBroker, find_mosquitto, start_broker
 from vigie.demo import HUB_USER, BrokerAuth, broker_auth
+from vigie.mqtt import BrokerConfig
 from vigie.netutil import free_port
 
-pytestmark = pytest.mark.e2e
 DEVICE = "demo/cam-1"  # broker_auth names its cameras demo/cam-N
 
 
@@ -61,6 +64,20 @@ def served_repo(tmp_path: Path) -> Iterator[Repo]:
         yield Repo(folder, f"http://127.0.0.1:{server.server_address[1]}", tmp_path / "bundles")
     finally:
         server.shutdown()
+
+
+def test_the_repository_comes_from_the_setting_else_from_enrolment(tmp_path: Path) -> None:
+    base = {"site": "demo", "device": "cam-1", "source": "x.avi", "ota_dir": tmp_path / "ota"}
+    assert ota_repo(AgentConfig.model_validate(base)) is None  # no TLS, no setting: OTA commands off
+    pki = tmp_path / "pki"
+    pki.mkdir()
+    (pki / "broker.json").write_text('{"host": "hub", "port": 8883, "hub": "https://hub.city.example/"}')
+    enrolled = {**base, "broker": BrokerConfig().with_tls_dir(pki)}
+    assert ota_repo(AgentConfig.model_validate(enrolled)) == "https://hub.city.example/ota"
+    given = {**enrolled, "ota_repo": "http://127.0.0.1:8000/ota"}
+    assert ota_repo(AgentConfig.model_validate(given)) == "http://127.0.0.1:8000/ota"  # the setting wins
+    with pytest.raises(ValidationError, match="ota_repo"):
+        AgentConfig.model_validate({**base, "ota_repo": "hub.city.example/ota"})
 
 
 def _device_folder(tmp_path: Path, repo: Repo, model_dir: Path) -> Path:
@@ -97,6 +114,7 @@ def _wait_for(path: Path, text: str, timeout: float) -> str:
     raise AssertionError(f"{text!r} not in {path.name} within {timeout} s: {seen[-2000:]}")
 
 
+@pytest.mark.e2e
 def test_the_agent_takes_a_campaign_on_its_own_connection_and_is_never_disconnected(
     demo_broker: tuple[LocalBroker, BrokerAuth], served_repo: Repo, model_dir: Path, vtest_avi: Path,
     tmp_path: Path,
@@ -141,6 +159,7 @@ def test_the_agent_takes_a_campaign_on_its_own_connection_and_is_never_disconnec
     assert "already connected" not in broker_log, broker_log
 
 
+@pytest.mark.e2e
 def test_a_listener_beside_the_agent_under_one_identity_is_fought_off(
     demo_broker: tuple[LocalBroker, BrokerAuth], served_repo: Repo, model_dir: Path, vtest_avi: Path,
     tmp_path: Path,
