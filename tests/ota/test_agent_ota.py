@@ -21,7 +21,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from edge.agent_ota import ota_repo
+from edge.agent import Agent
+from edge.agent_ota import ota_repo, reload_onto_live_slot
 from edge.config import AgentConfig
 from edge.ota.updater import ModelUpdater
 from hub.storage import SQLiteStore
@@ -89,6 +90,39 @@ def _device_folder(tmp_path: Path, repo: Repo, model_dir: Path) -> Path:
     pack(model_dir / MODEL, model_dir / LABELS, _manifest("1.0.0"), first)
     ModelUpdater(ota, repo.url).install_initial(first)
     return ota
+
+
+def test_the_worker_waits_for_the_frame_loop_to_run_the_new_slot(
+    served_repo: Repo, model_dir: Path, bus_jpg: Path, tmp_path: Path
+) -> None:
+    """After a switch the OTA worker asks the frame loop to reload; no reload in time: a failed update."""
+    ota = _device_folder(tmp_path, served_repo, model_dir)
+    config = AgentConfig.model_validate({
+        "site": "demo", "device": "cam-1", "source": str(bus_jpg), "model_dir": model_dir, "ota_dir": ota,
+        "ota_repo": served_repo.url, "outbox": tmp_path / "outbox.sqlite",
+        "broker": BrokerConfig(port=free_port()),  # never connected: the link is not started
+    })  # fmt: skip
+    agent = Agent(config)  # not run: this test plays the frame loop
+    try:
+        assert agent.ota is not None  # OTA folder and repository: commands taken
+        new = served_repo.make("1.1.0", model_dir / MODEL, model_dir / LABELS)
+        ModelUpdater(ota, served_repo.url).update(new.target_name)
+        assert not reload_onto_live_slot(agent, timeout_s=0.5)  # nobody reloaded: the caller reverts
+        assert agent.control.reload.is_set()
+
+        def frame_loop() -> None:
+            agent.control.reload.wait(5)
+            time.sleep(0.3)
+            agent.reload()
+
+        loop = threading.Thread(target=frame_loop)
+        loop.start()
+        assert reload_onto_live_slot(agent, timeout_s=10)
+        loop.join()
+        assert agent.pipeline.detector.model_ref == "ssd-coco@1.1.0"
+    finally:
+        agent.source.close()
+        agent.outbox.close()
 
 
 def _agent(
