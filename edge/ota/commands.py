@@ -103,7 +103,10 @@ class OtaCommands:
         """Finish or undo an update a power cut interrupted, then apply commands until ``stop``."""
         layout = SlotLayout(self.ota_dir)
         before = layout.live_slot()
-        ModelUpdater(self.ota_dir, self.repo_url).recover()
+        try:
+            ModelUpdater(self.ota_dir, self.repo_url).recover()
+        except (OSError, UpdateError) as exc:  # e.g. an OTA folder this user cannot write: say so, go on
+            log.error("OTA recovery failed: %s", exc, extra={"ota_dir": str(self.ota_dir)})
         if layout.live_slot() != before:  # recovery moved the live slot: the agent must follow
             self._reload()
         while not stop.is_set():
