@@ -3,7 +3,8 @@
 Each stage is built from the :class:`~edge.config.AgentConfig`; on SIGHUP the
 agent re-reads its configuration and rebuilds the stages that changed,
 without restarting or losing its outbox (an invalid new configuration is
-refused and the running one kept). A new OTA slot counts as a change of model.
+refused and the running one kept). A new OTA slot counts as a change of model. With OTA on, the
+link also takes the hub's campaign commands, applied in a worker thread (:mod:`edge.agent_ota`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edge.agent_ota import ota_commands
 from edge.config import AgentConfig, detection_settings
 from edge.detectors import Detection
 from edge.detectors.factory import build_detector, live_slot
@@ -107,7 +109,8 @@ class Agent:
         self.config = config
         self.control = control or AgentControl()
         self.notifier = notifier or Notifier()
-        self._reload_config = reload_config
+        # Without a site file to re-read, a reload still picks up a new OTA slot (as `edge run` does).
+        self._reload_config = reload_config or (lambda: self.config)
         self.pipeline = Pipeline(config, build_detector(config))
         self.live_slot = live_slot(config)  # an OTA switch changes it: SIGHUP then rebuilds the detector
         self.source = _watch_camera(_open_source(config), self._camera_trouble, self.control.stop)
@@ -120,9 +123,11 @@ class Agent:
         self._last_status = 0.0
         self.troubles = Troubles(on_change=self.write_status)
         self.sensors = SensorRunner([build_sensor(s) for s in config.sensors], aggregator, self.enqueue)
+        self.ota = ota_commands(self)  # None unless an OTA folder and its repository are configured
         self.link = MqttLink(
             config.broker, self.outbox, site=config.site, device=config.device,
             resend_after_s=config.resend_after_s, troubles=self.troubles,
+            on_ota=self.ota.submit if self.ota is not None else None,
         )  # fmt: skip
         self._event_topic = wire.topic(config.site, config.device, wire.Channel.EVENT)
         self._qos = wire.QOS[wire.Channel.EVENT]
@@ -205,9 +210,6 @@ class Agent:
     def reload(self) -> None:
         """Switch to the re-read configuration, or keep the running one when the new one is refused."""
         self.control.reload.clear()
-        if self._reload_config is None:
-            log.warning("SIGHUP ignored: the agent was started without a configuration file")
-            return
         self.notifier.reloading()
         try:
             new = self._reload_config()
@@ -313,6 +315,8 @@ class Agent:
         )
         self.write_status()
         self.link.start()
+        if self.ota is not None:
+            self.ota.start()
         self._start_renewal()
         self.sensors.start()
         self.notifier.ready(f"analysing {redact_url(self.config.source)}")
@@ -343,6 +347,8 @@ class Agent:
         renewer = getattr(self, "renewer", None)
         if renewer is not None:
             renewer.stop()
+        if self.ota is not None:
+            self.ota.stop()
         left = self.link.stop(drain_timeout=0.0 if self.control.stop.is_set() else 2.0)
         self.write_status("stopped")
         self.outbox.close()
@@ -357,15 +363,8 @@ class Agent:
             self._finish()
         finally:
             left = self._stop()
-        log.info(
-            "agent stopped",
-            extra={
-                "frames": self.frames,
-                "events": self.events,
-                "alerts": self.alerts,
-                "left_in_outbox": left,
-            },
-        )
+        counts = {"frames": self.frames, "events": self.events, "alerts": self.alerts, "left_in_outbox": left}
+        log.info("agent stopped", extra=counts)
         started = self._loop_started
         return AgentResult(
             frames=self.frames,

@@ -117,6 +117,12 @@ class AgentConfig(_Strict):
         default=None,
         description="OTA folder (`vigie edge update`): when it holds a live slot, the model comes from it.",
     )
+    ota_repo: str | None = Field(
+        default=None,
+        pattern=r"^https?://",
+        description="The hub's TUF repository (`https://hub/ota`): with ota_dir, the agent takes OTA "
+        "campaign commands on its own connection. Default: the enrolment's hub URL + /ota.",
+    )
     runtime: Literal["auto", "litert", "tflite-runtime"] = "auto"
     delegate: Literal["none", "edgetpu"] = "none"
     threads: int = Field(default=2, ge=1, le=16, description="Detector threads.")

@@ -11,6 +11,11 @@ paho-mqtt 2 silently overwrites queued QoS 1 messages once more than 65,535
 await acknowledgement (message ids wrap), so the link never has more than
 :attr:`MqttLink.max_inflight` messages handed to paho at once; the rest wait
 on disk in the outbox, where an outage of the broker costs nothing.
+
+Given ``on_ota``, the link also takes the hub's OTA campaign commands for this device (topic
+``.../ota``) and publishes the device's retained ``ota_state`` reports: one connection per
+identity, since the broker binds the client id to it (docs/security.md). Its session is then
+persistent, so that a command sent while the agent is offline waits at the broker.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import contextlib
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -49,6 +55,7 @@ class MqttLink:
         max_inflight: int = 100,
         resend_after_s: float = 30.0,
         troubles: Troubles | None = None,
+        on_ota: Callable[[wire.OtaCommand], None] | None = None,
     ) -> None:
         self.broker = broker
         self.outbox = outbox
@@ -59,9 +66,11 @@ class MqttLink:
         self._resend_wait = resend_after_s
         self._status_topic = wire.topic(site, device, wire.Channel.STATUS)
         self._receipt_topic = wire.topic(site, device, wire.Channel.RECEIPT)
+        self._ota_topic = wire.topic(site, device, wire.Channel.OTA)
+        self._on_ota = on_ota
         # The broker binds the client id to the certificate's identity (use_username_as_clientid):
         # use that identity, site/device, so the id is the same whether or not the broker rewrites it.
-        self._client = make_client(broker, client_id=f"{site}/{device}")
+        self._client = make_client(broker, client_id=f"{site}/{device}", clean_session=on_ota is None)
         self._client.max_inflight_messages_set(max_inflight)
         self._client.will_set(self._status_topic, self._status_payload("offline"), qos=1, retain=True)
         self._client.on_connect = self._on_connect
@@ -186,6 +195,14 @@ class MqttLink:
             topic = wire.topic(self.site, self.device, channel)
             self._client.publish(topic, wire.encode(message), qos=wire.QOS[channel])
 
+    def publish_retained(self, channel: wire.Channel, message: wire.Message) -> None:
+        """Send a report the hub must find even when it subscribes later (``ota_state``): QoS 1, retained.
+
+        Queued by paho while the broker is away and sent on reconnection.
+        """
+        topic = wire.topic(self.site, self.device, channel)
+        self._client.publish(topic, wire.encode(message), qos=1, retain=True)
+
     # -- paho callbacks (network thread) ------------------------------------------
     def _on_connect(
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: ReasonCode, props: Any
@@ -202,6 +219,8 @@ class MqttLink:
         self.troubles.clear("certificate")
         log.info("connected to broker", extra={"host": self.broker.host, "port": self.broker.port})
         client.subscribe(self._receipt_topic, qos=wire.QOS[wire.Channel.RECEIPT])
+        if self._on_ota is not None:
+            client.subscribe(self._ota_topic, qos=1)
         client.publish(self._status_topic, self._status_payload("online"), qos=1, retain=True)
         self._connected.set()
         self._wake.set()
@@ -254,6 +273,9 @@ class MqttLink:
                 self._inflight.pop(mid, None)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        if message.topic == self._ota_topic and self._on_ota is not None:
+            self._ota_command(bytes(message.payload))
+            return
         if message.topic != self._receipt_topic:
             return
         try:
@@ -269,6 +291,16 @@ class MqttLink:
         self.confirmed += removed
         self._resend_wait = self.resend_after_s  # the hub is back: resend promptly next time
         self._wake.set()
+
+    def _ota_command(self, payload: bytes) -> None:
+        try:
+            command = wire.decode(payload, wire.Channel.OTA)
+        except WireError as exc:
+            log.warning("bad OTA command ignored", extra={"field": exc.field, "reason": exc.reason})
+            return
+        mine = (command.site, command.device) == (self.site, self.device)
+        if isinstance(command, wire.OtaCommand) and mine and self._on_ota is not None:
+            self._on_ota(command)  # only queued: the update runs in the OTA worker's thread
 
     def _acked(self, rowid: int) -> None:
         self.outbox.mark_sent([rowid], time.monotonic())

@@ -35,6 +35,7 @@ class EdgeSettings(BaseSettings):
         default=None, description="TLS with the enrolment files there (ca.crt, device.crt, device.key)."
     )
     ota_dir: Path | None = Field(default=None, description="OTA folder: run the model of its live slot.")
+    ota_repo: str | None = Field(default=None, description="The hub's TUF repository, for OTA commands.")
     model_dir: Path | None = Field(
         default=None, description="Where fetched models live (default ~/.cache/vigie/models)."
     )

@@ -1,23 +1,25 @@
-"""The device side of OTA campaigns: listen on ``vigie/v1/<site>/<device>/ota``, update, report.
+"""``vigie edge ota-listen``: OTA campaign commands on a connection of its own, for a box whose
+agent does not take them (no agent running, or one started without ``--ota-dir``).
 
-Runs beside the agent (``vigie edge ota-listen``, its own systemd unit): commands arrive
-over MQTT, the update itself goes through :class:`edge.ota.updater.ModelUpdater` (TUF, A/B,
-smoke test, rollback), each step is reported on the ``ota-state`` channel, and after a
-switch the agent is told to reload its model (SIGHUP to its pid).
+The agent takes the commands itself on its own MQTT connection (:mod:`edge.agent_ota`). This
+listener must not run beside an agent under the same identity: a broker that binds client ids
+to identities (``use_username_as_clientid``, the hub's and the demo's) gives both the same id
+and disconnects them in turn. What it does with a command is :class:`edge.ota.commands.OtaCommands`;
+after a switch it sends SIGHUP to the agent's pid and watches it: an agent that dies or restarts
+within ``crash_watch_s`` sends the device back to its previous model.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import queue
 import signal
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from edge.ota.updater import ModelUpdater, UpdateError
+from edge.ota.commands import OtaCommands
 from vigie import wire
 from vigie.exceptions import WireError
 from vigie.mqtt import BrokerConfig, make_client
@@ -27,8 +29,8 @@ __all__ = ["OtaListener"]
 log = logging.getLogger(__name__)
 
 
-class OtaListener:
-    """One device's OTA command loop."""
+class OtaListener(OtaCommands):
+    """One device's OTA command loop on its own MQTT connection."""
 
     def __init__(
         self,
@@ -41,12 +43,11 @@ class OtaListener:
         agent_pid_file: Path | None = None,
         crash_watch_s: float = 20.0,
     ) -> None:
-        self.site, self.device = site, device
-        self.repo_url = repo_url
-        self.ota_dir = ota_dir
+        super().__init__(
+            site, device, ota_dir, repo_url, publish=self._publish_state, reload_agent=self._reload_agent
+        )
         self.agent_pid_file = agent_pid_file
         self.crash_watch_s = crash_watch_s
-        self.commands: queue.Queue[wire.OtaCommand] = queue.Queue()
         self.client = make_client(broker, f"vigie-ota-{site}-{device}", clean_session=False)
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
@@ -63,19 +64,9 @@ class OtaListener:
             log.warning("bad OTA command ignored", extra={"error": str(exc)})
             return
         if isinstance(command, wire.OtaCommand):
-            self.commands.put(command)
+            self.submit(command)
 
-    def _report(self, campaign: str, step: str, **fields: Any) -> None:
-        state = wire.OtaState.model_validate(
-            {
-                "site": self.site,
-                "device": self.device,
-                "ts": int(time.time()),
-                "campaign": campaign,
-                "step": step,
-                **fields,
-            }
-        )
+    def _publish_state(self, state: wire.OtaState) -> None:
         # Retained: a hub that takes the campaign over after another died reads the last report.
         topic = wire.topic(self.site, self.device, wire.Channel.OTA_STATE)
         self.client.publish(topic, wire.encode(state), qos=1, retain=True)
@@ -103,56 +94,12 @@ class OtaListener:
                 return False
         return True
 
-    def handle(self, command: wire.OtaCommand) -> None:
-        updater = ModelUpdater(
-            self.ota_dir,
-            self.repo_url,
-            report=lambda s: (
-                self._report(command.campaign, s["step"])
-                if s["step"] in ("download", "unpack", "smoke", "switch", "confirm")
-                else None
-            ),
-        )
-        current = updater.current_manifest()
-        self._report(command.campaign, "received", model=current.ref if current else None)
-        try:
-            if command.action == "rollback":
-                manifest = updater.revert()
-                self._reload_agent()
-                self._report(command.campaign, "rolled_back", model=manifest.ref, reason="asked by the hub")
-                return
-            if current is not None and current.version == command.version:
-                self._report(command.campaign, "installed", model=current.ref)  # already there: idempotent
-                return
-            manifest = updater.update(command.target)
-            if not self._reload_agent():
-                back = updater.revert()
-                self._reload_agent()
-                why = f"the agent stopped after switching to {manifest.ref} (crash); back on {back.ref}"
-                self._report(command.campaign, "failed", model=back.ref, reason=why)
-                return
-            self._report(
-                command.campaign,
-                "installed",
-                model=manifest.ref,
-                latency_ms=updater.state().get("latency_ms"),
-                drift=updater.state().get("drift"),
-            )
-        except UpdateError as exc:
-            now = updater.current_manifest()
-            self._report(command.campaign, "failed", model=now.ref if now else None, reason=str(exc)[:300])
-
     def run(self, stop: threading.Event) -> None:
-        ModelUpdater(self.ota_dir, self.repo_url).recover()  # a power cut during the last update
+        """Connect, then apply commands until ``stop`` (a power cut's half-done update first)."""
         self.client.connect_async(self._broker.host, self._broker.port, keepalive=self._broker.keepalive)
         self.client.loop_start()
         try:
-            while not stop.is_set():
-                try:
-                    command = self.commands.get(timeout=0.5)
-                except queue.Empty:
-                    continue
-                self.handle(command)
+            self.serve(stop)
         finally:
             self.client.loop_stop()
             self.client.disconnect()

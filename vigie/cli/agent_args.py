@@ -32,6 +32,7 @@ OVERRIDES = {
     "tiles": "tiles",
     "model_dir": "model_dir",
     "ota_dir": "ota_dir",
+    "ota_repo": "ota_repo",
     "outbox": "outbox",
     "snapshot_dir": "snapshot_dir",
     "drain_timeout": "drain_timeout_s",

@@ -28,7 +28,7 @@ _RUN_DESCRIPTION = (
     "stored (sent again when none comes).\n\n"
     "Either give a site file (--config, with --device naming the camera) or the flags below.\n"
     "With --config, flags that change how this process runs override the file's camera: --source, "
-    "--loop, --realtime, --fps-cap, --threads, --tiles, --model-dir, --ota-dir, --outbox, "
+    "--loop, --realtime, --fps-cap, --threads, --tiles, --model-dir, --ota-dir, --ota-repo, --outbox, "
     "--snapshot-dir, --drain-timeout, --resend-after and the broker flags (e.g. to try other footage). "
     "Flags that change what is counted or published are refused: --zone, --line, --window, --k and "
     "--epsilon come from the site file only (edit it, or drop --config); --site must match the file's.\n"
@@ -94,7 +94,15 @@ def _run_source_options(run: argparse.ArgumentParser) -> None:
         type=Path,
         default=None,
         help="OTA folder: run the model of its live slot (`vigie edge update`; SIGHUP after a switch); "
-        "env VIGIE_OTA_DIR.",
+        "env VIGIE_OTA_DIR. With a repository (--ota-repo, or the hub recorded at enrolment) the agent "
+        "also takes the hub's OTA campaign commands on its own MQTT connection.",
+    )
+    run.add_argument(
+        "--ota-repo",
+        default=None,
+        metavar="URL",
+        help="The hub's TUF repository (https://hub/ota) for OTA campaign commands; env VIGIE_OTA_REPO "
+        "(default: the hub URL recorded at enrolment + /ota).",
     )
     run.add_argument("--tiles", type=int, default=None, help="Split frames into N×N tiles for dense scenes.")
 

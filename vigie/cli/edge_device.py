@@ -72,10 +72,15 @@ def _register_listen(edge_sub: Any) -> None:
     listen = edge_sub.add_parser(
         "ota-listen",
         formatter_class=FMT,
-        help="Wait for OTA campaign commands over MQTT and apply them (beside the agent).",
+        help="Take OTA campaign commands on a connection of its own (only where no agent takes them).",
         description="Subscribes to vigie/v1/SITE/DEVICE/ota; installs (or rolls back) as the hub's campaign "
         "asks, through `vigie edge update`'s updater; reports each step on .../ota-state; tells the agent "
-        "to reload its model after a switch (SIGHUP to the pid in --agent-pid-file).",
+        "to reload its model after a switch (SIGHUP to the pid in --agent-pid-file).\n\n"
+        "The agent takes these commands itself (`vigie edge run --ota-dir`, with --ota-repo or an "
+        "enrolled hub). Do NOT run this beside an agent under the same identity: the broker binds the "
+        "client id to the device's username or certificate, so both get the same id and the broker "
+        "disconnects them in turn. Use it only on a box whose agent is not running or runs without "
+        "--ota-dir.",
     )
     listen.add_argument("--site", required=True)
     listen.add_argument("--device", required=True)

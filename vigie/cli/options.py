@@ -185,9 +185,8 @@ def apply_environment(args: argparse.Namespace) -> None:
     :class:`edge.settings.EdgeSettings`; a flag on the command line wins. Done after parsing so
     that building the parser imports no ``edge`` module (``vigie --help`` stays instant).
     """
-    wanted = [
-        n for n in ("mqtt_username", "mqtt_tls_dir", "mqtt_password_file", "ota_dir") if hasattr(args, n)
-    ]
+    names = ("mqtt_username", "mqtt_tls_dir", "mqtt_password_file", "ota_dir", "ota_repo")
+    wanted = [n for n in names if hasattr(args, n)]
     if not wanted:
         return
     from edge.settings import EdgeSettings
@@ -199,6 +198,8 @@ def apply_environment(args: argparse.Namespace) -> None:
         args.mqtt_tls_dir = env.mqtt_tls_dir
     if hasattr(args, "ota_dir") and args.ota_dir is None:
         args.ota_dir = env.ota_dir
+    if hasattr(args, "ota_repo") and args.ota_repo is None:
+        args.ota_repo = env.ota_repo
     args.mqtt_password = env.mqtt_password.get_secret_value() if env.mqtt_password else None
 
 
