@@ -82,6 +82,14 @@ def test_the_lock_satisfies_pyproject(extra: str, machine: str) -> None:
         )
 
 
+def test_the_hub_lock_leaves_the_demo_out() -> None:
+    """A production hub gets neither the demo's fallback broker nor the report's plotting."""
+    pins = _pins(LOCKS / "hub-x86_64.txt")
+    assert {"fastapi", "uvicorn", "psycopg", "h3"} <= pins.keys()
+    assert not {"amqtt", "matplotlib"} & pins.keys()
+    assert {"amqtt", "matplotlib"} <= _pins(LOCKS / "dev-x86_64.txt").keys()
+
+
 def test_the_edge_locks_pin_the_runtime_for_each_machine() -> None:
     for machine in MACHINES:
         pins = _pins(LOCKS / f"edge-{machine}.txt")
