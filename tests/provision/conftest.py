@@ -27,9 +27,14 @@ def freeze_pins(freeze: str) -> dict[str, str]:
 
 
 def venv_pins(rootfs: Path) -> dict[str, str]:
-    """What ``pip freeze`` says the agent's venv in a root filesystem holds."""
-    freeze = subprocess.run(["chroot", str(rootfs), "/opt/vigie/venv/bin/python", "-m", "pip", "freeze"],
-                            capture_output=True, text=True, timeout=600, check=True)  # fmt: skip
+    """What ``pip freeze`` says the agent's venv in a root filesystem holds.
+
+    ``--local``: a venv with ``--system-site-packages`` (the Pi's, for picamera2) also sees the OS's
+    Python packages (python3-apt, ...); those are apt's, not the lock file's.
+    """
+    pip = ["chroot", str(rootfs), "/opt/vigie/venv/bin/python", "-m", "pip"]
+    freeze = subprocess.run([*pip, "freeze", "--local"], capture_output=True, text=True, timeout=600)
+    assert freeze.returncode == 0, freeze.stderr
     return freeze_pins(freeze.stdout)
 
 
