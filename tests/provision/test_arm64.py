@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from hub.storage import EventQuery, SQLiteStore
 from tests.conftest import Hub, cli, need_service
 from tests.provision.conftest import LOCKS, lock_pins, locked_wheelhouse, venv_pins
 from tests.provision.test_ansible import _base_rootfs, _extract, _firmware, _inventory, _play, _recap
@@ -125,10 +126,17 @@ def test_provision_and_run_on_an_emulated_arm64_box(
         subprocess.run(["umount", str(rootfs / "proc")], check=True, timeout=30)
     ran = time.monotonic()
     _agent(cli(), broker.port, "cam-x86", str(bus_jpg), str(model_dir), str(tmp_path / "outbox.sqlite"))
-    events = hub.wait_for("/v1/events", lambda r: r["count"] >= 2)["data"]
+    hub.wait_for("/v1/events", lambda r: r["count"] >= 2)
+    # The counts as the devices sent them (the API's go through the hub's disclosure control, which
+    # may coarsen them to "<5"): the same on both machines, the bus photo's people over k = 3.
+    store = SQLiteStore(Path(hub_env["VIGIE_HUB_DB"]))
+    try:
+        events = store.list_events(EventQuery())[0]
+    finally:
+        store.close()
     by_device = {e["device"]: e for e in events}
     assert by_device["cam-1"]["counts"] == by_device["cam-x86"]["counts"], events
-    assert by_device["cam-1"]["counts"]["person"] >= 3
+    assert by_device["cam-1"]["counts"]["person"] >= 3, events
 
     second = _play("provision.yml", inventory, timeout=3600)
     assert second.returncode == 0, second.stdout[-6000:]
