@@ -13,6 +13,7 @@ import numpy as np
 from hub.fusion.baselines import BASELINES
 from hub.fusion.evaluate import SHARES, Evaluation
 from hub.fusion.protocol import bootstrap_ci
+from vigie.exceptions import VigieError
 
 __all__ = [
     "MIN_PERIODS_FOR_CI",
@@ -91,7 +92,13 @@ def summary_lines(ev: Evaluation) -> list[str]:
 
 
 def _reliability_png(ev: Evaluation, path: Path) -> None:
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:  # a production hub's install leaves plotting out (requirements/hub-*.txt)
+        raise VigieError(
+            "the backtest report draws its reliability plot with matplotlib, which this install lacks: "
+            "pip install 'vigie[demo]' (or run it from the development environment)"
+        ) from None
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

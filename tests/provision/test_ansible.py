@@ -23,6 +23,7 @@ import yaml
 from cryptography import x509
 
 from tests.conftest import ROOT, cli, need_service
+from tests.provision.conftest import LOCKS, lock_pins, venv_pins
 from vigie.netutil import free_port, wait_for_port
 
 ANSIBLE = ROOT / "ansible"
@@ -115,17 +116,6 @@ def _base_rootfs(arch: str = "amd64") -> Path:
     tarball.with_suffix(".tmp").rename(tarball)
     shutil.rmtree(build, ignore_errors=True)
     return tarball
-
-
-@pytest.fixture(scope="module")
-def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """vigie[edge] and its dependencies as wheels, as a technician's laptop carries them."""
-    folder = tmp_path_factory.mktemp("wheelhouse")
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--wheel-dir", str(folder), f"{ROOT}[edge]"],
-        check=True, capture_output=True, timeout=900,
-    )  # fmt: skip
-    return folder
 
 
 def _extract(tarball: Path, dest: Path) -> Path:
@@ -260,6 +250,10 @@ def test_provision_debootstrapped_debian(
     assert run.returncode == 0, run.stdout + run.stderr
     assert (rootfs / "var/lib/vigie/models/mobilenet_ssd_v2_coco_quant_postprocess.tflite").exists()
     assert (rootfs / "var/lib/vigie/models/face_detection_full_range.tflite").exists()  # snapshots need it
+    # The venv holds exactly the lock file's versions, and vigie.
+    assert venv_pins(rootfs) == {**lock_pins(LOCKS / "edge-x86_64.txt"), "vigie": "0.1.0"}
+    # Only the picamera2 stack's venv sees the OS's packages; this V4L2/RTSP box's does not.
+    assert "include-system-site-packages = false" in (rootfs / "opt/vigie/venv/pyvenv.cfg").read_text()
 
     # Enrolled: the key was made on the device, the certificate comes from the hub's CA.
     pki = rootfs / "etc/vigie/pki"
