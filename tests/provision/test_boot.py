@@ -43,6 +43,8 @@ pytestmark = [pytest.mark.provision, pytest.mark.boot, pytest.mark.timeout(1200)
 UNIT = "vigie-agent@cam-7.service"
 # Units that would act on this machine's own network or clock: the container shares them.
 MASKED = ["nftables.service", "ssh.service", "chrony.service", "apt-daily.timer", "apt-daily-upgrade.timer"]
+#: Where the box's camera photo lies, here and on the box (readable by the agent's user).
+FOOTAGE = Path("/var/cache/vigie-tests/boot-footage")
 
 
 @dataclass
@@ -208,12 +210,19 @@ def test_the_provisioned_box_boots_and_its_agent_publishes(
     need_service(shutil.which("nsenter") is not None, "nsenter (util-linux)")
     started = time.monotonic()
     rootfs = _extract(_base_rootfs(), tmp_path / "rootfs")
-    (rootfs / bus_jpg.parent.relative_to("/")).mkdir(parents=True)
-    shutil.copy(bus_jpg, rootfs / bus_jpg.relative_to("/"))
+    # The photo sits at one path on this machine (the preflight checks sources here) and on the box,
+    # outside /tmp and home folders: the agent's unit has PrivateTmp and ProtectHome, so a clone in a
+    # `mktemp -d` folder (../shared under /tmp) left the agent without its source.
+    footage = FOOTAGE / "bus.jpg"
+    for folder in (FOOTAGE, rootfs / FOOTAGE.relative_to("/")):
+        folder.mkdir(parents=True, exist_ok=True)
+        folder.chmod(0o755)
+        shutil.copy(bus_jpg, folder / "bus.jpg")
+        (folder / "bus.jpg").chmod(0o644)
     common = {
         "vigie_site": "ladder", "vigie_hub_url": tls_hub.hub.url,
         "vigie_maintenance_networks": ["10.0.0.0/8"],
-        "vigie_firmware_dir": str(_site(tmp_path, tls_hub.tls_port, bus_jpg)), "vigie_manage_services": False,
+        "vigie_firmware_dir": str(_site(tmp_path, tls_hub.tls_port, footage)), "vigie_manage_services": False,
         "agent_wheelhouse": str(wheelhouse), "agent_model_src": str(model_dir),
         "vigie_hub_cli": str(Path(sys.executable).parent / "vigie"), "vigie_hub_environment": tls_hub.env,
     }  # fmt: skip

@@ -73,7 +73,8 @@ def read_rows(path: Path, mapping: Mapping, report: ImportReport) -> Iterator[tu
         first = fh.readline()
         width = len(mapping.columns) if mapping.columns else None
         delimiter = mapping.delimiter or choose_delimiter(first, wanted, width)
-        reader = csv.reader(chain([first], fh), delimiter=delimiter)
+        # An empty file has no rows (csv would read its empty first line as one row of no field).
+        reader = csv.reader(chain([first], fh) if first else fh, delimiter=delimiter)
         header = mapping.columns or next(reader, [])
         missing = wanted - set(header)
         if missing:
