@@ -113,6 +113,7 @@ def test_alerts_reach_the_broker_at_their_grid_boundary(
     offsets = sorted(first[i] - grid[i] for i in first)
     print(f"\n{len(offsets)} alerts; arrival - ts (s): {[round(o, 3) for o in offsets]}")
     assert len(offsets) >= 3, "the rules should fire several times on vtest.avi"
-    assert len(set(grid.values())) >= 2  # several grid steps, not one burst
+    # The alerts may all fall in one grid step or spread over several, depending on where the run
+    # starts in the 10 s grid (a CI run saw 4 alerts in one step): each alert's own offset is the check.
     for offset in offsets:
         assert wire.ALERT_GRANULARITY_S <= offset < wire.ALERT_GRANULARITY_S + LATENESS_S, offsets
