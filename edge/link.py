@@ -113,6 +113,7 @@ class MqttLink:
         delay mirrors paho's own (``reconnect_delay_set``: doubling from 1 s up to 60 s).
         """
         self._client.reconnect_delay_set(min_delay=1, max_delay=60)
+        self._attempted = False
         self._retry_delay: float | None = None
         self._last_error: BaseException | None = None
         self._refused = False  # the last attempt got a CONNACK that refused it
@@ -122,7 +123,9 @@ class MqttLink:
 
         def reconnect() -> Any:
             self._reload_certificate()
-            self._next_address()
+            if self._attempted:  # the first attempt goes to `host`, the next ones round the cluster
+                self._next_address()
+            self._attempted = True
             try:
                 return original()
             except OSError as exc:
@@ -137,10 +140,9 @@ class MqttLink:
         if len(self._addresses) < 2:
             return
         i = (self._addresses.index(self._address) + 1) % len(self._addresses)
-        try:
-            self._client.host, self._client.port = self._addresses[i]
-        except RuntimeError:  # paho still holds a socket: retry the same node this time
-            return
+        # paho's host/port setters refuse after a lost connection (its state is then "connection
+        # lost", not "disconnected", though the socket is gone): set what reconnect() reads.
+        self._client._host, self._client._port = self._addresses[i]
         self._address = self._addresses[i]
         log.info("trying another broker node", extra={"host": self._address[0], "port": self._address[1]})
 
@@ -208,6 +210,11 @@ class MqttLink:
     @property
     def connected(self) -> bool:
         return self._connected.is_set()
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """The broker node this link is connected (or connecting) to."""
+        return self._address
 
     def notify(self) -> None:
         """Tell the pump that new rows are in the outbox."""
