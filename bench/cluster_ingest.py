@@ -13,11 +13,13 @@ message counted, or persisted):
 2. The hub: ``vigie hub ingest`` processes with the ``nats`` backend sharing the
    durable consumer (decode, validate, batch, idempotent insert, roll-ups, ack
    after commit, receipts back) until every event is in the store.
-3. With ``--mosquitto``: the single-Mosquitto path of bench/hub_ingest.py (same
+3. With ``--paho-windows 20,100``: one paho client (as the agent's link) publishing into the
+   stream with each in-flight window (``max_inflight_messages_set``), every PUBACK awaited.
+4. With ``--mosquitto``: the single-Mosquitto path of bench/hub_ingest.py (same
    publishers, one broker, the hub's MQTT subscriber) for the same N and store.
 
     .venv/bin/python bench/cluster_ingest.py [--events 20000] [--publishers 3] [--workers 2]
-        [--backend sqlite|postgres] [--mosquitto]
+        [--backend sqlite|postgres] [--paho-windows 20,100] [--mosquitto]
 """
 
 from __future__ import annotations
@@ -188,6 +190,27 @@ def hub(
     return total / elapsed
 
 
+def paho_window(cluster: NatsCluster, window: int, count: int, settings: JetStreamSettings) -> float:
+    """One paho client's QoS 1 rate into the stream with ``window`` messages in flight."""
+    import paho.mqtt.client as mqtt
+
+    asyncio.run(_reset_stream(cluster.config.urls, settings))
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-paho-{window}")
+    client.max_inflight_messages_set(window)
+    client.max_queued_messages_set(0)
+    client.connect("127.0.0.1", cluster.config.nodes[0].mqtt_port)
+    client.loop_start()
+    messages = bench_events(1000 + window, count)
+    t0 = time.perf_counter()
+    infos = [client.publish(topic, payload, qos=1) for topic, payload in messages]
+    for info in infos:
+        info.wait_for_publish(timeout=300)
+    elapsed = time.perf_counter() - t0
+    client.loop_stop()
+    client.disconnect()
+    return count / elapsed
+
+
 def _db(tmp: Path, backend: str, tag: str) -> tuple[str, Any]:
     if backend == "sqlite":
         return str(tmp / f"hub-{tag}.sqlite"), None
@@ -207,6 +230,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="Hub ingest processes sharing the consumer.")
     parser.add_argument("--backend", choices=("sqlite", "postgres"), default="sqlite")
     parser.add_argument("--mosquitto", action="store_true", help="Also the single-Mosquitto path.")
+    parser.add_argument("--paho-windows", default="", help="In-flight windows to try, e.g. 20,100.")
     args = parser.parse_args()
     total = args.events - args.events % args.publishers
     settings = JetStreamSettings()
@@ -220,6 +244,9 @@ def main() -> None:
             if pg is not None:
                 pg.drop_schema()
                 pg.close()
+            windows = {int(w): 0.0 for w in args.paho_windows.split(",") if w}
+            for w in windows:
+                windows[w] = paho_window(cluster, w, min(2000, 10 * w), settings)
         finally:
             cluster.stop()
         print(
@@ -229,6 +256,8 @@ def main() -> None:
         print(f"{'counting consumer (ack only)':<46}: {base:8.0f} events/s")
         label = f"hub ingest, {args.workers} worker(s), {args.backend} (persisted)"
         print(f"{label:<46}: {rate:8.0f} events/s   ratio {rate / base:.3f}")
+        for w, r in windows.items():
+            print(f"{f'one paho client, {w} in flight':<46}: {r:8.0f} events/s")
         if args.mosquitto:
             from hub_ingest import hub as mosquitto_hub
 

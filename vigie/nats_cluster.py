@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import shutil
 import signal
+import socket
 import subprocess
 import time
 import urllib.request
@@ -25,6 +26,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from vigie import mqtt_codec
 from vigie.exceptions import VigieError
 from vigie.netutil import free_port, wait_for_port
 
@@ -217,6 +219,32 @@ class NatsCluster:
                 raise VigieError(f"NATS nodes {sick} not healthy after {timeout:.0f} s; see {logs}")
             time.sleep(0.2)
 
+    def mqtt_ready(self, name: str, timeout: float = 30.0) -> bool:
+        """One MQTT CONNECT answered by the node: its MQTT side (session streams) is set up.
+
+        NATS creates an account's MQTT streams on the first MQTT connection. With several
+        publishers connecting to several nodes at once right after the start, one node's
+        publisher once got no PUBACK at all (bench/cluster_ingest.py stalled); connecting to
+        each node in turn first avoids that race.
+        """
+        node = self.node(name)
+        try:
+            with socket.create_connection((node.host, node.mqtt_port), timeout=timeout) as sock:
+                sock.settimeout(timeout)
+                sock.sendall(mqtt_codec.connect(f"vigie-warmup-{name}", keepalive=30))
+                buf = bytearray()
+                while (found := mqtt_codec.next_frame(buf, 0)) is None:
+                    chunk = sock.recv(4096)
+                    if not chunk:
+                        return False
+                    buf += chunk
+                start, end = found
+                ok = mqtt_codec.parse_connack(bytes(buf[start:end]))[1] == 0
+                sock.sendall(mqtt_codec.disconnect())
+                return ok
+        except OSError:
+            return False
+
     def stop(self) -> None:
         for name in list(self.processes):
             proc = self.processes.pop(name)
@@ -245,6 +273,12 @@ def start_nats_cluster(
         for node in cluster.config.nodes:
             cluster.start_node(node.server_name)
         cluster.wait_healthy(timeout)
+        for node in cluster.config.nodes:
+            if not cluster.mqtt_ready(node.server_name):
+                raise VigieError(
+                    f"nats-server {node.server_name}'s MQTT port {node.mqtt_port} did not accept a "
+                    f"connection; see {cluster.log_path(node.server_name)}"
+                )
     except BaseException:
         cluster.stop()
         raise
