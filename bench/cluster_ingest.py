@@ -193,9 +193,10 @@ def hub(
 def paho_window(cluster: NatsCluster, window: int, count: int, settings: JetStreamSettings) -> float:
     """One paho client's QoS 1 rate into the stream with ``window`` messages in flight."""
     import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
 
     asyncio.run(_reset_stream(cluster.config.urls, settings))
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-paho-{window}")
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-paho-{window}")
     client.max_inflight_messages_set(window)
     client.max_queued_messages_set(0)
     client.connect("127.0.0.1", cluster.config.nodes[0].mqtt_port)

@@ -142,8 +142,11 @@ def plan_cluster(workdir: Path, size: int = 3, *, users: tuple[NatsUser, ...] = 
     nodes = []
     for i in range(size):
         name = f"n{i + 1}"
-        ports = {k: free_port() for k in ("client_port", "cluster_port", "mqtt_port", "http_port")}
-        nodes.append(NatsNode(server_name=name, store_dir=workdir / name / "js", **ports))
+        node = NatsNode(
+            server_name=name, store_dir=workdir / name / "js", client_port=free_port(),
+            cluster_port=free_port(), mqtt_port=free_port(), http_port=free_port(),
+        )  # fmt: skip
+        nodes.append(node)
     return NatsClusterConfig(nodes=tuple(nodes), users=users)
 
 
