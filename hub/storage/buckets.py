@@ -14,12 +14,13 @@ take tokens from one bucket per key, as one process would.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
 from hub.storage.sqlbase import INSERT_CHUNK, SqlBase
 
-__all__ = ["EPSILON", "PURGE_EVERY", "BucketSql"]
+__all__ = ["EPSILON", "PURGE_EVERY", "BucketSql", "PostgresBucketSql"]
 
 #: Tokens forgiven to floating-point noise: ``full_at`` is an epoch (about 1.8e9 s, a resolution of
 #: 2.4e-7 s), so a bucket computed to hold 0.99999 tokens holds one.
@@ -52,48 +53,57 @@ class BucketSql(SqlBase):
                 cur.execute(self._sql("DELETE FROM buckets WHERE full_at < ?"), (now,))
         return got
 
-    def _take(
-        self, cur: Any, items: list[tuple[str, int]], rate: float, burst: int, now: float
-    ) -> dict[str, int]:
+    #: The bucket arithmetic in this dialect (SQLite: two-argument min/max; CAST truncates, which is
+    #: floor for the non-negative values it gets).
+    _least, _floor = "min", "CAST({} AS INTEGER)"
+
+    def _upsert_tail(self) -> str:
         # A new row is a full bucket: it gives min(n, burst). An existing one gives what it holds
         # (floor(burst - (full_at - now) * rate), full_at not before now), at most the
         # min(n, burst) of the proposed row (``excluded.taken``), and moves full_at on by that much.
-        # SET expressions all read the row as it was, so ``tat`` and ``taken`` agree.
-        pg = self.backend == "postgres"
-        least, greatest = ("LEAST", "GREATEST") if pg else ("min", "max")
-        floor = "floor({})" if pg else "CAST({} AS INTEGER)"  # SQLite truncates: same for x >= 0
-        base = f"{greatest}(buckets.full_at, :now)"
-        held = floor.format(f"(:burst - ({base} - :now) * :rate + :eps)")
-        taken = f"{least}(excluded.taken, {greatest}(0, {held}))"
-        update = (
+        # SET expressions all read the row as it was, so ``full_at`` and ``taken`` agree.
+        base = f"{self._greatest}(buckets.full_at, :now)"
+        held = self._floor.format(f"(:burst - ({base} - :now) * :rate + :eps)")
+        taken = f"{self._least}(excluded.taken, {self._greatest}(0, {held}))"
+        return (
             f" ON CONFLICT (name) DO UPDATE SET full_at = {base} + {taken} / :rate, taken = {taken}"
             " RETURNING name, taken"
         )
+
+    def _take(
+        self, cur: Any, items: list[tuple[str, int]], rate: float, burst: int, now: float
+    ) -> dict[str, int]:
         params: dict[str, Any] = {"now": now, "rate": float(rate), "burst": int(burst), "eps": EPSILON}
-        if pg:
-            sql = (
-                "INSERT INTO buckets (name, full_at, taken)"
-                " SELECT name, :now + least(n, :burst) / :rate, least(n, :burst)"
-                " FROM unnest(:names::text[], :wanted::bigint[]) AS r(name, n)" + update
-            )
-            params |= {"names": [k for k, _ in items], "wanted": [n for _, n in items]}
-            sql = _pyformat(sql)
-        else:
-            rows = []
-            for j, (key, n) in enumerate(items):
-                first = min(n, burst)
-                rows.append(f"(:k{j}, :now + {first} / :rate, {first})")
-                params[f"k{j}"] = key
-            sql = "INSERT INTO buckets (name, full_at, taken) VALUES " + ",".join(rows) + update
-        cur.execute(sql, params)
+        rows = []
+        for j, (key, n) in enumerate(items):
+            first = min(n, burst)
+            rows.append(f"(:k{j}, :now + {first} / :rate, {first})")
+            params[f"k{j}"] = key
+        cur.execute(
+            "INSERT INTO buckets (name, full_at, taken) VALUES " + ",".join(rows) + self._upsert_tail(),
+            params,
+        )
         return {name: int(n) for name, n in cur.fetchall()}
 
     def count_buckets(self) -> int:
         return int(self._query("SELECT count(*) FROM buckets")[0][0])
 
 
-def _pyformat(sql: str) -> str:
-    """``:name`` placeholders as psycopg's ``%(name)s``."""
-    import re
+class PostgresBucketSql(BucketSql):
+    """PostgreSQL's dialect: LEAST/floor, and the keys as arrays (one cached statement per batch)."""
 
-    return re.sub(r"(?<!:):([a-z]+)", r"%(\1)s", sql)
+    _least, _floor = "LEAST", "floor({})"
+
+    def _take(
+        self, cur: Any, items: list[tuple[str, int]], rate: float, burst: int, now: float
+    ) -> dict[str, int]:
+        sql = (
+            "INSERT INTO buckets (name, full_at, taken)"
+            " SELECT name, :now + LEAST(n, :burst) / :rate, LEAST(n, :burst)"
+            " FROM unnest(:names::text[], :wanted::bigint[]) AS r(name, n)" + self._upsert_tail()
+        )
+        params = {"now": now, "rate": float(rate), "burst": int(burst), "eps": EPSILON,
+                  "names": [k for k, _ in items], "wanted": [n for _, n in items]}  # fmt: skip
+        # ``:name`` as psycopg's ``%(name)s`` (``::type`` casts untouched).
+        cur.execute(re.sub(r"(?<!:):([a-z]+)", r"%(\1)s", sql), params)
+        return {name: int(n) for name, n in cur.fetchall()}

@@ -10,6 +10,7 @@ from typing import Any
 
 import psycopg
 
+from hub.storage.buckets import PostgresBucketSql
 from hub.storage.live import EventNotifySql
 from hub.storage.rollup import RollupRow
 from hub.storage.sql import SqlStore
@@ -169,7 +170,7 @@ def month_bounds(ts: int) -> tuple[int, int, str]:
     return start, end, f"events_y{t.tm_year:04d}m{t.tm_mon:02d}"
 
 
-class PostgresStore(EventNotifySql, SqlStore):
+class PostgresStore(EventNotifySql, PostgresBucketSql, SqlStore):
     """psycopg 3, one connection per store (guarded by a lock), autocommit with explicit transactions.
 
     Stored events are announced with ``NOTIFY`` (``live.py``): API processes wake their live streams.
