@@ -19,10 +19,12 @@ import logging
 import threading
 import time
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 import msgpack
 
 from hub.disclosure.floor import coarse_arrival, device_k_refusal
+from hub.jetstream_config import JetStreamSettings
 from hub.metrics import BATCH_COMMIT_SECONDS
 from hub.mqtt_receiver import BatchResult, Delivery, LeanSubscriber
 from hub.ratelimit import RateLimiter
@@ -30,6 +32,9 @@ from hub.storage import QuarantineRecord, Store
 from vigie import wire
 from vigie.exceptions import VigieError, WireError
 from vigie.mqtt import BrokerConfig
+
+if TYPE_CHECKING:
+    from hub.jetstream_source import JetStreamSource
 
 __all__ = ["IngestStats", "Ingestor", "classify", "receipts"]
 
@@ -125,8 +130,10 @@ class Ingestor:
         device_rate: float = 100.0,
         device_burst: int = 10_000,
         min_device_k: int = 3,
+        jetstream: JetStreamSettings | None = None,
     ) -> None:
-        if share_group and broker.protocol != "5":
+        """``jetstream`` set, the ingest reads the NATS cluster's stream instead (``broker`` unused then)."""
+        if share_group and broker.protocol != "5" and jetstream is None:
             raise VigieError(
                 f"shared subscriptions (group {share_group!r}) need MQTT 5: set the broker protocol to 5 "
                 "(Mosquitto ≥ 1.6; the embedded amqtt broker speaks only 3.1.1: run one worker there)"
@@ -146,10 +153,21 @@ class Ingestor:
             wire.subscription(c, share_group)
             for c in (wire.Channel.EVENT, wire.Channel.HEARTBEAT, wire.Channel.STATUS)
         ]
-        self._subscriber = LeanSubscriber(
-            broker, client_id, filters, self._on_batch, batch_size=batch_size, batch_delay_s=batch_delay_s,
-            on_state=self._on_state,
-        )  # fmt: skip
+        self._subscriber: LeanSubscriber | JetStreamSource
+        if jetstream is not None:
+            from hub.jetstream_source import JetStreamSource  # the NATS client only where it is used
+
+            self._subscriber = JetStreamSource(
+                jetstream, client_id, self._on_batch, batch_size=batch_size, batch_delay_s=batch_delay_s,
+                on_state=self._on_state,
+            )  # fmt: skip
+            self._where = {"servers": ",".join(jetstream.servers)}
+        else:
+            self._subscriber = LeanSubscriber(
+                broker, client_id, filters, self._on_batch, batch_size=batch_size,
+                batch_delay_s=batch_delay_s, on_state=self._on_state,
+            )  # fmt: skip
+            self._where = {"host": broker.host, "port": str(broker.port)}
         self.client_id = client_id
         self._last_status = 0.0
         self._connected = threading.Event()
@@ -214,7 +232,7 @@ class Ingestor:
     def _on_state(self, up: bool, why: str) -> None:
         if up:
             self._connected.set()
-            log.info("ingest connected", extra={"host": self.broker.host, "port": self.broker.port})
+            log.info("ingest connected", extra=self._where)
             self.report_status(time.time(), force=True)
         else:
             was_up = self._connected.is_set()
@@ -222,7 +240,7 @@ class Ingestor:
             if self._stop.is_set():
                 return
             self.stats.last_error = why
-            where = {"reason": why, "host": self.broker.host, "port": self.broker.port}
+            where = {"reason": why, **self._where}
             log.warning("ingest lost the broker; reconnecting" if was_up else "broker unreachable; retrying",
                         extra=where)  # fmt: skip
             # Recorded even before a first connection: a worker that cannot connect (a TLS

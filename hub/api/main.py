@@ -114,6 +114,7 @@ def create_app(settings: HubSettings | None = None) -> FastAPI:
                 device_rate=settings.device_rate,
                 device_burst=settings.device_burst,
                 min_device_k=settings.min_device_k,
+                jetstream=settings.ingest_jetstream,
             )
             if settings.ingest
             else None
