@@ -29,10 +29,10 @@ from vigie import wire
 START = 1_790_000_000 - 1_790_000_000 % 3600  # 2026-09-21, an hour boundary
 
 
-def _events(mode: str, n: int) -> Iterator[wire.Event]:
+def _events(mode: str, n: int, cameras: int) -> Iterator[wire.Event]:
     if mode == "live":
-        return itertools.islice(city_windows(START, 10**9), n)
-    hours = (city_hour(START + h * 3600) for h in itertools.count())
+        return itertools.islice(city_windows(START, 10**9, cameras=cameras), n)
+    hours = (city_hour(START + h * 3600, cameras=cameras) for h in itertools.count())
     return itertools.islice(itertools.chain.from_iterable(hours), n)
 
 
@@ -52,11 +52,12 @@ def main() -> None:
     ap.add_argument("--mode", choices=("live", "bulk"), default="live")
     ap.add_argument("--events", type=int, default=20_000)
     ap.add_argument("--batch", type=int, default=500)
+    ap.add_argument("--cameras", type=int, default=1600, help="cameras of the city (1,600)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         store = _open(args.backend, Path(tmp))
         try:
-            events = list(_events(args.mode, args.events))
+            events = list(_events(args.mode, args.events, args.cameras))
             spent = 0.0
             for i in range(0, len(events), args.batch):
                 batch = events[i : i + args.batch]

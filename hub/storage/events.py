@@ -24,6 +24,8 @@ from hub.storage.segments import (
     hour_of,
     pack_part,
     pack_segment,
+    part_of,
+    start_of,
     stream_key,
     unpack_part,
     unpack_segment,
@@ -96,22 +98,29 @@ class EventSql(SqlBase):
         by_id = {e.id: e for e in events}
         groups: dict[tuple[StreamKey, int], list[wire.Event]] = {}
         for e in by_id.values():
-            groups.setdefault((stream_key(e), hour_of(index_columns(e)[5])), []).append(e)
+            groups.setdefault((stream_key(e), hour_of(start_of(e))), []).append(e)
         direct = {g for g, group in groups.items() if len(group) >= SEGMENT_MIN}
+        # Encoded before the transaction: the database's locks are not held during Python work.
+        parts = {
+            e.id: (self._id_in(e.id), start_of(e), pack_part(part_of(e)))
+            for g, group in groups.items()
+            if g not in direct
+            for e in group
+        }
         with self._tx() as cur:
             streams = self._stream_ids(cur, {k for k, _ in groups})
             self._lock_hours(cur, sorted({h for _, h in groups}), {h for _, h in direct})
             stored, next_seg = self._segment_ids(cur, {(streams[k], h) for k, h in groups})
-            hot = [e for g, group in groups.items() if g not in direct for e in group if e.id not in stored]
+            hot = [
+                (*parts[e.id][:1], streams[key], parts[e.id][1], received_at, parts[e.id][2])
+                for (key, hour), group in groups.items()
+                if (key, hour) not in direct
+                for e in group
+                if e.id not in stored
+            ]
             inserted: list[str] = []
             for i in range(0, len(hot), INSERT_CHUNK):
-                chunk = hot[i : i + INSERT_CHUNK]
-                rows = [
-                    (self._id_in(e.id), streams[stream_key(e)], index_columns(e)[5], received_at,
-                     pack_part(compact(e.model_dump(mode="python"))))
-                    for e in chunk
-                ]  # fmt: skip
-                inserted += self._insert_hot(cur, rows)
+                inserted += self._insert_hot(cur, hot[i : i + INSERT_CHUNK])
             packed = self._write_direct(cur, groups, direct, streams, stored, next_seg, received_at)
             new = [by_id[i] for i in inserted] + packed
             self._add_rollups(cur, new)
@@ -144,10 +153,7 @@ class EventSql(SqlBase):
             fresh = [e for e in groups[(key, hour)] if e.id not in stored and e.id not in in_hot]
             if not fresh:
                 continue
-            items = [
-                Item(e.id, index_columns(e)[5], received_at, compact(e.model_dump(mode="python")))
-                for e in fresh
-            ]
+            items = [Item(e.id, start_of(e), received_at, part_of(e)) for e in fresh]
             sid = streams[key]
             rows.append((sid, hour, next_seg.get((sid, hour), 0), len(items), pack_segment(items, hour)))
             written += fresh
@@ -176,7 +182,7 @@ class EventSql(SqlBase):
     def _segment_ids(
         self, cur: Any, pairs: set[tuple[int, int]]
     ) -> tuple[set[str], dict[tuple[int, int], int]]:
-        """Ids already packed in the segments of these (stream, hour)s, and each pair's next segment number."""
+        """Ids packed in the segments of these (stream, hour)s already, and each pair's next ``seg``."""
         hours = sorted({h for _, h in pairs})
         with_segments: set[int] = set()
         for h in hours:  # live hours have no segment yet: one index probe each says so
@@ -451,8 +457,8 @@ class EventSql(SqlBase):
     def event_bytes(self) -> int:
         """Bytes the stored events take, with their indexes (SQLite: ``dbstat``)."""
         rows = self._query(
-            "SELECT coalesce(sum(pgsize), 0) FROM dbstat WHERE name IN ('event_streams', 'events_hot',"
-            " 'event_segments') OR tbl_name IN ('event_streams', 'events_hot', 'event_segments')"
+            "SELECT coalesce(sum(pgsize), 0) FROM dbstat WHERE name IN (SELECT name FROM sqlite_master"
+            " WHERE tbl_name IN ('event_streams', 'events_hot', 'event_segments'))"
         )
         return int(rows[0][0])
 
@@ -553,7 +559,8 @@ class EventSql(SqlBase):
                 )
                 cur.execute(
                     self._sql(
-                        "SELECT stream FROM event_streams WHERE site = ? AND device = ? AND kind = ? AND place = ?"
+                        "SELECT stream FROM event_streams"
+                        " WHERE site = ? AND device = ? AND kind = ? AND place = ?"
                     ),
                     (key.site, key.device, key.kind, key.place),
                 )

@@ -7,6 +7,7 @@ import re
 import threading
 import time
 import uuid
+import zlib
 from typing import Any
 
 import psycopg
@@ -256,9 +257,11 @@ class PostgresStore(SqlStore):
         # One lock per hour (a live batch spans one or two): shared by hot-row writers, whose
         # duplicates the primary key refuses; exclusive for whoever writes segments of that hour,
         # who must see every hot row and segment of it. Sorted: no two writers wait on each other.
+        # Advisory locks are the database's, not the schema's: the schema is in the key.
+        space = zlib.crc32(f"vigie-events:{self.schema or ''}".encode()) - 2**31
         for hour in sorted(hours):
             fn = "pg_advisory_xact_lock" if hour in exclusive else "pg_advisory_xact_lock_shared"
-            cur.execute(f"SELECT {fn}(7209, %s)", (hour // 3600,))
+            cur.execute(f"SELECT {fn}(%s, %s)", (space, hour // 3600))
 
     def _id_in(self, event_id: str) -> Any:
         return uuid.UUID(event_id)
@@ -293,7 +296,7 @@ class PostgresStore(SqlStore):
             "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c"
             " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = current_schema()"
             " AND c.relkind = 'r' AND (c.relname IN ('event_streams', 'events_hot')"
-            " OR c.relname LIKE 'event_segments_y%')"
+            " OR c.relname LIKE 'event\\_segments\\_y%%')"
         )
         return int(rows[0][0])
 

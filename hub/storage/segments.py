@@ -33,6 +33,8 @@ __all__ = [
     "id_str",
     "pack_part",
     "pack_segment",
+    "part_of",
+    "start_of",
     "stream_key",
     "time_field",
     "unpack_part",
@@ -81,6 +83,22 @@ def stream_key(e: wire.Event) -> StreamKey:
 
 def hour_of(ts: int) -> int:
     return ts - ts % HOUR
+
+
+_PART_EXCLUDE: dict[str, set[str]] = {
+    kind: {*_IMPLIED, "ts" if kind == "alert" else "window_start"}
+    for kind in ("zone_count", "line_count", "alert", "measurement")
+}
+
+
+def start_of(e: wire.Event) -> int:
+    """An event's window start (an alert's coarsened firing time)."""
+    return e.ts if isinstance(e, wire.Alert) else e.window_start
+
+
+def part_of(e: wire.Event) -> dict[str, Any]:
+    """``compact(e.model_dump())``, done by pydantic's serializer (the ingest's hot path)."""
+    return e.model_dump(mode="python", exclude=_PART_EXCLUDE[e.kind])
 
 
 def compact(body: dict[str, Any]) -> dict[str, Any]:

@@ -79,7 +79,8 @@ def alerts(draw: st.DrawFn) -> wire.Alert:
         site=draw(SLUG), device=draw(SLUG), id=wire.new_event_id(ts), ts=ts,
         rule=draw(st.sampled_from(["crowd_density", "intrusion", "wrong_way", "person_down"])),
         zone=None if on_line else place, line=place if on_line else None,
-        value=draw(st.floats(min_value=0, max_value=1e6)), threshold=draw(st.floats(min_value=0, max_value=1e6)),
+        value=draw(st.floats(min_value=0, max_value=1e6)),
+        threshold=draw(st.floats(min_value=0, max_value=1e6)),
         model=draw(MODEL),
     )  # fmt: skip
 
@@ -92,7 +93,8 @@ def measurements(draw: st.DrawFn) -> wire.Measurement:
     stats = {n: draw(st.floats(min_value=-100, max_value=10_000)) for n in names if draw(st.booleans())}
     return wire.Measurement(
         site=draw(SLUG), device=draw(SLUG), sensor=draw(ZONE), quantity=quantity, unit=wire.UNITS[quantity],
-        id=wire.new_event_id(ws), window_start=ws, window_s=window_s, samples=draw(st.integers(1, 10_000_000)),
+        id=wire.new_event_id(ws), window_start=ws, window_s=window_s,
+        samples=draw(st.integers(1, 10_000_000)),
         stats=stats,
     )  # fmt: skip
 
@@ -165,7 +167,8 @@ def test_late_events_of_a_packed_hour_are_deduplicated_and_packed_again(store: A
     (windows_row,) = store.list_rollups(RollupQuery(metric="windows"))
     assert windows_row["total"] == 6  # roll-ups counted each event once
     # A bulk group (straight to a segment) of the same hour skips what is stored, hot or packed.
-    more = [event(zone="quai", id=wire.new_event_id(WINDOW + 100 + 10 * i), window_start=WINDOW + 100 + 10 * i)
+    more = [event(zone="quai", id=wire.new_event_id(WINDOW + 100 + 10 * i),
+                  window_start=WINDOW + 100 + 10 * i)
             for i in range(20)]  # fmt: skip
     store.add_events(more[:3], 4.0)  # hot
     assert store.add_events([*first, *more], 5.0) == 17
@@ -174,7 +177,9 @@ def test_late_events_of_a_packed_hour_are_deduplicated_and_packed_again(store: A
     assert windows_row["total"] == 26
 
 
-def _two_pg_stores() -> Iterator[tuple[Any, Any]]:
+@pytest.fixture
+def pg_pair() -> Iterator[tuple[Any, Any]]:
+    """Two PostgreSQL stores on one schema: two ingest workers."""
     need_service(postgres_available(), f"PostgreSQL ({PG_DSN})")
     from hub.storage.postgres import PostgresStore
 
@@ -189,52 +194,52 @@ def _two_pg_stores() -> Iterator[tuple[Any, Any]]:
 
 
 @pytest.mark.postgres
-def test_concurrent_writers_store_each_event_once_on_postgres() -> None:
+def test_concurrent_writers_store_each_event_once_on_postgres(pg_pair: tuple[Any, Any]) -> None:
     """Two stores (two ingest workers) write overlapping batches from two threads, live and bulk,
     while a third thread packs closed hours: every event once, roll-ups counted once."""
-    for a, b in _two_pg_stores():
-        start = WINDOW - WINDOW % 3600
-        live = list(city_windows(start, 2 * 3600, cameras=6, seed=3))  # two hours, time-major
-        bulk = list(city_hour(start + 2 * 3600, cameras=6, seed=4))  # a third, device-major
-        everything = live + bulk
-        batches_a = [everything[i : i + 300] for i in range(0, len(everything), 300)]
-        batches_b = [everything[i : i + 700] for i in range(150, len(everything), 700)]  # overlapping
-        errors: list[BaseException] = []
-        done = threading.Event()
+    a, b = pg_pair
+    start = WINDOW - WINDOW % 3600
+    live = list(city_windows(start, 2 * 3600, cameras=6, seed=3))  # two hours, time-major
+    bulk = list(city_hour(start + 2 * 3600, cameras=6, seed=4))  # a third, device-major
+    everything = live + bulk
+    batches_a = [everything[i : i + 300] for i in range(0, len(everything), 300)]
+    batches_b = [everything[i : i + 700] for i in range(150, len(everything), 700)]  # overlapping
+    errors: list[BaseException] = []
+    done = threading.Event()
 
-        def write(store: Any, batches: list[list[wire.Event]]) -> None:
-            try:
-                for batch in batches:
-                    store.add_events(batch, 1.0)
-            except BaseException as exc:  # reported below: a thread's failure must fail the test
-                errors.append(exc)
+    def write(store: Any, batches: list[list[wire.Event]]) -> None:
+        try:
+            for batch in batches:
+                store.add_events(batch, 1.0)
+        except BaseException as exc:  # reported below: a thread's failure must fail the test
+            errors.append(exc)
 
-        def pack() -> None:
-            try:
-                while not done.is_set():
-                    a.compact(start + 3 * 3600 + 1, grace_s=0)
-            except BaseException as exc:
-                errors.append(exc)
+    def pack() -> None:
+        try:
+            while not done.is_set():
+                a.compact(start + 3 * 3600 + 1, grace_s=0)
+        except BaseException as exc:
+            errors.append(exc)
 
-        threads = [
-            threading.Thread(target=write, args=(a, batches_a)),
-            threading.Thread(target=write, args=(b, batches_b)),
-        ]
-        packer = threading.Thread(target=pack)
-        for t in [*threads, packer]:
-            t.start()
-        for t in threads:
-            t.join()
-        done.set()
-        packer.join()
-        assert not errors, errors
-        ids = a.event_ids()
-        assert len(ids) == len(set(ids)) == len(everything)  # 0 lost, 0 duplicated
-        windows_total = sum(r["total"] for r in a.list_rollups(RollupQuery(metric="windows", limit=100_000)))
-        zone_events = sum(1 for e in everything if isinstance(e, wire.ZoneCountEvent | wire.LineCountEvent))
-        assert windows_total == zone_events
-        a.compact(start + 10 * 3600)
-        assert sorted(b.event_ids()) == sorted(e.id for e in everything)
+    threads = [
+        threading.Thread(target=write, args=(a, batches_a)),
+        threading.Thread(target=write, args=(b, batches_b)),
+    ]
+    packer = threading.Thread(target=pack)
+    for t in [*threads, packer]:
+        t.start()
+    for t in threads:
+        t.join()
+    done.set()
+    packer.join()
+    assert not errors, errors
+    ids = a.event_ids()
+    assert len(ids) == len(set(ids)) == len(everything)  # 0 lost, 0 duplicated
+    windows_total = sum(r["total"] for r in a.list_rollups(RollupQuery(metric="windows", limit=100_000)))
+    zone_events = sum(1 for e in everything if isinstance(e, wire.ZoneCountEvent | wire.LineCountEvent))
+    assert windows_total == zone_events
+    a.compact(start + 10 * 3600)
+    assert sorted(b.event_ids()) == sorted(e.id for e in everything)
 
 
 def _old_rows(store: Any, events: list[wire.Event], received_at: float) -> None:
@@ -260,7 +265,8 @@ def test_migration_11_converts_the_stored_events(backend: str, tmp_path: Path) -
     events: list[wire.Event] = list(
         itertools.islice(city_windows(WINDOW - WINDOW % 3600, 3 * 3600, cameras=3), 2000)
     )
-    events.append(wire.Alert(site="s", device="d", id=wire.new_event_id(WINDOW), rule="intrusion", line="gate",
+    events.append(wire.Alert(site="s", device="d", id=wire.new_event_id(WINDOW), rule="intrusion",
+                             line="gate",
                              ts=WINDOW, value=4.0, threshold=3.0, model="m@1"))  # fmt: skip
     if backend == "sqlite":
         from hub.storage.sqlite import MIGRATIONS

@@ -66,7 +66,9 @@ def test_rollup_rows_for_every_kind() -> None:
 def test_cursor_pagination_walks_every_event_once(store: Any) -> None:
     # Three hours of windows, several zones per window: ties on the window start are broken by id.
     starts = [WINDOW + 3600 * h + 10 * w for h in range(3) for w in range(3)]
-    events = [event(zone=f"z{i}", id=wire.new_event_id(ws), window_start=ws) for ws in starts for i in range(3)]
+    events = [
+        event(zone=f"z{i}", id=wire.new_event_id(ws), window_start=ws) for ws in starts for i in range(3)
+    ]
     store.add_events(events[:12], 1.0)
     store.compact(WINDOW + 30 * DAY)  # the first hours packed into segments, the rest stays hot
     store.add_events(events[12:], 2.0)
