@@ -57,17 +57,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         store = _open(args.backend, Path(tmp))
         try:
-            events = list(_events(args.mode, args.events, args.cameras))
+            events = _events(args.mode, args.events, args.cameras)
             spent = 0.0
-            for i in range(0, len(events), args.batch):
-                batch = events[i : i + args.batch]
+            total = 0
+            while batch := list(itertools.islice(events, args.batch)):  # made outside the timing
                 t0 = time.perf_counter()
-                store.add_events(
-                    batch, float(batch[-1].window_start if hasattr(batch[-1], "window_start") else 0) + 12
-                )
+                store.add_events(batch, float(START + total // 300 + 12))
                 spent += time.perf_counter() - t0
-            print(f"{args.backend} {args.mode}: {len(events)} events in batches of {args.batch}:"
-                  f" {len(events) / spent:,.0f} events/s ({spent:.1f} s in add_events)")  # fmt: skip
+                total += len(batch)
+            print(f"{args.backend} {args.mode}: {total} events in batches of {args.batch}:"
+                  f" {total / spent:,.0f} events/s ({spent:.1f} s in add_events)")  # fmt: skip
             if hasattr(store, "compact"):
                 t0 = time.perf_counter()
                 store.compact(time.time() + 10 * 365 * 86_400)

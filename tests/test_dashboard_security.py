@@ -16,7 +16,6 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import msgpack
 import pytest
 
 from hub.auth import hash_password
@@ -74,7 +73,7 @@ def _plant_event(db: Path, n: int) -> None:
         ).fetchone()
         con.execute(
             "INSERT INTO events_hot (id, stream, window_start, received_at, part) VALUES (?,?,?,?,?)",
-            (uuid.uuid4().bytes, stream, int(time.time()) // 10 * 10, time.time(), msgpack.packb(part)),
+            (uuid.uuid4().bytes, stream, int(time.time()) // 10 * 10, time.time(), json.dumps(part).encode()),
         )
 
 

@@ -21,8 +21,8 @@ from hub.storage.segments import (
     StreamKey,
     compact,
     expand,
+    hot_part,
     hour_of,
-    pack_part,
     pack_segment,
     part_of,
     start_of,
@@ -87,7 +87,7 @@ class EventSql(SqlBase):
         segments), taken in sorted order so that no two writers deadlock."""
 
     def _id_in(self, event_id: str) -> Any:
-        return uuid.UUID(event_id).bytes
+        return bytes.fromhex(event_id.replace("-", ""))  # a canonical UUID (the wire model checks)
 
     def _id_out(self, value: Any) -> str:
         return str(uuid.UUID(bytes=bytes(value)))
@@ -102,7 +102,7 @@ class EventSql(SqlBase):
         direct = {g for g, group in groups.items() if len(group) >= SEGMENT_MIN}
         # Encoded before the transaction: the database's locks are not held during Python work.
         parts = {
-            e.id: (self._id_in(e.id), start_of(e), pack_part(part_of(e)))
+            e.id: (self._id_in(e.id), start_of(e), hot_part(e))
             for g, group in groups.items()
             if g not in direct
             for e in group
@@ -118,9 +118,10 @@ class EventSql(SqlBase):
                 for e in group
                 if e.id not in stored
             ]
+            raw_ids = {raw: event_id for event_id, (raw, _, _) in parts.items()}
             inserted: list[str] = []
             for i in range(0, len(hot), INSERT_CHUNK):
-                inserted += self._insert_hot(cur, hot[i : i + INSERT_CHUNK])
+                inserted += [raw_ids[raw] for raw in self._insert_hot(cur, hot[i : i + INSERT_CHUNK])]
             packed = self._write_direct(cur, groups, direct, streams, stored, next_seg, received_at)
             new = [by_id[i] for i in inserted] + packed
             self._add_rollups(cur, new)
@@ -229,15 +230,15 @@ class EventSql(SqlBase):
             found.update(self._id_out(r[0]) for r in cur.fetchall())
         return found
 
-    def _insert_hot(self, cur: Any, rows: list[tuple[Any, ...]]) -> list[str]:
-        """Insert hot rows, skipping ids already stored; returns the ids really inserted."""
+    def _insert_hot(self, cur: Any, rows: list[tuple[Any, ...]]) -> list[Any]:
+        """Insert hot rows, skipping ids already stored; returns the ids really inserted, as stored."""
         values = ",".join(["(?,?,?,?,?)"] * len(rows))
         cur.execute(
             "INSERT INTO events_hot (id, stream, window_start, received_at, part)"
             f" VALUES {values} ON CONFLICT DO NOTHING RETURNING id",
             [v for row in rows for v in row],
         )
-        return [self._id_out(r[0]) for r in cur.fetchall()]
+        return [r[0] for r in cur.fetchall()]
 
     def _insert_segments(self, cur: Any, rows: list[tuple[Any, ...]]) -> None:
         if rows:

@@ -271,7 +271,7 @@ class PostgresStore(SqlStore):
 
     # Batch writes as UNNEST over arrays: one fixed statement whatever the batch size, so the
     # query text is parsed once and cached, instead of thousands of placeholders per batch.
-    def _insert_hot(self, cur: Any, rows: list[tuple[Any, ...]]) -> list[str]:
+    def _insert_hot(self, cur: Any, rows: list[tuple[Any, ...]]) -> list[Any]:
         cols = list(zip(*rows, strict=True))
         cur.execute(
             "INSERT INTO events_hot (id, stream, window_start, received_at, part)"
@@ -279,7 +279,7 @@ class PostgresStore(SqlStore):
             " ON CONFLICT DO NOTHING RETURNING id",
             [list(c) for c in cols],
         )
-        return [str(r[0]) for r in cur.fetchall()]
+        return [r[0] for r in cur.fetchall()]
 
     def _reader(self, cur: Any) -> Any:
         return self._db.cursor(name="vigie_convert_events")

@@ -306,3 +306,22 @@ def test_migration_11_converts_the_stored_events(backend: str, tmp_path: Path) -
         if backend == "postgres":
             store.drop_schema()
         store.close()
+
+
+def test_a_city_mix_takes_at_most_100_bytes_per_event(store: Any) -> None:
+    """Issue 24: 200,000 events of the city's mix (zone counts every 10 s, line counts, sound
+    levels, alerts), packed: ≤ 100 bytes per event, with every index (SQLite: dbstat; PostgreSQL:
+    pg_total_relation_size of each table, TOAST included). 92 cameras for 3 hours: each stream's
+    hour is as full as in the 1,600-camera city."""
+    start = 1_790_000_000 - 1_790_000_000 % 3600
+    events = list(itertools.chain.from_iterable(city_hour(start + h * 3600, cameras=92) for h in range(3)))
+    assert len(events) >= 200_000
+    for i in range(0, len(events), 20_000):  # a bulk load: large groups packed at once
+        assert store.add_events(events[i : i + 20_000], float(start + 4 * 3600)) == len(
+            events[i : i + 20_000]
+        )
+    store.compact(start + 10 * 3600)  # the groups split across batches merged
+    assert store.count_events() == len(events)
+    per_event = store.event_bytes() / len(events)
+    print(f"{store.backend}: {per_event:.1f} bytes per event, {len(events)} events")
+    assert per_event <= 100
