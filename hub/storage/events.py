@@ -109,8 +109,13 @@ class EventSql(SqlBase):
         }
         with self._tx() as cur:
             streams = self._stream_ids(cur, {k for k, _ in groups})
-            self._lock_hours(cur, sorted({h for _, h in groups}), {h for _, h in direct})
-            stored, next_seg = self._segment_ids(cur, {(streams[k], h) for k, h in groups})
+            hours = sorted({h for _, h in groups})
+            with self._pipeline():  # PostgreSQL: the locks and the look-up in one round trip
+                self._lock_hours(cur, hours, {h for _, h in direct})
+                with_segments = self._hours_with_segments(cur, hours)
+            stored, next_seg = self._segment_ids(
+                cur, {(streams[k], h) for k, h in groups if h in with_segments}
+            )
             hot = [
                 (*parts[e.id][:1], streams[key], parts[e.id][1], received_at, parts[e.id][2])
                 for (key, hour), group in groups.items()
@@ -124,11 +129,12 @@ class EventSql(SqlBase):
                 inserted += [raw_ids[raw] for raw in self._insert_hot(cur, hot[i : i + INSERT_CHUNK])]
             packed = self._write_direct(cur, groups, direct, streams, stored, next_seg, received_at)
             new = [by_id[i] for i in inserted] + packed
-            self._add_rollups(cur, new)
             per_device: dict[tuple[str, str], int] = {}
             for e in events:  # every delivery counts as traffic, even a duplicate
                 per_device[(e.site, e.device)] = per_device.get((e.site, e.device), 0) + 1
-            self._touch_many(cur, per_device, received_at)
+            with self._pipeline():  # no result needed: one round trip for both on PostgreSQL
+                self._add_rollups(cur, new)
+                self._touch_many(cur, per_device, received_at)
         self._streams.update(streams)  # committed: safe to remember
         return len(new)
 
@@ -184,13 +190,7 @@ class EventSql(SqlBase):
         self, cur: Any, pairs: set[tuple[int, int]]
     ) -> tuple[set[str], dict[tuple[int, int], int]]:
         """Ids packed in the segments of these (stream, hour)s already, and each pair's next ``seg``."""
-        hours = sorted({h for _, h in pairs})
-        with_segments: set[int] = set()
-        for h in hours:  # live hours have no segment yet: one index probe each says so
-            cur.execute(self._sql("SELECT 1 FROM event_segments WHERE hour = ? LIMIT 1"), (h,))
-            if cur.fetchone():
-                with_segments.add(h)
-        todo = sorted(p for p in pairs if p[1] in with_segments)
+        todo = sorted(pairs)
         stored: set[str] = set()
         next_seg: dict[tuple[int, int], int] = {}
         for i in range(0, len(todo), INSERT_CHUNK):
@@ -208,6 +208,19 @@ class EventSql(SqlBase):
                 key = (int(sid), int(hour))
                 next_seg[key] = max(next_seg.get(key, 0), int(seg) + 1)
         return stored, next_seg
+
+    def _hours_with_segments(self, cur: Any, hours: list[int]) -> set[int]:
+        """Which of these hours hold any segment (live hours have none yet: one index probe each)."""
+        if not hours:
+            return set()
+        cur.execute(
+            self._sql(
+                f"SELECT column1 FROM (VALUES {','.join(['(?)'] * len(hours))}) AS h"
+                " WHERE EXISTS (SELECT 1 FROM event_segments WHERE hour = column1)"
+            ),
+            hours,
+        )
+        return {int(r[0]) for r in cur.fetchall()}
 
     def _hot_ids(self, cur: Any, hours: set[int], ids: list[str]) -> set[str]:
         """Which of these ids are hot rows already (looked up only in hours that have hot rows)."""

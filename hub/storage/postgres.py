@@ -8,6 +8,7 @@ import threading
 import time
 import uuid
 import zlib
+from contextlib import AbstractContextManager
 from typing import Any
 
 import psycopg
@@ -280,6 +281,9 @@ class PostgresStore(SqlStore):
             [list(c) for c in cols],
         )
         return [r[0] for r in cur.fetchall()]
+
+    def _pipeline(self) -> AbstractContextManager[Any]:
+        return self._db.pipeline()
 
     def _reader(self, cur: Any) -> Any:
         return self._db.cursor(name="vigie_convert_events")
