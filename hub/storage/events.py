@@ -40,6 +40,7 @@ __all__ = ["COMPACT_GRACE_S", "SEGMENT_MIN", "EventSql", "clock_skew_s", "index_
 SEGMENT_MIN = 16
 #: An hour is packed once it ended this long ago (late events of a packed hour are packed again).
 COMPACT_GRACE_S = 3600
+_FAR = 2**62  # beyond any window start, with room for an hour more within 64 bits
 #: Streams packed per transaction: bounds the memory and the time an hour stays locked.
 COMPACT_STREAMS = 256
 
@@ -382,8 +383,9 @@ class EventSql(SqlBase):
         bound: tuple[int, str] | None = query.cursor
         if query.until is not None and (bound is None or query.until <= bound[0]):
             bound = (query.until, "")  # every id sorts after "": ws < until
-        top = None if bound is None else hour_of(bound[0])
-        floor = None if query.since is None else hour_of(query.since)
+        # Clamped: a cursor's window start may be any signed 64-bit integer, SQLite's limit too.
+        top = None if bound is None else hour_of(min(bound[0], _FAR))
+        floor = None if query.since is None else hour_of(max(query.since, -_FAR))
         found: list[tuple[int, str, float, int, dict[str, Any]]] = []
         while len(found) <= query.limit:
             hour = self._newest_hour(top, floor, only)
@@ -412,8 +414,8 @@ class EventSql(SqlBase):
     def _newest_hour(self, top: int | None, floor: int | None, only: list[int] | None) -> int | None:
         """The newest hour at or before ``top`` (and at or after ``floor``) holding any event."""
         clause, args = self._in_streams(only)
-        hi = 2**62 if top is None else top
-        lo = -(2**62) if floor is None else floor
+        hi = _FAR if top is None else top
+        lo = -_FAR if floor is None else floor
         seg = self._query(
             f"SELECT max(hour) FROM event_segments WHERE hour <= ? AND hour >= ?{clause}", [hi, lo, *args]
         )[0][0]

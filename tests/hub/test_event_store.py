@@ -16,7 +16,18 @@ from hypothesis import strategies as st
 
 from bench.event_mix import city_hour, city_windows
 from hub.storage import EventQuery, RollupQuery, SQLiteStore
-from hub.storage.segments import Item, compact, expand, hour_of, pack_segment, stream_key, unpack_segment
+from hub.storage.segments import (
+    Item,
+    compact,
+    expand,
+    hot_part,
+    hour_of,
+    pack_segment,
+    part_of,
+    stream_key,
+    unpack_part,
+    unpack_segment,
+)
 from tests.conftest import PG_DSN, need_service, postgres_available
 from tests.test_wire import WINDOW, event
 from vigie import wire
@@ -121,6 +132,9 @@ def test_a_segment_gives_back_every_event_as_it_was(events: list[wire.Event], re
             )
             for e in group
         ]
+        for e, item in zip(group, items, strict=True):  # the ingest's fast encoders say the same
+            assert part_of(e) == item.part
+            assert unpack_part(hot_part(e)) == item.part
         back = unpack_segment(pack_segment(items, hour), hour)
         assert {i.received_at for i in back} == {received_at}
         by_id = {e.id: e for e in group}
@@ -325,3 +339,24 @@ def test_a_city_mix_takes_at_most_100_bytes_per_event(store: Any) -> None:
     per_event = store.event_bytes() / len(events)
     print(f"{store.backend}: {per_event:.1f} bytes per event, {len(events)} events")
     assert per_event <= 100
+
+
+def test_listing_filters_and_bounds(store: Any) -> None:
+    """Filters select streams; since/until bound window starts; any 64-bit cursor is answered."""
+    a = [
+        event(zone="quai", id=wire.new_event_id(WINDOW + 3600 * h), window_start=WINDOW + 3600 * h)
+        for h in range(4)
+    ]
+    b = [event(device="cam-02", id=wire.new_event_id(WINDOW + 3600 * h), window_start=WINDOW + 3600 * h)
+         for h in range(4)]  # fmt: skip
+    store.add_events(a[:2] + b[:2], 1.0)
+    store.compact(WINDOW + 3 * 3600)  # hours 0 and 1 packed
+    store.add_events(a[2:] + b[2:], 2.0)
+    ids = [r["id"] for r in store.list_events(EventQuery(device="cam-01"))[0]]
+    assert ids == [e.id for e in reversed(a)]
+    window = EventQuery(since=WINDOW + 3600, until=WINDOW + 3 * 3600)
+    assert {r["id"] for r in store.list_events(window)[0]} == {e.id for e in a[1:3] + b[1:3]}
+    assert store.list_events(EventQuery(device="nobody"))[0] == []
+    top = store.list_events(EventQuery(cursor=(2**63 - 1, "ffffffff-ffff-7fff-bfff-ffffffffffff")))[0]
+    assert len(top) == 8
+    assert store.list_events(EventQuery(cursor=(0, "00000000-0000-7000-8000-000000000000")))[0] == []
