@@ -34,7 +34,8 @@ UUID0 = "00000000-0000-7000-8000-000000000000"
 HOSTILE_CURSORS = [
     "²", "٣", "１", "9" * 30, str(2**63), "-1", "1e3", " 1", "1 ", "0x10", "",
     # Base64url JSON of the right shape, wrong contents (issue 24: the cursor is (window start, id)).
-    encode_cursor((0, "not-an-id")), encode_cursor((0, UUID0.upper())), encode_cursor((2**63, UUID0)),
+    encode_cursor((0, "not-an-id")), encode_cursor((0, "0000000A-0000-7000-8000-00000000000B")),
+    encode_cursor((2**63, UUID0)),
     encode_cursor((-1, UUID0)), encode_cursor((UUID0, 0)), encode_cursor((0,)), encode_cursor((0, UUID0, 1)),
 ]  # fmt: skip
 
