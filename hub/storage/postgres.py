@@ -283,7 +283,8 @@ class PostgresStore(SqlStore):
         return [r[0] for r in cur.fetchall()]
 
     def _pipeline(self) -> AbstractContextManager[Any]:
-        return self._db.pipeline()
+        pipeline: AbstractContextManager[Any] = self._db.pipeline()
+        return pipeline
 
     def _reader(self, cur: Any) -> Any:
         return self._db.cursor(name="vigie_convert_events")
