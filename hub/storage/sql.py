@@ -3,7 +3,8 @@ connection, dialect and migrations (``sqlite.py``, ``postgres.py``).
 
 | domain | module | tables |
 |---|---|---|
-| events | ``events.py`` | event_streams, events_hot, event_segments, rollups, devices, quarantine, workers |
+| events | ``events.py`` | event_streams, events_hot, event_segments, rollups, devices, quarantine, |
+| | | ingest_workers |
 | retention | ``retention.py`` | purges (and deletes from the above; ``compact`` is in ``events.py``) |
 | registry | ``registry.py`` | enrol_tokens, enrolments, revoked_certs |
 | fusion | ``fusion.py`` | cube, imports, model_state, anomalies |
