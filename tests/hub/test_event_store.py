@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bench.event_mix import city_hour, city_windows
-from hub.storage import EventQuery, RollupQuery, SQLiteStore
+from hub.storage import EventQuery, Retention, RollupQuery, SQLiteStore
 from hub.storage.segments import (
     Item,
     compact,
@@ -360,3 +360,23 @@ def test_listing_filters_and_bounds(store: Any) -> None:
     top = store.list_events(EventQuery(cursor=(2**63 - 1, "ffffffff-ffff-7fff-bfff-ffffffffffff")))[0]
     assert len(top) == 8
     assert store.list_events(EventQuery(cursor=(0, "00000000-0000-7000-8000-000000000000")))[0] == []
+
+
+def test_packed_events_are_purged_by_whole_hours(store: Any) -> None:
+    """A packed hour goes once it has wholly passed the cut-off; hot rows go event by event."""
+    hour = WINDOW - WINDOW % 3600
+    early = event(zone="quai", id=wire.new_event_id(hour - 3600), window_start=hour - 3600)
+    packed = [event(zone="quai", id=wire.new_event_id(hour + s), window_start=hour + s) for s in (0, 1800)]
+    store.add_events([early, *packed], 1.0)
+    assert store.compact(hour + 3 * 3600) == 3
+    hot = event(zone="rue", id=wire.new_event_id(hour), window_start=hour)
+    store.add_events([hot], 2.0)
+    cutoff = hour + 900  # inside the packed hour, after the hot event
+    removed = store.purge(Retention(events_days=1, rollups_days=None, quarantine_days=None), cutoff + 86_400)
+    assert removed["events"] == 2  # the earlier hour's segment, and the hot event before the cut-off
+    assert sorted(r["id"] for r in store.list_events(EventQuery())[0]) == sorted(e.id for e in packed)
+    later = store.purge(
+        Retention(events_days=1, rollups_days=None, quarantine_days=None), hour + 3600 + 86_400
+    )
+    assert later["events"] == 2  # the hour has wholly passed: its segment goes
+    assert store.count_events() == 0
