@@ -19,7 +19,6 @@ from hub.storage.segments import (
     HOUR,
     Item,
     StreamKey,
-    compact,
     expand,
     hot_part,
     hour_of,
@@ -33,16 +32,12 @@ from hub.storage.segments import (
 from hub.storage.sqlbase import INSERT_CHUNK, SqlBase
 from vigie import wire
 
-__all__ = ["COMPACT_GRACE_S", "SEGMENT_MIN", "EventSql", "clock_skew_s", "index_columns"]
+__all__ = ["SEGMENT_MIN", "EventSql", "clock_skew_s", "index_columns"]
 
 #: A group of one stream and one hour this large is packed at once (a bulk load, a backlog);
 #: smaller ones (a live batch holds one event per stream) wait in ``events_hot`` for ``compact``.
 SEGMENT_MIN = 16
-#: An hour is packed once it ended this long ago (late events of a packed hour are packed again).
-COMPACT_GRACE_S = 3600
 _FAR = 2**62  # beyond any window start, with room for an hour more within 64 bits
-#: Streams packed per transaction: bounds the memory and the time an hour stays locked.
-COMPACT_STREAMS = 256
 
 
 def index_columns(e: wire.Event) -> tuple[str, str, str, str, str, int, int]:
@@ -477,126 +472,6 @@ class EventSql(SqlBase):
             " WHERE tbl_name IN ('event_streams', 'events_hot', 'event_segments'))"
         )
         return int(rows[0][0])
-
-    def compact(self, now: float, grace_s: float = COMPACT_GRACE_S) -> int:
-        """Pack each closed hour (ended ``grace_s`` before ``now``) of each stream into one segment.
-
-        Returns the events packed. Runs from the retention job; safe next to the ingest workers.
-        """
-        cutoff = hour_of(int(now - grace_s))
-        hours = {
-            int(r[0]) * HOUR  # integer division in both dialects
-            for r in self._query(
-                "SELECT DISTINCT window_start / 3600 FROM events_hot WHERE window_start < ?",
-                (cutoff,),
-            )
-        }
-        hours |= {
-            int(r[0])
-            for r in self._query(
-                "SELECT DISTINCT hour FROM event_segments WHERE seg > 0 AND hour < ?", (cutoff,)
-            )
-        }
-        packed = 0
-        for hour in sorted(hours):
-            streams = sorted(
-                {int(r[0]) for r in self._query(
-                    "SELECT DISTINCT stream FROM events_hot WHERE window_start >= ? AND window_start < ?",
-                    (hour, hour + HOUR))}
-                | {int(r[0]) for r in self._query(
-                    "SELECT DISTINCT stream FROM event_segments WHERE hour = ? AND seg > 0", (hour,))}
-            )  # fmt: skip
-            for i in range(0, len(streams), COMPACT_STREAMS):
-                packed += self._compact_streams(hour, streams[i : i + COMPACT_STREAMS])
-        self._after_compact()
-        return packed
-
-    def _after_compact(self) -> None:
-        """PostgreSQL vacuums the hot table it just emptied (whatever the server's autovacuum)."""
-
-    def _compact_streams(self, hour: int, streams: list[int]) -> int:
-        clause, args = self._in_streams(streams)
-        with self._tx() as cur:
-            self._lock_hours(cur, [hour], {hour})
-            self._prepare_partitions(cur, {hour})
-            items: dict[int, dict[str, Item]] = {s: {} for s in streams}
-            cur.execute(
-                self._sql(f"SELECT stream, body FROM event_segments WHERE hour = ?{clause} ORDER BY seg"),
-                [hour, *args],
-            )
-            for sid, body in cur.fetchall():
-                for item in unpack_segment(bytes(body), hour):
-                    items[int(sid)].setdefault(item.id, item)
-            cur.execute(
-                self._sql(
-                    "SELECT stream, id, window_start, received_at, part FROM events_hot"
-                    f" WHERE window_start >= ? AND window_start < ?{clause}"
-                ),
-                [hour, hour + HOUR, *args],
-            )
-            hot = cur.fetchall()
-            for sid, raw_id, ws, ra, part in hot:
-                event_id = self._id_out(raw_id)
-                items[int(sid)].setdefault(
-                    event_id, Item(event_id, int(ws), float(ra), unpack_part(bytes(part)))
-                )
-            cur.execute(self._sql(f"DELETE FROM event_segments WHERE hour = ?{clause}"), [hour, *args])
-            cur.execute(
-                self._sql(f"DELETE FROM events_hot WHERE window_start >= ? AND window_start < ?{clause}"),
-                [hour, hour + HOUR, *args],
-            )
-            rows = [
-                (sid, hour, 0, len(group), pack_segment(list(group.values()), hour))
-                for sid, group in sorted(items.items())
-                if group
-            ]
-            self._insert_segments(cur, rows)
-        return len(hot)
-
-    def _convert_v10_events(self, cur: Any) -> None:
-        """Migration 11: the one-row-per-event table of versions 1-10 becomes streams and segments."""
-        reader = self._reader(cur)
-        reader.execute(
-            "SELECT id, site, device, kind, place, window_start, body, received_at FROM events"
-            " ORDER BY site, device, kind, place, window_start"
-        )
-        streams: dict[StreamKey, int] = {}
-        group: list[Item] = []
-        group_key: tuple[StreamKey, int] | None = None
-
-        def flush() -> None:
-            if group_key is None or not group:
-                return
-            key, hour = group_key
-            if key not in streams:
-                cur.execute(
-                    self._sql("INSERT INTO event_streams (site, device, kind, place) VALUES (?,?,?,?)"),
-                    (key.site, key.device, key.kind, key.place),
-                )
-                cur.execute(
-                    self._sql(
-                        "SELECT stream FROM event_streams"
-                        " WHERE site = ? AND device = ? AND kind = ? AND place = ?"
-                    ),
-                    (key.site, key.device, key.kind, key.place),
-                )
-                streams[key] = int(cur.fetchone()[0])
-            self._prepare_partitions(cur, {hour})
-            self._insert_segments(cur, [(streams[key], hour, 0, len(group), pack_segment(group, hour))])
-
-        while batch := reader.fetchmany(10_000):
-            for event_id, site, device, kind, place, ws, body, received_at in batch:
-                gk = (StreamKey(site, device, kind, place), hour_of(int(ws)))
-                if gk != group_key:
-                    flush()
-                    group, group_key = [], gk
-                group.append(Item(event_id, int(ws), float(received_at), compact(json.loads(body))))
-        flush()
-        reader.close()
-
-    def _reader(self, cur: Any) -> Any:
-        """A cursor that streams a large result (PostgreSQL: a server-side one)."""
-        return self._db.cursor()
 
     def count_events(self) -> int:
         hot = self._query("SELECT count(*) FROM events_hot")[0][0]

@@ -5,7 +5,8 @@ connection, dialect and migrations (``sqlite.py``, ``postgres.py``).
 |---|---|---|
 | events | ``events.py`` | event_streams, events_hot, event_segments, rollups, devices, quarantine, |
 | | | ingest_workers |
-| retention | ``retention.py`` | purges (and deletes from the above; ``compact`` is in ``events.py``) |
+| | ``compaction.py`` | (packs event_segments; converts the old events at migration 11) |
+| retention | ``retention.py`` | purges (and deletes from the above) |
 | registry | ``registry.py`` | enrol_tokens, enrolments, revoked_certs |
 | fusion | ``fusion.py`` | cube, imports, model_state, anomalies |
 | access | ``access.py`` | users, api_tokens |
@@ -20,7 +21,8 @@ from __future__ import annotations
 from hub.storage.access import AccessSql
 from hub.storage.audit import AuditSql
 from hub.storage.campaigns import CampaignSql
-from hub.storage.events import EventSql, clock_skew_s, index_columns
+from hub.storage.compaction import CompactionSql
+from hub.storage.events import clock_skew_s, index_columns
 from hub.storage.fusion import FusionSql
 from hub.storage.registry import RegistrySql
 from hub.storage.retention import RetentionSql
@@ -31,6 +33,6 @@ __all__ = ["SqlStore", "clock_skew_s", "index_columns"]
 
 
 class SqlStore(
-    EventSql, RetentionSql, RegistrySql, FusionSql, AccessSql, AuditSql, CampaignSql, ThrottleSql, TagSql
+    CompactionSql, RetentionSql, RegistrySql, FusionSql, AccessSql, AuditSql, CampaignSql, ThrottleSql, TagSql
 ):
     """Every domain over one connection; subclasses set ``backend``, the dialect and the connection."""
