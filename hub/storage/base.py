@@ -49,7 +49,7 @@ QUARANTINE_KEEP_BYTES = 1024
 
 @dataclass(frozen=True, slots=True)
 class EventQuery:
-    """Filters for listing events; ``cursor`` is the last ``seq`` of the previous page."""
+    """Filters for listing events; ``cursor`` is the (window start, id) of the previous page's last event."""
 
     site: str | None = None
     device: str | None = None
@@ -58,7 +58,7 @@ class EventQuery:
     since: int | None = None
     until: int | None = None
     limit: int = 100
-    cursor: int | None = None
+    cursor: tuple[int, str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,7 +200,18 @@ class EventStore(Protocol):
     def record_heartbeat(self, beat: wire.Heartbeat, received_at: float) -> None: ...
     def record_status(self, status: wire.Status, received_at: float) -> None: ...
     def quarantine(self, records: Sequence[QuarantineRecord]) -> None: ...
-    def list_events(self, query: EventQuery) -> tuple[list[dict[str, Any]], int | None]: ...
+    def list_events(self, query: EventQuery) -> tuple[list[dict[str, Any]], tuple[int, str] | None]:
+        """Newest first by (window start, id), and the cursor of the next page (None: the last page)."""
+        ...
+
+    def event_ids(self, site: str | None = None, device: str | None = None) -> list[str]:
+        """Every stored event id, once per stored copy (a duplicate would show twice)."""
+        ...
+
+    def compact(self, now: float, grace_s: float = 3600) -> int:
+        """Pack the hours that ended ``grace_s`` before ``now`` into one segment per stream and hour."""
+        ...
+
     def list_rollups(self, query: RollupQuery) -> list[dict[str, Any]]: ...
     def list_devices(self) -> list[dict[str, Any]]: ...
     def list_quarantine(self, limit: int = 100) -> list[dict[str, Any]]: ...

@@ -3,7 +3,9 @@ connection, dialect and migrations (``sqlite.py``, ``postgres.py``).
 
 | domain | module | tables |
 |---|---|---|
-| events | ``events.py`` | events, rollups, devices, quarantine, ingest_workers |
+| events | ``events.py`` | event_streams, events_hot, event_segments, rollups, devices, quarantine, |
+| | | ingest_workers |
+| | ``compaction.py`` | (packs event_segments; converts the old events at migration 11) |
 | retention | ``retention.py`` | purges (and deletes from the above) |
 | registry | ``registry.py`` | enrol_tokens, enrolments, revoked_certs |
 | fusion | ``fusion.py`` | cube, imports, model_state, anomalies |
@@ -21,7 +23,8 @@ from hub.storage.access import AccessSql
 from hub.storage.audit import AuditSql
 from hub.storage.buckets import BucketSql
 from hub.storage.campaigns import CampaignSql
-from hub.storage.events import EventSql, clock_skew_s, index_columns
+from hub.storage.compaction import CompactionSql
+from hub.storage.events import clock_skew_s, index_columns
 from hub.storage.fusion import FusionSql
 from hub.storage.registry import RegistrySql
 from hub.storage.retention import RetentionSql
@@ -32,7 +35,7 @@ __all__ = ["SqlStore", "clock_skew_s", "index_columns"]
 
 
 class SqlStore(
-    EventSql,
+    CompactionSql,
     RetentionSql,
     RegistrySql,
     FusionSql,
