@@ -37,7 +37,7 @@ from hub.login_guard import LoginGuard
 from hub.metrics import MetricsMiddleware
 from hub.ratelimit import RateLimiter
 from hub.retention import PurgeJob
-from hub.storage import open_store
+from hub.storage import open_read_store, open_store
 from vigie import __version__
 from vigie.exceptions import ConfigError
 
@@ -104,6 +104,8 @@ def create_app(settings: HubSettings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store = open_store(settings.db)
+        # Opened after the primary, which migrates: the standby then only has to catch up.
+        read_store = open_read_store(settings.read_db) if settings.read_db else store
         ingestor = (
             Ingestor(
                 settings.broker,
@@ -119,6 +121,7 @@ def create_app(settings: HubSettings | None = None) -> FastAPI:
         )
         purge = PurgeJob(store, settings.retention, settings.purge_every_s)
         app.state.store = store
+        app.state.read_store = read_store
         app.state.calendar = CityCalendar(settings.tz)
         app.state.rate_limiter = RateLimiter(settings.rate, burst=max(1, int(settings.rate * 4)))
         if not settings.auth:
@@ -171,6 +174,8 @@ def create_app(settings: HubSettings | None = None) -> FastAPI:
                 crl_job.stop()
             if ingestor is not None:
                 ingestor.stop()
+            if read_store is not store:
+                read_store.close()
             store.close()
 
     app = FastAPI(
