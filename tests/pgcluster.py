@@ -113,10 +113,15 @@ def primary_and_standby(
     primary = PgNode("primary", root / "primary", free_port())
     replica = PgNode(STANDBY_NAME, root / STANDBY_NAME, free_port()) if standby else None
     try:
-        _run([str(PG_BIN / "initdb"), "-D", str(primary.data), "-U", "postgres", "--auth=trust", "-E", "UTF8"])
+        _run(
+            [str(PG_BIN / "initdb"), "-D", str(primary.data), "-U", "postgres", "--auth=trust", "-E", "UTF8"]
+        )
         extra = {"wal_level": "replica", "max_wal_senders": "5", "wal_keep_size": "'256MB'"}
         if synchronous_commit is not None and standby:
-            extra |= {"synchronous_standby_names": f"'{STANDBY_NAME}'", "synchronous_commit": synchronous_commit}
+            extra |= {
+                "synchronous_standby_names": f"'{STANDBY_NAME}'",
+                "synchronous_commit": synchronous_commit,
+            }
         _configure(primary, extra)
         primary.start()
         if replica is not None:
@@ -131,7 +136,7 @@ def primary_and_standby(
             deadline = time.monotonic() + 30
             while True:
                 rows = primary.query(
-                    f"SELECT sync_state FROM pg_stat_replication WHERE application_name = '{STANDBY_NAME}'"
+                    "SELECT sync_state FROM pg_stat_replication WHERE application_name = 'standby1'"
                 )
                 if rows and rows[0][0] == want:
                     break
