@@ -15,7 +15,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from hub.storage.postgres import MIGRATIONS, PostgresStore, redact
 from vigie.exceptions import VigieError
 
-__all__ = ["ReadOnlyPostgresStore", "read_only_dsn"]
+__all__ = ["ReadOnlyPostgresStore", "check_reachable", "read_only_dsn"]
 
 _READ_ONLY = "-c default_transaction_read_only=on"
 
@@ -30,6 +30,20 @@ def read_only_dsn(dsn: str) -> str:
     if "default_transaction_read_only" not in options:
         params["options"] = f"{options} {_READ_ONLY}".strip()
     return make_conninfo("", **params)
+
+
+def check_reachable(dsn: str) -> None:
+    """Connect once and leave: ``vigie hub serve`` says at start that a read database is unreachable.
+
+    Raises:
+        VigieError: naming the DSN (without its password), libpq's reason and the setting to fix.
+    """
+    try:
+        psycopg.connect(dsn, connect_timeout=10).close()
+    except psycopg.OperationalError as exc:
+        raise VigieError(
+            f"cannot connect to PostgreSQL at {redact(dsn)!r} (VIGIE_HUB_READ_DB / read_db): {exc}".strip()
+        ) from None
 
 
 class ReadOnlyPostgresStore(PostgresStore):

@@ -6,6 +6,8 @@ Each test starts its own primary and standby on free ports (tests/pgcluster.py).
 
 from __future__ import annotations
 
+import os
+import subprocess
 import threading
 import time
 import uuid
@@ -22,7 +24,7 @@ from hub.ingest import Ingestor
 from hub.mqtt_receiver import Delivery
 from hub.storage.postgres import PostgresStore, StoreUnavailableError
 from hub.storage.readonly import ReadOnlyPostgresStore
-from tests.conftest import PG_DSN, need_service, postgres_available
+from tests.conftest import PG_DSN, cli, need_service, postgres_available
 from tests.pgcluster import PgNode, pg_binaries_available, primary_and_standby
 from tests.test_wire import event
 from vigie import wire
@@ -221,6 +223,23 @@ def test_unreachable_read_db_is_a_clear_error() -> None:
     with pytest.raises(VigieError, match=f"cannot connect to PostgreSQL at .*port={port}") as info:
         ReadOnlyPostgresStore(f"postgresql://vigie:secret@127.0.0.1:{port}/vigie")
     assert "secret" not in str(info.value)  # the password is not printed
+
+
+def test_serve_refuses_an_unreachable_read_db_at_start() -> None:
+    port = free_port()
+    env = {**os.environ, "VIGIE_HUB_DB": "postgresql://vigie@127.0.0.1:1/vigie",
+           "VIGIE_HUB_READ_DB": f"postgresql://vigie:secret@127.0.0.1:{port}/vigie"}  # fmt: skip
+    done = subprocess.run(
+        cli("hub", "serve", "--no-ingest", "--port", str(free_port())), env=env, capture_output=True,
+        text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert (
+        f"cannot connect to PostgreSQL at 'user=vigie dbname=vigie host=127.0.0.1 port={port}'" in done.stderr
+    )
+    assert "VIGIE_HUB_READ_DB" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert "secret" not in done.stderr
 
 
 @pytest.fixture
