@@ -38,6 +38,7 @@ from hub.metrics import MetricsMiddleware
 from hub.ratelimit import RateLimiter
 from hub.retention import PurgeJob
 from hub.storage import open_read_store, open_store
+from hub.storage.replication import primary_durability
 from vigie import __version__
 from vigie.exceptions import ConfigError
 
@@ -106,6 +107,8 @@ def create_app(settings: HubSettings | None = None) -> FastAPI:
         store = open_store(settings.db)
         # Opened after the primary, which migrates: the standby then only has to catch up.
         read_store = open_read_store(settings.read_db) if settings.read_db else store
+        if settings.read_db and (unsafe := primary_durability(store)):
+            log.warning(unsafe)  # a standby is in use: say when it does not guard the receipts
         ingestor = (
             Ingestor(
                 settings.broker,

@@ -386,6 +386,10 @@ class PostgresStore(SqlStore):
     def _after_read(self) -> None:
         pass  # autocommit: reads hold no transaction open
 
+    def server_setting(self, name: str) -> str:
+        """A server setting as ``SHOW`` prints it (``synchronous_commit``, ...)."""
+        return str(self._query("SELECT current_setting(%s)", (name,))[0][0])
+
     def drop_schema(self) -> None:
         """Remove this store's schema and everything in it (tests)."""
         if self.schema:

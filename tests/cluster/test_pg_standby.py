@@ -24,6 +24,7 @@ from hub.ingest import Ingestor
 from hub.mqtt_receiver import Delivery
 from hub.storage.postgres import PostgresStore, StoreUnavailableError
 from hub.storage.readonly import ReadOnlyPostgresStore
+from hub.storage.replication import durability_warning, primary_durability
 from tests.conftest import PG_DSN, cli, need_service, postgres_available
 from tests.pgcluster import PgNode, pg_binaries_available, primary_and_standby
 from tests.test_wire import event
@@ -271,3 +272,27 @@ def _terminate(store: Any) -> int:
     with psycopg.connect(PG_DSN, autocommit=True) as admin:
         admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
     return pid
+
+
+def test_durability_warning_names_the_setting_to_fix() -> None:
+    assert durability_warning("on", "standby1") is None
+    assert durability_warning("remote_apply", "ANY 1 (s1, s2)") is None
+    no_standby = durability_warning("on", "")
+    assert no_standby is not None
+    assert "synchronous_standby_names is empty" in no_standby
+    local = durability_warning("local", "standby1")
+    assert local is not None
+    assert "synchronous_commit is 'local'" in local
+
+
+@pytest.mark.cluster
+@pytest.mark.usefixtures("cluster_ok")
+def test_durability_of_an_async_and_a_sync_primary() -> None:
+    with primary_and_standby(None) as (primary, _):
+        store = PostgresStore(primary.url)
+        assert "synchronous_standby_names is empty" in (primary_durability(store) or "")
+        store.close()
+    with primary_and_standby("on") as (primary, _):
+        store = PostgresStore(primary.url)
+        assert primary_durability(store) is None
+        store.close()
