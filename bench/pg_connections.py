@@ -28,7 +28,7 @@ COUNT = (
 
 
 def _connections(node: PgNode) -> int:
-    return int(node.query(COUNT)[0][0])  # type: ignore[call-overload]
+    return int(node.query(COUNT)[0][0])
 
 
 def run(workers: int, broker: str | None) -> str:

@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
@@ -69,7 +70,7 @@ class PgNode:
     def running(self) -> bool:
         return (self.data / "postmaster.pid").exists()
 
-    def query(self, sql: str) -> list[tuple[object, ...]]:
+    def query(self, sql: str) -> list[tuple[Any, ...]]:
         with psycopg.connect(self.url, autocommit=True, connect_timeout=5) as conn:
             cur = conn.execute(sql)
             return list(cur.fetchall()) if cur.description else []

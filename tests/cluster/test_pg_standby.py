@@ -198,7 +198,7 @@ def test_commit_not_confirmed_by_the_standby_is_not_acknowledged() -> None:
 
 
 def _sync_waiters(node: PgNode) -> int:
-    return int(node.query("SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'SyncRep'")[0][0])  # type: ignore[call-overload]
+    return int(node.query("SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'SyncRep'")[0][0])
 
 
 def _wait(ok: Any, timeout: float, what: str) -> None:
