@@ -2,16 +2,19 @@
 """What synchronous replication costs the ingest: events/s and commit latency through the store.
 
 One writer (one ingest worker) calls ``PostgresStore.add_events`` in batches, as the ingest does,
-against a fresh PostgreSQL primary (tests/pgcluster.py, on free ports) in four set-ups: alone, with
-an asynchronous standby, with a synchronous standby (``synchronous_commit = on``: the standby has
-flushed the commit) and with ``remote_apply`` (the standby has replayed it: readable there).
+against a primary with a synchronous standby (tests/pgcluster.py, on free ports). Each set-up is a
+session's ``synchronous_commit``, so all run on the same cluster, interleaved in short rounds (this
+machine's load drifts): ``local`` (commits do not wait for the standby: asynchronous replication),
+``on`` (they wait for its flush: the hub's choice) and ``remote_apply`` (for its replay). Only the
+time inside ``add_events`` counts (building the events does not).
 
-    .venv/bin/python bench/pg_sync_commit.py --seconds 8 --batch 500 --batch 25
+    .venv/bin/python bench/pg_sync_commit.py --seconds 24 --rounds 8 --batch 500 --batch 25
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import statistics
 import time
 
@@ -20,61 +23,64 @@ from tests.pgcluster import primary_and_standby
 from tests.test_wire import event
 from vigie import wire
 
-MODES: dict[str, tuple[str | None, bool]] = {
-    "primary alone": (None, False),
-    "async standby": (None, True),
-    "sync standby (on)": ("on", True),
-    "sync standby (remote_apply)": ("remote_apply", True),
-}
+MODES = ("local", "on", "remote_apply")
+_seq = itertools.count()
 
 
-def _batches(n_batches: int, size: int) -> list[list[wire.ZoneCountEvent]]:
-    base = (int(time.time()) // 3600 - 1) * 3600
+def _batch(size: int, base: int) -> list[wire.ZoneCountEvent]:
     out = []
-    for b in range(n_batches):
-        out.append([
-            event(id=wire.new_event_id(base + (i % 360) * 10), window_start=base + (i % 360) * 10,
-                  device=f"cam-{i % 200:03d}", zone=f"z{i % 2}", k=3, counts={"person": 4},
-                  mean_counts={"person": 2.5})
-            for i in range(b * size, (b + 1) * size)
-        ])  # fmt: skip
+    for _ in range(size):
+        i = next(_seq)
+        ws = base + (i % 360) * 10
+        out.append(
+            event(id=wire.new_event_id(ws), window_start=ws, device=f"cam-{i % 200:03d}", zone=f"z{i % 2}",
+                  k=3, counts={"person": 4}, mean_counts={"person": 2.5})
+        )  # fmt: skip
     return out
 
 
-def run(mode: str, seconds: float, size: int) -> str:
-    sync, standby = MODES[mode]
-    with primary_and_standby(sync, standby=standby) as (primary, _):
-        store = PostgresStore(primary.url)
-        # Enough batches for the run, built before the clock starts (the ingest decodes them anyway).
-        batches = _batches(max(20, int(seconds * 8_000 / size)), size)
-        store.add_events(batches.pop(), time.time())  # warm: partition, plans
-        latencies: list[float] = []
-        events = 0
-        t0 = time.perf_counter()
-        while time.perf_counter() - t0 < seconds and batches:
-            batch = batches.pop()
-            t = time.perf_counter()
-            events += store.add_events(batch, time.time())
-            latencies.append(time.perf_counter() - t)
-        elapsed = time.perf_counter() - t0
-        store.close()
-    ms = sorted(x * 1000 for x in latencies)
-    p99 = ms[min(len(ms) - 1, int(len(ms) * 0.99))]
-    return (
-        f"{mode:<29} batch {size:>4}: {events / elapsed:8.0f} events/s, {len(ms) / elapsed:6.1f} commits/s, "
-        f"commit median {statistics.median(ms):6.1f} ms, p99 {p99:6.1f} ms ({events} events, {elapsed:.1f} s)"
-    )
+def run(seconds: float, rounds: int, size: int) -> list[str]:
+    base = (int(time.time()) // 3600 - 1) * 3600
+    with primary_and_standby("on") as (primary, _):
+        stores = {m: PostgresStore(f"{primary.url}?options=-csynchronous_commit%3D{m}") for m in MODES}
+        for store in stores.values():
+            store.add_events(_batch(size, base), time.time())  # warm: partition, plans
+        latencies: dict[str, list[float]] = {m: [] for m in MODES}
+        events = dict.fromkeys(MODES, 0)
+        for _ in range(rounds):
+            for mode, store in stores.items():
+                spent = 0.0
+                while spent < seconds / rounds / len(MODES):
+                    batch = _batch(size, base)
+                    t = time.perf_counter()
+                    events[mode] += store.add_events(batch, time.time())
+                    dt = time.perf_counter() - t
+                    latencies[mode].append(dt)
+                    spent += dt
+        for store in stores.values():
+            store.close()
+    lines = []
+    for mode in MODES:
+        ms = sorted(x * 1000 for x in latencies[mode])
+        busy = sum(latencies[mode])
+        p99 = ms[min(len(ms) - 1, int(len(ms) * 0.99))]
+        lines.append(
+            f"synchronous_commit={mode:<12} batch {size:>4}: {events[mode] / busy:7.0f} events/s, "
+            f"commit median {statistics.median(ms):6.1f} ms, p99 {p99:6.1f} ms "
+            f"({events[mode]} events in {len(ms)} commits, {busy:.1f} s)"
+        )
+    return lines
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--seconds", type=float, default=8.0, help="Writing time per set-up and batch size.")
+    ap.add_argument("--seconds", type=float, default=24.0, help="Writing time per batch size, all set-ups.")
+    ap.add_argument("--rounds", type=int, default=8, help="Interleaved rounds over the set-ups.")
     ap.add_argument("--batch", type=int, action="append", help="Events per commit (repeatable; 500, 25).")
-    ap.add_argument("--mode", action="append", choices=list(MODES), help="Only these set-ups.")
     args = ap.parse_args()
     for size in args.batch or [500, 25]:
-        for mode in args.mode or list(MODES):
-            print(run(mode, args.seconds, size), flush=True)
+        for line in run(args.seconds, args.rounds, size):
+            print(line, flush=True)
 
 
 if __name__ == "__main__":

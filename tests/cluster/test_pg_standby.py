@@ -114,6 +114,7 @@ def test_promote_loses_no_acknowledged_event() -> None:
         acked: set[str] = set()
         sent: set[str] = set()
         batches = [0]
+        done_at: list[float] = []
         stop = threading.Event()
         failure: list[BaseException] = []
 
@@ -128,6 +129,7 @@ def test_promote_loses_no_acknowledged_event() -> None:
                     for _topic, body in out:  # the receipts: what the devices may now forget
                         acked.update(msgpack.unpackb(body)["ids"])
                     batches[0] += 1
+                    done_at.append(time.monotonic())
                     i += 1
             except BaseException as exc:
                 failure.append(exc)
@@ -140,6 +142,7 @@ def test_promote_loses_no_acknowledged_event() -> None:
             at_kill = batches[0]
             time.sleep(1.0)  # the ingest keeps retrying against a dead primary and a read-only standby
             assert batches[0] <= at_kill + 1, "batches acknowledged with no writable primary"
+            promoted_at = time.monotonic()
             standby.promote()
             # The runbook's second step (docs/scaling.md): the new primary inherited
             # synchronous_standby_names and has no standby, so its commits would wait forever;
@@ -155,6 +158,9 @@ def test_promote_loses_no_acknowledged_event() -> None:
             stop.set()
             worker.join(timeout=30)
         assert not failure, failure
+        resumed = min(t for t in done_at if t > promoted_at) - promoted_at
+        # docs/scaling.md quotes this (pytest -s): the promote, the runbook's step 2, the reconnect.
+        print(f"\nreceipts again {resumed:.2f} s after `pg_ctl promote` began; {len(acked)} events receipted")
         assert "StoreUnavailableError" in (ingestor.stats.last_error or ""), ingestor.stats.last_error
         on_new = {r[0] for r in standby.query("SELECT id FROM events")}
         assert acked, "nothing was acknowledged"
@@ -287,8 +293,8 @@ def test_durability_warning_names_the_setting_to_fix() -> None:
 
 @pytest.mark.cluster
 @pytest.mark.usefixtures("cluster_ok")
-def test_durability_of_an_async_and_a_sync_primary() -> None:
-    with primary_and_standby(None) as (primary, _):
+def test_durability_of_a_lone_and_a_sync_primary() -> None:
+    with primary_and_standby(None, standby=False) as (primary, _):
         store = PostgresStore(primary.url)
         assert "synchronous_standby_names is empty" in (primary_durability(store) or "")
         store.close()
