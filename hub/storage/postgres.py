@@ -243,8 +243,10 @@ class PostgresStore(SqlStore):
             cur = self._db.cursor()
             try:
                 cur.execute("BEGIN")
-            except psycopg.OperationalError:  # died while idle: nothing was sent, so connect again
-                self._db.close()
+            except psycopg.OperationalError:
+                if not self._db.closed:
+                    raise
+                # It died while idle (a restart, a failover): nothing was sent, so connect again.
                 self._reconnect_if_closed()
                 cur = self._db.cursor()
                 cur.execute("BEGIN")
@@ -254,7 +256,9 @@ class PostgresStore(SqlStore):
                 cur.execute("COMMIT")
             except psycopg.OperationalError as exc:
                 self._partitions.clear()
-                self._db.close()
+                if not self._db.closed:  # a deadlock, a timeout: the connection lives, the write failed
+                    cur.execute("ROLLBACK")
+                    raise
                 raise StoreUnavailableError(
                     f"PostgreSQL connection lost during a write ({exc}); not known to be stored: retry"
                 ) from exc
@@ -279,7 +283,8 @@ class PostgresStore(SqlStore):
                     cur.execute(self._sql(sql), tuple(args))
                     return list(cur.fetchall())
                 except psycopg.OperationalError as exc:
-                    self._db.close()
+                    if not self._db.closed:  # a timeout, a cancel: the connection lives
+                        raise
                     if attempt == 2:
                         raise StoreUnavailableError(
                             f"PostgreSQL at {redact(self.dsn)!r} failed a read twice: {exc}"

@@ -273,6 +273,22 @@ def test_store_reconnects_after_its_connection_is_killed(pg_store: Any) -> None:
     assert pg_store._query("SELECT pg_backend_pid()")[0][0] != pid
 
 
+@pytest.mark.postgres
+@pytest.mark.usefixtures("pg_up")
+def test_a_timeout_is_not_a_lost_connection(pg_store: Any) -> None:
+    """A cancelled statement raises as it is, once, and keeps the connection (no reconnect, no retry)."""
+    pid = pg_store._query("SELECT pg_backend_pid()")[0][0]
+    pg_store._db.execute("SET statement_timeout = 200")
+    t = time.monotonic()
+    with pytest.raises(psycopg.errors.QueryCanceled):
+        pg_store._query("SELECT pg_sleep(2)")
+    with pytest.raises(psycopg.errors.QueryCanceled), pg_store._tx() as cur:
+        cur.execute("SELECT pg_sleep(2)")
+    assert time.monotonic() - t < 1.5  # neither was run a second time
+    assert pg_store._query("SELECT pg_backend_pid()")[0][0] == pid
+    assert pg_store.add_events(_events(2), time.time()) == 2  # the transaction was rolled back
+
+
 def _terminate(store: Any) -> int:
     pid = int(store._query("SELECT pg_backend_pid()")[0][0])
     with psycopg.connect(PG_DSN, autocommit=True) as admin:
