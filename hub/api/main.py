@@ -8,7 +8,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import Depends, FastAPI
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from hub.api.headers import SecurityHeadersMiddleware
@@ -38,6 +39,7 @@ from hub.metrics import MetricsMiddleware
 from hub.ratelimit import RateLimiter
 from hub.retention import PurgeJob
 from hub.storage import open_read_store, open_store
+from hub.storage.postgres import StoreUnavailableError
 from hub.storage.replication import primary_durability
 from vigie import __version__
 from vigie.exceptions import ConfigError
@@ -191,6 +193,17 @@ def create_app(settings: HubSettings | None = None) -> FastAPI:
         redoc_url=None,
     )
     app.state.settings = settings  # for hub.api.deps.get_settings: routes read settings only there
+
+    @app.exception_handler(StoreUnavailableError)
+    async def store_unavailable(request: Request, exc: StoreUnavailableError) -> JSONResponse:
+        """A database down (a failover under way, a standby stopped): 503 and retry, not a 500."""
+        log.warning("database unavailable", extra={"path": request.url.path, "error": str(exc)})
+        return JSONResponse(
+            {"detail": "the database is unavailable (a restart or failover under way?): retry shortly"},
+            status_code=503,
+            headers={"Retry-After": "5"},
+        )
+
     app.state.login_guard = LoginGuard()  # its state is in the store, shared by every worker
     purpose = Depends(require_purpose)
     protected: dict[int | str, dict[str, Any]] = {

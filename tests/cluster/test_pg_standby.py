@@ -55,6 +55,7 @@ def cluster_ok() -> None:
 
 
 @pytest.mark.cluster
+@pytest.mark.timeout(120)  # a hang (a commit waiting for a stopped standby) fails, and stops its clusters
 @pytest.mark.usefixtures("cluster_ok")
 def test_standby_serves_rollups_while_the_primary_takes_writes() -> None:
     # remote_apply: a commit returns once the standby has replayed it, so what was acknowledged is
@@ -88,6 +89,16 @@ def test_standby_serves_rollups_while_the_primary_takes_writes() -> None:
             assert read_store._query("SELECT pg_is_in_recovery()") == [(True,)]
             with pytest.raises(Exception, match="read-only"):
                 read_store.add_events(_events(1, start=999), time.time())
+            # The standby gone (this read DSN names no other node): 503 with Retry-After, not a 500.
+            # First the primary stops waiting for it, or every commit (the audit log's too) would wait.
+            primary.query("ALTER SYSTEM SET synchronous_standby_names = ''")
+            primary.query("SELECT pg_reload_conf()")
+            standby.stop("immediate")
+            down = client.get("/v1/rollups")
+            assert down.status_code == 503, down.text
+            assert down.headers["retry-after"] == "5"
+            assert "database is unavailable" in down.json()["detail"]
+            assert "127.0.0.1" not in down.text  # no database address to API clients
 
 
 def _delivery(e: wire.ZoneCountEvent, n: int) -> Delivery:
@@ -98,6 +109,7 @@ def _delivery(e: wire.ZoneCountEvent, n: int) -> Delivery:
 
 
 @pytest.mark.cluster
+@pytest.mark.timeout(120)  # a hang (a commit waiting for a stopped standby) fails, and stops its clusters
 @pytest.mark.usefixtures("cluster_ok")
 def test_promote_loses_no_acknowledged_event() -> None:
     """Kill the primary mid-stream, promote the standby: every receipted event is on the new primary."""
@@ -175,6 +187,7 @@ def test_promote_loses_no_acknowledged_event() -> None:
 
 
 @pytest.mark.cluster
+@pytest.mark.timeout(120)  # a hang (a commit waiting for a stopped standby) fails, and stops its clusters
 @pytest.mark.usefixtures("cluster_ok")
 def test_commit_not_confirmed_by_the_standby_is_not_acknowledged() -> None:
     """A cancelled wait for the synchronous standby commits on the primary alone: that must raise."""
@@ -308,6 +321,7 @@ def test_durability_warning_names_the_setting_to_fix() -> None:
 
 
 @pytest.mark.cluster
+@pytest.mark.timeout(120)  # a hang (a commit waiting for a stopped standby) fails, and stops its clusters
 @pytest.mark.usefixtures("cluster_ok")
 def test_durability_of_a_lone_and_a_sync_primary() -> None:
     with primary_and_standby(None, standby=False) as (primary, _):
