@@ -81,6 +81,15 @@ def receipts(settled: dict[tuple[str, str], list[str]], ts: int) -> list[tuple[s
     return out
 
 
+def _per_sender(batch: list[Delivery]) -> dict[str, int]:
+    """Messages per sender (``vigie/v1/<site>/<device>``) in a batch (pure)."""
+    counts: dict[str, int] = {}
+    for item in batch:
+        who = item.topic[: item.topic.rfind("/")]
+        counts[who] = counts.get(who, 0) + 1
+    return counts
+
+
 @dataclass
 class IngestStats:
     """Counters exposed at /healthz."""
@@ -128,7 +137,8 @@ class Ingestor:
         # One device flooding (a bug, a stolen key) must not starve the others. What the
         # limit refuses is acknowledged but neither stored nor receipted: an honest device
         # sends it again later (its outbox keeps it); a flooder's excess is gone.
-        self._limiter = RateLimiter(device_rate, device_burst)
+        # The buckets are in the store: N ingest workers allow a device one rate, not N.
+        self._limiter = RateLimiter(store, "device", device_rate, device_burst)
         self.min_device_k = min_device_k
         self._limited_logged: dict[str, float] = {}
         self._share_group = share_group
@@ -230,9 +240,13 @@ class Ingestor:
         session reconnects, so a failed batch must be retried here, never dropped.
         """
         delay = 0.1
+        allowed: dict[str, int] | None = None
         while True:
             try:
-                return self._write(batch)
+                # Decided once per batch: a retry after a failed write must not charge the devices twice.
+                if allowed is None:
+                    allowed = self._limiter.take(_per_sender(batch))
+                return self._write(batch, dict(allowed))
             except Exception as exc:  # the store failed (down, deadlock, disk full): keep the batch
                 self.stats.last_error = f"{type(exc).__name__}: {exc}"
                 log.warning(
@@ -242,7 +256,8 @@ class Ingestor:
                     return None
                 delay = min(delay * 2, 10.0)
 
-    def _write(self, batch: list[Delivery]) -> list[tuple[str, bytes]]:
+    def _write(self, batch: list[Delivery], allowed: dict[str, int]) -> list[tuple[str, bytes]]:
+        """Store the batch; ``allowed``: how many messages each sender may have stored (rate limit)."""
         events: list[wire.Event] = []
         settled: dict[tuple[str, str], list[str]] = {}  # (site, device) -> ids to receipt
         bad: list[QuarantineRecord] = []
@@ -250,9 +265,10 @@ class Ingestor:
         statuses: list[tuple[wire.Status, float]] = []
         limited = 0
         mono = time.monotonic()
-        for item in batch:
+        for item in batch:  # each sender's first `allowed` messages pass
             who = item.topic[: item.topic.rfind("/")]  # vigie/v1/<site>/<device>
-            if not self._limiter.allow(who, mono)[0]:
+            allowed[who] -= 1
+            if allowed[who] < 0:
                 limited += 1
                 if mono - self._limited_logged.get(who, -60.0) >= 60.0:
                     self._limited_logged[who] = mono

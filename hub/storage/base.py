@@ -19,6 +19,7 @@ __all__ = [
     "AccessStore",
     "ApiTokenGrant",
     "AuditStore",
+    "BucketStore",
     "Campaign",
     "CampaignLogEntry",
     "CampaignState",
@@ -339,6 +340,17 @@ class ThrottleStore(Protocol):
     def count_throttle(self) -> int: ...
 
 
+class BucketStore(Protocol):
+    """Token buckets shared by every hub process (rate limits; ``hub/ratelimit.py``)."""
+
+    def take_tokens(self, wanted: Mapping[str, int], rate: float, burst: int, now: float) -> dict[str, int]:
+        """Take up to ``wanted[key]`` tokens from each key's bucket (``rate`` a second, at most ``burst``;
+        a new key's bucket is full), in one atomic decision; returns how many each key got."""
+        ...
+
+    def count_buckets(self) -> int: ...
+
+
 class RenewalStore(Protocol):
     """Device certificates renewed before they expire (``hub/cert_renewal.py``)."""
 
@@ -375,6 +387,7 @@ class Store(
     AuditStore,
     CampaignStateStore,
     ThrottleStore,
+    BucketStore,
     TagStore,
     RenewalStore,
     StoreAdmin,

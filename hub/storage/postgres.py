@@ -14,6 +14,8 @@ from typing import Any
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from hub.storage.buckets import PostgresBucketSql
+from hub.storage.live import EventNotifySql
 from hub.storage.rollup import RollupRow
 from hub.storage.sql import SqlStore
 from vigie.exceptions import VigieError
@@ -166,6 +168,13 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             issued_at DOUBLE PRECISION NOT NULL)""",
         "CREATE INDEX device_certs_device ON device_certs (site, device)",
     ]),
+    (13, [
+        # Rate limits shared by every hub process (hub/storage/buckets.py, issue 22). UNLOGGED: no
+        # WAL, so nothing to flush or replicate; after a crash or a promote the buckets start full.
+        # No index on full_at: updates stay HOT (the purge scans a table of live keys only).
+        """CREATE UNLOGGED TABLE buckets (
+            name TEXT PRIMARY KEY, full_at DOUBLE PRECISION NOT NULL, taken INTEGER NOT NULL)""",
+    ]),
 ]  # fmt: skip
 
 
@@ -185,8 +194,11 @@ def month_bounds(ts: int) -> tuple[int, int, str]:
     return start, end, f"events_y{t.tm_year:04d}m{t.tm_mon:02d}"
 
 
-class PostgresStore(SqlStore):
-    """psycopg 3, one connection per store (guarded by a lock), autocommit with explicit transactions."""
+class PostgresStore(EventNotifySql, PostgresBucketSql, SqlStore):
+    """psycopg 3, one connection per store (guarded by a lock), autocommit with explicit transactions.
+
+    Stored events are announced with ``NOTIFY`` (``live.py``): API processes wake their live streams.
+    """
 
     backend = "postgres"
     _greatest = "GREATEST"

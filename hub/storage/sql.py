@@ -12,12 +12,14 @@ connection, dialect and migrations (``sqlite.py``, ``postgres.py``).
 | campaigns | ``campaigns.py`` | campaigns |
 | throttle | ``throttle.py`` | throttle (login attempts, shared by every process) |
 | tags | ``tags.py`` | device_tags |
+| buckets | ``buckets.py`` | buckets (rate limits, shared by every process) |
 """
 
 from __future__ import annotations
 
 from hub.storage.access import AccessSql
 from hub.storage.audit import AuditSql
+from hub.storage.buckets import BucketSql
 from hub.storage.campaigns import CampaignSql
 from hub.storage.events import EventSql, clock_skew_s, index_columns
 from hub.storage.fusion import FusionSql
@@ -30,6 +32,15 @@ __all__ = ["SqlStore", "clock_skew_s", "index_columns"]
 
 
 class SqlStore(
-    EventSql, RetentionSql, RegistrySql, FusionSql, AccessSql, AuditSql, CampaignSql, ThrottleSql, TagSql
+    EventSql,
+    RetentionSql,
+    RegistrySql,
+    FusionSql,
+    AccessSql,
+    AuditSql,
+    CampaignSql,
+    ThrottleSql,
+    TagSql,
+    BucketSql,
 ):
     """Every domain over one connection; subclasses set ``backend``, the dialect and the connection."""

@@ -124,6 +124,10 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             serial TEXT PRIMARY KEY, site TEXT NOT NULL, device TEXT NOT NULL, issued_at REAL NOT NULL)""",
         "CREATE INDEX device_certs_device ON device_certs (site, device)",
     ]),
+    (13, [
+        # Rate limits shared by every hub process on this file (hub/storage/buckets.py, issue 22).
+        "CREATE TABLE buckets (name TEXT PRIMARY KEY, full_at REAL NOT NULL, taken INTEGER NOT NULL)",
+    ]),
 ]  # fmt: skip
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import time
@@ -19,6 +18,7 @@ from hub.api.schemas import EventPublic, EventsPublic
 from hub.api.times import SinceQuery, UntilQuery, with_iso
 from hub.auth import Principal, recheck
 from hub.disclosure.floor import floor_event
+from hub.live import POLL_S, EventWaker
 from hub.metrics import counted_stream
 from hub.storage import EventQuery
 
@@ -111,30 +111,39 @@ async def stream(
         last_check = time.monotonic()
         return await run_in_threadpool(recheck, store, principal, "events:read")
 
+    waker: EventWaker = request.app.state.waker
+
     async def feed() -> AsyncIterator[str]:
         seen: set[str] = set()
         first = True
         deadline = time.monotonic() + max_s
         last_beat = time.monotonic()
+        generation = waker.generation
+        woken = True
         while time.monotonic() < deadline:
             if (why := await refused()) is not None:
                 yield f": closed: {why}\n\n"  # an SSE comment: clients see why before the end
                 return
-            rows, _ = await run_in_threadpool(store.list_events, EventQuery(limit=50))
-            for row in reversed(rows):
-                if row["id"] not in seen:
-                    seen.add(row["id"])
-                    if not first:
-                        yield f"data: {json.dumps(floor_event(row, k))}\n\n"
+            if woken:
+                rows, _ = await run_in_threadpool(store.list_events, EventQuery(limit=50))
+                for row in reversed(rows):
+                    if row["id"] not in seen:
+                        seen.add(row["id"])
+                        if not first:
+                            yield f"data: {json.dumps(floor_event(row, k))}\n\n"
+                if len(seen) > 10_000:
+                    seen = {r["id"] for r in rows}
             if first:
                 yield ": connected\n\n"
                 first = False
             if time.monotonic() - last_beat > 15:
                 last_beat = time.monotonic()
                 yield ": keep-alive\n\n"
-            if len(seen) > 10_000:
-                seen = {r["id"] for r in rows}
-            await asyncio.sleep(1.0)
+            # Woken by a NOTIFY from whichever process stored events (hub/live.py), else every
+            # RECHECK_S for the token check only; polling every POLL_S while nothing can wake it.
+            listening = waker.listening
+            woken = await waker.wait(generation, RECHECK_S if listening else POLL_S) or not listening
+            generation = waker.generation
 
     return StreamingResponse(
         counted_stream(feed()), media_type="text/event-stream", headers={"Cache-Control": "no-store"}
