@@ -241,6 +241,10 @@ class PostgresStore(EventNotifySql, PostgresBucketSql, SqlStore):
             self._db = self._connect()
             log.warning("reconnected to PostgreSQL", extra={"dsn": redact(self.dsn)})
 
+    def _connection(self) -> Any:
+        self._reconnect_if_closed()
+        return self._db
+
     @contextmanager
     def _tx(self) -> Iterator[Any]:
         """One transaction; a lost connection is reconnected before it starts, never inside it.
