@@ -36,6 +36,8 @@ import pytest
 from edge.link import MqttLink
 from edge.outbox import Outbox
 from hub.jetstream_config import JetStreamSettings
+from tests.chaos.harness import stored_events
+from tests.chaos.harness import stored_ids as stored_id_list
 from tests.conftest import need_service
 from vigie import wire
 from vigie.mqtt import BrokerConfig
@@ -201,20 +203,18 @@ def test_a_broker_node_killed_mid_stream_loses_and_duplicates_nothing(
     with contextlib.closing(sqlite3.connect(db)) as store:
         ledger = {}
         for device, box in boxes.items():
-            rows, ids, windows = store.execute(
-                "SELECT count(*), count(DISTINCT id), count(DISTINCT place || '@' || window_start)"
-                " FROM events WHERE site = ? AND device = ?",
-                (SITE, device),
-            ).fetchone()
+            stored = stored_events(db, site=SITE, device=device)
+            ids = len({e["id"] for e in stored})
+            windows = len({(e.get("zone") or e.get("line"), e["window_start"]) for e in stored})
             ledger[device] = {
                 "produced": box.produced(), "dropped": box.dropped(), "pending": box.depth(), "stored": ids,
-                "duplicate_ids": rows - ids, "duplicate_windows": ids - windows,
+                "duplicate_ids": len(stored) - ids, "duplicate_windows": ids - windows,
             }  # fmt: skip
             box.close()
         sim_stored = {}
         for site in fleets:
-            ids = [r[0] for r in store.execute("SELECT id FROM events WHERE site = ?", (site,))]
-            sim_stored[site] = (set(ids), len(ids))
+            ids_list = stored_id_list(db, site=site)
+            sim_stored[site] = (set(ids_list), len(ids_list))
         per_worker = {
             w: json.loads(s)["received"] for w, s in store.execute("SELECT worker, stats FROM ingest_workers")
         }
