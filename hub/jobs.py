@@ -61,32 +61,42 @@ class LeasedJob:
         self.holder = holder or new_holder()
         self.runs = 0  # runs made by this process
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name=f"job-{name}", daemon=True)
+        self._thread: threading.Thread | None = None
 
     def start(self) -> None:
+        """Start the thread; without a first delay, the first claim is made here (one statement), so
+        the first run, when due, starts with the thread, as the hub's jobs always did."""
+        first: JobClaim | None = None
+        if self.first_delay_s <= 0:
+            first = self._claim()
+        self._thread = threading.Thread(target=self._loop, args=(first,), name=f"job-{self.name}")
+        self._thread.daemon = True
         self._thread.start()
 
     def stop(self) -> None:
         """Stop after the run in progress, if any, and give the lease up."""
         self._stop.set()
-        if self._thread.is_alive():
+        if self._thread is not None and self._thread.is_alive():
             self._thread.join(timeout=10)
         try:
             self.store.release_job(self.name, self.holder)
         except Exception as exc:  # the store is gone: the lease lapses by itself
             log.warning("could not release the %s lease: %s", self.name, exc)
 
-    def tick(self, now: float | None = None) -> JobClaim | None:
-        """Claim the lease once and run the job if it is due; the claim (None: another holds it)."""
-        claim = self.store.claim_job(self.name, self.holder, time.time() if now is None else now,
-                                     self.lease_s, self.every_s)  # fmt: skip
+    def _claim(self) -> JobClaim | None:
+        try:
+            return self.store.claim_job(self.name, self.holder, time.time(), self.lease_s, self.every_s)
+        except Exception as exc:  # the database is away: try again later, a holder or not
+            log.warning("could not claim the %s lease: %s", self.name, exc)
+            return None
+
+    def _run_if_due(self, claim: JobClaim | None) -> None:
         if claim is not None and claim.due:
             self.runs += 1
             try:
                 self._run_job()
             except Exception:  # retried next period; the hub keeps serving
                 log.exception("periodic job %s failed", self.name)
-        return claim
 
     def _wait_after(self, claim: JobClaim | None) -> float:
         renew = self.lease_s / 3
@@ -96,14 +106,12 @@ class LeasedJob:
             return 0.0  # renew at once: the run may have outlasted part of the lease
         return max(0.0, min(renew, claim.ran_at + self.every_s - time.time()))
 
-    def _loop(self) -> None:
-        if self._stop.wait(self.first_delay_s):
+    def _loop(self, first: JobClaim | None) -> None:
+        if first is None and self._stop.wait(self.first_delay_s):
             return
-        while not self._stop.is_set():
-            try:
-                claim = self.tick()
-            except Exception as exc:  # the database is away: try again, a holder or not
-                log.warning("could not claim the %s lease: %s", self.name, exc)
-                claim = None
+        claim = first if first is not None else self._claim()
+        while True:
+            self._run_if_due(claim)
             if self._stop.wait(self._wait_after(claim)):
                 return
+            claim = self._claim()
