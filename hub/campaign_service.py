@@ -23,7 +23,6 @@ import collections
 import logging
 import os
 import secrets
-import socket
 import threading
 import time
 from collections.abc import Sequence
@@ -32,6 +31,7 @@ from typing import Any
 from hub.campaign_lease import lease_holder, merge_reports, take_lease
 from hub.campaigns import CampaignStore
 from hub.config import HubSettings
+from hub.jobs import new_holder
 from hub.storage import Campaign, Store
 from ota.rollout import DeviceOutcome, GatePolicy, crash_looping, evaluate_gate
 from vigie import wire
@@ -53,11 +53,6 @@ def start_service(store: Store, settings: HubSettings) -> CampaignService:
     service.start()
     log.info("campaign service started", extra={"holder": service.holder})
     return service
-
-
-def new_holder() -> str:
-    """This process's name in leases: host, pid and a random part (pids are reused)."""
-    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
 
 
 def _outcomes(raw: dict[str, dict[str, Any]]) -> dict[str, DeviceOutcome]:

@@ -72,6 +72,12 @@ class HubSettings(BaseSettings):
         gt=0,
         description="How often camera roll-ups are folded into the cube and new hours learnt.",
     )
+    job_lease_s: float = Field(
+        default=30,
+        gt=0,
+        description="Periodic jobs (purge, fusion) run in one hub process at a time: a dead one's go to "
+        "another after this long.",
+    )
     broker: BrokerConfig = Field(default_factory=BrokerConfig, description="MQTT broker the ingest reads.")
     broker_backend: Literal["mosquitto", "nats"] = Field(
         default="mosquitto",

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import logging
-import threading
 import time
 
+from hub.jobs import LeasedJob
 from hub.storage import Retention, Store
 
 __all__ = ["PurgeJob"]
@@ -13,23 +13,29 @@ __all__ = ["PurgeJob"]
 log = logging.getLogger(__name__)
 
 
-class PurgeJob:
-    """Runs ``store.compact`` and ``store.purge`` at start-up and then every ``every_s`` seconds, in a
-    daemon thread."""
+#: The purge's name in the store's job leases.
+JOB = "retention-purge"
 
-    def __init__(self, store: Store, retention: Retention, every_s: float) -> None:
+
+class PurgeJob:
+    """Runs ``store.compact`` and ``store.purge`` every ``every_s`` seconds, in a daemon thread, in one
+    process of all those on the store (its lease, :mod:`hub.jobs`): at start-up when no purge ran in
+    the last period."""
+
+    def __init__(
+        self, store: Store, retention: Retention, every_s: float, *, lease_s: float,
+        holder: str | None = None,
+    ) -> None:  # fmt: skip
         self.store = store
         self.retention = retention
         self.every_s = every_s
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="retention-purge", daemon=True)
+        self.job = LeasedJob(store, JOB, self.run_once, every_s, lease_s=lease_s, holder=holder)
 
     def start(self) -> None:
-        self._thread.start()
+        self.job.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
+        self.job.stop()
 
     def run_once(self) -> dict[str, int]:
         now = time.time()
@@ -41,11 +47,3 @@ class PurgeJob:
         if any(removed.values()):
             log.info("retention purge", extra=removed)
         return removed
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.run_once()
-            except Exception:  # a failed purge must not stop the hub; it is retried next time
-                log.exception("retention purge failed")
-            self._stop.wait(self.every_s)

@@ -126,7 +126,8 @@ def create_app(settings: HubSettings | None = None) -> FastAPI:
             if settings.ingest
             else None
         )
-        purge = PurgeJob(store, settings.retention, settings.purge_every_s)
+        # Every API process may run the periodic jobs: their leases in the store pick one (hub/jobs.py).
+        purge = PurgeJob(store, settings.retention, settings.purge_every_s, lease_s=settings.job_lease_s)
         app.state.store = store
         app.state.read_store = read_store
         app.state.calendar = CityCalendar(settings.tz)
@@ -135,10 +136,9 @@ def create_app(settings: HubSettings | None = None) -> FastAPI:
         app.state.rate_limiter = RateLimiter(store, "api", settings.rate, burst)
         if not settings.auth:
             log.warning("API authentication is OFF (VIGIE_HUB_AUTH=off): for closed test benches only")
-        from hub.fusion.zones import ZoneIndex, load_geojson
+        from hub.fusion.job import FusionJob, settings_zones
 
-        polygons = load_geojson(settings.zones, settings.zones_name) if settings.zones else []
-        app.state.zone_index = ZoneIndex(settings.h3_resolution, polygons)
+        app.state.zone_index = settings_zones(settings)
         state = settings.hub_state()
         app.state.enrolment = None
         crl_job = None
@@ -161,14 +161,14 @@ def create_app(settings: HubSettings | None = None) -> FastAPI:
         if ingestor is not None:
             ingestor.start()
         purge.start()
-        from hub.fusion.job import FusionJob
-
+        # The fusion job runs where events come in: here with the in-process ingest, else in the
+        # ingest processes (`vigie hub ingest`, which `vigie hub serve --workers N` starts).
         fusion_job = None
         if settings.ingest:
             fusion_job = FusionJob(
-                store, app.state.zone_index, settings.fusion_every_s, k=settings.k, tz=settings.tz
-            )
-        if fusion_job is not None:
+                store, app.state.zone_index, settings.fusion_every_s, k=settings.k, tz=settings.tz,
+                lease_s=settings.job_lease_s,
+            )  # fmt: skip
             fusion_job.start()
         from hub.campaign_service import start_service
 

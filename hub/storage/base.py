@@ -29,6 +29,8 @@ __all__ = [
     "EventQuery",
     "EventStore",
     "FusionStore",
+    "JobClaim",
+    "JobLeaseStore",
     "QuarantineRecord",
     "RegistryStore",
     "RenewalStore",
@@ -362,6 +364,36 @@ class BucketStore(Protocol):
     def count_buckets(self) -> int: ...
 
 
+@dataclass(frozen=True, slots=True)
+class JobClaim:
+    """A periodic job's lease as its holder sees it after a claim."""
+
+    due: bool  # the claim marked the job started: the caller runs it now
+    ran_at: float  # when the job last started (the claim's ``now`` when due)
+    expires_at: float  # the lease lapses then unless renewed
+    runs: int  # how many times the job has started, all processes together
+
+
+class JobLeaseStore(Protocol):
+    """Leases on periodic jobs, so one hub process runs each (``hub/jobs.py``)."""
+
+    def claim_job(
+        self, name: str, holder: str, now: float, lease_s: float, every_s: float
+    ) -> JobClaim | None:
+        """Take or renew ``name``'s lease for ``lease_s`` and, when ``every_s`` has passed since the
+        job last started, mark it started at ``now`` (one atomic statement); None when another holder's
+        lease has not expired."""
+        ...
+
+    def release_job(self, name: str, holder: str) -> None:
+        """Give the lease up (when ``holder`` holds it): another process may take it at once."""
+        ...
+
+    def list_jobs(self) -> list[dict[str, Any]]:
+        """Every job's lease: name, holder, expires_at, ran_at, runs."""
+        ...
+
+
 class RenewalStore(Protocol):
     """Device certificates renewed before they expire (``hub/cert_renewal.py``)."""
 
@@ -399,6 +431,7 @@ class Store(
     CampaignStateStore,
     ThrottleStore,
     BucketStore,
+    JobLeaseStore,
     TagStore,
     RenewalStore,
     StoreAdmin,

@@ -202,6 +202,12 @@ MIGRATIONS: list[tuple[int, list[Migration]]] = [
         """CREATE UNLOGGED TABLE buckets (
             name TEXT PRIMARY KEY, full_at DOUBLE PRECISION NOT NULL, taken INTEGER NOT NULL)""",
     ]),
+    (14, [
+        # Periodic jobs run by one hub process at a time (hub/storage/leases.py, hub/jobs.py, issue 22).
+        """CREATE TABLE job_leases (
+            name TEXT PRIMARY KEY, holder TEXT NOT NULL, expires_at DOUBLE PRECISION NOT NULL,
+            ran_at DOUBLE PRECISION NOT NULL, runs BIGINT NOT NULL)""",
+    ]),
 ]  # fmt: skip
 
 

@@ -15,6 +15,7 @@ connection, dialect and migrations (``sqlite.py``, ``postgres.py``).
 | throttle | ``throttle.py`` | throttle (login attempts, shared by every process) |
 | tags | ``tags.py`` | device_tags |
 | buckets | ``buckets.py`` | buckets (rate limits, shared by every process) |
+| leases | ``leases.py`` | job_leases (which process runs each periodic job) |
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from hub.storage.campaigns import CampaignSql
 from hub.storage.compaction import CompactionSql
 from hub.storage.events import clock_skew_s, index_columns
 from hub.storage.fusion import FusionSql
+from hub.storage.leases import LeaseSql
 from hub.storage.registry import RegistrySql
 from hub.storage.retention import RetentionSql
 from hub.storage.tags import TagSql
@@ -45,5 +47,6 @@ class SqlStore(
     ThrottleSql,
     TagSql,
     BucketSql,
+    LeaseSql,
 ):
     """Every domain over one connection; subclasses set ``backend``, the dialect and the connection."""

@@ -153,6 +153,12 @@ MIGRATIONS: list[tuple[int, list[Migration]]] = [
         # Rate limits shared by every hub process on this file (hub/storage/buckets.py, issue 22).
         "CREATE TABLE buckets (name TEXT PRIMARY KEY, full_at REAL NOT NULL, taken INTEGER NOT NULL)",
     ]),
+    (14, [
+        # Periodic jobs run by one hub process at a time (hub/storage/leases.py, hub/jobs.py, issue 22).
+        """CREATE TABLE job_leases (
+            name TEXT PRIMARY KEY, holder TEXT NOT NULL, expires_at REAL NOT NULL, ran_at REAL NOT NULL,
+            runs INTEGER NOT NULL)""",
+    ]),
 ]  # fmt: skip
 
 

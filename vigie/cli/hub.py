@@ -183,6 +183,16 @@ def _campaign_service(store: Any, settings: Any, broker: Any) -> Any:
     return start_service(store, settings.model_copy(update={"broker": broker}))
 
 
+def _fusion_job(store: Any, settings: Any) -> Any:
+    from hub.fusion.job import FusionJob
+
+    try:
+        job = FusionJob.for_settings(store, settings)
+    except ValueError as exc:  # a bad zones file
+        raise ConfigError(f"{exc} (VIGIE_HUB_ZONES or zones: in the hub's settings)") from None
+    return job
+
+
 def _ingest(args: argparse.Namespace) -> int:
     from hub.ingest import Ingestor
     from hub.storage import open_store
@@ -194,6 +204,9 @@ def _ingest(args: argparse.Namespace) -> int:
     broker = broker_config(args, protocol="5" if shared else "3.1.1")
     index = args.worker_index or 0
     store = open_store(settings.db)
+    # Scaled out, the fusion job runs here, in one process of all those on the store (its lease,
+    # hub/jobs.py); built first, so a bad zones file stops the process before it ingests.
+    fusion = None if args.retire else _fusion_job(store, settings)
     ingestor = Ingestor(
         broker, store, client_id=f"{args.client_id}-{index}", share_group=args.group if shared else None,
         device_rate=settings.device_rate, device_burst=settings.device_burst,
@@ -211,7 +224,11 @@ def _ingest(args: argparse.Namespace) -> int:
         # Scaled out (`vigie hub serve --workers`), the API workers have no broker: campaigns run
         # here, one runner per campaign across every worker and host (hub/campaign_service.py).
         campaigns = _campaign_service(store, settings, broker) if settings.campaigns else None
+        if fusion is not None:
+            fusion.start()
         stop.wait()
+        if fusion is not None:
+            fusion.stop()
         if campaigns is not None:
             campaigns.stop()
     ingestor.stop(retire=args.retire)
