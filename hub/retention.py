@@ -14,7 +14,8 @@ log = logging.getLogger(__name__)
 
 
 class PurgeJob:
-    """Runs ``store.purge`` at start-up and then every ``every_s`` seconds, in a daemon thread."""
+    """Runs ``store.purge`` and vacuums the roll-ups at start-up, then every ``every_s`` seconds, in a
+    daemon thread."""
 
     def __init__(self, store: Store, retention: Retention, every_s: float) -> None:
         self.store = store
@@ -34,6 +35,9 @@ class PurgeJob:
         removed = self.store.purge(self.retention, time.time())
         if any(removed.values()):
             log.info("retention purge", extra=removed)
+        # Every run, purge or not: ingest updates roll-ups in place all day, and their dead rows
+        # must not wait for the server's autovacuum, which may be off (issue 24: 12× bloat).
+        self.store.maintain_rollups()
         return removed
 
     def _run(self) -> None:

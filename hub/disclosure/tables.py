@@ -16,7 +16,7 @@ from typing import Any
 
 from hub.disclosure.calendar import CityCalendar, Level
 from hub.disclosure.tree import Cell, protect_series, spread_served
-from hub.storage import CubeQuery, Store
+from hub.storage import CubeQuery, Store, walk_cube
 
 __all__ = ["CubeFilter", "ProtectedTable", "anomaly_table", "cube_table", "served_hours"]
 
@@ -56,7 +56,8 @@ def _month_range(cal: CityCalendar, start: int | None, end: int | None) -> tuple
 def _protected(store: Store, flt: CubeFilter, start: int | None, end: int | None, k: int,
                cal: CityCalendar) -> dict[Series, dict[tuple[Level, int], Cell]]:  # fmt: skip
     m_start, m_end = _month_range(cal, start, end)
-    rows = store.query_cube(replace(flt, start=m_start, end=m_end, limit=50_000_000))
+    # Every row of the range, page after page: a series cut short would be protected on a wrong total.
+    rows = walk_cube(store, replace(flt, start=m_start, end=m_end, level="hour", after=None, limit=100_000))
     series: dict[Series, dict[int, float]] = defaultdict(dict)
     for r in rows:
         hours = series[(r["zone"], r["source"], r["category"])]
@@ -65,7 +66,7 @@ def _protected(store: Store, flt: CubeFilter, start: int | None, end: int | None
 
 
 def cube_table(store: Store, flt: CubeFilter, level: Level, since: int | None, until: int | None, k: int,
-               cal: CityCalendar, limit: int = 10_000_000) -> ProtectedTable:  # fmt: skip
+               cal: CityCalendar) -> ProtectedTable:  # fmt: skip
     """Buckets of ``level`` between ``since`` and ``until`` widened to whole buckets, after suppression."""
     start, end = cal.align(since, until, level)
     out = []
@@ -76,7 +77,7 @@ def cube_table(store: Store, flt: CubeFilter, level: Level, since: int | None, u
                             "category": category, "n": None if cell.hidden else cell.n,
                             "suppressed": cell.hidden})  # fmt: skip
     out.sort(key=lambda r: (r["start"], r["zone"], r["source"], r["category"]))
-    return ProtectedTable(tuple(out[:limit]), k, start, end, _TOKEN)
+    return ProtectedTable(tuple(out), k, start, end, _TOKEN)
 
 
 def served_hours(store: Store, flt: CubeFilter, start: int | None, end: int | None, k: int,

@@ -6,15 +6,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Literal, NotRequired, Protocol, TypedDict
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Generic, Literal, NotRequired, Protocol, TypedDict, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from vigie import wire
 
 __all__ = [
+    "CUBE_LEVELS",
     "QUARANTINE_KEEP_BYTES",
     "AccessStore",
     "ApiTokenGrant",
@@ -23,16 +24,20 @@ __all__ = [
     "CampaignLogEntry",
     "CampaignState",
     "CampaignStateStore",
+    "CubeKey",
+    "CubeLevel",
     "CubeQuery",
     "CubeRow",
     "EventQuery",
     "EventStore",
     "FusionStore",
+    "Page",
     "QuarantineRecord",
     "RegistryStore",
     "RenewalStore",
     "Retention",
     "RetentionStore",
+    "RollupKey",
     "RollupQuery",
     "Store",
     "StoreAdmin",
@@ -40,6 +45,8 @@ __all__ = [
     "ThrottleStore",
     "User",
     "UserSummary",
+    "walk_cube",
+    "walk_rollups",
 ]
 
 #: Bytes of a quarantined payload that are kept for the operator to inspect.
@@ -60,6 +67,25 @@ class EventQuery:
     cursor: int | None = None
 
 
+K = TypeVar("K")
+#: The sort key of a roll-up row, (hour, site, device, place, metric): rows come in this order.
+RollupKey = tuple[int, str, str, str, str]
+#: The sort key of a cube row, (hour, zone, source, category): rows come in this order.
+CubeKey = tuple[int, str, str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[K]):
+    """Rows of a list the store answers in pages, and where the next page starts.
+
+    ``next`` is the sort key of the last row when more rows match (pass it as the query's
+    ``after``), None on the last page: a list is never cut without saying so.
+    """
+
+    rows: list[dict[str, Any]]
+    next: K | None
+
+
 @dataclass(frozen=True, slots=True)
 class RollupQuery:
     """Filters for hourly roll-ups; ``metric`` may end with ``*`` (``peak:*``).
@@ -75,7 +101,7 @@ class RollupQuery:
     since: int | None = None
     until: int | None = None
     limit: int = 1000
-    after: tuple[int, str, str, str, str] | None = None
+    after: RollupKey | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,9 +138,19 @@ class CubeRow:
     span_h: int = 1
 
 
+CubeLevel = Literal["hour", "day", "week", "month"]
+#: The cube's pre-aggregated levels (``hub/storage/cubelevels.py``): UTC days, ISO weeks, months of weeks.
+CUBE_LEVELS: tuple[CubeLevel, ...] = ("day", "week", "month")
+
+
 @dataclass(frozen=True)
 class CubeQuery:
-    """Filters on the cube: zones by prefix (``h3:``, ``poly:``) or exact keys, sources, categories, hours."""
+    """Filters on the cube: zones by prefix (``h3:``, ``poly:``) or exact keys, sources, categories, hours.
+
+    ``level`` other than ``hour`` reads the pre-aggregated buckets (UTC calendar): rows then carry the
+    bucket's start as ``hour`` and its length in hours as ``span_h``. ``after`` is the sort key
+    (hour, zone, source, category) of the previous page's last row.
+    """
 
     zone_prefix: str | None = None
     zones: tuple[str, ...] = ()
@@ -123,6 +159,8 @@ class CubeQuery:
     start: int | None = None
     end: int | None = None
     limit: int = 100_000
+    level: CubeLevel = "hour"
+    after: CubeKey | None = None
 
 
 CampaignState = Literal["running", "paused", "done", "halted", "aborted"]
@@ -200,7 +238,10 @@ class EventStore(Protocol):
     def record_status(self, status: wire.Status, received_at: float) -> None: ...
     def quarantine(self, records: Sequence[QuarantineRecord]) -> None: ...
     def list_events(self, query: EventQuery) -> tuple[list[dict[str, Any]], int | None]: ...
-    def list_rollups(self, query: RollupQuery) -> list[dict[str, Any]]: ...
+    def list_rollups(self, query: RollupQuery) -> Page[RollupKey]:
+        """Roll-ups in (hour, site, device, place, metric) order, ``query.limit`` at most per page."""
+        ...
+
     def list_devices(self) -> list[dict[str, Any]]: ...
     def list_quarantine(self, limit: int = 100) -> list[dict[str, Any]]: ...
     def quarantine_count(self) -> int: ...
@@ -219,6 +260,9 @@ class RetentionStore(Protocol):
         ...
 
     def list_purges(self, limit: int = 100) -> list[dict[str, Any]]: ...
+    def maintain_rollups(self) -> None:
+        """Vacuum and analyse the roll-ups (after purges, from the hub's periodic job)."""
+        ...
 
 
 class RegistryStore(Protocol):
@@ -257,7 +301,10 @@ class FusionStore(Protocol):
 
     def list_zones(self, prefix: str) -> list[str]: ...
     def list_imports(self, limit: int = 100) -> list[dict[str, Any]]: ...
-    def query_cube(self, query: CubeQuery) -> list[dict[str, Any]]: ...
+    def query_cube(self, query: CubeQuery) -> Page[CubeKey]:
+        """Cube rows in (hour, zone, source, category) order, ``query.limit`` at most per page."""
+        ...
+
     def save_state(self, name: str, body: str, now: float) -> None: ...
     def load_state(self, name: str) -> str | None: ...
     def add_anomalies(self, rows: Sequence[dict[str, Any]], now: float) -> int: ...
@@ -381,3 +428,23 @@ class Store(
     Protocol,
 ):
     """A storage backend: SQLite (embedded) or PostgreSQL (production); every domain."""
+
+
+def walk_rollups(store: EventStore, query: RollupQuery) -> Iterator[dict[str, Any]]:
+    """Every roll-up ``query`` matches, page after page of ``query.limit`` rows."""
+    while True:
+        page = store.list_rollups(query)
+        yield from page.rows
+        if page.next is None:
+            return
+        query = replace(query, after=page.next)
+
+
+def walk_cube(store: FusionStore, query: CubeQuery) -> Iterator[dict[str, Any]]:
+    """Every cube row ``query`` matches, page after page of ``query.limit`` rows."""
+    while True:
+        page = store.query_cube(query)
+        yield from page.rows
+        if page.next is None:
+            return
+        query = replace(query, after=page.next)

@@ -10,6 +10,7 @@ from typing import Any
 
 import psycopg
 
+from hub.storage.cubelevels import POSTGRES_MONTH_OF, backfill_sql
 from hub.storage.rollup import RollupRow
 from hub.storage.sql import SqlStore
 from vigie.exceptions import VigieError
@@ -142,6 +143,24 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             issued_at DOUBLE PRECISION NOT NULL)""",
         "CREATE INDEX device_certs_device ON device_certs (site, device)",
     ]),
+    (12, [
+        # The cube's day, ISO week and month-of-weeks sums (UTC), kept with the hourly rows
+        # (hub/storage/cubelevels.py), filled here from the cube already stored.
+        """CREATE TABLE cube_levels (
+            level TEXT NOT NULL, start BIGINT NOT NULL, zone TEXT NOT NULL, source TEXT NOT NULL,
+            category TEXT NOT NULL, n DOUBLE PRECISION NOT NULL,
+            PRIMARY KEY (level, start, zone, source, category))""",
+        # Cube pages come in (hour, zone, source, category) order: this index walks them.
+        "DROP INDEX cube_hour",
+        "CREATE INDEX cube_hour ON cube (hour, zone, source, category)",
+        *backfill_sql(POSTGRES_MONTH_OF),
+        # Roll-ups are updated in place at every ingest batch: room on each page for the new
+        # version (fillfactor) lets PostgreSQL make them HOT updates, pruned on the page without a
+        # VACUUM, and the table's own autovacuum thresholds do not wait for 20 % of it to be dead.
+        # Measured in docs/performance.md ("Roll-up bloat"): bench/rollup_bloat.py.
+        """ALTER TABLE rollups SET (fillfactor = 70, autovacuum_vacuum_scale_factor = 0.01,
+            autovacuum_analyze_scale_factor = 0.02, autovacuum_vacuum_insert_scale_factor = 0.05)""",
+    ]),
 ]  # fmt: skip
 
 
@@ -168,6 +187,7 @@ class PostgresStore(SqlStore):
     _greatest = "GREATEST"
     _placeholder = "%s"
     _for_update = " FOR UPDATE"
+    _vacuum_rollups = "VACUUM (ANALYZE) rollups"
 
     def __init__(self, dsn: str, *, schema: str | None = None) -> None:
         super().__init__()

@@ -3,7 +3,8 @@ connection, dialect and migrations (``sqlite.py``, ``postgres.py``).
 
 | domain | module | tables |
 |---|---|---|
-| events | ``events.py`` | events, rollups, devices, quarantine, ingest_workers |
+| events | ``events.py`` | events, devices, quarantine, ingest_workers (and the roll-ups' upserts) |
+| roll-ups | ``rollupsql.py`` | rollups: paged reads, maintenance |
 | retention | ``retention.py`` | purges (and deletes from the above) |
 | registry | ``registry.py`` | enrol_tokens, enrolments, revoked_certs |
 | fusion | ``fusion.py`` | cube, imports, model_state, anomalies |
@@ -23,6 +24,7 @@ from hub.storage.events import EventSql, clock_skew_s, index_columns
 from hub.storage.fusion import FusionSql
 from hub.storage.registry import RegistrySql
 from hub.storage.retention import RetentionSql
+from hub.storage.rollupsql import RollupSql
 from hub.storage.tags import TagSql
 from hub.storage.throttle import ThrottleSql
 
@@ -30,6 +32,15 @@ __all__ = ["SqlStore", "clock_skew_s", "index_columns"]
 
 
 class SqlStore(
-    EventSql, RetentionSql, RegistrySql, FusionSql, AccessSql, AuditSql, CampaignSql, ThrottleSql, TagSql
+    EventSql,
+    RollupSql,
+    RetentionSql,
+    RegistrySql,
+    FusionSql,
+    AccessSql,
+    AuditSql,
+    CampaignSql,
+    ThrottleSql,
+    TagSql,
 ):
     """Every domain over one connection; subclasses set ``backend``, the dialect and the connection."""

@@ -6,6 +6,7 @@ import os
 import sqlite3
 from pathlib import Path
 
+from hub.storage.cubelevels import SQLITE_MONTH_OF, backfill_sql
 from hub.storage.sql import SqlStore
 
 __all__ = ["MIGRATIONS", "SQLiteStore"]
@@ -123,6 +124,18 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
         """CREATE TABLE device_certs (
             serial TEXT PRIMARY KEY, site TEXT NOT NULL, device TEXT NOT NULL, issued_at REAL NOT NULL)""",
         "CREATE INDEX device_certs_device ON device_certs (site, device)",
+    ]),
+    (12, [
+        # The cube's day, ISO week and month-of-weeks sums (UTC), kept with the hourly rows
+        # (hub/storage/cubelevels.py), filled here from the cube already stored.
+        """CREATE TABLE cube_levels (
+            level TEXT NOT NULL, start INTEGER NOT NULL, zone TEXT NOT NULL, source TEXT NOT NULL,
+            category TEXT NOT NULL, n REAL NOT NULL,
+            PRIMARY KEY (level, start, zone, source, category))""",
+        # Cube pages come in (hour, zone, source, category) order: this index walks them.
+        "DROP INDEX cube_hour",
+        "CREATE INDEX cube_hour ON cube (hour, zone, source, category)",
+        *backfill_sql(SQLITE_MONTH_OF),
     ]),
 ]  # fmt: skip
 
