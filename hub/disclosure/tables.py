@@ -16,7 +16,7 @@ from typing import Any
 
 from hub.disclosure.calendar import CityCalendar, Level
 from hub.disclosure.tree import Cell, protect_series, spread_served
-from hub.storage import CubeQuery, Store, walk_cube
+from hub.storage import CubeQuery, Store, walk_anomalies, walk_cube
 
 __all__ = ["CubeFilter", "ProtectedTable", "anomaly_table", "cube_table", "served_hours"]
 
@@ -98,7 +98,7 @@ def served_hours(store: Store, flt: CubeFilter, start: int | None, end: int | No
     return ProtectedTable(tuple(out), k, start, end, _TOKEN)
 
 
-def anomaly_table(store: Store, since: int | None, until: int | None, limit: int, k: int,
+def anomaly_table(store: Store, since: int | None, until: int | None, k: int,
                   cal: CityCalendar) -> ProtectedTable:  # fmt: skip
     """Anomalies on served hours only: an anomaly on a hidden hour is not served at all.
 
@@ -106,7 +106,7 @@ def anomaly_table(store: Store, since: int | None, until: int | None, limit: int
     inverts), and its mere existence says ``observed ≥ alert_min``; so the row goes,
     whole. Anomalies under k never come out either way (they are hidden hours).
     """
-    rows = store.list_anomalies(since, until, limit)
+    rows = list(walk_anomalies(store, since, until))
     if not rows:
         return ProtectedTable((), k, since, until, _TOKEN)
     hours = [int(a["hour"]) for a in rows]

@@ -18,6 +18,7 @@ __all__ = [
     "CUBE_LEVELS",
     "QUARANTINE_KEEP_BYTES",
     "AccessStore",
+    "AnomalyKey",
     "ApiTokenGrant",
     "AuditStore",
     "Campaign",
@@ -45,6 +46,7 @@ __all__ = [
     "ThrottleStore",
     "User",
     "UserSummary",
+    "walk_anomalies",
     "walk_cube",
     "walk_rollups",
 ]
@@ -72,6 +74,8 @@ K = TypeVar("K")
 RollupKey = tuple[int, str, str, str, str]
 #: The sort key of a cube row, (hour, zone, source, category): rows come in this order.
 CubeKey = tuple[int, str, str, str]
+#: The sort key of an anomaly, (hour, p, zone, source, category): hour descending, the rest ascending.
+AnomalyKey = tuple[int, float, str, str, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -309,8 +313,14 @@ class FusionStore(Protocol):
     def load_state(self, name: str) -> str | None: ...
     def add_anomalies(self, rows: Sequence[dict[str, Any]], now: float) -> int: ...
     def list_anomalies(
-        self, start: int | None = None, end: int | None = None, limit: int = 1000
-    ) -> list[dict[str, Any]]: ...
+        self,
+        start: int | None = None,
+        end: int | None = None,
+        limit: int = 1000,
+        after: AnomalyKey | None = None,
+    ) -> Page[AnomalyKey]:
+        """Anomalies newest hour first, then by p (most improbable first), then zone, source, category."""
+        ...
 
 
 class AccessStore(Protocol):
@@ -448,3 +458,16 @@ def walk_cube(store: FusionStore, query: CubeQuery) -> Iterator[dict[str, Any]]:
         if page.next is None:
             return
         query = replace(query, after=page.next)
+
+
+def walk_anomalies(
+    store: FusionStore, start: int | None, end: int | None, page: int = 10_000
+) -> Iterator[dict[str, Any]]:
+    """Every anomaly in [start, end), newest hour first, ``page`` rows per query."""
+    after: AnomalyKey | None = None
+    while True:
+        got = store.list_anomalies(start, end, page, after)
+        yield from got.rows
+        if got.next is None:
+            return
+        after = got.next

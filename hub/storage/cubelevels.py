@@ -17,7 +17,15 @@ from collections.abc import Iterable
 from hub.disclosure.calendar import CityCalendar
 from hub.storage.base import CUBE_LEVELS, CubeLevel
 
-__all__ = ["POSTGRES_MONTH_OF", "SQLITE_MONTH_OF", "UTC", "backfill_sql", "bucket_starts", "level_deltas"]
+__all__ = [
+    "POSTGRES_MONTH_OF",
+    "SQLITE_MONTH_OF",
+    "UTC",
+    "LevelKey",
+    "backfill_sql",
+    "bucket_starts",
+    "level_deltas",
+]
 
 #: Each dialect's first second (UTC) of the calendar month holding the epoch ``{x}``.
 SQLITE_MONTH_OF = "CAST(strftime('%s', {x}, 'unixepoch', 'start of month') AS INTEGER)"

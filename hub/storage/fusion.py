@@ -7,8 +7,8 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from hub.storage.base import CubeKey, CubeQuery, CubeRow, Page
-from hub.storage.cubelevels import UTC, level_deltas
+from hub.storage.base import AnomalyKey, CubeKey, CubeQuery, CubeRow, Page
+from hub.storage.cubelevels import UTC, LevelKey, level_deltas
 from hub.storage.sqlbase import INSERT_CHUNK, SqlBase
 
 __all__ = ["FusionSql"]
@@ -77,7 +77,7 @@ class FusionSql(SqlBase):
         )
         return {(r[0], int(r[1]), r[2], r[3]): float(r[4]) for r in cur.fetchall()}
 
-    def _add_levels(self, cur: Any, deltas: dict[tuple[str, int, str, str, str], float]) -> None:
+    def _add_levels(self, cur: Any, deltas: dict[LevelKey, float]) -> None:
         # Sorted keys: two writers lock the same rows in the same order (no deadlock).
         items = sorted(deltas.items())
         for i in range(0, len(items), INSERT_CHUNK):
@@ -122,9 +122,12 @@ class FusionSql(SqlBase):
             if values:
                 where.append(f"{column} IN ({','.join('?' * len(values))})")
                 args.extend(values)
-        if query.start is not None:
+        # One lower bound on time, the later of start and the cursor's: SQLite walks its index from the
+        # first bound it finds, and from the range's start every later page cost more (quadratic walks).
+        low = query.start if query.after is None else max(query.start or 0, query.after[0])
+        if low is not None:
             where.append(f"{time_col} >= ?")
-            args.append(query.start)
+            args.append(low)
         if query.end is not None:
             where.append(f"{time_col} < ?")
             args.append(query.end)
@@ -184,12 +187,32 @@ class FusionSql(SqlBase):
         return len(values)
 
     def list_anomalies(
-        self, start: int | None = None, end: int | None = None, limit: int = 1000
-    ) -> list[dict[str, Any]]:
+        self,
+        start: int | None = None,
+        end: int | None = None,
+        limit: int = 1000,
+        after: AnomalyKey | None = None,
+    ) -> Page[AnomalyKey]:
+        where = "hour >= ? AND hour < ?"
+        high = end if end is not None else 2**62
+        if after is not None:  # one upper bound on the hour, the cursor's if it is earlier (an index range)
+            high = min(high, after[0] + 1)
+        args: list[Any] = [start if start is not None else 0, high]
+        if after is not None:  # keyset paging: hour descending, then (p, zone, source, category) ascending
+            where += " AND (hour < ? OR (hour = ? AND (p, zone, source, category) > (?, ?, ?, ?)))"
+            args += [after[0], *after]
         rows = self._query(
             "SELECT zone, hour, source, category, observed, expected, p FROM anomalies"
-            " WHERE hour >= ? AND hour < ? ORDER BY hour DESC, p LIMIT ?",
-            (start if start is not None else 0, end if end is not None else 2**62, limit),
+            f" WHERE {where} ORDER BY hour DESC, p, zone, source, category LIMIT ?",
+            (*args, limit + 1),
         )
+        more = len(rows) > limit
         keys = ("zone", "hour", "source", "category", "observed", "expected", "p")
-        return [dict(zip(keys, r, strict=True)) for r in rows]
+        data = [dict(zip(keys, r, strict=True)) for r in rows[:limit]]
+        last = data[-1] if more and data else None
+        key = (
+            (int(last["hour"]), float(last["p"]), last["zone"], last["source"], last["category"])
+            if last
+            else None
+        )
+        return Page(data, key)

@@ -25,7 +25,9 @@ class RollupSql(SqlBase):
             ("site = ?", query.site), ("device = ?", query.device), ("place = ?", query.place),
             ("metric LIKE ?" if prefix else "metric = ?",
              (metric[:-1].replace("%", "") + "%") if prefix and metric else metric),
-            ("hour >= ?", query.since), ("hour < ?", query.until),
+            # One lower bound on the hour, the later of since and the cursor's (see fusion.query_cube).
+            ("hour >= ?", query.since if query.after is None else max(query.since or 0, query.after[0])),
+            ("hour < ?", query.until),
         ])  # fmt: skip
         if query.after is not None:  # keyset paging, in the ORDER BY's own order
             where += (

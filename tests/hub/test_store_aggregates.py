@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from hub.storage import CubeQuery, CubeRow, RollupQuery, walk_cube, walk_rollups
+from hub.storage import CubeQuery, CubeRow, RollupQuery, walk_anomalies, walk_cube, walk_rollups
 from hub.storage.cubelevels import POSTGRES_MONTH_OF, SQLITE_MONTH_OF, UTC, backfill_sql
 from tests.test_wire import WINDOW
 from vigie import wire
@@ -136,3 +136,15 @@ def test_rollup_maintenance_runs_on_a_live_store(store: Any) -> None:
     store.add_events(_alerts(3), 1.0)
     store.maintain_rollups()  # VACUUM outside a transaction on PostgreSQL; ANALYZE on SQLite
     assert len(store.list_rollups(RollupQuery()).rows) == 3
+
+
+def test_anomalies_are_never_cut_without_a_cursor(store: Any) -> None:
+    rows = [{"zone": f"h3:{i % 5:02d}", "hour": NIGHT + (i // 5) * HOUR, "source": "police",
+             "category": "theft", "observed": 9.0, "expected": 1.0, "p": round(0.001 * (i % 3), 3)}
+            for i in range(25)]  # fmt: skip
+    assert store.add_anomalies(rows, 1.0) == 25
+    pages = _chain(lambda after: store.list_anomalies(None, None, 10, after), 10)
+    assert [len(p.rows) for p in pages] == [10, 10, 5]
+    got = [(r["hour"], r["p"], r["zone"]) for p in pages for r in p.rows]
+    assert got == sorted(((r["hour"], r["p"], r["zone"]) for r in rows), key=lambda k: (-k[0], k[1], k[2]))
+    assert len(list(walk_anomalies(store, NIGHT + HOUR, NIGHT + 3 * HOUR, page=3))) == 10
