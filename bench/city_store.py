@@ -318,8 +318,8 @@ def run(backend: str, sizes: Sequence[int], runs: int, folder: Path, keep: bool)
         analyse(store)
         parts = split_bytes(table_bytes(store, where))
         events = store.count_events()
-        log(f"{backend} at {events:,}: {parts}; fill {added / fill_s if fill_s else 0:,.0f} events/s,"
-            f" cube {size / cube_s if cube_s else 0:,.0f} rows/s")  # fmt: skip
+        log(f"{backend} at {events:,}: {parts}; fill {added / fill_s if added else 0:,.0f} events/s,"
+            f" cube written in {cube_s:.0f} s")  # fmt: skip
         results = queries(store, tick, runs, rng)
         now = {"B/event": parts["events"] / events}
         print(f"\n## {backend}, {events:,} events, {size:,} cube rows")

@@ -51,7 +51,9 @@ def batch(t: int, devices: int, rng: random.Random) -> list[wire.Event]:
     return out
 
 
-def measure(name: str, devices: int, batches: int, vacuum_every: int | None, old_table: bool) -> None:
+def measure(
+    name: str, devices: int, batches: int, vacuum_every: int | None, old_table: bool, fillfactor: int | None
+) -> None:
     schema = f"bloat_{name.replace('+', '_')}"
     with psycopg.connect(PG_DSN, autocommit=True) as conn:
         conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
@@ -64,6 +66,8 @@ def measure(name: str, devices: int, batches: int, vacuum_every: int | None, old
                 "ALTER TABLE rollups RESET (fillfactor, autovacuum_vacuum_scale_factor,"
                 " autovacuum_analyze_scale_factor, autovacuum_vacuum_insert_scale_factor)"
             )
+        elif fillfactor is not None:  # another fillfactor than migration 12's, to compare
+            conn.execute(f"ALTER TABLE rollups SET (fillfactor = {int(fillfactor)})")
         conn.execute("ALTER TABLE rollups SET (autovacuum_enabled = false)")
         t0 = time.perf_counter()
         for b in range(batches):
@@ -75,7 +79,9 @@ def measure(name: str, devices: int, batches: int, vacuum_every: int | None, old
         spent = time.perf_counter() - t0
         store.close()  # a backend sends its table statistics when it exits, at the latest
         time.sleep(1)
-        size = conn.execute("SELECT pg_total_relation_size('rollups')").fetchone()[0]  # type: ignore[index]
+        size, index = conn.execute(
+            "SELECT pg_total_relation_size('rollups'), pg_indexes_size('rollups')"
+        ).fetchone()  # type: ignore[misc]
         upd, hot, live = conn.execute(
             "SELECT n_tup_upd, n_tup_hot_upd, n_live_tup FROM pg_stat_user_tables"
             " WHERE relname = 'rollups' AND schemaname = %s",
@@ -84,7 +90,7 @@ def measure(name: str, devices: int, batches: int, vacuum_every: int | None, old
         conn.execute("VACUUM FULL rollups")
         packed = conn.execute("SELECT pg_total_relation_size('rollups')").fetchone()[0]  # type: ignore[index]
     print(
-        f"| {name} | {size / 1e6:.1f} | {packed / 1e6:.1f} | {size / packed:.2f}× | {live:,} |"
+        f"| {name} | {size / 1e6:.1f} ({index / 1e6:.1f}) | {packed / 1e6:.1f} | {size / packed:.2f}× | {live:,} |"
         f" {upd:,} | {100 * hot / upd if upd else 0:.0f} % | {spent:.0f} s |",
         flush=True,
     )
@@ -97,13 +103,24 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--devices", type=int, default=400, help="Cameras (two zones each).")
     ap.add_argument("--batches", type=int, default=720, help="Live batches, one 10-s window each.")
     ap.add_argument("--vacuum-every", type=int, default=360, help="Batches between two maintain_rollups().")
+    ap.add_argument("--configs", default="before,fillfactor,fillfactor+vacuum", help="Which tables to run.")
+    ap.add_argument("--fillfactor", type=int, help="Try another fillfactor than migration 12's.")
     args = ap.parse_args(argv)
     print(f"{args.devices} cameras × 2 zones, {args.batches} batches of 10 s, roll-ups' autovacuum off")
-    print("| table | MB | MB after VACUUM FULL | bloat | live rows | updates | HOT | ingest |")
+    print(
+        "| table | MB (of which indexes) | MB after VACUUM FULL | bloat | live rows | updates | HOT | ingest |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
-    measure("before", args.devices, args.batches, None, old_table=True)
-    measure("fillfactor", args.devices, args.batches, None, old_table=False)
-    measure("fillfactor+vacuum", args.devices, args.batches, args.vacuum_every, old_table=False)
+    configs = {
+        "before": (None, True),
+        "fillfactor": (None, False),
+        "fillfactor+vacuum": (args.vacuum_every, False),
+    }
+    for name in args.configs.split(","):
+        vacuum_every, old_table = configs[name]
+        measure(
+            name, args.devices, args.batches, vacuum_every, old_table=old_table, fillfactor=args.fillfactor
+        )
 
 
 if __name__ == "__main__":
