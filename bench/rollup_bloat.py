@@ -90,7 +90,8 @@ def measure(
         conn.execute("VACUUM FULL rollups")
         packed = conn.execute("SELECT pg_total_relation_size('rollups')").fetchone()[0]  # type: ignore[index]
     print(
-        f"| {name} | {size / 1e6:.1f} ({index / 1e6:.1f}) | {packed / 1e6:.1f} | {size / packed:.2f}× | {live:,} |"
+        f"| {name} | {size / 1e6:.1f} ({index / 1e6:.1f}) | {packed / 1e6:.1f} | {size / packed:.2f}×"
+        f" | {live:,} |"
         f" {upd:,} | {100 * hot / upd if upd else 0:.0f} % | {spent:.0f} s |",
         flush=True,
     )
@@ -107,9 +108,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--fillfactor", type=int, help="Try another fillfactor than migration 12's.")
     args = ap.parse_args(argv)
     print(f"{args.devices} cameras × 2 zones, {args.batches} batches of 10 s, roll-ups' autovacuum off")
-    print(
-        "| table | MB (of which indexes) | MB after VACUUM FULL | bloat | live rows | updates | HOT | ingest |"
-    )
+    print("| table | MB (indexes) | MB after VACUUM FULL | bloat | live rows | updates | HOT | ingest |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     configs = {
         "before": (None, True),
