@@ -19,6 +19,7 @@ roll-ups and the cube apart) and p50/p99 over ``--runs`` runs of each query:
 Usage::
 
     python bench/city_store.py --rows 1e6,1e7 --backends sqlite,postgres [--keep] [--dir /var/tmp/city]
+        [--cube-rows 2e6]
 
 ``--keep`` reuses a store filled earlier (``--dir`` for SQLite, the schema ``city_store`` for
 PostgreSQL) and only adds what is missing. Progress goes to stderr; the table to stdout.
@@ -286,7 +287,9 @@ def fill_cube(store: Store, target: int, rng: random.Random) -> int:
     return (hour - START) // HOUR
 
 
-def run(backend: str, sizes: Sequence[int], runs: int, folder: Path, keep: bool) -> None:
+def run(
+    backend: str, sizes: Sequence[int], runs: int, folder: Path, keep: bool, cube_max: int | None = None
+) -> None:
     rng = random.Random(24)
     store, where = open_backend(backend, folder, keep)
     stored = store.count_events()
@@ -313,7 +316,8 @@ def run(backend: str, sizes: Sequence[int], runs: int, folder: Path, keep: bool)
                 log(f"{backend}: {stored:,} events, store {rate:,.0f} events/s")
         fill_s = time.perf_counter() - t0 - gen
         c0 = time.perf_counter()
-        _CUBE_HOURS[id(store)] = fill_cube(store, size, rng)
+        cube_rows = size if cube_max is None else min(size, cube_max)
+        _CUBE_HOURS[id(store)] = fill_cube(store, cube_rows, rng)
         cube_s = time.perf_counter() - c0
         analyse(store)
         parts = split_bytes(table_bytes(store, where))
@@ -322,11 +326,11 @@ def run(backend: str, sizes: Sequence[int], runs: int, folder: Path, keep: bool)
             f" cube written in {cube_s:.0f} s")  # fmt: skip
         results = queries(store, tick, runs, rng)
         now = {"B/event": parts["events"] / events}
-        print(f"\n## {backend}, {events:,} events, {size:,} cube rows")
+        print(f"\n## {backend}, {events:,} events, {cube_rows:,} cube rows")
         ev, ru, cu = parts["events"], parts["rollups"], parts["cube"]
         print(f"events+indexes {ev / events:.0f} B/event ({ev / 1e6:.0f} MB);"
               f" roll-ups {ru / events:.0f} B/event ({ru / 1e6:.0f} MB);"
-              f" cube+levels {cu / 1e6:.0f} MB ({cu / size:.0f} B per cube row)")  # fmt: skip
+              f" cube+levels {cu / 1e6:.0f} MB ({cu / cube_rows:.0f} B per cube row)")  # fmt: skip
         if added:
             print(f"fill: {added / fill_s:,.0f} events/s through add_events (generator time excluded)")
         print("| query | p50 ms | p99 ms | rows |" + (" p50 growth |" if previous else ""))
@@ -347,11 +351,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--runs", type=int, default=50, help="Runs of each query (p99 needs ≥ 50).")
     ap.add_argument("--dir", type=Path, default=Path("/var/tmp/vigie-city-store"), help="SQLite's folder.")
     ap.add_argument("--keep", action="store_true", help="Reuse the stores filled by an earlier run.")
+    ap.add_argument("--cube-rows", type=float, help="Cap the cube's rows (default: as many as events).")
     args = ap.parse_args(argv)
     sizes = sorted(int(float(s)) for s in args.rows.split(","))
     args.dir.mkdir(parents=True, exist_ok=True)
     for backend in args.backends.split(","):
-        run(backend.strip(), sizes, args.runs, args.dir, args.keep)
+        cube_max = None if args.cube_rows is None else int(args.cube_rows)
+        run(backend.strip(), sizes, args.runs, args.dir, args.keep, cube_max)
 
 
 if __name__ == "__main__":

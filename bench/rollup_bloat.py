@@ -70,10 +70,14 @@ def measure(
             conn.execute(f"ALTER TABLE rollups SET (fillfactor = {int(fillfactor)})")
         conn.execute("ALTER TABLE rollups SET (autovacuum_enabled = false)")
         t0 = time.perf_counter()
+        hourly: list[float] = []  # the table's size at the end of each hour of ingest, MB
         for b in range(batches):
             store.add_events(batch(START + 10 * b, devices, rng), time.time())
             if vacuum_every and (b + 1) % vacuum_every == 0:
                 store.maintain_rollups()
+            if (b + 1) % 360 == 0:
+                got = conn.execute("SELECT pg_total_relation_size('rollups')").fetchone()
+                hourly.append(int(got[0]) / 1e6 if got else 0.0)
             if (b + 1) % 120 == 0:
                 print(f"  {name}: {b + 1}/{batches} batches", file=sys.stderr, flush=True)
         spent = time.perf_counter() - t0
@@ -92,7 +96,8 @@ def measure(
     print(
         f"| {name} | {size / 1e6:.1f} ({index / 1e6:.1f}) | {packed / 1e6:.1f} | {size / packed:.2f}×"
         f" | {live:,} |"
-        f" {upd:,} | {100 * hot / upd if upd else 0:.0f} % | {spent:.0f} s |",
+        f" {upd:,} | {100 * hot / upd if upd else 0:.0f} % | {', '.join(f'{mb:.1f}' for mb in hourly)} |"
+        f" {spent:.0f} s |",
         flush=True,
     )
     with psycopg.connect(PG_DSN, autocommit=True) as conn:
@@ -108,8 +113,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--fillfactor", type=int, help="Try another fillfactor than migration 12's.")
     args = ap.parse_args(argv)
     print(f"{args.devices} cameras × 2 zones, {args.batches} batches of 10 s, roll-ups' autovacuum off")
-    print("| table | MB (indexes) | MB after VACUUM FULL | bloat | live rows | updates | HOT | ingest |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("| table | MB (indexes) | MB after VACUUM FULL | bloat | live rows | updates | HOT |"
+          " MB at each hour's end | ingest |")  # fmt: skip
+    print("|---|---:|---:|---:|---:|---:|---:|---|---:|")
     configs = {
         "before": (None, True),
         "fillfactor": (None, False),
