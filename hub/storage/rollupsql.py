@@ -57,4 +57,6 @@ class RollupSql(SqlBase):
             # VACUUM cannot run inside a transaction: each backend's connection is in autocommit here.
             self._db.execute(self._vacuum_rollups)
 
-    _vacuum_rollups = "ANALYZE rollups"  # SQLite reuses freed pages itself; PostgreSQL vacuums too
+    # SQLite updates rows in place and reuses freed pages itself: statistics only, and only where
+    # SQLite finds them stale (a plain ANALYZE would scan the whole table under the write lock).
+    _vacuum_rollups = "PRAGMA optimize"

@@ -6,7 +6,9 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from hub.storage import CubeQuery, CubeRow, RollupQuery, walk_anomalies, walk_cube, walk_rollups
+import pytest
+
+from hub.storage import CubeQuery, CubeRow, Retention, RollupQuery, walk_anomalies, walk_cube, walk_rollups
 from hub.storage.cubelevels import POSTGRES_MONTH_OF, SQLITE_MONTH_OF, UTC, backfill_sql
 from tests.test_wire import WINDOW
 from vigie import wire
@@ -134,7 +136,7 @@ def test_sqlite_migration_12_fills_levels_from_an_older_cube(tmp_path: Any) -> N
 
 def test_rollup_maintenance_runs_on_a_live_store(store: Any) -> None:
     store.add_events(_alerts(3), 1.0)
-    store.maintain_rollups()  # VACUUM outside a transaction on PostgreSQL; ANALYZE on SQLite
+    store.maintain_rollups()  # VACUUM outside a transaction on PostgreSQL; PRAGMA optimize on SQLite
     assert len(store.list_rollups(RollupQuery()).rows) == 3
 
 
@@ -148,3 +150,25 @@ def test_anomalies_are_never_cut_without_a_cursor(store: Any) -> None:
     got = [(r["hour"], r["p"], r["zone"]) for p in pages for r in p.rows]
     assert got == sorted(((r["hour"], r["p"], r["zone"]) for r in rows), key=lambda k: (-k[0], k[1], k[2]))
     assert len(list(walk_anomalies(store, NIGHT + HOUR, NIGHT + 3 * HOUR, page=3))) == 10
+
+
+@pytest.mark.postgres
+def test_purge_job_vacuums_the_rollups(pg_store: Any) -> None:
+    """The hub's periodic job vacuums the roll-ups itself: no reliance on the server's autovacuum."""
+    from hub.retention import PurgeJob
+
+    pg_store.add_events(_alerts(3), 1.0)
+    with pg_store._lock:
+        before = pg_store._db.execute(
+            "SELECT vacuum_count FROM pg_stat_user_tables WHERE relname = 'rollups' AND schemaname = %s",
+            (pg_store.schema,),
+        ).fetchone()[0]
+    PurgeJob(pg_store, Retention(), every_s=3600).run_once()
+    with pg_store._lock:
+        after = pg_store._db.execute(
+            "SELECT s.vacuum_count, c.reloptions FROM pg_stat_user_tables s"
+            " JOIN pg_class c ON s.relid = c.oid WHERE s.relname = 'rollups' AND s.schemaname = %s",
+            (pg_store.schema,),
+        ).fetchone()
+    assert after[0] == before + 1
+    assert "fillfactor=70" in after[1]  # migration 12: room on each page for HOT updates
