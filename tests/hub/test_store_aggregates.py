@@ -141,9 +141,11 @@ def test_rollup_maintenance_runs_on_a_live_store(store: Any) -> None:
 
 
 def test_anomalies_are_never_cut_without_a_cursor(store: Any) -> None:
-    rows: list[dict[str, Any]] = [{"zone": f"h3:{i % 5:02d}", "hour": NIGHT + (i // 5) * HOUR, "source": "police",
-             "category": "theft", "observed": 9.0, "expected": 1.0, "p": round(0.001 * (i % 3), 3)}
-            for i in range(25)]  # fmt: skip
+    rows: list[dict[str, Any]] = [
+        {"zone": f"h3:{i % 5:02d}", "hour": NIGHT + (i // 5) * HOUR, "source": "police", "category": "theft",
+         "observed": 9.0, "expected": 1.0, "p": round(0.001 * (i % 3), 3)}
+        for i in range(25)
+    ]  # fmt: skip
     assert store.add_anomalies(rows, 1.0) == 25
     pages = _chain(lambda after: store.list_anomalies(None, None, 10, after), 10)
     assert [len(p.rows) for p in pages] == [10, 10, 5]
