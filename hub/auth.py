@@ -5,7 +5,7 @@
   opaque bearer token; the store keeps only its SHA-256. Tokens expire (8 h by default,
   ``vigie hub user token`` makes longer ones for scripts) and can be revoked.
 * Each route asks for one scope; a role is a set of scopes (:data:`ROLES`).
-* Each token has a rate limit (a token bucket per process; ``VIGIE_HUB_RATE``).
+* Each token has a rate limit (a token bucket in the shared store, for every process; ``VIGIE_HUB_RATE``).
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationError, field_validator
@@ -25,6 +25,7 @@ from hub.config_sources import (
     describe_validation_error,
 )
 from hub.enrolment import HubState
+from hub.jetstream_config import JetStreamSettings
 from hub.storage import Retention
 from vigie.exceptions import ConfigError
 from vigie.mqtt import BrokerConfig
@@ -66,6 +67,14 @@ class HubSettings(BaseSettings):
         description="How often camera roll-ups are folded into the cube and new hours learnt.",
     )
     broker: BrokerConfig = Field(default_factory=BrokerConfig, description="MQTT broker the ingest reads.")
+    broker_backend: Literal["mosquitto", "nats"] = Field(
+        default="mosquitto",
+        description="mosquitto: the ingest subscribes over MQTT (one box); nats: it reads the NATS "
+        "cluster's JetStream stream (`jetstream`), devices publishing over MQTT to any node.",
+    )
+    jetstream: JetStreamSettings = Field(
+        default_factory=JetStreamSettings, description="NATS cluster and stream (with broker_backend nats)."
+    )
     client_id: str = Field(default="vigie-hub-ingest", description="MQTT client id of the ingest.")
     campaigns: bool = Field(
         default=True,
@@ -116,6 +125,11 @@ class HubSettings(BaseSettings):
     dpo_contact: str = Field(
         default="the DPO (set VIGIE_HUB_DPO)", description="DPO contact for GDPR records."
     )
+
+    @property
+    def ingest_jetstream(self) -> JetStreamSettings | None:
+        """The JetStream settings when the ingest reads NATS, else None (it reads ``broker``)."""
+        return self.jetstream if self.broker_backend == "nats" else None
 
     def hub_state(self) -> HubState | None:
         """The enrolment state folder, when configured."""

@@ -19,10 +19,12 @@ import logging
 import threading
 import time
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 import msgpack
 
 from hub.disclosure.floor import coarse_arrival, device_k_refusal
+from hub.jetstream_config import JetStreamSettings
 from hub.metrics import BATCH_COMMIT_SECONDS
 from hub.mqtt_receiver import BatchResult, Delivery, LeanSubscriber
 from hub.ratelimit import RateLimiter
@@ -30,6 +32,9 @@ from hub.storage import QuarantineRecord, Store
 from vigie import wire
 from vigie.exceptions import VigieError, WireError
 from vigie.mqtt import BrokerConfig
+
+if TYPE_CHECKING:
+    from hub.jetstream_source import JetStreamSource
 
 __all__ = ["IngestStats", "Ingestor", "classify", "receipts"]
 
@@ -81,6 +86,15 @@ def receipts(settled: dict[tuple[str, str], list[str]], ts: int) -> list[tuple[s
     return out
 
 
+def _per_sender(batch: list[Delivery]) -> dict[str, int]:
+    """Messages per sender (``vigie/v1/<site>/<device>``) in a batch (pure)."""
+    counts: dict[str, int] = {}
+    for item in batch:
+        who = item.topic[: item.topic.rfind("/")]
+        counts[who] = counts.get(who, 0) + 1
+    return counts
+
+
 @dataclass
 class IngestStats:
     """Counters exposed at /healthz."""
@@ -116,8 +130,10 @@ class Ingestor:
         device_rate: float = 100.0,
         device_burst: int = 10_000,
         min_device_k: int = 3,
+        jetstream: JetStreamSettings | None = None,
     ) -> None:
-        if share_group and broker.protocol != "5":
+        """``jetstream`` set, the ingest reads the NATS cluster's stream instead (``broker`` unused then)."""
+        if share_group and broker.protocol != "5" and jetstream is None:
             raise VigieError(
                 f"shared subscriptions (group {share_group!r}) need MQTT 5: set the broker protocol to 5 "
                 "(Mosquitto ≥ 1.6; the embedded amqtt broker speaks only 3.1.1: run one worker there)"
@@ -128,7 +144,8 @@ class Ingestor:
         # One device flooding (a bug, a stolen key) must not starve the others. What the
         # limit refuses is acknowledged but neither stored nor receipted: an honest device
         # sends it again later (its outbox keeps it); a flooder's excess is gone.
-        self._limiter = RateLimiter(device_rate, device_burst)
+        # The buckets are in the store: N ingest workers allow a device one rate, not N.
+        self._limiter = RateLimiter(store, "device", device_rate, device_burst)
         self.min_device_k = min_device_k
         self._limited_logged: dict[str, float] = {}
         self._share_group = share_group
@@ -136,10 +153,21 @@ class Ingestor:
             wire.subscription(c, share_group)
             for c in (wire.Channel.EVENT, wire.Channel.HEARTBEAT, wire.Channel.STATUS)
         ]
-        self._subscriber = LeanSubscriber(
-            broker, client_id, filters, self._on_batch, batch_size=batch_size, batch_delay_s=batch_delay_s,
-            on_state=self._on_state,
-        )  # fmt: skip
+        self._subscriber: LeanSubscriber | JetStreamSource
+        if jetstream is not None:
+            from hub.jetstream_source import JetStreamSource  # the NATS client only where it is used
+
+            self._subscriber = JetStreamSource(
+                jetstream, client_id, self._on_batch, batch_size=batch_size, batch_delay_s=batch_delay_s,
+                on_state=self._on_state,
+            )  # fmt: skip
+            self._where = {"servers": ",".join(jetstream.servers)}
+        else:
+            self._subscriber = LeanSubscriber(
+                broker, client_id, filters, self._on_batch, batch_size=batch_size,
+                batch_delay_s=batch_delay_s, on_state=self._on_state,
+            )  # fmt: skip
+            self._where = {"host": broker.host, "port": str(broker.port)}
         self.client_id = client_id
         self._last_status = 0.0
         self._connected = threading.Event()
@@ -204,7 +232,7 @@ class Ingestor:
     def _on_state(self, up: bool, why: str) -> None:
         if up:
             self._connected.set()
-            log.info("ingest connected", extra={"host": self.broker.host, "port": self.broker.port})
+            log.info("ingest connected", extra=self._where)
             self.report_status(time.time(), force=True)
         else:
             was_up = self._connected.is_set()
@@ -212,7 +240,7 @@ class Ingestor:
             if self._stop.is_set():
                 return
             self.stats.last_error = why
-            where = {"reason": why, "host": self.broker.host, "port": self.broker.port}
+            where = {"reason": why, **self._where}
             log.warning("ingest lost the broker; reconnecting" if was_up else "broker unreachable; retrying",
                         extra=where)  # fmt: skip
             # Recorded even before a first connection: a worker that cannot connect (a TLS
@@ -230,9 +258,13 @@ class Ingestor:
         session reconnects, so a failed batch must be retried here, never dropped.
         """
         delay = 0.1
+        allowed: dict[str, int] | None = None
         while True:
             try:
-                return self._write(batch)
+                # Decided once per batch: a retry after a failed write must not charge the devices twice.
+                if allowed is None:
+                    allowed = self._limiter.take(_per_sender(batch))
+                return self._write(batch, dict(allowed))
             except Exception as exc:  # the store failed (down, deadlock, disk full): keep the batch
                 self.stats.last_error = f"{type(exc).__name__}: {exc}"
                 log.warning(
@@ -242,7 +274,8 @@ class Ingestor:
                     return None
                 delay = min(delay * 2, 10.0)
 
-    def _write(self, batch: list[Delivery]) -> list[tuple[str, bytes]]:
+    def _write(self, batch: list[Delivery], allowed: dict[str, int]) -> list[tuple[str, bytes]]:
+        """Store the batch; ``allowed``: how many messages each sender may have stored (rate limit)."""
         events: list[wire.Event] = []
         settled: dict[tuple[str, str], list[str]] = {}  # (site, device) -> ids to receipt
         bad: list[QuarantineRecord] = []
@@ -250,9 +283,10 @@ class Ingestor:
         statuses: list[tuple[wire.Status, float]] = []
         limited = 0
         mono = time.monotonic()
-        for item in batch:
+        for item in batch:  # each sender's first `allowed` messages pass
             who = item.topic[: item.topic.rfind("/")]  # vigie/v1/<site>/<device>
-            if not self._limiter.allow(who, mono)[0]:
+            allowed[who] -= 1
+            if allowed[who] < 0:
                 limited += 1
                 if mono - self._limited_logged.get(who, -60.0) >= 60.0:
                     self._limited_logged[who] = mono

@@ -14,8 +14,8 @@ log = logging.getLogger(__name__)
 
 
 class PurgeJob:
-    """Runs ``store.purge`` and vacuums the roll-ups at start-up, then every ``every_s`` seconds, in a
-    daemon thread."""
+    """Runs ``store.compact`` and ``store.purge``, and vacuums the roll-ups, at start-up and then every
+    ``every_s`` seconds, in a daemon thread."""
 
     def __init__(self, store: Store, retention: Retention, every_s: float) -> None:
         self.store = store
@@ -32,7 +32,12 @@ class PurgeJob:
         self._thread.join(timeout=10)
 
     def run_once(self) -> dict[str, int]:
-        removed = self.store.purge(self.retention, time.time())
+        now = time.time()
+        # Pack the hours that have closed first: the purge then drops whole segments.
+        packed = self.store.compact(now)
+        if packed:
+            log.info("events compacted", extra={"events": packed})
+        removed = self.store.purge(self.retention, now)
         if any(removed.values()):
             log.info("retention purge", extra=removed)
         # Every run, purge or not: ingest updates roll-ups in place all day, and their dead rows

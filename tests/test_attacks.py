@@ -23,7 +23,7 @@ import msgpack
 import paho.mqtt.client as mqtt
 import pytest
 
-from tests.chaos.harness import Proc, cli
+from tests.chaos.harness import Proc, cli, stored_events
 from tests.conftest import need_service
 from tests.test_wire import event
 from vigie import wire
@@ -49,10 +49,9 @@ class Hub:
             return json.loads(r.read())  # type: ignore[no-any-return]
 
     def count(self, device_like: str) -> int:
-        with contextlib.closing(sqlite3.connect(f"file:{self.db}?mode=ro", uri=True)) as db:
-            return int(
-                db.execute("SELECT count(*) FROM events WHERE device LIKE ?", (device_like,)).fetchone()[0]
-            )
+        """Stored events of the devices whose name matches ``device_like`` (SQL LIKE: only ``%``)."""
+        pattern = re.compile(re.escape(device_like).replace("%", ".*"))
+        return sum(1 for e in stored_events(self.db) if pattern.fullmatch(str(e["device"])))
 
 
 @pytest.fixture

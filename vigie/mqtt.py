@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 if TYPE_CHECKING:
     import paho.mqtt.client as mqtt
@@ -28,6 +28,28 @@ class BrokerConfig(BaseModel):
     tls_ca: Path | None = Field(default=None, description="CA certificate that signed the broker's (TLS on).")
     tls_cert: Path | None = Field(default=None, description="This client's certificate (from enrolment).")
     tls_key: Path | None = Field(default=None, description="Its private key (0600, never leaves the device).")
+    failover: tuple[str, ...] = Field(
+        default=(),
+        description="Other nodes of the same broker cluster, as host:port, tried in turn after `host` "
+        "when the current one is lost or unreachable (the agent's link; NATS cluster).",
+    )
+
+    @field_validator("failover")
+    @classmethod
+    def _host_ports(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for item in value:
+            host, _, port = item.rpartition(":")
+            if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+                raise ValueError(f"failover address {item!r} is not host:port; e.g. 10.0.0.2:1883")
+        return value
+
+    def addresses(self) -> list[tuple[str, int]]:
+        """Where to connect, in order of preference: ``host:port``, then each ``failover`` node."""
+        out = [(self.host, self.port)]
+        for item in self.failover:
+            host, _, port = item.rpartition(":")
+            out.append((host, int(port)))
+        return out
 
     def with_tls_dir(self, folder: Path) -> BrokerConfig:
         """TLS with the files enrolment writes: ``ca.crt``, ``device.crt``, ``device.key`` in ``folder``."""

@@ -33,6 +33,7 @@ from hub.auth import require
 from hub.config import HubSettings
 from hub.disclosure.calendar import CityCalendar
 from hub.ingest import Ingestor
+from hub.live import EventWaker
 from hub.login_guard import LoginGuard
 from hub.metrics import MetricsMiddleware
 from hub.ratelimit import RateLimiter
@@ -113,6 +114,7 @@ def create_app(settings: HubSettings | None = None) -> FastAPI:
                 device_rate=settings.device_rate,
                 device_burst=settings.device_burst,
                 min_device_k=settings.min_device_k,
+                jetstream=settings.ingest_jetstream,
             )
             if settings.ingest
             else None
@@ -120,7 +122,9 @@ def create_app(settings: HubSettings | None = None) -> FastAPI:
         purge = PurgeJob(store, settings.retention, settings.purge_every_s)
         app.state.store = store
         app.state.calendar = CityCalendar(settings.tz)
-        app.state.rate_limiter = RateLimiter(settings.rate, burst=max(1, int(settings.rate * 4)))
+        # In the store: every worker and host takes from one bucket per token.
+        burst = max(1, int(settings.rate * 4))
+        app.state.rate_limiter = RateLimiter(store, "api", settings.rate, burst)
         if not settings.auth:
             log.warning("API authentication is OFF (VIGIE_HUB_AUTH=off): for closed test benches only")
         from hub.fusion.zones import ZoneIndex, load_geojson
@@ -143,6 +147,9 @@ def create_app(settings: HubSettings | None = None) -> FastAPI:
             crl_job = CrlRefresher(store, app.state.enrolment.ca, state.layout)
             crl_job.start()
         app.state.ingestor = ingestor
+        # Live streams wake on PostgreSQL's NOTIFY from whichever process stored events (hub/live.py).
+        app.state.waker = EventWaker.for_store(store)
+        await app.state.waker.start()
         if ingestor is not None:
             ingestor.start()
         purge.start()
@@ -171,6 +178,7 @@ def create_app(settings: HubSettings | None = None) -> FastAPI:
                 crl_job.stop()
             if ingestor is not None:
                 ingestor.stop()
+            app.state.waker.stop()
             store.close()
 
     app = FastAPI(

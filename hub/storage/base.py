@@ -21,6 +21,7 @@ __all__ = [
     "AnomalyKey",
     "ApiTokenGrant",
     "AuditStore",
+    "BucketStore",
     "Campaign",
     "CampaignLogEntry",
     "CampaignState",
@@ -57,7 +58,7 @@ QUARANTINE_KEEP_BYTES = 1024
 
 @dataclass(frozen=True, slots=True)
 class EventQuery:
-    """Filters for listing events; ``cursor`` is the last ``seq`` of the previous page."""
+    """Filters for listing events; ``cursor`` is the (window start, id) of the previous page's last event."""
 
     site: str | None = None
     device: str | None = None
@@ -66,7 +67,7 @@ class EventQuery:
     since: int | None = None
     until: int | None = None
     limit: int = 100
-    cursor: int | None = None
+    cursor: tuple[int, str] | None = None
 
 
 K = TypeVar("K")
@@ -241,7 +242,18 @@ class EventStore(Protocol):
     def record_heartbeat(self, beat: wire.Heartbeat, received_at: float) -> None: ...
     def record_status(self, status: wire.Status, received_at: float) -> None: ...
     def quarantine(self, records: Sequence[QuarantineRecord]) -> None: ...
-    def list_events(self, query: EventQuery) -> tuple[list[dict[str, Any]], int | None]: ...
+    def list_events(self, query: EventQuery) -> tuple[list[dict[str, Any]], tuple[int, str] | None]:
+        """Newest first by (window start, id), and the cursor of the next page (None: the last page)."""
+        ...
+
+    def event_ids(self, site: str | None = None, device: str | None = None) -> list[str]:
+        """Every stored event id, once per stored copy (a duplicate would show twice)."""
+        ...
+
+    def compact(self, now: float, grace_s: float = 3600) -> int:
+        """Pack the hours that ended ``grace_s`` before ``now`` into one segment per stream and hour."""
+        ...
+
     def list_rollups(self, query: RollupQuery) -> Page[RollupKey]:
         """Roll-ups in (hour, site, device, place, metric) order, ``query.limit`` at most per page."""
         ...
@@ -396,6 +408,17 @@ class ThrottleStore(Protocol):
     def count_throttle(self) -> int: ...
 
 
+class BucketStore(Protocol):
+    """Token buckets shared by every hub process (rate limits; ``hub/ratelimit.py``)."""
+
+    def take_tokens(self, wanted: Mapping[str, int], rate: float, burst: int, now: float) -> dict[str, int]:
+        """Take up to ``wanted[key]`` tokens from each key's bucket (``rate`` a second, at most ``burst``;
+        a new key's bucket is full), in one atomic decision; returns how many each key got."""
+        ...
+
+    def count_buckets(self) -> int: ...
+
+
 class RenewalStore(Protocol):
     """Device certificates renewed before they expire (``hub/cert_renewal.py``)."""
 
@@ -432,6 +455,7 @@ class Store(
     AuditStore,
     CampaignStateStore,
     ThrottleStore,
+    BucketStore,
     TagStore,
     RenewalStore,
     StoreAdmin,

@@ -9,15 +9,35 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
 from hub.storage.base import QUARANTINE_KEEP_BYTES, EventQuery, QuarantineRecord
 from hub.storage.rollup import RollupRow, rollup_rows
+from hub.storage.segments import (
+    HOUR,
+    Item,
+    StreamKey,
+    expand,
+    hot_part,
+    hour_of,
+    pack_segment,
+    part_of,
+    start_of,
+    stream_key,
+    unpack_part,
+    unpack_segment,
+)
 from hub.storage.sqlbase import INSERT_CHUNK, SqlBase
 from vigie import wire
 
-__all__ = ["EventSql", "clock_skew_s", "index_columns"]
+__all__ = ["SEGMENT_MIN", "EventSql", "clock_skew_s", "index_columns"]
+
+#: A group of one stream and one hour this large is packed at once (a bulk load, a backlog);
+#: smaller ones (a live batch holds one event per stream) wait in ``events_hot`` for ``compact``.
+SEGMENT_MIN = 16
+_FAR = 2**62  # beyond any window start, with room for an hour more within 64 bits
 
 
 def index_columns(e: wire.Event) -> tuple[str, str, str, str, str, int, int]:
@@ -40,40 +60,200 @@ def clock_skew_s(device_ts: int, received_at: float) -> int:
 
 
 class EventSql(SqlBase):
-    """The ingest's writes and the API's reads of what devices sent."""
+    """The ingest's writes and the API's reads of what devices sent.
 
-    def _prepare_partitions(self, cur: Any, window_starts: set[int]) -> None:
-        """PostgreSQL creates the monthly partitions a batch needs."""
+    Events are stored compactly (``segments.py``): a live batch holds about one event per stream,
+    so its events go to ``events_hot``, one small row each, whose primary key on the id is what
+    makes concurrent workers idempotent; :meth:`compact` later packs each closed hour of each
+    stream into one ``event_segments`` row. A large group of one stream and one hour (a bulk load,
+    a device's backlog) is packed straight away. Segments and hot rows of an hour are written by
+    one transaction at a time where that matters (``_lock_hours``: PostgreSQL's advisory locks;
+    SQLite has one writer anyway), so that an id is looked up in both before it is written.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._streams: dict[StreamKey, int] = {}
+
+    def _prepare_partitions(self, cur: Any, hours: set[int]) -> None:
+        """PostgreSQL creates the monthly partitions of ``event_segments`` that these hours need."""
+
+    def _lock_hours(self, cur: Any, hours: Sequence[int], exclusive: set[int]) -> None:
+        """PostgreSQL: advisory locks on the hours written (shared for hot rows, exclusive to write
+        segments), taken in sorted order so that no two writers deadlock."""
+
+    def _id_in(self, event_id: str) -> Any:
+        return bytes.fromhex(event_id.replace("-", ""))  # a canonical UUID (the wire model checks)
+
+    def _id_out(self, value: Any) -> str:
+        return str(uuid.UUID(bytes=bytes(value)))
 
     def add_events(self, events: Sequence[wire.Event], received_at: float) -> int:
         if not events:
             return 0
         by_id = {e.id: e for e in events}
-        inserted: list[str] = []
+        groups: dict[tuple[StreamKey, int], list[wire.Event]] = {}
+        for e in by_id.values():
+            groups.setdefault((stream_key(e), hour_of(start_of(e))), []).append(e)
+        direct = {g for g, group in groups.items() if len(group) >= SEGMENT_MIN}
+        # Encoded before the transaction: the database's locks are not held during Python work.
+        parts = {
+            e.id: (self._id_in(e.id), start_of(e), hot_part(e))
+            for g, group in groups.items()
+            if g not in direct
+            for e in group
+        }
         with self._tx() as cur:
-            self._prepare_partitions(cur, {index_columns(e)[5] for e in by_id.values()})
-            items = list(by_id.values())
-            for i in range(0, len(items), INSERT_CHUNK):
-                chunk = items[i : i + INSERT_CHUNK]
-                rows = [(*index_columns(e), e.model_dump_json(), received_at) for e in chunk]
-                inserted += self._insert_events(cur, rows)
-            new = [by_id[i] for i in inserted]
-            self._add_rollups(cur, new)
+            streams = self._stream_ids(cur, {k for k, _ in groups})
+            hours = sorted({h for _, h in groups})
+            with self._pipeline():  # PostgreSQL: the locks and the look-up in one round trip
+                self._lock_hours(cur, hours, {h for _, h in direct})
+                with_segments = self._hours_with_segments(cur, hours)
+            stored, next_seg = self._segment_ids(
+                cur, {(streams[k], h) for k, h in groups if h in with_segments}
+            )
+            hot = [
+                (*parts[e.id][:1], streams[key], parts[e.id][1], received_at, parts[e.id][2])
+                for (key, hour), group in groups.items()
+                if (key, hour) not in direct
+                for e in group
+                if e.id not in stored
+            ]
+            raw_ids = {raw: event_id for event_id, (raw, _, _) in parts.items()}
+            inserted: list[str] = []
+            for i in range(0, len(hot), INSERT_CHUNK):
+                inserted += [raw_ids[raw] for raw in self._insert_hot(cur, hot[i : i + INSERT_CHUNK])]
+            packed = self._write_direct(cur, groups, direct, streams, stored, next_seg, received_at)
+            new = [by_id[i] for i in inserted] + packed
             per_device: dict[tuple[str, str], int] = {}
             for e in events:  # every delivery counts as traffic, even a duplicate
                 per_device[(e.site, e.device)] = per_device.get((e.site, e.device), 0) + 1
-            self._touch_many(cur, per_device, received_at)
-        return len(inserted)
+            with self._pipeline():  # no result needed: one round trip for both on PostgreSQL
+                self._add_rollups(cur, new)
+                self._touch_many(cur, per_device, received_at)
+        self._streams.update(streams)  # committed: safe to remember
+        return len(new)
 
-    def _insert_events(self, cur: Any, rows: list[tuple[Any, ...]]) -> list[str]:
-        """Insert rows, skipping ids already stored; returns the ids really inserted."""
-        values = ",".join(["(?,?,?,?,?,?,?,?,?)"] * len(rows))
+    def _write_direct(
+        self,
+        cur: Any,
+        groups: dict[tuple[StreamKey, int], list[wire.Event]],
+        direct: set[tuple[StreamKey, int]],
+        streams: dict[StreamKey, int],
+        stored: set[str],
+        next_seg: dict[tuple[int, int], int],
+        received_at: float,
+    ) -> list[wire.Event]:
+        """Pack the large groups into segments of their own; returns the events really written."""
+        if not direct:
+            return []
+        candidates = [e for g in direct for e in groups[g] if e.id not in stored]
+        in_hot = self._hot_ids(cur, {h for _, h in direct}, [e.id for e in candidates])
+        self._prepare_partitions(cur, {h for _, h in direct})
+        written: list[wire.Event] = []
+        rows: list[tuple[Any, ...]] = []
+        for key, hour in sorted(direct, key=lambda g: (streams[g[0]], g[1])):
+            fresh = [e for e in groups[(key, hour)] if e.id not in stored and e.id not in in_hot]
+            if not fresh:
+                continue
+            items = [Item(e.id, start_of(e), received_at, part_of(e)) for e in fresh]
+            sid = streams[key]
+            rows.append((sid, hour, next_seg.get((sid, hour), 0), len(items), pack_segment(items, hour)))
+            written += fresh
+        self._insert_segments(cur, rows)
+        return written
+
+    def _stream_ids(self, cur: Any, keys: set[StreamKey]) -> dict[StreamKey, int]:
+        """The dictionary ids of these streams, adding those not seen before."""
+        known = {k: self._streams[k] for k in keys if k in self._streams}
+        missing = sorted(
+            (k for k in keys if k not in known), key=lambda k: (k.site, k.device, k.kind, k.place)
+        )
+        if missing:
+            cur.executemany(
+                self._sql(
+                    "INSERT INTO event_streams (site, device, kind, place) VALUES (?,?,?,?)"
+                    " ON CONFLICT DO NOTHING"
+                ),
+                [(k.site, k.device, k.kind, k.place) for k in missing],
+            )
+            cur.execute("SELECT stream, site, device, kind, place FROM event_streams")
+            every = {StreamKey(r[1], r[2], r[3], r[4]): int(r[0]) for r in cur.fetchall()}
+            known.update({k: every[k] for k in missing})
+        return known
+
+    def _segment_ids(
+        self, cur: Any, pairs: set[tuple[int, int]]
+    ) -> tuple[set[str], dict[tuple[int, int], int]]:
+        """Ids packed in the segments of these (stream, hour)s already, and each pair's next ``seg``."""
+        todo = sorted(pairs)
+        stored: set[str] = set()
+        next_seg: dict[tuple[int, int], int] = {}
+        for i in range(0, len(todo), INSERT_CHUNK):
+            chunk = todo[i : i + INSERT_CHUNK]
+            values = ",".join(["(?,?)"] * len(chunk))
+            cur.execute(
+                self._sql(
+                    "SELECT stream, hour, seg, body FROM event_segments"
+                    f" WHERE (stream, hour) IN (VALUES {values})"
+                ),
+                [v for p in chunk for v in p],
+            )
+            for sid, hour, seg, body in cur.fetchall():
+                stored.update(item.id for item in unpack_segment(bytes(body), int(hour)))
+                key = (int(sid), int(hour))
+                next_seg[key] = max(next_seg.get(key, 0), int(seg) + 1)
+        return stored, next_seg
+
+    def _hours_with_segments(self, cur: Any, hours: list[int]) -> set[int]:
+        """Which of these hours hold any segment (live hours have none yet: one index probe each)."""
+        if not hours:
+            return set()
         cur.execute(
-            "INSERT INTO events (id, site, device, kind, place, window_start, window_s, body,"
-            f" received_at) VALUES {values} ON CONFLICT DO NOTHING RETURNING id",
+            self._sql(
+                f"SELECT column1 FROM (VALUES {','.join(['(?)'] * len(hours))}) AS h"
+                " WHERE EXISTS (SELECT 1 FROM event_segments WHERE hour = column1)"
+            ),
+            hours,
+        )
+        return {int(r[0]) for r in cur.fetchall()}
+
+    def _hot_ids(self, cur: Any, hours: set[int], ids: list[str]) -> set[str]:
+        """Which of these ids are hot rows already (looked up only in hours that have hot rows)."""
+        busy = False
+        for h in sorted(hours):
+            cur.execute(
+                self._sql("SELECT 1 FROM events_hot WHERE window_start >= ? AND window_start < ? LIMIT 1"),
+                (h, h + HOUR),
+            )
+            busy = busy or cur.fetchone() is not None
+        if not busy:
+            return set()
+        found: set[str] = set()
+        for i in range(0, len(ids), INSERT_CHUNK):
+            chunk = ids[i : i + INSERT_CHUNK]
+            cur.execute(
+                self._sql(f"SELECT id FROM events_hot WHERE id IN ({','.join(['?'] * len(chunk))})"),
+                [self._id_in(x) for x in chunk],
+            )
+            found.update(self._id_out(r[0]) for r in cur.fetchall())
+        return found
+
+    def _insert_hot(self, cur: Any, rows: list[tuple[Any, ...]]) -> list[Any]:
+        """Insert hot rows, skipping ids already stored; returns the ids really inserted, as stored."""
+        values = ",".join(["(?,?,?,?,?)"] * len(rows))
+        cur.execute(
+            "INSERT INTO events_hot (id, stream, window_start, received_at, part)"
+            f" VALUES {values} ON CONFLICT DO NOTHING RETURNING id",
             [v for row in rows for v in row],
         )
         return [r[0] for r in cur.fetchall()]
+
+    def _insert_segments(self, cur: Any, rows: list[tuple[Any, ...]]) -> None:
+        if rows:
+            cur.executemany(
+                self._sql("INSERT INTO event_segments (stream, hour, seg, n, body) VALUES (?,?,?,?,?)"), rows
+            )
 
     def _add_rollups(self, cur: Any, events: Sequence[wire.Event]) -> None:
         rows = sorted(rollup_rows(events), key=lambda r: (r.hour, r.site, r.device, r.place, r.metric))
@@ -173,20 +353,130 @@ class EventSql(SqlBase):
                 if r.site and r.device:
                     self._touch(cur, r.site, r.device, r.received_at, quarantined=1)
 
-    def list_events(self, query: EventQuery) -> tuple[list[dict[str, Any]], int | None]:
-        where, args = self._where([
-            ("site = ?", query.site), ("device = ?", query.device), ("kind = ?", query.kind),
-            ("place = ?", query.place), ("window_start >= ?", query.since), ("window_start < ?", query.until),
-            ("seq < ?", query.cursor),
-        ])  # fmt: skip
-        rows = self._query(
-            f"SELECT seq, body, received_at FROM events{where} ORDER BY seq DESC LIMIT ?",
-            (*args, query.limit + 1),
+    def _stream_map(self, query: EventQuery | None = None) -> dict[int, StreamKey]:
+        """Streams matching the query's site, device, kind and place (every stream without a query)."""
+        where, args = self._where(
+            []
+            if query is None
+            else [("site = ?", query.site), ("device = ?", query.device), ("kind = ?", query.kind),
+                  ("place = ?", query.place)]
+        )  # fmt: skip
+        rows = self._query(f"SELECT stream, site, device, kind, place FROM event_streams{where}", args)
+        return {int(r[0]): StreamKey(r[1], r[2], r[3], r[4]) for r in rows}
+
+    def list_events(self, query: EventQuery) -> tuple[list[dict[str, Any]], tuple[int, str] | None]:
+        """Newest first by (window start, id); the cursor is that key of the page's last event.
+
+        Hour by hour, newest first: an hour's hot rows through their index, its segments decoded
+        whole (only those of the streams asked for), until the page is full.
+        """
+        filtered = any(v is not None for v in (query.site, query.device, query.kind, query.place))
+        streams = self._stream_map(query)
+        if filtered and not streams:
+            return [], None
+        only = sorted(streams) if filtered else None
+        bound: tuple[int, str] | None = query.cursor
+        if query.until is not None and (bound is None or query.until <= bound[0]):
+            bound = (query.until, "")  # every id sorts after "": ws < until
+        # Clamped: a cursor's window start may be any signed 64-bit integer, SQLite's limit too.
+        top = None if bound is None else hour_of(min(bound[0], _FAR))
+        floor = None if query.since is None else hour_of(max(query.since, -_FAR))
+        found: list[tuple[int, str, float, int, dict[str, Any]]] = []
+        while len(found) <= query.limit:
+            hour = self._newest_hour(top, floor, only)
+            if hour is None:
+                break
+            rows = self._hour_rows(hour, bound, only, query.limit + 1)
+            rows = [r for r in rows if query.since is None or r[0] >= query.since]
+            rows.sort(key=lambda r: (r[0], r[1]), reverse=True)
+            found += rows[: query.limit + 1 - len(found)]
+            top = hour - HOUR
+            if floor is not None and top < floor:
+                break
+        page = found[: query.limit]
+        missing = {r[3] for r in page} - set(streams)
+        if missing:  # a stream added since the map was read
+            streams = self._stream_map()
+        data = [{**expand(streams[r[3]], r[1], r[0], r[4]), "received_at": r[2]} for r in page]
+        more = len(found) > query.limit and page
+        return data, ((page[-1][0], page[-1][1]) if more else None)
+
+    def _in_streams(self, only: list[int] | None) -> tuple[str, list[int]]:
+        if only is None:
+            return "", []
+        return f" AND stream IN ({','.join(['?'] * len(only))})", only
+
+    def _newest_hour(self, top: int | None, floor: int | None, only: list[int] | None) -> int | None:
+        """The newest hour at or before ``top`` (and at or after ``floor``) holding any event."""
+        clause, args = self._in_streams(only)
+        hi = _FAR if top is None else top
+        lo = -_FAR if floor is None else floor
+        seg = self._query(
+            f"SELECT max(hour) FROM event_segments WHERE hour <= ? AND hour >= ?{clause}", [hi, lo, *args]
+        )[0][0]
+        hot = self._query(
+            f"SELECT max(window_start) FROM events_hot WHERE window_start < ? AND window_start >= ?{clause}",
+            [hi + HOUR, lo, *args],
+        )[0][0]
+        hours = [int(seg)] if seg is not None else []
+        if hot is not None:
+            hours.append(hour_of(int(hot)))
+        return max(hours) if hours else None
+
+    def _hour_rows(
+        self, hour: int, bound: tuple[int, str] | None, only: list[int] | None, limit: int
+    ) -> list[tuple[int, str, float, int, dict[str, Any]]]:
+        """(window start, id, received at, stream, part) of one hour's events below ``bound``."""
+        clause, args = self._in_streams(only)
+        keyset = ""
+        kargs: list[Any] = []
+        if bound is not None and bound[0] < hour + HOUR:
+            if bound[1]:
+                keyset, kargs = " AND (window_start, id) < (?, ?)", [bound[0], self._id_in(bound[1])]
+            else:
+                keyset, kargs = " AND window_start < ?", [bound[0]]
+        hot = self._query(
+            "SELECT window_start, id, received_at, stream, part FROM events_hot"
+            f" WHERE window_start >= ? AND window_start < ?{keyset}{clause}"
+            " ORDER BY window_start DESC, id DESC LIMIT ?",
+            [hour, hour + HOUR, *kargs, *args, limit],
         )
-        more = len(rows) > query.limit
-        rows = rows[: query.limit]
-        data = [{**json.loads(r[1]), "received_at": r[2]} for r in rows]
-        return data, (int(rows[-1][0]) if more and rows else None)
+        rows = [
+            (int(r[0]), self._id_out(r[1]), float(r[2]), int(r[3]), unpack_part(bytes(r[4]))) for r in hot
+        ]
+        segs = self._query(f"SELECT stream, body FROM event_segments WHERE hour = ?{clause}", [hour, *args])
+        for sid, body in segs:
+            for item in unpack_segment(bytes(body), hour):
+                key = (item.window_start, item.id)
+                if bound is None or key < bound:
+                    rows.append((item.window_start, item.id, item.received_at, int(sid), item.part))
+        return rows
+
+    def event_ids(self, site: str | None = None, device: str | None = None) -> list[str]:
+        """Every stored event id, once per stored copy (tests count duplicates with it)."""
+        streams = self._stream_map(EventQuery(site=site, device=device))
+        if not streams:
+            return []
+        clause, args = self._in_streams(sorted(streams))
+        ids = [
+            self._id_out(r[0]) for r in self._query(f"SELECT id FROM events_hot WHERE 1 = 1{clause}", args)
+        ]
+        for hour, body in self._query(f"SELECT hour, body FROM event_segments WHERE 1 = 1{clause}", args):
+            ids += [item.id for item in unpack_segment(bytes(body), int(hour))]
+        return ids
+
+    def event_bytes(self) -> int:
+        """Bytes the stored events take, with their indexes (SQLite: ``dbstat``)."""
+        rows = self._query(
+            "SELECT coalesce(sum(pgsize), 0) FROM dbstat WHERE name IN (SELECT name FROM sqlite_master"
+            " WHERE tbl_name IN ('event_streams', 'events_hot', 'event_segments'))"
+        )
+        return int(rows[0][0])
+
+    def count_events(self) -> int:
+        hot = self._query("SELECT count(*) FROM events_hot")[0][0]
+        packed = self._query("SELECT coalesce(sum(n), 0) FROM event_segments")[0][0]
+        return int(hot) + int(packed)
 
     def record_ingest_status(self, worker: str, connected: bool, stats: dict[str, Any], now: float) -> None:
         """Where each ingest process says how it is doing (read by /healthz in any process)."""
@@ -233,6 +523,3 @@ class EventSql(SqlBase):
 
     def quarantine_count(self) -> int:
         return int(self._query("SELECT count(*) FROM quarantine")[0][0])
-
-    def count_events(self) -> int:
-        return int(self._query("SELECT count(*) FROM events")[0][0])

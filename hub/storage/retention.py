@@ -14,7 +14,7 @@ DAY = 86_400
 
 
 class RetentionSql(SqlBase):
-    """PostgreSQL overrides ``_purge_events`` to drop whole monthly partitions."""
+    """PostgreSQL overrides ``_purge_segments`` to drop whole monthly partitions."""
 
     def purge(self, retention: Retention, now: float) -> dict[str, int]:
         removed = {"events": 0, "rollups": 0, "quarantine": 0}
@@ -49,8 +49,22 @@ class RetentionSql(SqlBase):
         return removed
 
     def _purge_events(self, cur: Any, cutoff: int) -> int:
-        cur.execute(self._sql("DELETE FROM events WHERE window_start < ?"), (cutoff,))
-        return max(int(cur.rowcount), 0)
+        """Hot rows older than the cut-off, and the segments of the hours that ended before it.
+
+        Segments go by whole hours: the events of the hour holding the cut-off are kept until a
+        purge after that hour's end (at most an hour past the policy, with the hourly purge).
+        """
+        cur.execute(self._sql("DELETE FROM events_hot WHERE window_start < ?"), (cutoff,))
+        removed = max(int(cur.rowcount), 0)
+        return removed + self._purge_segments(cur, cutoff - cutoff % 3600)
+
+    def _purge_segments(self, cur: Any, before_hour: int) -> int:
+        cur.execute(
+            self._sql("SELECT coalesce(sum(n), 0) FROM event_segments WHERE hour < ?"), (before_hour,)
+        )
+        removed = int(cur.fetchone()[0])
+        cur.execute(self._sql("DELETE FROM event_segments WHERE hour < ?"), (before_hour,))
+        return removed
 
     def list_purges(self, limit: int = 100) -> list[dict[str, Any]]:
         rows = self._query(

@@ -3,7 +3,9 @@ connection, dialect and migrations (``sqlite.py``, ``postgres.py``).
 
 | domain | module | tables |
 |---|---|---|
-| events | ``events.py`` | events, devices, quarantine, ingest_workers (and the roll-ups' upserts) |
+| events | ``events.py`` | event_streams, events_hot, event_segments, rollups, devices, quarantine, |
+| | | ingest_workers |
+| | ``compaction.py`` | (packs event_segments; converts the old events at migration 11) |
 | roll-ups | ``rollupsql.py`` | rollups: paged reads, maintenance |
 | retention | ``retention.py`` | purges (and deletes from the above) |
 | registry | ``registry.py`` | enrol_tokens, enrolments, revoked_certs |
@@ -13,14 +15,17 @@ connection, dialect and migrations (``sqlite.py``, ``postgres.py``).
 | campaigns | ``campaigns.py`` | campaigns |
 | throttle | ``throttle.py`` | throttle (login attempts, shared by every process) |
 | tags | ``tags.py`` | device_tags |
+| buckets | ``buckets.py`` | buckets (rate limits, shared by every process) |
 """
 
 from __future__ import annotations
 
 from hub.storage.access import AccessSql
 from hub.storage.audit import AuditSql
+from hub.storage.buckets import BucketSql
 from hub.storage.campaigns import CampaignSql
-from hub.storage.events import EventSql, clock_skew_s, index_columns
+from hub.storage.compaction import CompactionSql
+from hub.storage.events import clock_skew_s, index_columns
 from hub.storage.fusion import FusionSql
 from hub.storage.registry import RegistrySql
 from hub.storage.retention import RetentionSql
@@ -32,7 +37,7 @@ __all__ = ["SqlStore", "clock_skew_s", "index_columns"]
 
 
 class SqlStore(
-    EventSql,
+    CompactionSql,
     RollupSql,
     RetentionSql,
     RegistrySql,
@@ -42,5 +47,6 @@ class SqlStore(
     CampaignSql,
     ThrottleSql,
     TagSql,
+    BucketSql,
 ):
     """Every domain over one connection; subclasses set ``backend``, the dialect and the connection."""

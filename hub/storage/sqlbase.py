@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
 __all__ = ["INSERT_CHUNK", "SqlBase", "iso"]
@@ -65,6 +65,11 @@ class SqlBase:
 
     def _after_read(self) -> None:
         """PostgreSQL ends the implicit read transaction here."""
+
+    def _pipeline(self) -> AbstractContextManager[Any]:
+        """PostgreSQL sends the statements in it without waiting for each result (psycopg's
+        pipeline mode; a fetch waits for what it needs); SQLite runs them as they come."""
+        return nullcontext()
 
     @staticmethod
     def _where(conditions: Sequence[tuple[str, Any]]) -> tuple[str, list[Any]]:

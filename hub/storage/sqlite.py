@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import os
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from hub.storage.cubelevels import SQLITE_MONTH_OF, backfill_sql
 from hub.storage.sql import SqlStore
 
-__all__ = ["MIGRATIONS", "SQLiteStore"]
+__all__ = ["MIGRATIONS", "Migration", "SQLiteStore"]
+
+#: One step of a migration: SQL, or Python given the store and the migration's cursor.
+Migration = str | Callable[[Any, Any], None]
 
 #: Versioned schema: each entry runs once, in order, in one transaction.
-MIGRATIONS: list[tuple[int, list[str]]] = [
+MIGRATIONS: list[tuple[int, list[Migration]]] = [
     (1, [
         """CREATE TABLE events (
             seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -125,6 +130,26 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             serial TEXT PRIMARY KEY, site TEXT NOT NULL, device TEXT NOT NULL, issued_at REAL NOT NULL)""",
         "CREATE INDEX device_certs_device ON device_certs (site, device)",
     ]),
+    (11, [
+        # Compact events (issue 24, hub/storage/segments.py): a dictionary of streams, live rows,
+        # and one packed segment per stream and hour. The old rows are converted, then dropped.
+        """CREATE TABLE event_streams (
+            stream INTEGER PRIMARY KEY, site TEXT NOT NULL, device TEXT NOT NULL, kind TEXT NOT NULL,
+            place TEXT NOT NULL, UNIQUE (site, device, kind, place))""",
+        """CREATE TABLE events_hot (
+            id BLOB PRIMARY KEY, stream INTEGER NOT NULL, window_start INTEGER NOT NULL,
+            received_at REAL NOT NULL, part BLOB NOT NULL)""",
+        "CREATE INDEX events_hot_time ON events_hot (window_start, id)",
+        "CREATE INDEX events_hot_stream ON events_hot (stream, window_start)",
+        """CREATE TABLE event_segments (
+            stream INTEGER NOT NULL, hour INTEGER NOT NULL, seg INTEGER NOT NULL, n INTEGER NOT NULL,
+            body BLOB NOT NULL, PRIMARY KEY (stream, hour, seg))""",
+        "CREATE INDEX event_segments_hour ON event_segments (hour)",
+        # Hours with more than one segment of a stream: what compaction has left to do.
+        "CREATE INDEX event_segments_open ON event_segments (hour) WHERE seg > 0",
+        lambda store, cur: store._convert_v10_events(cur),
+        "DROP TABLE events",
+    ]),
     (12, [
         # The cube's day, ISO week and month-of-weeks sums (UTC), kept with the hourly rows
         # (hub/storage/cubelevels.py), filled here from the cube already stored.
@@ -136,6 +161,10 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
         "DROP INDEX cube_hour",
         "CREATE INDEX cube_hour ON cube (hour, zone, source, category)",
         *backfill_sql(SQLITE_MONTH_OF),
+    ]),
+    (13, [
+        # Rate limits shared by every hub process on this file (hub/storage/buckets.py, issue 22).
+        "CREATE TABLE buckets (name TEXT PRIMARY KEY, full_at REAL NOT NULL, taken INTEGER NOT NULL)",
     ]),
 ]  # fmt: skip
 
@@ -165,7 +194,9 @@ class SQLiteStore(SqlStore):
     backend = "sqlite"
     _begin = "BEGIN IMMEDIATE"
 
-    def __init__(self, path: Path | str, *, migrations: list[tuple[int, list[str]]] | None = None) -> None:
+    def __init__(
+        self, path: Path | str, *, migrations: list[tuple[int, list[Migration]]] | None = None
+    ) -> None:
         super().__init__()
         self.path = str(path)
         if self.path != ":memory:":
@@ -177,7 +208,7 @@ class SQLiteStore(SqlStore):
         self._db.execute("PRAGMA busy_timeout=5000")
         self._migrate(MIGRATIONS if migrations is None else migrations)
 
-    def _migrate(self, migrations: list[tuple[int, list[str]]]) -> None:
+    def _migrate(self, migrations: list[tuple[int, list[Migration]]]) -> None:
         with self._tx() as cur:
             cur.execute(
                 "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL, applied_at REAL)"
@@ -186,5 +217,8 @@ class SQLiteStore(SqlStore):
             for version, statements in migrations:
                 if version > current:
                     for statement in statements:
-                        cur.execute(statement)
+                        if callable(statement):
+                            statement(self, cur)
+                        else:
+                            cur.execute(statement)
                     cur.execute("INSERT INTO schema_version VALUES (?, julianday('now'))", (version,))

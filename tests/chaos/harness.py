@@ -246,6 +246,11 @@ class Bench:
         return codes
 
     # -- accounting -----------------------------------------------------------------------
+    @property
+    def store_target(self) -> str:
+        """What ``open_store`` opens: the PostgreSQL URL, or the SQLite file."""
+        return self.store_url if self.store_url.startswith("postgresql://") else str(self.db)
+
     def query(self, sql: str, *args: object) -> tuple[Any, ...] | None:
         """One row from the hub's store (``?`` placeholders), SQLite or PostgreSQL."""
         if self.store_url.startswith("postgresql://"):
@@ -262,11 +267,12 @@ class Bench:
         out: dict[str, Count] = {}
         for device, agent in self.agents.items():
             box = Outbox(agent.outbox, disk_reserve_bytes=0)
-            rows, ids, windows = self.query(
-                "SELECT count(*), count(DISTINCT id), count(DISTINCT place || '@' || window_start)"
-                " FROM events WHERE site = ? AND device = ?",
-                SITE, device,
-            ) or (0, 0, 0)  # fmt: skip
+            copies = stored_ids(self.store_target, site=SITE, device=device)
+            rows, ids = len(copies), len(set(copies))
+            events = stored_events(self.store_target, site=SITE, device=device)
+            places = [(e.get("zone") or e.get("line") or e.get("sensor"), e.get("window_start", e.get("ts")))
+                      for e in events]  # fmt: skip
+            windows = len(set(places))
             row = self.query("SELECT events FROM devices WHERE site = ? AND device = ?", SITE, device)
             out[device] = Count(
                 device=device, produced=box.produced(), dropped=box.dropped(), pending=box.depth(),
@@ -338,3 +344,31 @@ class Partition:
 
     def heal(self) -> None:
         subprocess.run(["ip", "link", "set", self.host_if, "up"], check=True)
+
+
+def stored_events(target: str | Path, **filters: Any) -> list[dict[str, Any]]:
+    """Every stored event matching ``filters`` (``EventQuery``'s), newest first, through the store's API."""
+    from hub.storage import EventQuery, open_store
+
+    store = open_store(target)
+    try:
+        found: list[dict[str, Any]] = []
+        cursor = None
+        while True:
+            rows, cursor = store.list_events(EventQuery(limit=1000, cursor=cursor, **filters))
+            found += rows
+            if cursor is None:
+                return found
+    finally:
+        store.close()
+
+
+def stored_ids(target: str | Path, site: str | None = None, device: str | None = None) -> list[str]:
+    """Every stored event id, once per stored copy: a duplicate shows twice."""
+    from hub.storage import open_store
+
+    store = open_store(target)
+    try:
+        return store.event_ids(site=site, device=device)
+    finally:
+        store.close()

@@ -27,7 +27,18 @@ from pathlib import Path
 import pytest
 
 from edge.outbox import Outbox
-from tests.chaos.harness import SITE, Agent, Bench, Proc, assert_nothing_lost, cli, make_clip, netns
+from tests.chaos.harness import (
+    SITE,
+    Agent,
+    Bench,
+    Proc,
+    assert_nothing_lost,
+    cli,
+    make_clip,
+    netns,
+    stored_events,
+    stored_ids,
+)
 from tests.conftest import IN_CI, PG_DSN, need_service, postgres_available
 from tests.edge.test_outbox import small_disk
 from vigie import wire
@@ -121,11 +132,10 @@ def test_network_partition_of_two_minutes(tmp_path: Path, model_dir: Path, clip:
             ledger = bench.ledger()
             assert_nothing_lost(ledger, bench)
             # The agent outside the partition kept delivering during it.
-            with contextlib.closing(sqlite3.connect(bench.db)) as db:
-                (during,) = db.execute(
-                    "SELECT count(*) FROM events WHERE device = 'cam-host' AND received_at BETWEEN ? AND ?",
-                    (cut_at + 5, healed_at),
-                ).fetchone()
+            during = sum(
+                cut_at + 5 <= e["received_at"] <= healed_at
+                for e in stored_events(bench.store_target, device="cam-host")
+            )
             assert during > 0
         finally:
             bench.stop()
@@ -181,10 +191,8 @@ def test_hub_killed_mid_batch_three_times(
         bench.stop()
         ledger = bench.ledger()
         assert_nothing_lost(ledger, bench)
-        rows, ids = bench.query("SELECT count(*), count(DISTINCT id) FROM events WHERE site = 'sim'") or (
-            0,
-            0,
-        )
+        copies = stored_ids(bench.store_target, site="sim")
+        rows, ids = len(copies), len(set(copies))
         (deliveries,) = bench.query("SELECT sum(events) FROM devices WHERE site = 'sim'") or (0,)
         # Redelivered by the broker after a kill between a commit and its acknowledgement: dropped by id.
         print(f"simulated fleet: acked {acked}, failed {failed}, stored {ids}, duplicates {deliveries - ids}")
@@ -349,6 +357,5 @@ def test_clock_skew_between_devices_and_hub(bench: Bench) -> None:
     assert "-2h00m" in lines[f"{SITE}/cam-behind"], table
     assert re.search(r"\+(9|10)m\b", lines[f"{SITE}/cam-ahead"]), table
     assert " ok " in lines[f"{SITE}/cam-right"], table
-    with contextlib.closing(sqlite3.connect(bench.db)) as db:
-        (behind,) = db.execute("SELECT max(window_start) FROM events WHERE device = 'cam-behind'").fetchone()
+    behind = stored_events(bench.store_target, device="cam-behind")[0]["window_start"]
     assert behind < time.time() - 7000

@@ -17,6 +17,7 @@ from edge.link import MqttLink
 from edge.outbox import Outbox
 from vigie.broker import LocalBroker
 from vigie.mqtt import BrokerConfig
+from vigie.netutil import free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -64,3 +65,22 @@ def test_a_row_is_not_sent_again_while_its_ack_is_being_recorded(broker: LocalBr
     assert outbox.awaiting_receipt() == 40
     assert sorted(deliveries) == sorted(f"event-{i}".encode() for i in range(40))
     assert [p for p, n in deliveries.items() if n > 1] == []
+
+
+def test_the_link_moves_to_a_failover_node_when_its_broker_is_gone(
+    broker: LocalBroker, tmp_path: Path
+) -> None:
+    dead = free_port()  # nothing listens there: the device's home node is down
+    config = BrokerConfig(port=dead, failover=(f"127.0.0.1:{broker.port}",))
+    link = MqttLink(config, Outbox(tmp_path / "outbox.db"), site="s", device="d")
+    link.start()
+    try:
+        deadline = time.monotonic() + 15
+        while not link.connected and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert link.connected, f"still not connected, on {link.address}"
+        assert link.address == ("127.0.0.1", broker.port)
+    finally:
+        link.stop()
+    link2 = MqttLink(config, Outbox(tmp_path / "outbox2.db"), site="s", device="d2")
+    assert link2.address == ("127.0.0.1", dead)  # a new link's first attempt goes to `host`

@@ -64,16 +64,23 @@ def test_rollup_rows_for_every_kind() -> None:
 
 
 def test_cursor_pagination_walks_every_event_once(store: Any) -> None:
-    store.add_events([event(zone=f"z{i}") for i in range(25)], 1.0)
-    seen: list[str] = []
-    cursor = None
-    while True:
-        rows, cursor = store.list_events(EventQuery(limit=10, cursor=cursor))
-        seen += [r["zone"] for r in rows]
-        if cursor is None:
-            break
-    assert sorted(seen) == sorted(f"z{i}" for i in range(25))
-    assert seen[0] == "z24"  # newest first
+    # Three hours of windows, several zones per window: ties on the window start are broken by id.
+    starts = [WINDOW + 3600 * h + 10 * w for h in range(3) for w in range(3)]
+    events = [
+        event(zone=f"z{i}", id=wire.new_event_id(ws), window_start=ws) for ws in starts for i in range(3)
+    ]
+    store.add_events(events[:12], 1.0)
+    store.compact(WINDOW + 30 * DAY)  # the first hours packed into segments, the rest stays hot
+    store.add_events(events[12:], 2.0)
+    for limit in (1, 4, 10, 100):
+        seen: list[tuple[int, str]] = []
+        cursor = None
+        while True:
+            rows, cursor = store.list_events(EventQuery(limit=limit, cursor=cursor))
+            seen += [(r["window_start"], r["id"]) for r in rows]
+            if cursor is None:
+                break
+        assert seen == sorted(((e.window_start, e.id) for e in events), reverse=True)  # newest first, once
 
 
 def test_rollups_page_after_a_key_in_their_order(store: Any) -> None:
@@ -213,11 +220,12 @@ def test_postgres_partitions_by_month_and_drops_old_months(pg_store: Any) -> Non
     e_oct = event(id=wire.new_event_id(nov - DAY + 60), window_start=nov - DAY + 60)
     e_nov = event(id=wire.new_event_id(nov + 4 * DAY + 60), window_start=nov + 4 * DAY + 60)
     pg_store.add_events([e_oct, e_nov], 1.0)
-    assert pg_store.partitions() == ["events_y2026m10", "events_y2026m11"]
+    assert pg_store.compact(nov + 6 * DAY) == 2  # both hours closed: packed into segments
+    assert pg_store.partitions() == ["event_segments_y2026m10", "event_segments_y2026m11"]
     # Keep 3 days at Nov 6: the cut-off (Nov 3) is past October's end, so October goes whole.
     removed = pg_store.purge(Retention(events_days=3, rollups_days=None, quarantine_days=None), nov + 6 * DAY)
     assert removed["events"] == 1
-    assert pg_store.partitions() == ["events_y2026m11"]
+    assert pg_store.partitions() == ["event_segments_y2026m11"]
     assert [r["id"] for r in pg_store.list_events(EventQuery())[0]] == [e_nov.id]
 
 

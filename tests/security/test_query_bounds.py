@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from hub.api.paging import encode_cursor
 from hub.auth import hash_password, issue_token
 from hub.storage import SQLiteStore
 from tests.browser import RunningHub, fresh_hub
@@ -29,7 +30,14 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningHub]:
         yield running
 
 
-HOSTILE_CURSORS = ["²", "٣", "１", "9" * 30, str(2**63), "-1", "1e3", " 1", "1 ", "0x10", ""]
+UUID0 = "00000000-0000-7000-8000-000000000000"
+HOSTILE_CURSORS = [
+    "²", "٣", "１", "9" * 30, str(2**63), "-1", "1e3", " 1", "1 ", "0x10", "",
+    # Base64url JSON of the right shape, wrong contents (issue 24: the cursor is (window start, id)).
+    encode_cursor((0, "not-an-id")), encode_cursor((0, "0000000A-0000-7000-8000-00000000000B")),
+    encode_cursor((2**63, UUID0)),
+    encode_cursor((-1, UUID0)), encode_cursor((UUID0, 0)), encode_cursor((0,)), encode_cursor((0, UUID0, 1)),
+]  # fmt: skip
 
 
 @pytest.mark.parametrize("cursor", HOSTILE_CURSORS)
@@ -60,7 +68,8 @@ def test_filters_have_a_length_bound(hub: RunningHub, param: str, value: str) ->
 
 def test_a_cursor_this_api_returned_still_works(hub: RunningHub) -> None:
     headers = {"Authorization": f"Bearer {TOKENS['root']}"}
-    for cursor in ("0", "1", str(2**63 - 1)):
+    for key in ((0, UUID0), (1, UUID0), (2**63 - 1, "ffffffff-ffff-7fff-bfff-ffffffffffff")):
+        cursor = encode_cursor(key)
         response = httpx.get(f"{hub.url}/v1/events", params={"cursor": cursor}, headers=headers, timeout=10)
         assert response.status_code == 200, (cursor, response.text)
         assert response.json()["data"] == []

@@ -14,11 +14,9 @@ twice the first's plus 2 s. A table, a CSV and a PNG go to ``VIGIE_SOAK_OUT``.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import os
 import re
-import sqlite3
 import statistics
 import subprocess
 import sys
@@ -27,6 +25,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.chaos.harness import stored_events, stored_ids
 from tests.conftest import need_service
 from vigie.broker import find_mosquitto, start_broker
 from vigie.netutil import free_port
@@ -73,7 +72,7 @@ def test_ten_thousand_devices_for_thirty_minutes(tmp_path: Path) -> None:
     )  # fmt: skip
     samples: list[dict[str, float]] = []
     started = time.monotonic()
-    seen_seq = 0
+    seen_at = 0.0
     try:
         while sim.poll() is None:
             time.sleep(10)
@@ -84,21 +83,21 @@ def test_ten_thousand_devices_for_thirty_minutes(tmp_path: Path) -> None:
                 "broker_rss_mb": _rss_mb(broker.process.pid),
             }
             if int(t) % 60 < 10:  # once a minute: latency of what arrived since the last look
-                with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)) as con:
-                    rows = con.execute(
-                        "SELECT seq, received_at - (window_start + window_s) FROM events WHERE seq > ?",
-                        (seen_seq,),
-                    ).fetchall()
-                lat = [r[1] for r in rows]
-                seen_seq = max((r[0] for r in rows), default=seen_seq)
+                recent = stored_events(db, since=int(time.time()) - 900)
+                lat = [
+                    e["received_at"] - (e["window_start"] + e["window_s"])
+                    for e in recent
+                    if e["received_at"] > seen_at and "window_s" in e
+                ]
+                seen_at = max((e["received_at"] for e in recent), default=seen_at)
                 row |= {"events": len(lat), "p50_s": _percentile(lat, 0.5), "p99_s": _percentile(lat, 0.99)}
             samples.append(row)
             print(row, flush=True)
         sim_out = sim.stdout.read() if sim.stdout else ""
         time.sleep(20)  # the last windows reach the store
         acked = int(re.search(r"acknowledged by the broker (\d+)", sim_out).group(1))  # type: ignore[union-attr]
-        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)) as con:
-            stored, distinct = con.execute("SELECT count(*), count(DISTINCT id) FROM events").fetchone()
+        copies = stored_ids(db)
+        stored, distinct = len(copies), len(set(copies))
     finally:
         if sim.poll() is None:
             sim.kill()

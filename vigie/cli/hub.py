@@ -193,7 +193,7 @@ def _ingest(args: argparse.Namespace) -> int:
     ingestor = Ingestor(
         broker, store, client_id=f"{args.client_id}-{index}", share_group=args.group if shared else None,
         device_rate=settings.device_rate, device_burst=settings.device_burst,
-        min_device_k=settings.min_device_k,
+        min_device_k=settings.min_device_k, jetstream=settings.ingest_jetstream,
     )  # fmt: skip
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

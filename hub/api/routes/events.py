@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import re
 import time
+import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated
 
@@ -14,19 +13,18 @@ from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from hub.api.deps import SettingsDep, StoreDep
-from hub.api.paging import CURSOR_MAX_LEN, bad_cursor, next_link
+from hub.api.paging import CURSOR_MAX_LEN, bad_cursor, decode_cursor, encode_cursor, next_link
 from hub.api.schemas import EventPublic, EventsPublic
 from hub.api.times import SinceQuery, UntilQuery, with_iso
 from hub.auth import Principal, recheck
 from hub.disclosure.floor import floor_event
+from hub.live import POLL_S, EventWaker
 from hub.metrics import counted_stream
 from hub.storage import EventQuery
 
 __all__ = ["list_events", "router", "stream"]
 
 router = APIRouter(prefix="/v1/events", tags=["events"])
-_CURSOR = re.compile(r"[0-9]{1,19}")
-CURSOR_MAX = 2**63 - 1  # the store's sequence numbers are signed 64-bit integers
 #: How often an open stream re-checks its token (revocation, expiry, disablement, role): issue 17.
 RECHECK_S = 2.0
 #: Epoch fields served with an ISO 8601 twin (``window_start_iso``...).
@@ -52,14 +50,18 @@ def list_events(
     ] = None,
 ) -> EventsPublic:
     """Events from every device, newest first, with cursor pagination; counts under k served as `"<k"`."""
-    cursor_seq: int | None = None
-    if cursor is not None:
-        # ASCII digits only, within a signed 64-bit integer (str.isdigit() accepts "²", which int()
-        # then refuses, and the store refuses integers past 2**63 - 1: both were HTTP 500s).
-        if not _CURSOR.fullmatch(cursor) or int(cursor) > CURSOR_MAX:
-            raise bad_cursor(cursor, "not an event sequence number")
-        cursor_seq = int(cursor)
-    data, next_seq = store.list_events(
+    after: tuple[int, str] | None = None
+    if (key := decode_cursor(cursor, (int, str))) is not None and cursor is not None:
+        # The key of the last event of a page: its window start and its id, a canonical UUID.
+        ws, event_id = key
+        try:
+            canonical = str(uuid.UUID(event_id)) == event_id
+        except ValueError:
+            canonical = False
+        if not canonical:
+            raise bad_cursor(cursor, f"{event_id!r} is not an event id")
+        after = (ws, event_id)
+    data, next_key = store.list_events(
         EventQuery(
             site=site,
             device=device,
@@ -68,10 +70,10 @@ def list_events(
             since=since,
             until=until,
             limit=limit,
-            cursor=cursor_seq,
+            cursor=after,
         )
     )
-    more = str(next_seq) if next_seq is not None else None
+    more = encode_cursor(next_key) if next_key is not None else None
     return EventsPublic(
         data=[EventPublic(**with_iso(floor_event(row, settings.k), _TIMES, None)) for row in data],
         count=len(data),
@@ -111,30 +113,39 @@ async def stream(
         last_check = time.monotonic()
         return await run_in_threadpool(recheck, store, principal, "events:read")
 
+    waker: EventWaker = request.app.state.waker
+
     async def feed() -> AsyncIterator[str]:
         seen: set[str] = set()
         first = True
         deadline = time.monotonic() + max_s
         last_beat = time.monotonic()
+        generation = waker.generation
+        woken = True
         while time.monotonic() < deadline:
             if (why := await refused()) is not None:
                 yield f": closed: {why}\n\n"  # an SSE comment: clients see why before the end
                 return
-            rows, _ = await run_in_threadpool(store.list_events, EventQuery(limit=50))
-            for row in reversed(rows):
-                if row["id"] not in seen:
-                    seen.add(row["id"])
-                    if not first:
-                        yield f"data: {json.dumps(floor_event(row, k))}\n\n"
+            if woken:
+                rows, _ = await run_in_threadpool(store.list_events, EventQuery(limit=50))
+                for row in reversed(rows):
+                    if row["id"] not in seen:
+                        seen.add(row["id"])
+                        if not first:
+                            yield f"data: {json.dumps(floor_event(row, k))}\n\n"
+                if len(seen) > 10_000:
+                    seen = {r["id"] for r in rows}
             if first:
                 yield ": connected\n\n"
                 first = False
             if time.monotonic() - last_beat > 15:
                 last_beat = time.monotonic()
                 yield ": keep-alive\n\n"
-            if len(seen) > 10_000:
-                seen = {r["id"] for r in rows}
-            await asyncio.sleep(1.0)
+            # Woken by a NOTIFY from whichever process stored events (hub/live.py), else every
+            # RECHECK_S for the token check only; polling every POLL_S while nothing can wake it.
+            listening = waker.listening
+            woken = await waker.wait(generation, RECHECK_S if listening else POLL_S) or not listening
+            generation = waker.generation
 
     return StreamingResponse(
         counted_stream(feed()), media_type="text/event-stream", headers={"Cache-Control": "no-store"}
