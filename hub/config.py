@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 from hub.config_sources import (
@@ -52,6 +52,12 @@ class HubSettings(BaseSettings):
     db: str = Field(
         default="vigie-hub.sqlite",
         description="SQLite file (WAL mode), or a PostgreSQL URL `postgresql://user@host/dbname`.",
+    )
+    read_db: str | None = Field(
+        default=None,
+        description="PostgreSQL URL for the analysts' read-only routes (events, roll-ups, devices, fusion, "
+        "exports), e.g. a streaming standby: "
+        "`postgresql://vigie@standby,primary/vigie?target_session_attrs=prefer-standby`; unset: `db`.",
     )
     ingest: bool = Field(default=True, description="Run the MQTT ingest inside the API process.")
     share_group: str | None = Field(
@@ -166,6 +172,24 @@ class HubSettings(BaseSettings):
             return None
         parts = urlsplit(self.tile_url)
         return f"{parts.scheme}://{parts.netloc}"
+
+    @model_validator(mode="after")
+    def _read_db_on_postgres(self) -> HubSettings:
+        """A read database is a PostgreSQL replica of a PostgreSQL ``db``: SQLite has no standby."""
+        if self.read_db is None:
+            return self
+        pg = ("postgresql://", "postgres://")
+        if not self.read_db.startswith(pg):
+            raise ValueError(
+                f"read_db {self.read_db!r} is not a PostgreSQL URL; e.g. "
+                "postgresql://vigie@standby:5432/vigie?target_session_attrs=prefer-standby"
+            )
+        if not self.db.startswith(pg):
+            raise ValueError(
+                f"read_db is set but db {self.db!r} is SQLite, which has no standby: unset read_db, or "
+                "set db to the PostgreSQL primary"
+            )
+        return self
 
     @field_validator("retention", mode="before")
     @classmethod

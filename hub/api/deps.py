@@ -14,9 +14,11 @@ from hub.storage import Store
 __all__ = [
     "EPOCH_MAX",
     "IngestorDep",
+    "ReadStoreDep",
     "SettingsDep",
     "StoreDep",
     "get_ingestor",
+    "get_read_store",
     "get_settings",
     "get_store",
 ]
@@ -33,6 +35,12 @@ def get_store(request: Request) -> Store:
     return store
 
 
+def get_read_store(request: Request) -> Store:
+    """The store for routes that only read: a standby when ``read_db`` is set, else the store itself."""
+    store: Store = request.app.state.read_store
+    return store
+
+
 def get_ingestor(request: Request) -> Ingestor | None:
     ingestor: Ingestor | None = request.app.state.ingestor
     return ingestor
@@ -40,4 +48,6 @@ def get_ingestor(request: Request) -> Ingestor | None:
 
 SettingsDep = Annotated[HubSettings, Depends(get_settings)]
 StoreDep = Annotated[Store, Depends(get_store)]
+#: Analysts' reads (events, roll-ups, devices, fusion, exports): never a write through this one.
+ReadStoreDep = Annotated[Store, Depends(get_read_store)]
 IngestorDep = Annotated[Ingestor | None, Depends(get_ingestor)]

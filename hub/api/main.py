@@ -8,7 +8,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import Depends, FastAPI
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from hub.api.headers import SecurityHeadersMiddleware
@@ -38,7 +39,9 @@ from hub.login_guard import LoginGuard
 from hub.metrics import MetricsMiddleware
 from hub.ratelimit import RateLimiter
 from hub.retention import PurgeJob
-from hub.storage import open_store
+from hub.storage import open_read_store, open_store
+from hub.storage.postgres import StoreUnavailableError
+from hub.storage.replication import primary_durability
 from vigie import __version__
 from vigie.exceptions import ConfigError
 
@@ -105,6 +108,10 @@ def create_app(settings: HubSettings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store = open_store(settings.db)
+        # Opened after the primary, which migrates: the standby then only has to catch up.
+        read_store = open_read_store(settings.read_db) if settings.read_db else store
+        if settings.read_db and (unsafe := primary_durability(store)):
+            log.warning(unsafe)  # a standby is in use: say when it does not guard the receipts
         ingestor = (
             Ingestor(
                 settings.broker,
@@ -121,6 +128,7 @@ def create_app(settings: HubSettings | None = None) -> FastAPI:
         )
         purge = PurgeJob(store, settings.retention, settings.purge_every_s)
         app.state.store = store
+        app.state.read_store = read_store
         app.state.calendar = CityCalendar(settings.tz)
         # In the store: every worker and host takes from one bucket per token.
         burst = max(1, int(settings.rate * 4))
@@ -179,6 +187,8 @@ def create_app(settings: HubSettings | None = None) -> FastAPI:
             if ingestor is not None:
                 ingestor.stop()
             app.state.waker.stop()
+            if read_store is not store:
+                read_store.close()
             store.close()
 
     app = FastAPI(
@@ -191,6 +201,17 @@ def create_app(settings: HubSettings | None = None) -> FastAPI:
         redoc_url=None,
     )
     app.state.settings = settings  # for hub.api.deps.get_settings: routes read settings only there
+
+    @app.exception_handler(StoreUnavailableError)
+    async def store_unavailable(request: Request, exc: StoreUnavailableError) -> JSONResponse:
+        """A database down (a failover under way, a standby stopped): 503 and retry, not a 500."""
+        log.warning("database unavailable", extra={"path": request.url.path, "error": str(exc)})
+        return JSONResponse(
+            {"detail": "the database is unavailable (a restart or failover under way?): retry shortly"},
+            status_code=503,
+            headers={"Retry-After": "5"},
+        )
+
     app.state.login_guard = LoginGuard()  # its state is in the store, shared by every worker
     purpose = Depends(require_purpose)
     protected: dict[int | str, dict[str, Any]] = {

@@ -14,7 +14,7 @@ from hub.storage.base import *  # noqa: F403
 from hub.storage.base import Store
 from hub.storage.sqlite import SQLiteStore
 
-__all__ = [*base.__all__, "SQLiteStore", "open_store"]
+__all__ = [*base.__all__, "SQLiteStore", "open_read_store", "open_store"]
 
 
 def open_store(url: str | Path) -> Store:
@@ -25,3 +25,10 @@ def open_store(url: str | Path) -> Store:
 
         return PostgresStore(text)
     return SQLiteStore(text.removeprefix("sqlite:///"))
+
+
+def open_read_store(url: str) -> Store:
+    """A read-only PostgreSQL store for analysts' routes (``read_db``): never migrated, schema checked."""
+    from hub.storage.readonly import ReadOnlyPostgresStore
+
+    return ReadOnlyPostgresStore(url)

@@ -33,7 +33,7 @@ class EventNotifySql(EventSql):
         if inserted:
             try:
                 with self._lock:  # autocommit: sent at once, after the batch's own commit
-                    self._db.execute("SELECT pg_notify(%s, current_schema())", (CHANNEL,))
+                    self._connection().execute("SELECT pg_notify(%s, current_schema())", (CHANNEL,))
             except Exception:  # the events are stored: a missed wake-up only delays streams
                 log.warning("could not notify the live streams", exc_info=True)
         return inserted

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import calendar
+import logging
 import re
 import threading
 import time
 import uuid
 import zlib
-from contextlib import AbstractContextManager
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from hub.storage.buckets import PostgresBucketSql
 from hub.storage.cubelevels import POSTGRES_MONTH_OF, backfill_sql
@@ -21,7 +24,27 @@ from hub.storage.sql import SqlStore
 from hub.storage.sqlite import Migration
 from vigie.exceptions import VigieError
 
-__all__ = ["MIGRATIONS", "PostgresStore", "astuple_rollup", "month_bounds"]
+__all__ = ["MIGRATIONS", "PostgresStore", "StoreUnavailableError", "astuple_rollup", "month_bounds", "redact"]
+
+log = logging.getLogger(__name__)
+#: The server's warning when a commit stopped waiting for its synchronous standby (a cancel): the
+#: transaction is committed on the primary alone, so a failover now could lose it.
+_SYNC_WAIT_CANCELLED = "synchronous replication"
+
+
+class StoreUnavailableError(VigieError):
+    """The database connection failed: what was being written is not known to be stored; retry."""
+
+
+def redact(dsn: str) -> str:
+    """The DSN without its password, for messages and logs."""
+    try:
+        params = conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError:
+        return "<unparsable DSN>"
+    params.pop("password", None)
+    return make_conninfo("", **params)
+
 
 MIGRATIONS: list[tuple[int, list[Migration]]] = [
     (1, [
@@ -238,24 +261,111 @@ class PostgresStore(EventNotifySql, PostgresBucketSql, SqlStore):
     ) -> None:
         super().__init__()
         self.dsn = dsn
-        try:
-            self._db = psycopg.connect(dsn, autocommit=True, connect_timeout=10)
-        except psycopg.OperationalError as exc:
-            raise VigieError(f"cannot connect to PostgreSQL at {dsn!r}: {exc}".strip()) from None
+        if schema and not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", schema):
+            raise VigieError(f"schema name {schema!r} must be lower-case letters, digits and '_'")
         self.schema = schema
-        if schema:
-            if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", schema):
-                raise VigieError(f"schema name {schema!r} must be lower-case letters, digits and '_'")
-            self._db.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
-            self._db.execute(f"SET search_path TO {schema}")
+        self._sync_cancelled = False
+        self._db = self._connect()
         self._partitions: set[str] = set()
         self._partition_lock = threading.Lock()
         self._migrate(MIGRATIONS if migrations is None else migrations)
+
+    def _connect(self) -> Any:
+        """A new connection (a multi-host DSN with ``target_session_attrs`` picks the node here)."""
+        try:
+            db = psycopg.connect(self.dsn, autocommit=True, connect_timeout=10)
+        except psycopg.OperationalError as exc:
+            raise StoreUnavailableError(
+                f"cannot connect to PostgreSQL at {redact(self.dsn)!r}: {exc}".strip()
+            ) from None
+        db.add_notice_handler(self._on_notice)
+        if self.schema:  # created by _migrate (a standby cannot create it)
+            db.execute(f"SET search_path TO {self.schema}")
+        return db
+
+    def _on_notice(self, diag: psycopg.errors.Diagnostic) -> None:
+        if _SYNC_WAIT_CANCELLED in (diag.message_primary or ""):
+            self._sync_cancelled = True
+
+    def _reconnect_if_closed(self) -> None:
+        """After a lost connection (a primary killed, a failover), connect again: the lock is held."""
+        if self._db.closed:
+            self._partitions.clear()  # the node may differ: ask it again which months exist
+            self._db = self._connect()
+            log.warning("reconnected to PostgreSQL", extra={"dsn": redact(self.dsn)})
+
+    def _connection(self) -> Any:
+        self._reconnect_if_closed()
+        return self._db
+
+    @contextmanager
+    def _tx(self) -> Iterator[Any]:
+        """One transaction; a lost connection is reconnected before it starts, never inside it.
+
+        A connection lost inside the transaction raises :class:`StoreUnavailableError`: the commit may
+        or may not have happened, so the caller (the ingest) must not acknowledge and must retry, which
+        the idempotent insert makes safe. A commit that stopped waiting for its synchronous standby
+        raises too: it is on the primary alone.
+        """
+        with self._lock:
+            self._reconnect_if_closed()
+            cur = self._db.cursor()
+            try:
+                cur.execute("BEGIN")
+            except psycopg.OperationalError:
+                if not self._db.closed:
+                    raise
+                # It died while idle (a restart, a failover): nothing was sent, so connect again.
+                self._reconnect_if_closed()
+                cur = self._db.cursor()
+                cur.execute("BEGIN")
+            self._sync_cancelled = False
+            try:
+                yield cur
+                cur.execute("COMMIT")
+            except psycopg.OperationalError as exc:
+                self._partitions.clear()
+                if not self._db.closed:  # a deadlock, a timeout: the connection lives, the write failed
+                    cur.execute("ROLLBACK")
+                    raise
+                raise StoreUnavailableError(
+                    f"PostgreSQL connection lost during a write ({exc}); not known to be stored: retry"
+                ) from exc
+            except BaseException:
+                self._partitions.clear()  # a partition created in this transaction is rolled back
+                if not self._db.closed:
+                    cur.execute("ROLLBACK")
+                raise
+            if self._sync_cancelled:
+                raise StoreUnavailableError(
+                    "the commit stopped waiting for the synchronous standby: stored on the primary "
+                    "only, not acknowledged; retry"
+                )
+
+    def _query(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
+        """A read; on a lost connection, connect again once and read again (a read is safe to repeat)."""
+        with self._lock:
+            for attempt in (1, 2):
+                self._reconnect_if_closed()
+                try:
+                    cur = self._db.cursor()
+                    cur.execute(self._sql(sql), tuple(args))
+                    return list(cur.fetchall())
+                except psycopg.OperationalError as exc:
+                    if not self._db.closed:  # a timeout, a cancel: the connection lives
+                        raise
+                    if attempt == 2:
+                        raise StoreUnavailableError(
+                            f"PostgreSQL at {redact(self.dsn)!r} failed a read twice: {exc}"
+                        ) from exc
+            raise AssertionError("unreachable")
 
     def _migrate(self, migrations: list[tuple[int, list[Migration]]]) -> None:
         with self._tx() as cur:
             # One hub process migrates at a time.
             cur.execute("SELECT pg_advisory_xact_lock(7207)")
+            if self.schema:
+                cur.execute(f"CREATE SCHEMA IF NOT EXISTS {self.schema}")
             cur.execute(
                 "CREATE TABLE IF NOT EXISTS schema_version"
                 " (version INTEGER NOT NULL, applied_at DOUBLE PRECISION)"
@@ -325,7 +435,7 @@ class PostgresStore(EventNotifySql, PostgresBucketSql, SqlStore):
         # The hot table is emptied hour by hour: vacuum it here rather than rely on the server's
         # autovacuum (issue 24 met a server with it off), so that its space is reused.
         with self._lock:
-            self._db.execute("VACUUM (ANALYZE) events_hot")
+            self._connection().execute("VACUUM (ANALYZE) events_hot")
 
     def event_bytes(self) -> int:
         """Bytes the stored events take: tables, TOAST and indexes (partitions included)."""
@@ -391,6 +501,10 @@ class PostgresStore(EventNotifySql, PostgresBucketSql, SqlStore):
 
     def _after_read(self) -> None:
         pass  # autocommit: reads hold no transaction open
+
+    def server_setting(self, name: str) -> str:
+        """A server setting as ``SHOW`` prints it (``synchronous_commit``, ...)."""
+        return str(self._query("SELECT current_setting(%s)", (name,))[0][0])
 
     def drop_schema(self) -> None:
         """Remove this store's schema and everything in it (tests)."""

@@ -63,6 +63,11 @@ class SqlBase:
             self._after_read()
             return list(rows)
 
+    def _connection(self) -> Any:
+        """The connection for statements outside ``_tx``/``_query`` (hold the lock): PostgreSQL
+        connects a lost one again first."""
+        return self._db
+
     def _after_read(self) -> None:
         """PostgreSQL ends the implicit read transaction here."""
 

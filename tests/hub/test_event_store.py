@@ -290,6 +290,7 @@ def test_migration_11_converts_the_stored_events(backend: str, tmp_path: Path) -
         _old_rows(old, events, 1_800_000_000.25)
         old.close()
         store: Any = SQLiteStore(path)
+        latest = MIGRATIONS[-1][0]
     else:
         need_service(postgres_available(), f"PostgreSQL ({PG_DSN})")
         from hub.storage.postgres import MIGRATIONS as PG_MIGRATIONS
@@ -300,8 +301,9 @@ def test_migration_11_converts_the_stored_events(backend: str, tmp_path: Path) -
         _old_rows(old, events, 1_800_000_000.25)
         old.close()
         store = PostgresStore(PG_DSN, schema=schema)
+        latest = PG_MIGRATIONS[-1][0]
     try:
-        assert store.schema_version() == 11
+        assert store.schema_version() == latest >= 11
         assert store.count_events() == len(events)
         rows, _ = store.list_events(EventQuery(limit=1000, device="cam-0001"))
         expected = sorted((e for e in events if e.device == "cam-0001"), key=lambda e: (e.window_start, e.id))

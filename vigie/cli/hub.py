@@ -119,6 +119,10 @@ def _serve(args: argparse.Namespace) -> int:
             load_geojson(settings.zones, settings.zones_name)
         except ValueError as exc:
             raise ConfigError(f"{exc} (VIGIE_HUB_ZONES or zones: in the hub's settings)") from None
+    if settings.read_db is not None:  # unreachable: one line now, not a traceback per worker
+        from hub.storage.readonly import check_reachable
+
+        check_reachable(settings.read_db)
     print(f"vigie hub: API on http://{args.host}:{args.port}/v1/events (docs at /docs)", file=sys.stderr)
     if not scaled:
         settings = settings.model_copy(update={"ingest": not args.no_ingest, "broker": broker_config(args)})

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 
-from hub.api.deps import StoreDep
+from hub.api.deps import ReadStoreDep
 from hub.api.paging import CursorQuery, decode_cursor, encode_cursor, next_link, page_offset
 from hub.api.schemas import DevicePublic, DevicesPublic, QuarantinePublic
 
@@ -19,7 +19,7 @@ QUARANTINE_MAX = 1_000_000
 
 @router.get("/v1/devices", response_model=DevicesPublic, summary="List devices seen by the hub")
 def list_devices(
-    store: StoreDep,
+    store: ReadStoreDep,
     request: Request,
     limit: Annotated[int, Query(ge=1, le=10_000, description="Page size.")] = 1000,
     cursor: CursorQuery = None,
@@ -36,7 +36,7 @@ def list_devices(
 
 @router.get("/v1/quarantine", response_model=QuarantinePublic, summary="Messages that failed validation")
 def list_quarantine(
-    store: StoreDep,
+    store: ReadStoreDep,
     request: Request,
     limit: Annotated[int, Query(ge=1, le=1000, description="Page size.")] = 100,
     cursor: CursorQuery = None,

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from hub.api.deps import SettingsDep, StoreDep
+from hub.api.deps import ReadStoreDep, SettingsDep, StoreDep
 from hub.api.paging import CURSOR_MAX_LEN, bad_cursor, decode_cursor, encode_cursor, next_link
 from hub.api.schemas import EventPublic, EventsPublic
 from hub.api.times import SinceQuery, UntilQuery, with_iso
@@ -33,7 +33,7 @@ _TIMES = ("window_start", "ts", "received_at")
 
 @router.get("", response_model=EventsPublic, summary="List events, newest first")
 def list_events(
-    store: StoreDep,
+    store: ReadStoreDep,
     settings: SettingsDep,
     request: Request,
     site: Annotated[str | None, Query(max_length=48, description="Only this site.")] = None,

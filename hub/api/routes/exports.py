@@ -12,7 +12,7 @@ import h3
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 
-from hub.api.deps import SettingsDep, StoreDep
+from hub.api.deps import ReadStoreDep, SettingsDep
 from hub.api.paging import CursorQuery, decode_cursor, encode_cursor, next_link, page_offset
 from hub.api.times import SinceQuery, UntilQuery, iso
 from hub.disclosure.calendar import Level
@@ -47,7 +47,7 @@ def _geometry(zone: str, polygons: dict[str, Any]) -> dict[str, Any] | None:
 @router.get("/zones", summary="Zones with data, as GeoJSON (for maps; no tiles needed)")
 def zones(
     request: Request,
-    store: StoreDep,
+    store: ReadStoreDep,
     kind: Annotated[Literal["h3", "poly"], Query(description="H3 cells or named areas.")] = "h3",
     limit: Annotated[int, Query(ge=1, le=20_000, description="Page size.")] = 5000,
     cursor: CursorQuery = None,
@@ -87,7 +87,7 @@ def _cube_rows(
 )
 def cube_csv(
     request: Request,
-    store: StoreDep,
+    store: ReadStoreDep,
     settings: SettingsDep,
     source: str | None = None,
     since: SinceQuery = None,
@@ -126,7 +126,7 @@ def cube_csv(
 @router.get("/exports/cube.geojson", summary="The cube as GeoJSON features (k-suppressed)")
 def cube_geojson(
     request: Request,
-    store: StoreDep,
+    store: ReadStoreDep,
     settings: SettingsDep,
     source: str | None = None,
     since: SinceQuery = None,
@@ -152,7 +152,7 @@ def cube_geojson(
 )
 def cube_parquet(
     request: Request,
-    store: StoreDep,
+    store: ReadStoreDep,
     settings: SettingsDep,
     source: str | None = None,
     since: SinceQuery = None,
@@ -198,7 +198,7 @@ def _iso(ts: int) -> str:
 )
 def ngsi_ld(
     request: Request,
-    store: StoreDep,
+    store: ReadStoreDep,
     settings: SettingsDep,
     type: Annotated[Literal["CrowdFlowObserved", "TrafficFlowObserved"], Query()] = "CrowdFlowObserved",
     since: SinceQuery = None,

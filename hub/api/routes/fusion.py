@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 
-from hub.api.deps import SettingsDep, StoreDep
+from hub.api.deps import ReadStoreDep, SettingsDep
 from hub.api.paging import CursorQuery, decode_cursor, next_link, page_after, page_offset
 from hub.api.times import SinceQuery, UntilQuery, iso, with_iso
 from hub.disclosure.calendar import Level
@@ -95,7 +95,7 @@ def _split(value: str | None) -> tuple[str, ...]:
     "/cube", response_model=CubePublic, summary="The fused cube: counts per zone, time bucket, source"
 )
 def cube(
-    store: StoreDep,
+    store: ReadStoreDep,
     settings: SettingsDep,
     request: Request,
     zone_kind: Annotated[
@@ -143,7 +143,7 @@ def _cube_key(row: dict[str, Any]) -> tuple[int | str, ...]:
 
 @router.get("/anomalies", response_model=AnomaliesPublic, summary="Zone-hours far above their baseline")
 def anomalies(
-    store: StoreDep,
+    store: ReadStoreDep,
     settings: SettingsDep,
     request: Request,
     since: SinceQuery = None,
@@ -163,7 +163,7 @@ def anomalies(
 
 @router.get("/forecast", response_model=ForecastPublic, summary="Short-term risk per zone (24 h or 7 days)")
 def forecast(
-    store: StoreDep,
+    store: ReadStoreDep,
     settings: SettingsDep,
     request: Request,
     horizon: Annotated[

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 
-from hub.api.deps import SettingsDep, StoreDep
+from hub.api.deps import ReadStoreDep, SettingsDep
 from hub.api.paging import CursorQuery, decode_cursor, encode_cursor, next_link
 from hub.api.times import SinceQuery, UntilQuery, with_iso
 from hub.disclosure.floor import protect_rollup
@@ -38,7 +38,7 @@ class RollupsPublic(BaseModel):
 
 @router.get("", response_model=RollupsPublic, summary="Hourly roll-ups per zone or line")
 def list_rollups(
-    store: StoreDep,
+    store: ReadStoreDep,
     settings: SettingsDep,
     request: Request,
     site: Annotated[str | None, Query(description="Only this site.")] = None,
