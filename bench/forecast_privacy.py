@@ -27,7 +27,7 @@ from hub.fusion.observation import load_mapping
 from hub.fusion.served import served_model
 from hub.fusion.service import learn_pending, load_model
 from hub.fusion.zones import ZoneIndex
-from hub.storage import CubeQuery, SQLiteStore
+from hub.storage import CubeQuery, SQLiteStore, walk_cube
 
 ROOT = Path(__file__).resolve().parent.parent
 HOUSTON = Path("/work/shared/data/incidents/houston_crime_2010_ggmap.csv.gz")
@@ -61,9 +61,8 @@ def main() -> None:
         assert raw.watermark is not None
         start = raw.watermark + 3600
         came: dict[str, float] = {}
-        week = CubeQuery(zone_prefix="h3:", sources=("police",), start=start, end=start + 168 * 3600,
-                         limit=10_000_000)  # fmt: skip
-        for r in store.query_cube(week):
+        week = CubeQuery(zone_prefix="h3:", sources=("police",), start=start, end=start + 168 * 3600)
+        for r in walk_cube(store, week):
             if f"police:{r['category']}" not in raw.excluded:
                 came[r["zone"][3:]] = came.get(r["zone"][3:], 0.0) + r["n"]
     by_raw, by_served = raw.forecast(168, start), served.forecast(168, start)

@@ -31,7 +31,7 @@ from hub.disclosure.tree import Node, _Tree, pinned
 from hub.fusion.importer import import_file
 from hub.fusion.observation import load_mapping
 from hub.fusion.zones import ZoneIndex
-from hub.storage import CubeQuery, SQLiteStore
+from hub.storage import CubeQuery, SQLiteStore, walk_cube
 
 ROOT = Path(__file__).resolve().parent.parent
 HOUSTON = Path("/work/shared/data/incidents/houston_crime_2010_ggmap.csv.gz")
@@ -88,7 +88,7 @@ def main() -> None:
         store = SQLiteStore(Path(folder) / "hub.sqlite")
         mapping = load_mapping(ROOT / "hub/fusion/mappings/houston_police.yaml")
         import_file(store, "police", month, mapping, ZoneIndex(8))
-        rows = store.query_cube(CubeQuery(zone_prefix="h3:", limit=10_000_000))
+        rows = list(walk_cube(store, CubeQuery(zone_prefix="h3:")))
     series: dict[tuple[str, str], dict[int, float]] = defaultdict(dict)
     for r in rows:
         hours = series[(r["zone"], r["category"])]

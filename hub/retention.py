@@ -18,9 +18,9 @@ JOB = "retention-purge"
 
 
 class PurgeJob:
-    """Runs ``store.compact`` and ``store.purge`` every ``every_s`` seconds, in a daemon thread, in one
-    process of all those on the store (its lease, :mod:`hub.jobs`): at start-up when no purge ran in
-    the last period."""
+    """Runs ``store.compact`` and ``store.purge`` and vacuums the roll-ups every ``every_s`` seconds, in
+    a daemon thread, in one process of all those on the store (its lease, :mod:`hub.jobs`): at
+    start-up when no purge ran in the last period."""
 
     def __init__(
         self, store: Store, retention: Retention, every_s: float, *, lease_s: float,
@@ -46,4 +46,7 @@ class PurgeJob:
         removed = self.store.purge(self.retention, now)
         if any(removed.values()):
             log.info("retention purge", extra=removed)
+        # Every run, purge or not: ingest updates roll-ups in place all day, and their dead rows
+        # must not wait for the server's autovacuum, which may be off (issue 24: 12× bloat).
+        self.store.maintain_rollups()
         return removed

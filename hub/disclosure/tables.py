@@ -16,7 +16,7 @@ from typing import Any
 
 from hub.disclosure.calendar import CityCalendar, Level
 from hub.disclosure.tree import Cell, protect_series, spread_served
-from hub.storage import CubeQuery, Store
+from hub.storage import CubeQuery, Store, walk_anomalies, walk_cube
 
 __all__ = ["CubeFilter", "ProtectedTable", "anomaly_table", "cube_table", "served_hours"]
 
@@ -56,7 +56,8 @@ def _month_range(cal: CityCalendar, start: int | None, end: int | None) -> tuple
 def _protected(store: Store, flt: CubeFilter, start: int | None, end: int | None, k: int,
                cal: CityCalendar) -> dict[Series, dict[tuple[Level, int], Cell]]:  # fmt: skip
     m_start, m_end = _month_range(cal, start, end)
-    rows = store.query_cube(replace(flt, start=m_start, end=m_end, limit=50_000_000))
+    # Every row of the range, page after page: a series cut short would be protected on a wrong total.
+    rows = walk_cube(store, replace(flt, start=m_start, end=m_end, level="hour", after=None, limit=100_000))
     series: dict[Series, dict[int, float]] = defaultdict(dict)
     for r in rows:
         hours = series[(r["zone"], r["source"], r["category"])]
@@ -65,7 +66,7 @@ def _protected(store: Store, flt: CubeFilter, start: int | None, end: int | None
 
 
 def cube_table(store: Store, flt: CubeFilter, level: Level, since: int | None, until: int | None, k: int,
-               cal: CityCalendar, limit: int = 10_000_000) -> ProtectedTable:  # fmt: skip
+               cal: CityCalendar) -> ProtectedTable:  # fmt: skip
     """Buckets of ``level`` between ``since`` and ``until`` widened to whole buckets, after suppression."""
     start, end = cal.align(since, until, level)
     out = []
@@ -76,7 +77,7 @@ def cube_table(store: Store, flt: CubeFilter, level: Level, since: int | None, u
                             "category": category, "n": None if cell.hidden else cell.n,
                             "suppressed": cell.hidden})  # fmt: skip
     out.sort(key=lambda r: (r["start"], r["zone"], r["source"], r["category"]))
-    return ProtectedTable(tuple(out[:limit]), k, start, end, _TOKEN)
+    return ProtectedTable(tuple(out), k, start, end, _TOKEN)
 
 
 def served_hours(store: Store, flt: CubeFilter, start: int | None, end: int | None, k: int,
@@ -97,7 +98,7 @@ def served_hours(store: Store, flt: CubeFilter, start: int | None, end: int | No
     return ProtectedTable(tuple(out), k, start, end, _TOKEN)
 
 
-def anomaly_table(store: Store, since: int | None, until: int | None, limit: int, k: int,
+def anomaly_table(store: Store, since: int | None, until: int | None, k: int,
                   cal: CityCalendar) -> ProtectedTable:  # fmt: skip
     """Anomalies on served hours only: an anomaly on a hidden hour is not served at all.
 
@@ -105,7 +106,7 @@ def anomaly_table(store: Store, since: int | None, until: int | None, limit: int
     inverts), and its mere existence says ``observed ≥ alert_min``; so the row goes,
     whole. Anomalies under k never come out either way (they are hidden hours).
     """
-    rows = store.list_anomalies(since, until, limit)
+    rows = list(walk_anomalies(store, since, until))
     if not rows:
         return ProtectedTable((), k, since, until, _TOKEN)
     hours = [int(a["hour"]) for a in rows]

@@ -27,7 +27,7 @@ import yaml
 
 from hub.disclosure.floor import protect_rollup
 from hub.fusion.zones import ZoneIndex
-from hub.storage import CubeRow, RollupQuery, Store
+from hub.storage import CubeRow, RollupQuery, Store, walk_rollups
 
 __all__ = ["camera_cube_rows", "fold_cameras", "load_locations", "locations_from_sites", "save_locations"]
 
@@ -108,7 +108,7 @@ def fold_cameras(store: Store, zones: ZoneIndex, *, k: int, since: int | None = 
     """Put the roll-ups since ``since`` into the cube (replacing those hours), under the hub's ``k``;
     returns (rows, unplaced)."""
     locations = load_locations(store)
-    rollups = store.list_rollups(RollupQuery(since=since, limit=10_000_000))
+    rollups = list(walk_rollups(store, RollupQuery(since=since, limit=100_000)))
     rows, unplaced = camera_cube_rows(rollups, locations, zones, k)
     store.replace_cube(rows)
     return len(rows), unplaced

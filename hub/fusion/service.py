@@ -26,7 +26,7 @@ from hub.fusion.learning import HOUR, LearnerParams, OnlineModel, hourly_counts
 from hub.fusion.refit import refit_blend, validation_end
 from hub.fusion.served import served_model
 from hub.fusion.serving import blend_forecast
-from hub.storage import CubeQuery, Store
+from hub.storage import CubeQuery, Store, walk_cube
 
 __all__ = [
     "LearnOutcome",
@@ -84,7 +84,7 @@ def learn_pending(
     now = time.time() if now is None else now
     closed = int(now // HOUR) * HOUR - HOUR
     start = model.watermark + HOUR if model.watermark is not None else None
-    rows = store.query_cube(CubeQuery(zone_prefix="h3:", start=start, end=closed, limit=10_000_000))
+    rows = list(walk_cube(store, CubeQuery(zone_prefix="h3:", start=start, end=closed)))
     by_hour = hourly_counts(rows)
     hours = sorted(by_hour)
     anomalies = 0

@@ -6,17 +6,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Literal, NotRequired, Protocol, TypedDict
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Generic, Literal, NotRequired, Protocol, TypedDict, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from vigie import wire
 
 __all__ = [
+    "CUBE_LEVELS",
     "QUARANTINE_KEEP_BYTES",
     "AccessStore",
+    "AnomalyKey",
     "ApiTokenGrant",
     "AuditStore",
     "BucketStore",
@@ -24,6 +26,8 @@ __all__ = [
     "CampaignLogEntry",
     "CampaignState",
     "CampaignStateStore",
+    "CubeKey",
+    "CubeLevel",
     "CubeQuery",
     "CubeRow",
     "EventQuery",
@@ -31,11 +35,13 @@ __all__ = [
     "FusionStore",
     "JobClaim",
     "JobLeaseStore",
+    "Page",
     "QuarantineRecord",
     "RegistryStore",
     "RenewalStore",
     "Retention",
     "RetentionStore",
+    "RollupKey",
     "RollupQuery",
     "Store",
     "StoreAdmin",
@@ -43,6 +49,9 @@ __all__ = [
     "ThrottleStore",
     "User",
     "UserSummary",
+    "walk_anomalies",
+    "walk_cube",
+    "walk_rollups",
 ]
 
 #: Bytes of a quarantined payload that are kept for the operator to inspect.
@@ -63,6 +72,27 @@ class EventQuery:
     cursor: tuple[int, str] | None = None
 
 
+K = TypeVar("K")
+#: The sort key of a roll-up row, (hour, site, device, place, metric): rows come in this order.
+RollupKey = tuple[int, str, str, str, str]
+#: The sort key of a cube row, (hour, zone, source, category): rows come in this order.
+CubeKey = tuple[int, str, str, str]
+#: The sort key of an anomaly, (hour, p, zone, source, category): hour descending, the rest ascending.
+AnomalyKey = tuple[int, float, str, str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[K]):
+    """Rows of a list the store answers in pages, and where the next page starts.
+
+    ``next`` is the sort key of the last row when more rows match (pass it as the query's
+    ``after``), None on the last page: a list is never cut without saying so.
+    """
+
+    rows: list[dict[str, Any]]
+    next: K | None
+
+
 @dataclass(frozen=True, slots=True)
 class RollupQuery:
     """Filters for hourly roll-ups; ``metric`` may end with ``*`` (``peak:*``).
@@ -78,7 +108,7 @@ class RollupQuery:
     since: int | None = None
     until: int | None = None
     limit: int = 1000
-    after: tuple[int, str, str, str, str] | None = None
+    after: RollupKey | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,9 +145,19 @@ class CubeRow:
     span_h: int = 1
 
 
+CubeLevel = Literal["hour", "day", "week", "month"]
+#: The cube's pre-aggregated levels (``hub/storage/cubelevels.py``): UTC days, ISO weeks, months of weeks.
+CUBE_LEVELS: tuple[CubeLevel, ...] = ("day", "week", "month")
+
+
 @dataclass(frozen=True)
 class CubeQuery:
-    """Filters on the cube: zones by prefix (``h3:``, ``poly:``) or exact keys, sources, categories, hours."""
+    """Filters on the cube: zones by prefix (``h3:``, ``poly:``) or exact keys, sources, categories, hours.
+
+    ``level`` other than ``hour`` reads the pre-aggregated buckets (UTC calendar): rows then carry the
+    bucket's start as ``hour`` and its length in hours as ``span_h``. ``after`` is the sort key
+    (hour, zone, source, category) of the previous page's last row.
+    """
 
     zone_prefix: str | None = None
     zones: tuple[str, ...] = ()
@@ -126,6 +166,8 @@ class CubeQuery:
     start: int | None = None
     end: int | None = None
     limit: int = 100_000
+    level: CubeLevel = "hour"
+    after: CubeKey | None = None
 
 
 CampaignState = Literal["running", "paused", "done", "halted", "aborted"]
@@ -214,7 +256,10 @@ class EventStore(Protocol):
         """Pack the hours that ended ``grace_s`` before ``now`` into one segment per stream and hour."""
         ...
 
-    def list_rollups(self, query: RollupQuery) -> list[dict[str, Any]]: ...
+    def list_rollups(self, query: RollupQuery) -> Page[RollupKey]:
+        """Roll-ups in (hour, site, device, place, metric) order, ``query.limit`` at most per page."""
+        ...
+
     def list_devices(self) -> list[dict[str, Any]]: ...
     def list_quarantine(self, limit: int = 100) -> list[dict[str, Any]]: ...
     def quarantine_count(self) -> int: ...
@@ -233,6 +278,9 @@ class RetentionStore(Protocol):
         ...
 
     def list_purges(self, limit: int = 100) -> list[dict[str, Any]]: ...
+    def maintain_rollups(self) -> None:
+        """Vacuum and analyse the roll-ups (after purges, from the hub's periodic job)."""
+        ...
 
 
 class RegistryStore(Protocol):
@@ -271,13 +319,22 @@ class FusionStore(Protocol):
 
     def list_zones(self, prefix: str) -> list[str]: ...
     def list_imports(self, limit: int = 100) -> list[dict[str, Any]]: ...
-    def query_cube(self, query: CubeQuery) -> list[dict[str, Any]]: ...
+    def query_cube(self, query: CubeQuery) -> Page[CubeKey]:
+        """Cube rows in (hour, zone, source, category) order, ``query.limit`` at most per page."""
+        ...
+
     def save_state(self, name: str, body: str, now: float) -> None: ...
     def load_state(self, name: str) -> str | None: ...
     def add_anomalies(self, rows: Sequence[dict[str, Any]], now: float) -> int: ...
     def list_anomalies(
-        self, start: int | None = None, end: int | None = None, limit: int = 1000
-    ) -> list[dict[str, Any]]: ...
+        self,
+        start: int | None = None,
+        end: int | None = None,
+        limit: int = 1000,
+        after: AnomalyKey | None = None,
+    ) -> Page[AnomalyKey]:
+        """Anomalies newest hour first, then by p (most improbable first), then zone, source, category."""
+        ...
 
 
 class AccessStore(Protocol):
@@ -438,3 +495,36 @@ class Store(
     Protocol,
 ):
     """A storage backend: SQLite (embedded) or PostgreSQL (production); every domain."""
+
+
+def walk_rollups(store: EventStore, query: RollupQuery) -> Iterator[dict[str, Any]]:
+    """Every roll-up ``query`` matches, page after page of ``query.limit`` rows."""
+    while True:
+        page = store.list_rollups(query)
+        yield from page.rows
+        if page.next is None:
+            return
+        query = replace(query, after=page.next)
+
+
+def walk_cube(store: FusionStore, query: CubeQuery) -> Iterator[dict[str, Any]]:
+    """Every cube row ``query`` matches, page after page of ``query.limit`` rows."""
+    while True:
+        page = store.query_cube(query)
+        yield from page.rows
+        if page.next is None:
+            return
+        query = replace(query, after=page.next)
+
+
+def walk_anomalies(
+    store: FusionStore, start: int | None, end: int | None, page: int = 10_000
+) -> Iterator[dict[str, Any]]:
+    """Every anomaly in [start, end), newest hour first, ``page`` rows per query."""
+    after: AnomalyKey | None = None
+    while True:
+        got = store.list_anomalies(start, end, page, after)
+        yield from got.rows
+        if got.next is None:
+            return
+        after = got.next

@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from hub.storage.base import QUARANTINE_KEEP_BYTES, EventQuery, QuarantineRecord, RollupQuery
+from hub.storage.base import QUARANTINE_KEEP_BYTES, EventQuery, QuarantineRecord
 from hub.storage.rollup import RollupRow, rollup_rows
 from hub.storage.segments import (
     HOUR,
@@ -477,31 +477,6 @@ class EventSql(SqlBase):
         hot = self._query("SELECT count(*) FROM events_hot")[0][0]
         packed = self._query("SELECT coalesce(sum(n), 0) FROM event_segments")[0][0]
         return int(hot) + int(packed)
-
-    def list_rollups(self, query: RollupQuery) -> list[dict[str, Any]]:
-        metric = query.metric
-        prefix = metric is not None and metric.endswith("*")
-        where, args = self._where([
-            ("site = ?", query.site), ("device = ?", query.device), ("place = ?", query.place),
-            ("metric LIKE ?" if prefix else "metric = ?",
-             (metric[:-1].replace("%", "") + "%") if prefix and metric else metric),
-            ("hour >= ?", query.since), ("hour < ?", query.until),
-        ])  # fmt: skip
-        if query.after is not None:  # keyset paging, in the ORDER BY's own order
-            where += (
-                " AND " if where else " WHERE "
-            ) + "(hour, site, device, place, metric) > (?, ?, ?, ?, ?)"
-            args = [*args, *query.after]
-        rows = self._query(
-            f"SELECT hour, site, device, place, metric, n, total, max FROM rollups{where}"
-            " ORDER BY hour, site, device, place, metric LIMIT ?",
-            (*args, query.limit),
-        )
-        return [
-            {"hour": r[0], "site": r[1], "device": r[2], "place": r[3], "metric": r[4], "n": r[5],
-             "total": r[6], "max": r[7], "mean": round(r[6] / r[5], 3) if r[5] else 0.0}
-            for r in rows
-        ]  # fmt: skip
 
     def record_ingest_status(self, worker: str, connected: bool, stats: dict[str, Any], now: float) -> None:
         """Where each ingest process says how it is doing (read by /healthz in any process)."""

@@ -17,6 +17,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from hub.storage.buckets import PostgresBucketSql
+from hub.storage.cubelevels import POSTGRES_MONTH_OF, backfill_sql
 from hub.storage.live import EventNotifySql
 from hub.storage.rollup import RollupRow
 from hub.storage.sql import SqlStore
@@ -195,6 +196,24 @@ MIGRATIONS: list[tuple[int, list[Migration]]] = [
         lambda store, cur: store._convert_v10_events(cur),
         "DROP TABLE events",
     ]),
+    (12, [
+        # The cube's day, ISO week and month-of-weeks sums (UTC), kept with the hourly rows
+        # (hub/storage/cubelevels.py), filled here from the cube already stored.
+        """CREATE TABLE cube_levels (
+            level TEXT NOT NULL, start BIGINT NOT NULL, zone TEXT NOT NULL, source TEXT NOT NULL,
+            category TEXT NOT NULL, n DOUBLE PRECISION NOT NULL,
+            PRIMARY KEY (level, start, zone, source, category))""",
+        # Cube pages come in (hour, zone, source, category) order: this index walks them.
+        "DROP INDEX cube_hour",
+        "CREATE INDEX cube_hour ON cube (hour, zone, source, category)",
+        *backfill_sql(POSTGRES_MONTH_OF),
+        # Roll-ups are updated in place at every ingest batch: room on each page for the new
+        # version (fillfactor) lets PostgreSQL make them HOT updates, pruned on the page without a
+        # VACUUM, and the table's own autovacuum thresholds do not wait for 20 % of it to be dead.
+        # Measured in docs/performance.md ("Roll-up bloat"): bench/rollup_bloat.py.
+        """ALTER TABLE rollups SET (fillfactor = 70, autovacuum_vacuum_scale_factor = 0.01,
+            autovacuum_analyze_scale_factor = 0.02, autovacuum_vacuum_insert_scale_factor = 0.05)""",
+    ]),
     (13, [
         # Rate limits shared by every hub process (hub/storage/buckets.py, issue 22). UNLOGGED: no
         # WAL, so nothing to flush or replicate; after a crash or a promote the buckets start full.
@@ -237,6 +256,7 @@ class PostgresStore(EventNotifySql, PostgresBucketSql, SqlStore):
     _greatest = "GREATEST"
     _placeholder = "%s"
     _for_update = " FOR UPDATE"
+    _vacuum_rollups = "VACUUM (ANALYZE) rollups"
 
     def __init__(
         self,

@@ -6,6 +6,7 @@ connection, dialect and migrations (``sqlite.py``, ``postgres.py``).
 | events | ``events.py`` | event_streams, events_hot, event_segments, rollups, devices, quarantine, |
 | | | ingest_workers |
 | | ``compaction.py`` | (packs event_segments; converts the old events at migration 11) |
+| roll-ups | ``rollupsql.py`` | rollups: paged reads, maintenance |
 | retention | ``retention.py`` | purges (and deletes from the above) |
 | registry | ``registry.py`` | enrol_tokens, enrolments, revoked_certs |
 | fusion | ``fusion.py`` | cube, imports, model_state, anomalies |
@@ -30,6 +31,7 @@ from hub.storage.fusion import FusionSql
 from hub.storage.leases import LeaseSql
 from hub.storage.registry import RegistrySql
 from hub.storage.retention import RetentionSql
+from hub.storage.rollupsql import RollupSql
 from hub.storage.tags import TagSql
 from hub.storage.throttle import ThrottleSql
 
@@ -38,6 +40,7 @@ __all__ = ["SqlStore", "clock_skew_s", "index_columns"]
 
 class SqlStore(
     CompactionSql,
+    RollupSql,
     RetentionSql,
     RegistrySql,
     FusionSql,

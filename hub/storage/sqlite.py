@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from hub.storage.cubelevels import SQLITE_MONTH_OF, backfill_sql
 from hub.storage.sql import SqlStore
 
 __all__ = ["MIGRATIONS", "Migration", "SQLiteStore"]
@@ -148,6 +149,18 @@ MIGRATIONS: list[tuple[int, list[Migration]]] = [
         "CREATE INDEX event_segments_open ON event_segments (hour) WHERE seg > 0",
         lambda store, cur: store._convert_v10_events(cur),
         "DROP TABLE events",
+    ]),
+    (12, [
+        # The cube's day, ISO week and month-of-weeks sums (UTC), kept with the hourly rows
+        # (hub/storage/cubelevels.py), filled here from the cube already stored.
+        """CREATE TABLE cube_levels (
+            level TEXT NOT NULL, start INTEGER NOT NULL, zone TEXT NOT NULL, source TEXT NOT NULL,
+            category TEXT NOT NULL, n REAL NOT NULL,
+            PRIMARY KEY (level, start, zone, source, category))""",
+        # Cube pages come in (hour, zone, source, category) order: this index walks them.
+        "DROP INDEX cube_hour",
+        "CREATE INDEX cube_hour ON cube (hour, zone, source, category)",
+        *backfill_sql(SQLITE_MONTH_OF),
     ]),
     (13, [
         # Rate limits shared by every hub process on this file (hub/storage/buckets.py, issue 22).

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bench.event_mix import city_hour, city_windows
-from hub.storage import EventQuery, Retention, RollupQuery, SQLiteStore
+from hub.storage import EventQuery, Retention, RollupQuery, SQLiteStore, walk_rollups
 from hub.storage.segments import (
     Item,
     compact,
@@ -178,7 +178,7 @@ def test_late_events_of_a_packed_hour_are_deduplicated_and_packed_again(store: A
     assert store.compact(WINDOW + 86_400) == 1  # the late one joins its hour's segment
     assert sorted(store.event_ids()) == sorted(e.id for e in [*first, late])
     assert store.count_events() == 6
-    (windows_row,) = store.list_rollups(RollupQuery(metric="windows"))
+    (windows_row,) = store.list_rollups(RollupQuery(metric="windows")).rows
     assert windows_row["total"] == 6  # roll-ups counted each event once
     # A bulk group (straight to a segment) of the same hour skips what is stored, hot or packed.
     more = [event(zone="quai", id=wire.new_event_id(WINDOW + 100 + 10 * i),
@@ -187,7 +187,7 @@ def test_late_events_of_a_packed_hour_are_deduplicated_and_packed_again(store: A
     store.add_events(more[:3], 4.0)  # hot
     assert store.add_events([*first, *more], 5.0) == 17
     assert len(store.event_ids()) == len(set(store.event_ids())) == 26
-    (windows_row,) = store.list_rollups(RollupQuery(metric="windows"))
+    (windows_row,) = store.list_rollups(RollupQuery(metric="windows")).rows
     assert windows_row["total"] == 26
 
 
@@ -249,7 +249,7 @@ def test_concurrent_writers_store_each_event_once_on_postgres(pg_pair: tuple[Any
     assert not errors, errors
     ids = a.event_ids()
     assert len(ids) == len(set(ids)) == len(everything)  # 0 lost, 0 duplicated
-    windows_total = sum(r["total"] for r in a.list_rollups(RollupQuery(metric="windows", limit=100_000)))
+    windows_total = sum(r["total"] for r in walk_rollups(a, RollupQuery(metric="windows", limit=100_000)))
     zone_events = sum(1 for e in everything if isinstance(e, wire.ZoneCountEvent | wire.LineCountEvent))
     assert windows_total == zone_events
     a.compact(start + 10 * 3600)

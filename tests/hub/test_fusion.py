@@ -18,7 +18,7 @@ from hub.fusion.importer import import_file
 from hub.fusion.observation import ImportReport, Mapping, load_mapping
 from hub.fusion.scrub import scrub
 from hub.fusion.zones import ZoneIndex, load_geojson
-from hub.storage import CubeQuery, SQLiteStore
+from hub.storage import CubeQuery, SQLiteStore, walk_cube
 from tests.conftest import ROOT, SHARED, need
 
 MAPPINGS = ROOT / "hub" / "fusion" / "mappings"
@@ -60,14 +60,14 @@ def test_houston_police_file(store: Any) -> None:
     assert report.by_reason["lat,lon: … is outside the city bounds …"] == 228
     assert report.by_reason["lat: … is not a number"] == 5
     assert any(e.row > 0 and "outside the city bounds" in e.reason for e in report.errors)
-    rows = store.query_cube(CubeQuery(zone_prefix="h3:", limit=1_000_000))
+    rows = list(walk_cube(store, CubeQuery(zone_prefix="h3:", limit=1_000_000)))
     assert sum(r["n"] for r in rows) == 86081
     assert {r["category"] for r in rows} == {"theft", "burglary", "auto_theft", "robbery", "assault",
                                              "sexual_assault", "homicide"}  # fmt: skip
     # The same file again: nothing added (one transaction keyed by the file's SHA-256).
     again = import_file(store, "police", HOUSTON, mapping, ZoneIndex(8))
     assert again.duplicate_file
-    assert sum(r["n"] for r in store.query_cube(CubeQuery(zone_prefix="h3:", limit=1_000_000))) == 86081
+    assert sum(r["n"] for r in list(walk_cube(store, CubeQuery(zone_prefix="h3:", limit=1_000_000)))) == 86081
 
 
 def test_fire_brigade_montgomery_911(tmp_path: Path) -> None:
@@ -77,7 +77,9 @@ def test_fire_brigade_montgomery_911(tmp_path: Path) -> None:
     assert report.rows == 3051
     assert report.imported + report.rejected == 3051
     assert report.imported > 2900
-    cats = {r["category"]: r["n"] for r in store.query_cube(CubeQuery(zone_prefix="h3:", limit=100_000))}
+    cats = {
+        r["category"]: r["n"] for r in list(walk_cube(store, CubeQuery(zone_prefix="h3:", limit=100_000)))
+    }
     assert set(cats) == {"ems", "fire", "traffic"}
 
 
@@ -122,7 +124,7 @@ def test_logbook_keeps_no_personal_data(tmp_path: Path, marseille: ZoneIndex) ->
     assert "'[date] [email]' is not a date" in text
     for secret in PII:
         assert secret not in text, secret
-    cube = store.query_cube(CubeQuery(limit=1000))
+    cube = list(walk_cube(store, CubeQuery(limit=1000)))
     assert {r["category"] for r in cube} == {"noise", "fight", "police_check"}
     assert {r["zone"][:5] for r in cube} == {"h3:88", "poly:"}
     store.close()
@@ -193,7 +195,7 @@ def test_operator_presence_k_and_cells(tmp_path: Path, marseille: ZoneIndex) -> 
     assert "count under k=20 (not stored)" in reasons
     assert any("not an H3 cell" in r for r in reasons)
     assert any("resolution 10, the hub uses 8" in r for r in reasons)
-    cube = store.query_cube(CubeQuery(sources=("presence",), limit=100))
+    cube = list(walk_cube(store, CubeQuery(sources=("presence",), limit=100)))
     assert min(r["n"] for r in cube) >= 20
     assert {r["zone"].split(":")[0] for r in cube} == {"h3", "poly"}  # the cell's quartier too
 
@@ -211,7 +213,7 @@ def test_hospital_admissions_per_day_and_area(tmp_path: Path, marseille: ZoneInd
     )
     assert report.imported == 2
     assert {e.row for e in report.errors} == {3, 4}
-    cube = store.query_cube(CubeQuery(sources=("hospital",), limit=100))
+    cube = list(walk_cube(store, CubeQuery(sources=("hospital",), limit=100)))
     assert {(r["zone"], r["category"], r["n"], r["span_h"]) for r in cube} == {
         (f"poly:{areas[0]}", "trauma", 9.0, 24), (f"poly:{areas[1]}", "alcohol", 6.0, 24)}  # fmt: skip
 
@@ -230,7 +232,7 @@ def test_transport_validations_placed_through_gtfs(tmp_path: Path) -> None:
                          ZoneIndex(8), gtfs=CAIRNS)  # fmt: skip
     assert report.imported == 15
     assert [e.reason for e in report.errors] == [f"stop 'no-such-stop' is not in {CAIRNS.name}"]
-    cube = store.query_cube(CubeQuery(sources=("transport",), limit=100))
+    cube = list(walk_cube(store, CubeQuery(sources=("transport",), limit=100)))
     assert sum(r["n"] for r in cube) == sum(r[2] for r in rows[:-1])
     assert all(r["zone"].startswith("h3:") for r in cube)
 
@@ -272,19 +274,19 @@ def test_cameras_fold_into_the_cube_through_their_site_location(tmp_path: Path, 
     save_locations(store, locations_from_sites([site]))
     rows, unplaced = fold_cameras(store, marseille, k=3)
     assert unplaced == {"vieux-port/cam-09"}
-    cube = store.query_cube(CubeQuery(sources=("camera",), categories=("person",), limit=100))
+    cube = list(walk_cube(store, CubeQuery(sources=("camera",), categories=("person",), limit=100)))
     assert {r["zone"][:3] for r in cube} == {"h3:", "pol"}
     # Three zones of cam-01, each with a peak of 4 people in its one window: 12 in the cell.
     assert [r["n"] for r in cube if r["zone"].startswith("h3:")] == [12.0]
     again, _ = fold_cameras(store, marseille, k=3)  # idempotent: replaced, not added
     assert again == rows
-    assert [r["n"] for r in store.query_cube(CubeQuery(sources=("camera",), categories=("person",),
-                                                       zone_prefix="h3:", limit=100))] == [12.0]  # fmt: skip
+    assert [r["n"] for r in list(walk_cube(store, CubeQuery(sources=("camera",), categories=("person",),
+                                                       zone_prefix="h3:", limit=100)))] == [12.0]  # fmt: skip
     # Under k = 5 each window of 4 is floored, so analysts never read those roll-ups' totals: the
     # cube does not carry them either (the hour is set to 0, not left at its earlier 12).
     fold_cameras(store, marseille, k=5)
-    assert [r["n"] for r in store.query_cube(CubeQuery(sources=("camera",), categories=("person",),
-                                                       zone_prefix="h3:", limit=100))] == [0.0]  # fmt: skip
+    assert [r["n"] for r in list(walk_cube(store, CubeQuery(sources=("camera",), categories=("person",),
+                                                       zone_prefix="h3:", limit=100)))] == [0.0]  # fmt: skip
 
 
 def test_houston_times_are_utc_and_land_at_local_hours() -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hub.storage import CubeQuery, SQLiteStore
+from hub.storage import CubeQuery, SQLiteStore, walk_cube
 from tests.conftest import ROOT, SHARED, cli, need
 
 #: Real quartiers of Marseille, under their written names (the shared GeoJSON spells them in capitals).
@@ -57,7 +57,7 @@ def _import(tmp_path: Path, zones: Path, file: Path, *extra: str) -> subprocess.
 def _cube(tmp_path: Path) -> list[dict[str, object]]:
     store = SQLiteStore(tmp_path / "hub.sqlite")
     try:
-        return store.query_cube(CubeQuery(sources=("hospital",), limit=100))
+        return list(walk_cube(store, CubeQuery(sources=("hospital",), limit=100)))
     finally:
         store.close()
 

@@ -36,7 +36,7 @@ def test_rollups_count_each_event_once(store: Any) -> None:
     )
     store.add_events([e1, e2], 1.0)
     store.add_events([e1, e2], 2.0)  # redelivered: the roll-ups must not move
-    rows = {r["metric"]: r for r in store.list_rollups(RollupQuery(place="quai"))}
+    rows = {r["metric"]: r for r in store.list_rollups(RollupQuery(place="quai")).rows}
     assert rows["peak:person"]["n"] == 2
     assert rows["peak:person"]["total"] == 10
     assert rows["peak:person"]["max"] == 6
@@ -44,7 +44,7 @@ def test_rollups_count_each_event_once(store: Any) -> None:
     assert rows["windows"]["total"] == 2
     assert rows["peak:bus"]["n"] == 1
     assert rows["peak:person"]["hour"] == WINDOW - WINDOW % 3600
-    peaks = store.list_rollups(RollupQuery(metric="peak:*"))
+    peaks = store.list_rollups(RollupQuery(metric="peak:*")).rows
     assert {r["metric"] for r in peaks} == {"peak:person", "peak:bus"}
 
 
@@ -91,17 +91,19 @@ def test_rollups_page_after_a_key_in_their_order(store: Any) -> None:
         1.0,
     )  # fmt: skip
     whole = store.list_rollups(RollupQuery(limit=10_000))
-    assert len(whole) > 20
+    assert len(whole.rows) > 20
+    assert whole.next is None
     pages: list[dict[str, Any]] = []
     after = None
     while True:
         page = store.list_rollups(RollupQuery(limit=7, after=after))
-        pages += page
-        if len(page) < 7:
+        pages += page.rows
+        if page.next is None:
             break
-        last = page[-1]
-        after = (last["hour"], last["site"], last["device"], last["place"], last["metric"])
-    assert pages == whole
+        last = page.rows[-1]
+        assert page.next == (last["hour"], last["site"], last["device"], last["place"], last["metric"])
+        after = page.next
+    assert pages == whole.rows
 
 
 def test_filters(store: Any) -> None:
@@ -145,7 +147,7 @@ def test_retention_purges_exactly_what_it_should(store: Any) -> None:
     removed = store.purge(Retention(events_days=100, rollups_days=150, quarantine_days=30), now)
     assert removed == {"events": 1, "rollups": 4, "quarantine": 1}  # old: windows, frames, 2 peaks
     assert sorted(r["zone"] for r in store.list_events(EventQuery())[0]) == ["fresh", "kept"]
-    assert {r["place"] for r in store.list_rollups(RollupQuery())} == {"kept", "fresh"}
+    assert {r["place"] for r in store.list_rollups(RollupQuery()).rows} == {"kept", "fresh"}
     assert store.quarantine_count() == 1
     (log,) = store.list_purges()
     assert log["events"] == 1
@@ -209,7 +211,7 @@ def test_sqlite_migrates_an_older_database(tmp_path: Any) -> None:
     upgraded = SQLiteStore(path)
     assert upgraded.schema_version() == MIGRATIONS[-1][0]
     assert upgraded.add_events([event()], 1.0) == 1
-    assert upgraded.list_rollups(RollupQuery())
+    assert upgraded.list_rollups(RollupQuery()).rows
 
 
 @pytest.mark.postgres

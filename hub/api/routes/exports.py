@@ -218,7 +218,7 @@ def ngsi_ld(
     q = RollupQuery(since=since, until=until, limit=offset + limit + 1)
     metrics = ("peak:person",) if type == "CrowdFlowObserved" else ("forward:*", "backward:*")
     merged = sorted(
-        (r for m in metrics for r in store.list_rollups(replace(q, metric=m))),
+        (r for m in metrics for r in store.list_rollups(replace(q, metric=m)).rows),
         key=lambda r: (r["hour"], r["site"], r["device"], r["place"], r["metric"]),
     )
     rows = merged[offset : offset + limit]

@@ -17,8 +17,6 @@ from hub.fusion.service import forecast as compute_forecast
 __all__ = ["AnomaliesPublic", "CubePublic", "ForecastPublic", "anomalies", "cube", "forecast", "router"]
 
 router = APIRouter(prefix="/v1", tags=["fusion"])
-#: Anomalies read per request before paging (the store's own bound; pages come from these).
-ANOMALIES_MAX = 1_000_000
 
 
 class CubePublic(BaseModel):
@@ -155,7 +153,7 @@ def anomalies(
 ) -> AnomaliesPublic:
     """Raised by the online model when an hour's count is improbable under its hour-of-week baseline."""
     calendar = request.app.state.calendar
-    table = anomaly_table(store, since, until, ANOMALIES_MAX, settings.k, calendar)
+    table = anomaly_table(store, since, until, settings.k, calendar)
     rows, more = page_offset(table.rows, cursor, limit)
     return AnomaliesPublic(
         data=[with_iso(r, ("hour",), calendar.zone) for r in rows], count=len(rows), next_cursor=more,

@@ -57,17 +57,13 @@ def list_rollups(
 ) -> RollupsPublic:
     """Maintained at ingest, one row per hour, place and metric: `mean` = `total` / `n` events."""
     after = decode_cursor(cursor, (int, str, str, str, str))
-    rows = store.list_rollups(
+    page = store.list_rollups(
         RollupQuery(
             site=site, device=device, place=place, metric=metric, since=since, until=until,
-            limit=limit + 1, after=after,  # decode_cursor checked the shape
+            limit=limit, after=after,  # decode_cursor checked the shape
         )
     )  # fmt: skip
-    more = None
-    if len(rows) > limit:
-        rows = rows[:limit]
-        last = rows[-1]
-        more = encode_cursor((last["hour"], last["site"], last["device"], last["place"], last["metric"]))
+    more = None if page.next is None else encode_cursor(page.next)
     k = settings.k
-    served = [with_iso(protect_rollup(row, k), ("hour",), None) for row in rows]
+    served = [with_iso(protect_rollup(row, k), ("hour",), None) for row in page.rows]
     return RollupsPublic(data=served, count=len(served), next_cursor=more, next=next_link(request, more))
