@@ -165,7 +165,7 @@ def test_purge_job_vacuums_the_rollups(pg_store: Any) -> None:
             "SELECT vacuum_count FROM pg_stat_user_tables WHERE relname = 'rollups' AND schemaname = %s",
             (pg_store.schema,),
         ).fetchone()[0]
-    PurgeJob(pg_store, Retention(), every_s=3600).run_once()
+    PurgeJob(pg_store, Retention(), every_s=3600, lease_s=30).run_once()
     with pg_store._lock:
         after = pg_store._db.execute(
             "SELECT s.vacuum_count, c.reloptions FROM pg_stat_user_tables s"
