@@ -78,7 +78,7 @@ def test_a_planted_wrong_import_breaks_a_contract(
     assert verdicts[0].endswith("BROKEN"), f"expected {contract!r} broken:\n{result.stdout}"
 
 
-APPLICATIONS = {"__init__", "__main__", "cli", "demo", "sim", "broker"}
+APPLICATIONS = {"__init__", "__main__", "cli", "demo", "sim", "broker", "nats_cluster"}
 
 
 def test_every_core_module_is_on_the_core_floor() -> None:

@@ -2,6 +2,10 @@
 
 :class:`Store` is their union: what ``open_store`` returns. A caller that needs one domain only
 (the campaign runner, the audit log) may ask for that domain's protocol instead.
+
+Longer than 400 lines because it is the one place where every domain's contract is written down:
+the protocols and the query shapes they share (splitting them would scatter the storage contract
+that ``tests/hub``'s contract suite checks for both backends).
 """
 
 from __future__ import annotations

@@ -237,7 +237,7 @@ def test_two_uvicorn_workers_purge_once_a_period_and_the_ingest_workers_run_the_
             assert proc.poll() is None, log.read_text()[-3000:]
             assert time.monotonic() < deadline, ("the fusion job never ran", log.read_text()[-3000:])
             time.sleep(0.3)
-            camera = pg_store.query_cube(CubeQuery(sources=("camera",), limit=10))
+            camera = pg_store.query_cube(CubeQuery(sources=("camera",), limit=10)).rows
         httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=10).raise_for_status()
         # Both uvicorn workers and both ingest processes are up by now: watch 5 periods.
         before = {j["name"]: j for j in pg_store.list_jobs()}
