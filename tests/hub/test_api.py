@@ -16,7 +16,11 @@ from tests.test_wire import event
 @pytest.fixture
 def client(tmp_path: Path) -> Iterator[TestClient]:
     # Authentication off: these are the data contract's tests (tests/hub/test_access.py covers access).
-    app = create_app(HubSettings(db=str(tmp_path / "hub.sqlite"), ingest=False, auth=False, k=3))
+    # Events dated 2023 are kept: the purge job (its start-up run, in its own thread) races them otherwise.
+    keep = {"events_days": None, "rollups_days": None}
+    app = create_app(
+        HubSettings(db=str(tmp_path / "hub.sqlite"), ingest=False, auth=False, k=3, retention=keep)
+    )
     with TestClient(app) as c:
         c.app.state.store.add_events([event(zone=f"z{i}") for i in range(5)], 1.0)  # type: ignore[attr-defined]
         yield c
