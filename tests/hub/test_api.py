@@ -10,6 +10,7 @@ from fastapi.testclient import TestClient
 
 from hub.api.main import create_app
 from hub.config import HubSettings
+from hub.storage import Retention
 from tests.test_wire import event
 
 
@@ -17,7 +18,7 @@ from tests.test_wire import event
 def client(tmp_path: Path) -> Iterator[TestClient]:
     # Authentication off: these are the data contract's tests (tests/hub/test_access.py covers access).
     # Events dated 2023 are kept: the purge job (its start-up run, in its own thread) races them otherwise.
-    keep = {"events_days": None, "rollups_days": None}
+    keep = Retention(events_days=None, rollups_days=None)
     app = create_app(
         HubSettings(db=str(tmp_path / "hub.sqlite"), ingest=False, auth=False, k=3, retention=keep)
     )
