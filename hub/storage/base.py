@@ -55,6 +55,7 @@ __all__ = [
     "UserSummary",
     "walk_anomalies",
     "walk_cube",
+    "walk_pages",
     "walk_rollups",
 ]
 
@@ -501,34 +502,33 @@ class Store(
     """A storage backend: SQLite (embedded) or PostgreSQL (production); every domain."""
 
 
-def walk_rollups(store: EventStore, query: RollupQuery) -> Iterator[dict[str, Any]]:
-    """Every roll-up ``query`` matches, page after page of ``query.limit`` rows."""
+def walk_pages(first: Page[K], more: Callable[[K], Page[K]]) -> Iterator[dict[str, Any]]:
+    """Every row of ``first`` and of the pages after it, asked for with ``more(next)``."""
+    page = first
     while True:
-        page = store.list_rollups(query)
         yield from page.rows
         if page.next is None:
             return
-        query = replace(query, after=page.next)
+        page = more(page.next)
+
+
+def walk_rollups(store: EventStore, query: RollupQuery) -> Iterator[dict[str, Any]]:
+    """Every roll-up ``query`` matches, page after page of ``query.limit`` rows."""
+    # A generator: nothing is read until the first row is asked for, as callers expect.
+    yield from walk_pages(
+        store.list_rollups(query), lambda key: store.list_rollups(replace(query, after=key))
+    )
 
 
 def walk_cube(store: FusionStore, query: CubeQuery) -> Iterator[dict[str, Any]]:
     """Every cube row ``query`` matches, page after page of ``query.limit`` rows."""
-    while True:
-        page = store.query_cube(query)
-        yield from page.rows
-        if page.next is None:
-            return
-        query = replace(query, after=page.next)
+    yield from walk_pages(store.query_cube(query), lambda key: store.query_cube(replace(query, after=key)))
 
 
 def walk_anomalies(
     store: FusionStore, start: int | None, end: int | None, page: int = 10_000
 ) -> Iterator[dict[str, Any]]:
     """Every anomaly in [start, end), newest hour first, ``page`` rows per query."""
-    after: AnomalyKey | None = None
-    while True:
-        got = store.list_anomalies(start, end, page, after)
-        yield from got.rows
-        if got.next is None:
-            return
-        after = got.next
+    yield from walk_pages(
+        store.list_anomalies(start, end, page), lambda key: store.list_anomalies(start, end, page, key)
+    )
