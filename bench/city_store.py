@@ -28,6 +28,7 @@ PostgreSQL) and only adds what is missing. Progress goes to stderr; the table to
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import random
 import sqlite3
@@ -51,6 +52,10 @@ LINE_SHARE = 4  # one camera in four counts a line
 SOUND_SHARE = 10  # one camera in ten carries a sound-level sensor
 START = 1_791_158_400  # 2026-10-05 00:00Z, a Monday
 BATCH = 20_000
+BULK = 200_000
+# A city hour: 3,200 zone counts and 400 line counts per tick, sound levels and alerts.
+HOUR_EVENTS = 360 * (2 * 1600 + 1600 // 4) + 60 * 160 + 1600
+LIVE_TAIL_H = 3  # the last hours of a fill go through the live path: hot rows, then compact
 HOUR, DAY = 3600, 86_400
 CELLS, DISTRICTS = 400, 16
 CATEGORIES = (("camera", "person"), ("camera", "bicycle"), ("police", "theft"), ("police", "noise"))
@@ -72,34 +77,51 @@ def _count(rng: random.Random, high: int) -> int | str:
     return "<3" if 0 < v < 3 else v  # k = 3: counts of 1 and 2 travel as "<3"
 
 
+def _maker(template: wire.Event) -> Callable[..., Any]:
+    """A fast constructor: a copy of a template built once (``model_construct`` resolves every default
+    field's factory on each call, which made generating the city slower than storing it)."""
+
+    def make(**fields: Any) -> Any:
+        return template.model_copy(update=fields)
+
+    return make
+
+
+_BLANK: dict[str, Any] = {"site": "", "device": "", "id": "", "model": MODEL}
+_ZC = _maker(wire.ZoneCountEvent.model_construct(
+    **_BLANK, zone="", window_start=0, window_s=10, frames=50, counts={}, mean_counts={}, k=3))  # fmt: skip
+_LC = _maker(wire.LineCountEvent.model_construct(
+    **_BLANK, line="", window_start=0, window_s=10, forward={}, backward={}, k=3))  # fmt: skip
+_MS = _maker(wire.Measurement.model_construct(
+    site="", device="", id="", sensor="", quantity="sound_level", unit="dB(A)", window_start=0,
+    window_s=60, samples=600, stats={}))  # fmt: skip
+_AL = _maker(wire.Alert.model_construct(
+    **_BLANK, rule="crowd_density", zone="parvis", ts=0, value=12.0, threshold=10.0))  # fmt: skip
+
+
 def tick_events(t: int, rng: random.Random) -> list[wire.Event]:
     """Every event the city sends for the 10-s window starting at ``t`` (built without validation)."""
     out: list[wire.Event] = []
-    zc = wire.ZoneCountEvent.model_construct
+    zc = _ZC
     for i in range(CAMERAS):
         site, device = _device(i)
         for zone in ("entree", "parvis"):
             counts = {"person": _count(rng, 12), "bicycle": _count(rng, 3)}
             means = {k: round(v * 0.6, 2) for k, v in counts.items() if isinstance(v, int)}
             out.append(zc(site=site, device=device, zone=zone, id=wire.new_event_id(t), window_start=t,
-                          window_s=10, frames=50, counts=counts, mean_counts=means, model=MODEL,
-                          k=3))  # fmt: skip
+                          counts=counts, mean_counts=means))  # fmt: skip
         if i % LINE_SHARE == 0:
-            out.append(wire.LineCountEvent.model_construct(
-                site=site, device=device, line="porte", id=wire.new_event_id(t), window_start=t, window_s=10,
-                forward={"person": _count(rng, 6)}, backward={"person": _count(rng, 6)}, model=MODEL, k=3,
+            out.append(_LC(
+                site=site, device=device, line="porte", id=wire.new_event_id(t), window_start=t,
+                forward={"person": _count(rng, 6)}, backward={"person": _count(rng, 6)},
             ))  # fmt: skip
         if i % SOUND_SHARE == 0 and t % 60 == 0:
-            out.append(wire.Measurement.model_construct(
-                site=site, device=device, sensor="micro", id=wire.new_event_id(t), quantity="sound_level",
-                unit="dB(A)", window_start=t, window_s=60, samples=600,
+            out.append(_MS(
+                site=site, device=device, sensor="micro", id=wire.new_event_id(t), window_start=t,
                 stats={"laeq": round(rng.uniform(45, 75), 1), "lamax": round(rng.uniform(60, 95), 1)},
             ))  # fmt: skip
         if rng.random() < 10 / 3600:  # about one alert per camera per hour
-            out.append(wire.Alert.model_construct(
-                site=site, device=device, id=wire.new_event_id(t), rule="crowd_density", zone="parvis", ts=t,
-                value=12.0, threshold=10.0, model=MODEL,
-            ))  # fmt: skip
+            out.append(_AL(site=site, device=device, id=wire.new_event_id(t), ts=t))
     return out
 
 
@@ -112,6 +134,28 @@ def batches(first_tick: int, rng: random.Random) -> Iterator[tuple[int, list[wir
             batch += tick_events(t, rng)
             t += 10
         yield t, batch
+
+
+def history_hour(hour: int, rng: random.Random) -> Iterator[list[wire.Event]]:
+    """One whole hour of the city from ``hour`` on, stream-major, in batches of about BULK events.
+
+    What a hub that has run for days holds is mostly packed hours. ``add_events`` writes a batch's
+    large stream × hour groups straight into segments, as ``compact`` would have packed them, so the
+    history fills several times faster than through the live, time-major path. Batches are cut
+    between devices so that no stream × hour is split.
+    """
+    events: list[wire.Event] = []
+    for t in range(hour, hour + HOUR, 10):
+        events += tick_events(t, rng)
+    events.sort(key=lambda e: (e.site, e.device))
+    batch: list[wire.Event] = []
+    for _, group in itertools.groupby(events, key=lambda e: (e.site, e.device)):
+        batch += group
+        if len(batch) >= BULK:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def cube_hour(hour: int, rng: random.Random) -> list[CubeRow]:
@@ -288,7 +332,13 @@ def fill_cube(store: Store, target: int, rng: random.Random) -> int:
 
 
 def run(
-    backend: str, sizes: Sequence[int], runs: int, folder: Path, keep: bool, cube_max: int | None = None
+    backend: str,
+    sizes: Sequence[int],
+    runs: int,
+    folder: Path,
+    keep: bool,
+    cube_max: int | None = None,
+    bulk: bool = True,
 ) -> None:
     rng = random.Random(24)
     store, where = open_backend(backend, folder, keep)
@@ -303,9 +353,26 @@ def run(
         t0 = time.perf_counter()
         gen = 0.0
         added = 0
-        source = batches(tick, rng)
+        source: Iterator[tuple[int, list[wire.Event]]] | None = None
         last_job = tick
         while stored < size:
+            if bulk and tick % HOUR == 0 and size - stored > LIVE_TAIL_H * HOUR_EVENTS:
+                source = None  # the live generator restarts from the next tick after the hour
+                hour_batches = history_hour(tick, rng)
+                while True:
+                    g0 = time.perf_counter()
+                    batch = next(hour_batches, [])
+                    gen += time.perf_counter() - g0
+                    if not batch:
+                        break
+                    added += store.add_events(batch, time.time())
+                    stored += len(batch)
+                tick += HOUR
+                log(f"{backend}: {stored:,} events (history, packed directly),"
+                    f" store {added / (time.perf_counter() - t0 - gen):,.0f} events/s")  # fmt: skip
+                continue
+            if source is None:
+                source = batches(tick, rng)
             g0 = time.perf_counter()
             tick, batch = next(source)
             gen += time.perf_counter() - g0
@@ -356,19 +423,29 @@ def run(
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    global SCHEMA
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rows", default="1e6", help="Comma-separated sizes, e.g. 1e6,1e7,1e8.")
     ap.add_argument("--backends", default="sqlite,postgres", help="sqlite, postgres or both.")
     ap.add_argument("--runs", type=int, default=50, help="Runs of each query (p99 needs ≥ 50).")
     ap.add_argument("--dir", type=Path, default=Path("/var/tmp/vigie-city-store"), help="SQLite's folder.")
     ap.add_argument("--keep", action="store_true", help="Reuse the stores filled by an earlier run.")
+    ap.add_argument(
+        "--fill",
+        choices=("history", "live"),
+        default="history",
+        help="history: whole past hours stream-major (packed on write), the last hours live;"
+        " live: every event through the live, time-major path (slower, same final layout).",
+    )
     ap.add_argument("--cube-rows", type=float, help="Cap the cube's rows (default: as many as events).")
+    ap.add_argument("--schema", default=SCHEMA, help="PostgreSQL schema (dropped unless --keep).")
     args = ap.parse_args(argv)
+    SCHEMA = args.schema
     sizes = sorted(int(float(s)) for s in args.rows.split(","))
     args.dir.mkdir(parents=True, exist_ok=True)
     for backend in args.backends.split(","):
         cube_max = None if args.cube_rows is None else int(args.cube_rows)
-        run(backend.strip(), sizes, args.runs, args.dir, args.keep, cube_max)
+        run(backend.strip(), sizes, args.runs, args.dir, args.keep, cube_max, args.fill == "history")
 
 
 if __name__ == "__main__":
