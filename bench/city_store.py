@@ -55,7 +55,7 @@ BATCH = 20_000
 BULK = 200_000
 # A city hour: 3,200 zone counts and 400 line counts per tick, sound levels and alerts.
 HOUR_EVENTS = 360 * (2 * 1600 + 1600 // 4) + 60 * 160 + 1600
-LIVE_TAIL_H = 3  # the last hours of a fill go through the live path: hot rows, then compact
+LIVE_TAIL_H = 2  # the last hours of a fill go through the live path: hot rows, then compact
 HOUR, DAY = 3600, 86_400
 CELLS, DISTRICTS = 400, 16
 CATEGORIES = (("camera", "person"), ("camera", "bicycle"), ("police", "theft"), ("police", "noise"))
