@@ -291,13 +291,16 @@ def test_a_device_can_neither_publish_nor_listen_as_another(tls: TlsCluster) -> 
         tls.mqtt(1), ctx, "tls/cam-2",
         subscribe=((wire.topic(SITE, "cam-3", wire.Channel.RECEIPT), 0),
                    (wire.topic(SITE, "cam-2", wire.Channel.OTA), 1),
-                   (wire.topic(SITE, "cam-2", wire.Channel.RECEIPT), 0)),
+                   (wire.topic(SITE, "cam-2", wire.Channel.RECEIPT), 0),
+                   # Where NATS delivers QoS 1 subscriptions, which the device's user may read.
+                   ("$MQTT/sub/#", 1)),
         publish=((wire.topic(SITE, "cam-3", wire.Channel.EVENT), wire.encode(forged)),
                  (wire.topic(SITE, "cam-2", wire.Channel.EVENT), wire.encode(own))),
     )  # fmt: skip
     assert got.connack == 0, got
-    # cam-3's receipts refused (0x80, MQTT 5's 128); its own OTA notices at QoS 1 and receipts granted.
-    assert got.granted == [128, 1, 0], f"cam-2's subscriptions: {got}"
+    # cam-3's receipts refused (0x80, MQTT 5's 128); its own OTA notices at QoS 1 and receipts granted;
+    # NATS's delivery subjects refused to an MQTT subscription, though the user may subscribe there.
+    assert got.granted == [128, 1, 0, 128], f"cam-2's subscriptions: {got}"
 
     # cam-2's own event, sent after the forged one, is stored: the forged one had its chance.
     def logs() -> str:
