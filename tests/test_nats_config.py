@@ -12,6 +12,7 @@ from vigie import wire
 from vigie.exceptions import WireError
 from vigie.mqtt import BrokerConfig
 from vigie.nats_cluster import (
+    NatsCluster,
     NatsTls,
     NatsUser,
     cluster_users,
@@ -102,6 +103,16 @@ def test_a_user_without_password_needs_tls_and_mqtt_only(tmp_path: Path) -> None
     sneaky = NatsUser(user="nobody", connection_types=("MQTT", "STANDARD"))
     with pytest.raises(ValidationError, match="connection_types"):
         plan_cluster(tmp_path, 1, users=(sneaky,), tls=NatsTls.from_ca_folder(tmp_path))
+
+
+def test_a_reload_with_a_refused_user_list_changes_nothing(tmp_path: Path) -> None:
+    cluster = NatsCluster(plan_cluster(tmp_path, 1), tmp_path, "nats-server")  # no TLS
+    with pytest.raises(ValidationError, match="has no password"):
+        cluster.reload((device_user("port", "cam-1"),))
+    assert cluster.config.users == ()
+    hub = hub_user("hub", "pw")
+    cluster.reload((hub,))  # no node running: the model only
+    assert cluster.config.users == (hub,)
 
 
 def test_subjects_and_topics_map_both_ways() -> None:

@@ -327,8 +327,10 @@ class NatsCluster:
         A device enrolled since may connect once its node has reloaded; the connections of a user
         no longer listed (revoked) are closed by NATS.
         """
-        self.config = self.config.model_copy(update={"users": users})
-        NatsClusterConfig.model_validate(self.config.model_dump())  # the same checks as at the start
+        # Checked as at the start, before anything is written: a refused list leaves the cluster as it was.
+        self.config = NatsClusterConfig.model_validate(
+            {**self.config.model_dump(), "users": [u.model_dump() for u in users]}
+        )
         for name, proc in self.processes.items():
             # Atomic: a node reading its file on the signal never sees half of it.
             write_private(
