@@ -37,7 +37,7 @@ from edge.link import MqttLink
 from edge.outbox import Outbox
 from hub.broker_config import active_devices
 from hub.enrolment import EnrolmentService, HubState
-from hub.jetstream_config import JetStreamSettings, subject_of
+from hub.jetstream_config import JetStreamSettings, stream_subjects, subject_of
 from hub.pki import DeviceCA
 from hub.storage import SQLiteStore
 from tests.chaos.harness import stored_events
@@ -159,12 +159,16 @@ def _wait_stream(t: TlsCluster, timeout: float = 45.0) -> None:
             deadline = time.monotonic() + timeout
             while True:
                 try:
-                    await nc.jetstream().stream_info(JetStreamSettings().stream)
-                    return
+                    info = await nc.jetstream().stream_info(JetStreamSettings().stream)
                 except Exception:
                     if time.monotonic() > deadline:
                         raise AssertionError(f"no stream after {timeout} s; see {t.ingest_log}") from None
                     await asyncio.sleep(0.3)
+                    continue
+                # Issue 22's replicated stream (R3), capturing the devices' subjects.
+                assert info.config.num_replicas == 3, info.config
+                assert info.config.subjects == stream_subjects(), info.config
+                return
         finally:
             await nc.close()
 
