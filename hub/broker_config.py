@@ -27,7 +27,7 @@ from hub.pki import DeviceCA
 from hub.storage import Store
 from vigie.files import write_atomic, write_private
 
-__all__ = ["BrokerLayout", "refresh_broker", "reload_broker", "render_mosquitto_conf"]
+__all__ = ["BrokerLayout", "active_devices", "refresh_broker", "reload_broker", "render_mosquitto_conf"]
 
 log = logging.getLogger(__name__)
 
@@ -91,11 +91,16 @@ def render_mosquitto_conf(layout: BrokerLayout, pki: Path) -> str:
     ])  # fmt: skip
 
 
+def active_devices(store: Store) -> list[tuple[str, str]]:
+    """``(site, device)`` of every enrolled, unrevoked device: who may connect (Mosquitto ACL, NATS users)."""
+    return [(d["site"], d["device"]) for d in store.list_enrolments() if d["revoked_at"] is None]
+
+
 def refresh_broker(store: Store, ca: DeviceCA, layout: BrokerLayout, *, reload: bool = True) -> None:
     """Rewrite CRL, ACL and configuration from the registry, then signal the broker to reload."""
     revoked = [(int(serial, 16), when) for serial, when in store.list_revoked()]
     ca.write_crl(revoked)
-    active = [(d["site"], d["device"]) for d in store.list_enrolments() if d["revoked_at"] is None]
+    active = active_devices(store)
     layout.folder.mkdir(parents=True, exist_ok=True)
     (layout.folder / "data").mkdir(exist_ok=True)
     write_atomic(layout.folder / "acl", render_device_acl(active, layout.hub_user).encode(), 0o640)

@@ -7,6 +7,7 @@ hold neither, so the mapping is exact both ways.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -30,6 +31,10 @@ class JetStreamSettings(BaseModel):
     )
     user: str | None = Field(default=None, description="NATS user of the hub, when the cluster asks.")
     password: str | None = Field(default=None, description="Its password; never logged.", repr=False)
+    tls_ca: Path | None = Field(
+        default=None,
+        description="CA that signed the nodes' certificates (the device CA's ca.crt): TLS on, node verified.",
+    )
     stream: str = Field(default="VIGIE", pattern=r"^[A-Za-z0-9_-]{1,32}$", description="Stream name.")
     durable: str = Field(
         default="vigie-ingest",

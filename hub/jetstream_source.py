@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -119,8 +120,10 @@ class JetStreamSource:
             log.debug("NATS client error: %s", exc)
 
         s = self.settings
+        # The node's certificate is checked against the device CA (hub.pki signed it), not the system's.
+        tls = ssl.create_default_context(cafile=str(s.tls_ca)) if s.tls_ca else None
         return await nats.connect(
-            servers=list(s.servers), name=self.client_id, user=s.user, password=s.password,
+            servers=list(s.servers), name=self.client_id, user=s.user, password=s.password, tls=tls,
             connect_timeout=5, reconnect_time_wait=0.5, max_reconnect_attempts=-1,
             disconnected_cb=disconnected, reconnected_cb=reconnected, error_cb=error,
         )  # fmt: skip

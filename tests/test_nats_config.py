@@ -9,8 +9,18 @@ from pydantic import ValidationError
 
 from hub.jetstream_config import JetStreamSettings, stream_subjects, subject_of, topic_of
 from vigie import wire
+from vigie.exceptions import WireError
 from vigie.mqtt import BrokerConfig
-from vigie.nats_cluster import NatsUser, plan_cluster, render_node
+from vigie.nats_cluster import (
+    NatsCluster,
+    NatsTls,
+    NatsUser,
+    cluster_users,
+    device_user,
+    hub_user,
+    plan_cluster,
+    render_node,
+)
 
 
 def test_each_node_routes_to_the_others_only(tmp_path: Path) -> None:
@@ -43,6 +53,66 @@ def test_users_get_their_permissions(tmp_path: Path) -> None:
     assert '{user: "s/d", password: "pw", permissions: {publish: ["vigie.v1.s.d.event"], ' in conf
     assert 'subscribe: ["vigie.v1.s.d.receipt"]' in conf
     assert "jetstream: enabled" in conf
+
+
+def test_tls_maps_device_certificates_on_mqtt_and_asks_the_hub_for_its_password(tmp_path: Path) -> None:
+    tls = NatsTls.from_ca_folder(tmp_path / "ca")
+    users = cluster_users([("port", "cam-2"), ("port", "cam-1"), ("port", "cam-1")], hub_user("hub", "pw"))
+    cluster = plan_cluster(tmp_path, 3, users=users, tls=tls)
+    conf = render_node(cluster, cluster.nodes[0])
+    mqtt = conf.split("mqtt {")[1].split("\n}\n")[0]
+    assert "verify_and_map: true" in mqtt
+    assert f'ca_file: "{tmp_path / "ca" / "ca.crt"}"' in mqtt
+    # The client port has TLS too, without a certificate check: the hub logs in with its password.
+    top = conf.replace(mqtt, "")
+    assert f'cert_file: "{tmp_path / "ca" / "broker.crt"}"' in top
+    assert "verify_and_map" not in top
+    assert [u.user for u in users] == ["hub", "urn:vigie:device:port:cam-1", "urn:vigie:device:port:cam-2"]
+    assert (
+        '{user: "urn:vigie:device:port:cam-1", permissions: {publish: ["vigie.v1.port.cam-1.event", ' in conf
+    )
+    assert 'allowed_connection_types: ["MQTT"]}' in conf
+    assert '{user: "hub", password: "pw", ' in conf
+    assert 'allowed_connection_types: ["STANDARD"]}' in conf
+    assert cluster.urls[0].startswith("tls://")
+
+
+def test_a_device_user_reaches_its_own_subjects_only() -> None:
+    user = device_user("port", "cam-1")
+    assert user.password is None
+    assert user.connection_types == ("MQTT",)
+    assert set(user.publish) == {
+        subject_of(wire.topic("port", "cam-1", c))
+        for c in (wire.Channel.EVENT, wire.Channel.HEARTBEAT, wire.Channel.STATUS, wire.Channel.OTA_STATE)
+    }
+    own = {
+        subject_of(wire.topic("port", "cam-1", c))
+        for c in (wire.Channel.RECEIPT, wire.Channel.OTA, wire.Channel.CMD)
+    }
+    # $MQTT.sub.>: where NATS delivers a QoS 1 subscription (measured: without it, SUBACK 0x80).
+    assert set(user.subscribe) == own | {"$MQTT.sub.>"}
+    assert not any("*" in s or s.startswith("vigie.v1.>") for s in (*user.publish, *user.subscribe))
+    # A dot would be a subject level of its own: refused like on the wire.
+    with pytest.raises(WireError, match=r"'cam\.1' is not a slug"):
+        device_user("port", "cam.1")
+
+
+def test_a_user_without_password_needs_tls_and_mqtt_only(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError, match=r"'urn:vigie:device:port:cam-1' has no password.*tls"):
+        plan_cluster(tmp_path, 1, users=(device_user("port", "cam-1"),))
+    sneaky = NatsUser(user="nobody", connection_types=("MQTT", "STANDARD"))
+    with pytest.raises(ValidationError, match="connection_types"):
+        plan_cluster(tmp_path, 1, users=(sneaky,), tls=NatsTls.from_ca_folder(tmp_path))
+
+
+def test_a_reload_with_a_refused_user_list_changes_nothing(tmp_path: Path) -> None:
+    cluster = NatsCluster(plan_cluster(tmp_path, 1), tmp_path, "nats-server")  # no TLS
+    with pytest.raises(ValidationError, match="has no password"):
+        cluster.reload((device_user("port", "cam-1"),))
+    assert cluster.config.users == ()
+    hub = hub_user("hub", "pw")
+    cluster.reload((hub,))  # no node running: the model only
+    assert cluster.config.users == (hub,)
 
 
 def test_subjects_and_topics_map_both_ways() -> None:

@@ -10,6 +10,16 @@ Each node's configuration file is rendered from :class:`NatsNode` and
 :class:`NatsClusterConfig` (pure), so a deployment can render the same files.
 NATS's MQTT needs JetStream and a ``server_name`` on every node, which the
 model makes required.
+
+With :class:`NatsTls` (the hub's device CA folder, :mod:`hub.pki`), the MQTT port
+asks every device for a certificate from that CA and maps it to a NATS user
+(``verify_and_map``): one user per enrolled device, named by its certificate's
+URI (``urn:vigie:device:<site>:<device>``), allowed its own subjects only
+(:func:`device_user`). The hub is a password user on the NATS client port, which
+is TLS too. The same enrolment serves Mosquitto and NATS.
+
+Longer than 400 lines because the configuration model, its users and permissions, its
+rendering and the local cluster that runs it change together (a new option touches all four).
 """
 
 from __future__ import annotations
@@ -18,24 +28,33 @@ import json
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import time
 import urllib.request
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from vigie import mqtt_codec
+from vigie import mqtt_codec, wire
 from vigie.exceptions import VigieError
+from vigie.files import write_private
 from vigie.netutil import free_port, wait_for_port
 
 __all__ = [
     "NatsCluster",
     "NatsClusterConfig",
     "NatsNode",
+    "NatsTls",
     "NatsUser",
+    "cluster_users",
+    "device_user",
+    "device_user_name",
     "find_nats_server",
+    "hub_user",
     "plan_cluster",
     "render_node",
     "start_nats_cluster",
@@ -49,9 +68,34 @@ class NatsUser(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     user: str = Field(min_length=1, description="User name (the MQTT username too).")
-    password: str = Field(min_length=1, description="Its password.", repr=False)
+    password: str | None = Field(
+        default=None, min_length=1, repr=False,
+        description="Its password; None for a user a certificate names (verify_and_map, MQTT only).",
+    )  # fmt: skip
     publish: tuple[str, ...] = Field(default=(">",), description="Subjects it may publish to.")
     subscribe: tuple[str, ...] = Field(default=(">",), description="Subjects it may subscribe to.")
+    connection_types: tuple[Literal["STANDARD", "MQTT"], ...] = Field(
+        default=(), description="How it may connect (NATS client protocol, MQTT); empty: any."
+    )
+
+
+class NatsTls(BaseModel):
+    """TLS of the cluster's client and MQTT ports: the broker's key pair and the device CA.
+
+    The files are the hub's device CA folder's (``vigie hub pki init``): devices enrolled
+    once reach Mosquitto or NATS with the same certificate.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    cert_file: Path = Field(description="The broker's certificate (signed by the device CA).")
+    key_file: Path = Field(description="Its private key.")
+    ca_file: Path = Field(description="The device CA: it signed every device certificate accepted.")
+    handshake_timeout_s: float = Field(default=5.0, gt=0, description="TLS handshake limit.")
+
+    @classmethod
+    def from_ca_folder(cls, folder: Path) -> NatsTls:
+        """The files of a CA folder made by ``vigie hub pki init`` (ca.crt, broker.crt, broker.key)."""
+        return cls(cert_file=folder / "broker.crt", key_file=folder / "broker.key", ca_file=folder / "ca.crt")
 
 
 class NatsNode(BaseModel):
@@ -80,19 +124,104 @@ class NatsClusterConfig(BaseModel):
         min_length=1, description="The servers; 3 for a quorum that survives one loss."
     )
     users: tuple[NatsUser, ...] = Field(default=(), description="Users; empty: anonymous access.")
+    tls: NatsTls | None = Field(
+        default=None, description="TLS on the client and MQTT ports, devices mapped by certificate."
+    )
     #: MQTT's own streams (sessions, retained messages) are replicated like the events' stream.
     mqtt_stream_replicas: int = Field(default=3, ge=1, le=5, description="Replicas of NATS's MQTT streams.")
     #: A cap JetStream reserves against, not space it takes: the events' stream (1 GiB by default)
     #: and MQTT's session streams must fit under it.
     max_file_store: str = Field(default="8G", description="JetStream disk per node.")
 
+    @model_validator(mode="after")
+    def _certificate_users_need_tls(self) -> Self:
+        for u in self.users:
+            if u.password is None and (self.tls is None or u.connection_types != ("MQTT",)):
+                # Without a password nor a certificate check, anyone could log in under the name.
+                raise ValueError(
+                    f"user {u.user!r} has no password: it must be a certificate user, which needs "
+                    f"tls set on the cluster and connection_types ('MQTT',) (has {u.connection_types}); "
+                    "give it a password or use device_user()"
+                )
+        return self
+
     @property
     def urls(self) -> list[str]:
-        return [n.url for n in self.nodes]
+        """The NATS client URLs (``tls://`` once TLS is on: the client must then verify the broker)."""
+        scheme = "tls" if self.tls else "nats"
+        return [f"{scheme}://{n.host}:{n.client_port}" for n in self.nodes]
+
+
+def device_user_name(site: str, device: str) -> str:
+    """The NATS user a device certificate maps to: its URI (``hub.pki`` puts it in every device certificate).
+
+    NATS's ``verify_and_map`` tries the certificate's e-mail addresses, DNS names and URIs before
+    its subject; the URI is one exact string, unlike a subject's RFC 2253 spelling.
+    """
+    wire.topic(site, device, wire.Channel.EVENT)  # validates both slugs
+    return f"urn:vigie:device:{site}:{device}"
+
+
+def device_user(site: str, device: str) -> NatsUser:
+    """One enrolled device: MQTT only, its own subjects only (as the Mosquitto ACL of ``hub.broker_auth``).
+
+    A topic ``a/b/c`` is the subject ``a.b.c``. ``$MQTT.sub.>`` is where NATS delivers a QoS 1
+    subscription (the OTA notices); NATS refuses an MQTT client's own subscription to it, so it
+    opens nothing else.
+    """
+    own = f"{wire.TOPIC_ROOT.replace('/', '.')}.{site}.{device}"
+    sends = (wire.Channel.EVENT, wire.Channel.HEARTBEAT, wire.Channel.STATUS, wire.Channel.OTA_STATE)
+    reads = (wire.Channel.RECEIPT, wire.Channel.OTA, wire.Channel.CMD)
+    return NatsUser(
+        user=device_user_name(site, device), connection_types=("MQTT",),
+        publish=tuple(f"{own}.{c.value}" for c in sends),
+        subscribe=(*(f"{own}.{c.value}" for c in reads), "$MQTT.sub.>"),
+    )  # fmt: skip
+
+
+def hub_user(name: str, password: str) -> NatsUser:
+    """The hub: NATS protocol only; JetStream's API and acks, the events; it sends receipts, OTA, commands."""
+    root = wire.TOPIC_ROOT.replace("/", ".")
+    sends = (wire.Channel.RECEIPT, wire.Channel.OTA, wire.Channel.CMD)
+    return NatsUser(
+        user=name, password=password, connection_types=("STANDARD",),
+        publish=("$JS.API.>", "$JS.ACK.>", "_INBOX.>", *(f"{root}.*.*.{c.value}" for c in sends)),
+        subscribe=("_INBOX.>", f"{root}.>"),
+    )  # fmt: skip
+
+
+def cluster_users(devices: Iterable[tuple[str, str]], hub: NatsUser) -> tuple[NatsUser, ...]:
+    """The hub's user and one per ``(site, device)`` (the enrolled, unrevoked ones), sorted."""
+    return (hub, *(device_user(s, d) for s, d in sorted(set(devices))))
 
 
 def _quote(value: str) -> str:
     return json.dumps(value)  # NATS's configuration accepts JSON strings
+
+
+def _tls_block(tls: NatsTls, indent: str, *, verify_and_map: bool) -> list[str]:
+    lines = [
+        "tls {",
+        f"  cert_file: {_quote(str(tls.cert_file))}",
+        f"  key_file: {_quote(str(tls.key_file))}",
+        f"  ca_file: {_quote(str(tls.ca_file))}",
+        f"  timeout: {tls.handshake_timeout_s}",
+        *(["  verify_and_map: true"] if verify_and_map else []),
+        "}",
+    ]
+    return [indent + line for line in lines]
+
+
+def _user_entry(u: NatsUser) -> str:
+    pub = ", ".join(_quote(s) for s in u.publish)
+    sub = ", ".join(_quote(s) for s in u.subscribe)
+    fields = [f"user: {_quote(u.user)}"]
+    if u.password is not None:
+        fields.append(f"password: {_quote(u.password)}")
+    fields.append(f"permissions: {{publish: [{pub}], subscribe: [{sub}]}}")
+    if u.connection_types:
+        fields.append(f"allowed_connection_types: [{', '.join(_quote(t) for t in u.connection_types)}]")
+    return "{" + ", ".join(fields) + "}"
 
 
 def render_node(cluster: NatsClusterConfig, node: NatsNode) -> str:
@@ -113,7 +242,11 @@ def render_node(cluster: NatsClusterConfig, node: NatsNode) -> str:
         "mqtt {",
         f"  listen: {_quote(f'{node.host}:{node.mqtt_port}')}",
         f"  stream_replicas: {replicas}",
+        # A device must show a certificate from the device CA, and that certificate names its user.
+        *(_tls_block(cluster.tls, "  ", verify_and_map=True) if cluster.tls else []),
         "}",
+        # The NATS client port (the hub): TLS, the hub proves itself with its password.
+        *(_tls_block(cluster.tls, "", verify_and_map=False) if cluster.tls else []),
     ]
     if len(cluster.nodes) > 1:
         lines += [
@@ -124,20 +257,15 @@ def render_node(cluster: NatsClusterConfig, node: NatsNode) -> str:
             "}",
         ]
     if cluster.users:
-        users = []
-        for u in cluster.users:
-            pub = ", ".join(_quote(s) for s in u.publish)
-            sub = ", ".join(_quote(s) for s in u.subscribe)
-            users.append(
-                f"    {{user: {_quote(u.user)}, password: {_quote(u.password)}, "
-                f"permissions: {{publish: [{pub}], subscribe: [{sub}]}}}}"
-            )
+        users = [f"    {_user_entry(u)}" for u in cluster.users]
         lines += ["accounts {", "  vigie {", "    jetstream: enabled", "    users: [", *users, "    ]",
                   "  }", "}"]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
-def plan_cluster(workdir: Path, size: int = 3, *, users: tuple[NatsUser, ...] = ()) -> NatsClusterConfig:
+def plan_cluster(
+    workdir: Path, size: int = 3, *, users: tuple[NatsUser, ...] = (), tls: NatsTls | None = None
+) -> NatsClusterConfig:
     """A cluster of ``size`` nodes on free loopback ports, stores under ``workdir``."""
     nodes = []
     for i in range(size):
@@ -147,7 +275,7 @@ def plan_cluster(workdir: Path, size: int = 3, *, users: tuple[NatsUser, ...] = 
             cluster_port=free_port(), mqtt_port=free_port(), http_port=free_port(),
         )  # fmt: skip
         nodes.append(node)
-    return NatsClusterConfig(nodes=tuple(nodes), users=users)
+    return NatsClusterConfig(nodes=tuple(nodes), users=users, tls=tls)
 
 
 def find_nats_server() -> str | None:
@@ -165,6 +293,8 @@ class NatsCluster:
     workdir: Path
     binary: str
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    #: With TLS, how :meth:`mqtt_ready` shakes hands: a device certificate the cluster maps to a user.
+    mqtt_tls: ssl.SSLContext | None = None
 
     def node(self, name: str) -> NatsNode:
         for n in self.config.nodes:
@@ -182,7 +312,7 @@ class NatsCluster:
         folder = self.workdir / name
         folder.mkdir(parents=True, exist_ok=True)
         conf = folder / "nats.conf"
-        conf.write_text(render_node(self.config, node))
+        write_private(conf, render_node(self.config, node).encode())  # it holds the hub's password
         with self.log_path(name).open("ab") as log:
             self.processes[name] = subprocess.Popen(
                 [self.binary, "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT, start_new_session=True
@@ -190,6 +320,23 @@ class NatsCluster:
         if not wait_for_port(node.client_port, host=node.host, timeout=15):
             self.stop()
             raise VigieError(f"nats-server {name} did not start on {node.url}; see {self.log_path(name)}")
+
+    def reload(self, users: tuple[NatsUser, ...]) -> None:
+        """Rewrite every node's file with ``users`` and signal the running nodes to re-read it (SIGHUP).
+
+        A device enrolled since may connect once its node has reloaded; the connections of a user
+        no longer listed (revoked) are closed by NATS.
+        """
+        # Checked as at the start, before anything is written: a refused list leaves the cluster as it was.
+        self.config = NatsClusterConfig.model_validate(
+            {**self.config.model_dump(), "users": [u.model_dump() for u in users]}
+        )
+        for name, proc in self.processes.items():
+            # Atomic: a node reading its file on the signal never sees half of it.
+            write_private(
+                self.workdir / name / "nats.conf", render_node(self.config, self.node(name)).encode()
+            )
+            proc.send_signal(signal.SIGHUP)
 
     def kill(self, name: str) -> None:
         """SIGKILL one node: no goodbye to its clients or routes, as in a power cut."""
@@ -232,7 +379,8 @@ class NatsCluster:
         """
         node = self.node(name)
         try:
-            with socket.create_connection((node.host, node.mqtt_port), timeout=timeout) as sock:
+            with socket.create_connection((node.host, node.mqtt_port), timeout=timeout) as raw:
+                sock = self.mqtt_tls.wrap_socket(raw, server_hostname=node.host) if self.mqtt_tls else raw
                 sock.settimeout(timeout)
                 sock.sendall(mqtt_codec.connect(f"vigie-warmup-{name}", keepalive=30))
                 buf = bytearray()
@@ -261,9 +409,19 @@ class NatsCluster:
 
 
 def start_nats_cluster(
-    workdir: Path, size: int = 3, *, users: tuple[NatsUser, ...] = (), timeout: float = 60.0
+    workdir: Path,
+    size: int = 3,
+    *,
+    users: tuple[NatsUser, ...] = (),
+    tls: NatsTls | None = None,
+    mqtt_tls: ssl.SSLContext | None = None,
+    timeout: float = 60.0,
 ) -> NatsCluster:
     """Start ``size`` NATS servers clustered on loopback, with JetStream and MQTT; return once healthy.
+
+    With ``tls``, ``mqtt_tls`` is the client side of the MQTT warm-up connection to each node
+    (the device CA and one enrolled device's certificate): NATS sets up an account's MQTT
+    streams on its first accepted MQTT connection.
 
     Raises:
         VigieError: nats-server is not installed (says what to install), or a node did not come up.
@@ -271,7 +429,11 @@ def start_nats_cluster(
     binary = find_nats_server()
     if binary is None:
         raise VigieError("nats-server not found: install it (`sudo apt-get install nats-server`)")
-    cluster = NatsCluster(plan_cluster(workdir, size, users=users), workdir, binary)
+    if tls is not None and mqtt_tls is None:
+        raise VigieError("start_nats_cluster: with tls, pass mqtt_tls (an enrolled device's certificate)")
+    cluster = NatsCluster(
+        plan_cluster(workdir, size, users=users, tls=tls), workdir, binary, mqtt_tls=mqtt_tls
+    )
     try:
         for node in cluster.config.nodes:
             cluster.start_node(node.server_name)
