@@ -71,9 +71,14 @@ class MiniMqtt:
         # Clean session: a device keeps its own outbox, not the broker's.
         writer.write(mqtt_codec.connect(self.client_id, keepalive=self.keepalive, clean=True, will=will))
         await writer.drain()
-        first, body = await asyncio.wait_for(mqtt_codec.read_packet(reader), timeout)
+        try:
+            first, body = await asyncio.wait_for(mqtt_codec.read_packet(reader), timeout)
+        except asyncio.IncompleteReadError:  # the broker went away before its CONNACK (a node killed)
+            writer.close()
+            raise ConnectionError(f"{self.host}:{self.port} closed the connection before CONNACK") from None
         code = mqtt_codec.parse_connack(body)[1] if first >> 4 == PacketType.CONNACK else None
         if code != 0:
+            writer.close()
             raise MqttRefusedError(f"CONNACK return code {code}")
         self._read_task = asyncio.create_task(self._read_loop())
 
@@ -107,6 +112,8 @@ class MiniMqtt:
     async def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None:
         """Send; with QoS 1, return once the broker has acknowledged (raises if the link drops)."""
         assert self._writer is not None
+        if not self.alive:  # the read loop has ended: no PUBACK could ever be matched
+            raise ConnectionError(f"connection to {self.host}:{self.port} lost")
         fut: asyncio.Future[None] | None = None
         packet_id = 0
         if qos:
@@ -117,6 +124,11 @@ class MiniMqtt:
         await self._writer.drain()
         if fut is not None:
             await asyncio.wait_for(fut, 30)
+
+    @property
+    def alive(self) -> bool:
+        """Connected, and the broker has not closed the connection."""
+        return self._read_task is not None and not self._read_task.done()
 
     async def subscribe(self, topic: str, qos: int = 1) -> None:
         """Subscribe (the SUBACK is not awaited: messages simply start to arrive)."""
@@ -157,6 +169,9 @@ class SimOptions:
     window_s: int = 10
     heartbeat_s: float = 30.0
     storm_at_s: float | None = None
+    #: Further broker addresses (the other nodes of a NATS cluster): after a lost or refused
+    #: connection a device tries the next address in turn, as an agent's link does.
+    failover: tuple[tuple[str, int], ...] = ()
     connect_rate: float = 500.0  # new connections per second while ramping up
     #: Answer OTA campaign commands as a device would (install takes ota_install_s; a target whose
     #: name contains "bad" fails its smoke test on every device).
@@ -182,6 +197,7 @@ class FleetResult:
     unreceipted: int = 0  # at the end: events no receipt named (nor, without receipts, PUBACK)
     heartbeats: int = 0
     reconnects: int = 0
+    moved: int = 0  # devices whose last connection was to a failover address, not their first
     connect_failures: int = 0
     elapsed_s: float = 0.0
     event_ids: set[str] = field(default_factory=set)  # every event produced
@@ -295,14 +311,17 @@ async def _device(i: int, opts: SimOptions, result: FleetResult, start: float, s
     first = True
     next_beat = time.monotonic() + rng.uniform(0, opts.heartbeat_s)
     last_window: int | None = None
+    addresses = [(opts.host, opts.port), *opts.failover]
+    at = 0  # index in addresses
     while running():
-        client = MiniMqtt(opts.host, opts.port, f"vigie-{opts.site}-{device}")
+        client = MiniMqtt(*addresses[at], f"vigie-{opts.site}-{device}")
         if opts.receipts:
             client.handlers[topic_receipt] = on_receipt
         try:
             await client.connect(will=(topic_status, offline))
         except (OSError, TimeoutError, MqttRefusedError):
             result.connect_failures += 1
+            at = (at + 1) % len(addresses)
             await asyncio.sleep(rng.uniform(0.5, 2.0))
             continue
         if first:
@@ -319,7 +338,7 @@ async def _device(i: int, opts: SimOptions, result: FleetResult, start: float, s
             if opts.ota:
                 await client.subscribe(wire.topic(opts.site, device, wire.Channel.OTA), qos=1)
                 ota_task = asyncio.create_task(_ota_device(client, opts, device, rng, result))
-            while running() and not storm.is_set():
+            while running() and not storm.is_set() and client.alive:
                 now = time.time()
                 producing = time.monotonic() < deadline
                 window = wire.coarsen(now, opts.window_s) - opts.window_s  # the window that just closed
@@ -357,12 +376,16 @@ async def _device(i: int, opts: SimOptions, result: FleetResult, start: float, s
             if ota_task is not None:
                 ota_task.cancel()
             await client.close(clean=not storm.is_set())
+        if not storm.is_set() and running():  # lost, not dropped on purpose: try the next node
+            at = (at + 1) % len(addresses)
+            await asyncio.sleep(rng.uniform(0.1, 1.0))
         if storm.is_set():
             # A reconnect storm: everyone drops at once and comes back within a few seconds.
             await asyncio.sleep(rng.uniform(0.1, 3.0))
             while storm.is_set() and time.monotonic() < deadline:
                 await asyncio.sleep(0.1)
     result.unreceipted += len(pending)
+    result.moved += at != 0
 
 
 async def _ota_device(

@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from vigie.cli.options import DEFAULT_BROKER, FMT, add_broker
+from vigie.cli.options import DEFAULT_BROKER, FMT, add_broker, broker_arg
 
 __all__ = ["register"]
 
@@ -31,6 +31,14 @@ def register(sub: Any) -> None:
     sim.add_argument("--devices", type=int, default=100, help="Simulated devices (default 100).")
     sim.add_argument("--duration", type=float, default=60.0, help="Seconds to run (default 60).")
     add_broker(sim, "MQTT broker the fleet connects to", DEFAULT_BROKER)
+    sim.add_argument(
+        "--failover",
+        type=broker_arg,
+        action="append",
+        default=[],
+        metavar="HOST:PORT",
+        help="Another node to move to when the connection is lost or refused (repeatable: a NATS cluster).",
+    )
     sim.add_argument("--site", default="sim", help="Site slug of the simulated devices (default sim).")
     sim.add_argument("--zones", type=int, default=2, help="Zones per device (default 2).")
     sim.add_argument("--window", type=int, default=10, help="Event window in seconds (default 10).")
@@ -59,6 +67,7 @@ def _sim(args: argparse.Namespace) -> int:
         duration_s=args.duration,
         host=args.broker[0],
         port=args.broker[1],
+        failover=tuple(args.failover),
         site=args.site,
         zones=args.zones,
         window_s=args.window,
@@ -77,7 +86,7 @@ def _sim(args: argparse.Namespace) -> int:
     r = run_fleet(opts)
     rate = r.events_acked / max(r.elapsed_s, 1e-9)
     print(f"devices connected {r.connected}/{opts.devices}, reconnects {r.reconnects}, "
-          f"connect failures {r.connect_failures}")  # fmt: skip
+          f"connect failures {r.connect_failures}, on a failover node at the end {r.moved}")  # fmt: skip
     print(f"events acknowledged by the broker {r.events_acked} (failed {r.events_failed}), "
           f"heartbeats {r.heartbeats}, in {r.elapsed_s:.1f} s ({rate:.0f} events/s)")  # fmt: skip
     if opts.receipts:
