@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -222,9 +223,9 @@ def test_a_broker_node_killed_mid_stream_loses_and_duplicates_nothing(
             ids_list = stored_id_list(db, site=site)  # a duplicated row shows twice
             sim_windows = {(e["device"], e["zone"], e["window_start"]) for e in stored_events(db, site=site)}
             sim_stored[site] = (set(ids_list), len(ids_list), len(sim_windows))
-        rows = store.execute("SELECT worker, stats FROM ingest_workers")
-        worker_stats = {w: json.loads(s) for w, s in rows}
-        per_worker = {w: s["received"] for w, s in worker_stats.items()}
+        per_worker = {
+            w: json.loads(s)["received"] for w, s in store.execute("SELECT worker, stats FROM ingest_workers")
+        }
     where = (
         f"\nledger {ledger}\nkilled {leader}, drained {drained_s} s after\nlinks {addresses}"
         f"\nworkers {per_worker}\nconsumer {consumer}\n{logs}"
@@ -259,7 +260,9 @@ def test_a_broker_node_killed_mid_stream_loses_and_duplicates_nothing(
         assert stored_windows == len(stored_ids), f"{site}: a (device, zone, window) stored twice{where}"
     # A resend the store already had is a duplicate; one it had not was lost by NATS after its PUBACK.
     resent = sum(r.events_resent for r in fleets.values()) + sum(a[2] for a in addresses.values())
-    duplicates = sum(s["duplicates"] for s in worker_stats.values())
+    full_logs = [(tmp_path / f"ingest-{i}.log").read_text() for i in range(2)]
+    stopped = re.compile(r"ingest stopped .*duplicates=(\d+)")
+    duplicates = sum(int(n) for log in full_logs for n in stopped.findall(log))
     print(f"sent again (sims and agents) {resent}, of which the store already had {duplicates}")
     # The fleet homed on the killed node moved, every device of it, to the surviving nodes.
     homed_on_dead = fleets[f"sim-{leader}"]
