@@ -302,15 +302,35 @@ async def _device(i: int, opts: SimOptions, result: FleetResult, start: float, s
 
     await asyncio.sleep(i / opts.connect_rate)  # ramp up, as a real fleet does after an outage
     deadline = start + opts.duration_s
+    deadline_wall = time.time() + deadline - time.monotonic()
+    last_window = wire.coarsen(time.time(), opts.window_s) - opts.window_s  # closed before this start
+
+    def produce() -> None:
+        """Every window closed since the last call and before the deadline, connected or not (a camera
+        keeps counting while its broker is away; its events wait in ``pending``)."""
+        nonlocal last_window
+        closed = wire.coarsen(min(time.time(), deadline_wall), opts.window_s) - opts.window_s
+        for window in range(last_window + opts.window_s, closed + 1, opts.window_s):
+            for z in range(opts.zones):
+                e = wire.ZoneCountEvent(
+                    site=opts.site, device=device, zone=f"z{z}", id=wire.new_event_id(window),
+                    window_start=window, window_s=opts.window_s, frames=opts.window_s * 5,
+                    counts={"person": _suppressed(rng.randint(0, 20))}, mean_counts={}, k=3,
+                    model="ssd-mobilenet-v2-coco-quant@1.0.0",
+                )  # fmt: skip
+                pending.add(e.id, wire.encode(e))
+                result.events_produced += 1
+                result.event_ids.add(e.id)
+        last_window = max(last_window, closed)
 
     def running() -> bool:
+        produce()
         # Past the deadline only to deliver what is left, for at most drain_s.
         now = time.monotonic()
         return now < deadline or (len(pending) > 0 and now < deadline + opts.drain_s)
 
     first = True
     next_beat = time.monotonic() + rng.uniform(0, opts.heartbeat_s)
-    last_window: int | None = None
     addresses = [(opts.host, opts.port), *opts.failover]
     at = 0  # index in addresses
     while running():
@@ -341,21 +361,6 @@ async def _device(i: int, opts: SimOptions, result: FleetResult, start: float, s
             while running() and not storm.is_set() and client.alive:
                 now = time.time()
                 producing = time.monotonic() < deadline
-                window = wire.coarsen(now, opts.window_s) - opts.window_s  # the window that just closed
-                if last_window is None:
-                    last_window = window
-                elif producing and window > last_window:
-                    last_window = window
-                    for z in range(opts.zones):
-                        e = wire.ZoneCountEvent(
-                            site=opts.site, device=device, zone=f"z{z}", id=wire.new_event_id(window),
-                            window_start=window, window_s=opts.window_s, frames=opts.window_s * 5,
-                            counts={"person": _suppressed(rng.randint(0, 20))}, mean_counts={}, k=3,
-                            model="ssd-mobilenet-v2-coco-quant@1.0.0",
-                        )  # fmt: skip
-                        pending.add(e.id, wire.encode(e))
-                        result.events_produced += 1
-                        result.event_ids.add(e.id)
                 await flush(client)
                 if producing and time.monotonic() >= next_beat:
                     next_beat += opts.heartbeat_s
