@@ -187,6 +187,10 @@ def test_hub_killed_mid_batch_three_times(
         found = re.search(r"acknowledged by the broker (\d+) \(failed (\d+)\)", out)
         assert found, out
         acked, failed = int(found.group(1)), int(found.group(2))
+        receipts = r"receipted by the hub (\d+) of (\d+), sent again (\d+), unreceipted (\d+)"
+        receipted = re.search(receipts, out)
+        assert receipted, out
+        got, produced, resent, unreceipted = map(int, receipted.groups())
         time.sleep(3)
         bench.stop()
         ledger = bench.ledger()
@@ -195,10 +199,14 @@ def test_hub_killed_mid_batch_three_times(
         rows, ids = len(copies), len(set(copies))
         (deliveries,) = bench.query("SELECT sum(events) FROM devices WHERE site = 'sim'") or (0,)
         # Redelivered by the broker after a kill between a commit and its acknowledgement: dropped by id.
-        print(f"simulated fleet: acked {acked}, failed {failed}, stored {ids}, duplicates {deliveries - ids}")
-        # Simulated devices have no outbox: what the broker acknowledged must all be stored, once.
+        print(f"simulated fleet: produced {produced}, acked {acked}, failed {failed}, sent again {resent}, "
+              f"stored {ids}, duplicates {deliveries - ids}")  # fmt: skip
+        # What the broker acknowledged is all stored, once; and, as the simulated devices keep their
+        # events until the hub's receipt (resending the rest), everything they produced.
         assert rows == ids
         assert acked <= ids <= acked + failed, (acked, failed, ids)
+        assert unreceipted == 0, out
+        assert got == produced == ids, out
         assert acked > 1000
     finally:
         bench.stop()
