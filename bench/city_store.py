@@ -28,7 +28,9 @@ PostgreSQL) and only adds what is missing. Progress goes to stderr; the table to
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
+import multiprocessing
 import os
 import random
 import sqlite3
@@ -156,6 +158,45 @@ def history_hour(hour: int, rng: random.Random) -> Iterator[list[wire.Event]]:
             batch = []
     if batch:
         yield batch
+
+
+_WORKER: dict[str, Store] = {}
+
+
+def _history_worker(backend: str, where: str, hour: int) -> tuple[int, float]:
+    """One history hour written by a pool worker (its own store); returns (events, generation s)."""
+    if backend not in _WORKER:
+        _WORKER[backend] = (
+            SQLiteStore(Path(where)) if backend == "sqlite" else PostgresStore(PG_DSN, schema=where)
+        )
+    store = _WORKER[backend]
+    rng = random.Random(hour)  # each hour its own, reproducible, whichever worker writes it
+    added, gen = 0, 0.0
+    batches_ = history_hour(hour, rng)
+    while True:
+        g0 = time.perf_counter()
+        batch = next(batches_, [])
+        gen += time.perf_counter() - g0
+        if not batch:
+            return added, gen
+        store.add_events(batch, time.time())
+        added += len(batch)
+
+
+def fill_history(backend: str, where: str, first: int, hours: int, jobs: int) -> Iterator[tuple[int, float]]:
+    """Whole hours from ``first`` on, ``jobs`` hours at a time in worker processes (each hour touches
+    only its own streams × hour, so the writers do not wait on each other); yields (events, gen s)."""
+    todo = [first + h * HOUR for h in range(hours)]
+    if jobs <= 1:
+        for hour in todo:
+            n, spent = _history_worker(backend, where, hour)
+            yield n, spent
+        return
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(jobs) as pool:
+        results = pool.imap_unordered(functools.partial(_history_worker, backend, where), todo)
+        for n, spent in results:
+            yield n, spent / jobs
 
 
 def cube_hour(hour: int, rng: random.Random) -> list[CubeRow]:
@@ -339,6 +380,7 @@ def run(
     keep: bool,
     cube_max: int | None = None,
     bulk: bool = True,
+    jobs: int = 1,
 ) -> None:
     rng = random.Random(24)
     store, where = open_backend(backend, folder, keep)
@@ -358,18 +400,14 @@ def run(
         while stored < size:
             if bulk and tick % HOUR == 0 and size - stored > LIVE_TAIL_H * HOUR_EVENTS:
                 source = None  # the live generator restarts from the next tick after the hour
-                hour_batches = history_hour(tick, rng)
-                while True:
-                    g0 = time.perf_counter()
-                    batch = next(hour_batches, [])
-                    gen += time.perf_counter() - g0
-                    if not batch:
-                        break
-                    added += store.add_events(batch, time.time())
-                    stored += len(batch)
-                tick += HOUR
-                log(f"{backend}: {stored:,} events (history, packed directly),"
-                    f" store {added / (time.perf_counter() - t0 - gen):,.0f} events/s")  # fmt: skip
+                hours = max(1, (size - stored - LIVE_TAIL_H * HOUR_EVENTS) // HOUR_EVENTS)
+                for n, spent in fill_history(backend, where, tick, hours, jobs):
+                    added += n
+                    stored += n
+                    gen += spent  # wall time spent generating, on the slowest worker
+                    log(f"{backend}: {stored:,} events (history, packed directly),"
+                        f" {added / (time.perf_counter() - t0):,.0f} events/s wall")  # fmt: skip
+                tick += hours * HOUR
                 continue
             if source is None:
                 source = batches(tick, rng)
@@ -438,6 +476,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         " live: every event through the live, time-major path (slower, same final layout).",
     )
     ap.add_argument("--cube-rows", type=float, help="Cap the cube's rows (default: as many as events).")
+    ap.add_argument("--jobs", type=int, default=1, help="Processes writing history hours at once.")
     ap.add_argument("--schema", default=SCHEMA, help="PostgreSQL schema (dropped unless --keep).")
     args = ap.parse_args(argv)
     SCHEMA = args.schema
@@ -445,7 +484,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     args.dir.mkdir(parents=True, exist_ok=True)
     for backend in args.backends.split(","):
         cube_max = None if args.cube_rows is None else int(args.cube_rows)
-        run(backend.strip(), sizes, args.runs, args.dir, args.keep, cube_max, args.fill == "history")
+        run(
+            backend.strip(),
+            sizes,
+            args.runs,
+            args.dir,
+            args.keep,
+            cube_max,
+            args.fill == "history",
+            args.jobs,
+        )
 
 
 if __name__ == "__main__":

@@ -67,9 +67,9 @@ class CompactionSql(EventSql):
 
     def _compact_streams(self, hour: int, streams: list[int]) -> int:
         clause, args = self._in_streams(streams)
+        self._ensure_partitions({hour})
         with self._tx() as cur:
             self._lock_hours(cur, [hour], {hour})
-            self._prepare_partitions(cur, {hour})
             items: dict[int, dict[str, Item]] = {s: {} for s in streams}
             cur.execute(
                 self._sql(f"SELECT stream, body FROM event_segments WHERE hour = ?{clause} ORDER BY seg"),

@@ -80,6 +80,9 @@ class EventSql(SqlBase):
         super().__init__()
         self._streams: dict[StreamKey, int] = {}
 
+    def _ensure_partitions(self, hours: set[int]) -> None:
+        """Segment partitions for these hours exist (PostgreSQL: made in a transaction of its own)."""
+
     def _prepare_partitions(self, cur: Any, hours: set[int]) -> None:
         """PostgreSQL creates the monthly partitions of ``event_segments`` that these hours need."""
 
@@ -108,6 +111,7 @@ class EventSql(SqlBase):
             if g not in direct
             for e in group
         }
+        self._ensure_partitions({h for _, h in direct})
         with self._tx() as cur:
             streams = self._stream_ids(cur, {k for k, _ in groups})
             hours = sorted({h for _, h in groups})

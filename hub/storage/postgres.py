@@ -391,9 +391,29 @@ class PostgresStore(EventNotifySql, PostgresBucketSql, SqlStore):
                             cur.execute(statement)
                     cur.execute("INSERT INTO schema_version VALUES (%s, %s)", (version, time.time()))
 
+    def _ensure_partitions(self, hours: set[int]) -> None:
+        # In a transaction of its own, committed before the writer takes any hour lock or reads
+        # event_segments: CREATE … PARTITION OF locks the parent ACCESS EXCLUSIVE until commit, so
+        # inside a writer's transaction it waited on readers that waited on the writer's hour lock.
+        if hours and any(month_bounds(h)[2] not in self._partitions for h in hours):
+            with self._tx() as cur:
+                self._prepare_partitions(cur, hours)
+
     def _prepare_partitions(self, cur: Any, hours: set[int]) -> None:
         needed = {month_bounds(ts) for ts in hours}
         missing = [m for m in needed if m[2] not in self._partitions]
+        if not missing:
+            return
+        # A month another process created is only looked up: re-running its ALTER would take an
+        # ACCESS EXCLUSIVE lock on a partition that other writers hold (a deadlock seen with two
+        # bulk writers).
+        cur.execute(
+            "SELECT name FROM unnest(%s::text[]) AS name WHERE to_regclass(name) IS NOT NULL",
+            ([m[2] for m in missing],),
+        )
+        existing = {str(r[0]) for r in cur.fetchall()}
+        self._partitions.update(existing)
+        missing = [m for m in missing if m[2] not in existing]
         if not missing:
             return
         # Several ingest workers may need the same month at once.

@@ -256,6 +256,30 @@ def test_concurrent_writers_store_each_event_once_on_postgres(pg_pair: tuple[Any
     assert sorted(b.event_ids()) == sorted(e.id for e in everything)
 
 
+@pytest.mark.postgres
+def test_a_new_writer_does_not_wait_on_readers_of_an_existing_month(pg_pair: tuple[Any, Any]) -> None:
+    """A process that has not yet seen a month's partition, created by another, writes a bulk hour of
+    it while a third transaction reads that partition. Before, the newcomer re-ran the partition's
+    ALTER (an ACCESS EXCLUSIVE lock) and waited on every reader: with two bulk writers, a deadlock."""
+    import psycopg
+
+    a, b = pg_pair
+    start = WINDOW - WINDOW % 3600
+    a.add_events(list(city_hour(start, cameras=4, seed=5)), 1.0)  # creates the month's partition
+    with psycopg.connect(PG_DSN) as reader:
+        reader.execute(f"SET search_path TO {a.schema}")
+        reader.execute("SELECT count(*) FROM event_segments")  # its transaction holds the month
+        done: list[int] = []
+        writer = threading.Thread(
+            target=lambda: done.append(b.add_events(list(city_hour(start + 3600, cameras=4, seed=6)), 1.0)),
+            daemon=True,
+        )
+        writer.start()
+        writer.join(timeout=20)
+        assert done and done[0] > 0, "the second writer waited on a reader of an existing partition"
+        reader.rollback()
+
+
 def _old_rows(store: Any, events: list[wire.Event], received_at: float) -> None:
     """Rows as a hub at schema 10 wrote them (one per event, a JSON body)."""
     from hub.storage.events import index_columns
