@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from edge.detectors import Detection
 from edge.detectors.tiling import intersection_over_smaller
-from edge.tracker import Track
+from edge.tracker import Box, Track
 
 __all__ = ["COAST_S", "OVERLAP", "occupants", "reappeared"]
 
@@ -73,7 +73,9 @@ def reappeared(
     (their last *seen* box, not the drifted prediction: observation-centric, as in OC-SORT)
     is that person back, so it counts from its first frame. One new track per lost track, best
     overlap first; a lost track that a track matched now already overlaps was picked up
-    again (as for coasting tracks above) and vouches for nobody.
+    again (as for coasting tracks above) and vouches for nobody. The overlap is of the smaller
+    box, so the two must also be about as tall: a head, a torso or a cone inside a lost
+    person's box is not that person back.
     """
     now = [t for t in tracks if t.last_ts >= ts]
     lost = [
@@ -88,7 +90,7 @@ def reappeared(
             (intersection_over_smaller(old.box, new.box), li, ni)
             for li, old in enumerate(lost)
             for ni, new in enumerate(born)
-            if old.label == new.label
+            if old.label == new.label and _similar_height(old.box, new.box)
         ),
         reverse=True,
     )
@@ -102,3 +104,9 @@ def reappeared(
         used_new.add(ni)
         back.append(born[ni])
     return back
+
+
+def _similar_height(a: Box, b: Box, factor: float = 2.0) -> bool:
+    """Boxes at one spot of one object keep their height within ``factor`` (a partly hidden person: half)."""
+    ha, hb = a[2] - a[0], b[2] - b[0]
+    return ha > 0 and hb > 0 and 1 / factor <= hb / ha <= factor

@@ -66,6 +66,11 @@ def test_only_a_box_where_a_person_was_lost_counts_unconfirmed() -> None:
     # Clutter away from the lost track: still held back by confirmation.
     tracker, ts = _run([[PERSON], [PERSON]] + [[]] * HIDDEN + [[CLUTTER]])
     assert occupants(tracker.tracks, ts, tentative=tracker.tentative) == []
+    # A small box inside the lost person's box (a head, a cone): not them.
+    head = Detection("person", 0.9, (0.1, 0.12, 0.16, 0.16))
+    tracker, ts = _run([[PERSON], [PERSON]] + [[]] * HIDDEN + [[head]])
+    assert len(tracker.tentative) == 1
+    assert occupants(tracker.tracks, ts, tentative=tracker.tentative) == []
     # Two new boxes on one lost person: one person back.
     twin = Detection("person", 0.9, (0.1, 0.035, 0.3, 0.135))
     tracker, ts = _run([[PERSON], [PERSON]] + [[]] * HIDDEN + [[BESIDE, twin]])
