@@ -213,7 +213,7 @@ def _tracked(
     for i in horizon.indices(index):
         ts = i * horizon.frame_period_s / horizon.stride
         tracker.update(ts, [d for d in detector.detect(frames[i]) if d.label == label])
-    return occupants(tracker.tracks, ts, coast_s=horizon.coast_s)
+    return occupants(tracker.tracks, ts, tentative=tracker.tentative, coast_s=horizon.coast_s)
 
 
 def evaluate(

@@ -49,7 +49,11 @@ class Pipeline:
         crossings = line_crossings(moved, self.config.lines)
         h, w = frame.rgb.shape[:2]
         firings = self.engine.update(frame.ts, self.tracker.tracks, crossings, w / h)
-        # Video: the confirmed tracks present now (edge.occupancy); a photo has only its own boxes.
-        present = detections if frame.still else occupants(self.tracker.tracks, frame.ts)
+        # Video: the confirmed tracks present now and people back from an occlusion (edge.occupancy);
+        # a photo has only its own boxes.
+        tracker = self.tracker
+        present = (
+            detections if frame.still else occupants(tracker.tracks, frame.ts, tentative=tracker.tentative)
+        )
         events = self.anonymiser.add(frame.ts, count_by_zone(present, self.config.zones), crossings)
         return events, [self.anonymiser.alert(f) for f in firings]

@@ -72,6 +72,15 @@ class IouTracker:
         """Confirmed tracks still alive (including those not matched in the last frame)."""
         return [t for t in self._tracks if t.hits >= self.min_hits]
 
+    @property
+    def tentative(self) -> list[Track]:
+        """Tracks not confirmed yet (one match): those matched in the last frame were born there.
+
+        Not counted as such: :func:`edge.occupancy.occupants` counts one only where a confirmed
+        track was lost (a person reappearing after an occlusion).
+        """
+        return [t for t in self._tracks if t.hits < self.min_hits]
+
     def update(self, ts: float, detections: Sequence[Detection]) -> list[Track]:
         """Match detections to tracks; returns the confirmed tracks matched in this frame."""
         pairs: list[tuple[float, int, int]] = []

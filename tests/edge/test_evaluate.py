@@ -156,7 +156,7 @@ def test_tiling_is_never_worse_than_no_tiling_on_the_development_set(model_dir: 
     """Issue 18: tiles exist to find what the whole frame cannot resolve; they must not add people.
 
     The evaluation tool's own pipeline (build_detector, the agent's tracker over 1.5 s at 5 fps)
-    at the default person threshold 0.5, stretched frames; measured 0.33 / 0.33 / 0.42 tracked
+    at the default person threshold 0.5, stretched frames; measured 0.33 / 0.33 / 0.33 tracked
     and 1.00 / 0.67 / 0.58 from raw boxes for tiles 1 / 2 / 3 (docs/models.md).
     """
     from edge.config import AgentConfig
@@ -178,7 +178,7 @@ def test_tiling_is_never_worse_than_no_tiling_on_the_development_set(model_dir: 
     assert raw[2] <= raw[1]
     assert raw[3] <= raw[1]
     assert tracked[2] <= tracked[1]
-    # 3x3 tiles miscount one person more over the 12 frames: on frame 740 a man occluded for 0.8 s
-    # reappears in a tile on the labelled frame itself (a new track, not yet confirmed), where the
-    # untiled count is right only through two stale tracks. Not more than that one person.
-    assert tracked[3] <= tracked[1] + 1 / len(labels) + 1e-9
+    # On frame 740 a man occluded for 0.8 s reappears in a tile on the labelled frame itself: a new
+    # track, not confirmed yet, that counts because it lies where his confirmed track was lost
+    # (edge.occupancy.reappeared); before that rule 3x3 tiles miscounted him (0.42).
+    assert tracked[3] <= tracked[1]

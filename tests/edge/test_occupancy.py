@@ -48,6 +48,44 @@ def test_a_person_picked_up_again_by_a_new_track_counts_once() -> None:
     assert len(occupants(tracker.tracks, ts, overlap=1.1)) == 2
 
 
+HIDDEN = int(COAST_S / 0.2) + 1  # frames at 5 fps a person stays hidden: longer than the coast
+BESIDE = Detection("person", 0.9, (0.1, 0.165, 0.3, 0.265))  # IoU 0.21 with PERSON: a new track, overlap 0.35
+
+
+def test_a_person_back_from_an_occlusion_counts_from_the_first_frame() -> None:
+    # Hidden longer than the coast (no longer counted), then found beside the last box seen: the
+    # tracker starts a new track; it is that person back, not one-frame clutter (issue 18, frame 740).
+    tracker, ts = _run([[PERSON], [PERSON]] + [[]] * HIDDEN + [[BESIDE]])
+    assert tracker.tracks[0].last_ts < ts - COAST_S  # the old track, lost
+    assert [t.box for t in tracker.tentative] == [BESIDE.box]  # the new one, not confirmed
+    assert occupants(tracker.tracks, ts) == []  # confirmed tracks alone miss them
+    assert [d.box for d in occupants(tracker.tracks, ts, tentative=tracker.tentative)] == [BESIDE.box]
+
+
+def test_only_a_box_where_a_person_was_lost_counts_unconfirmed() -> None:
+    # Clutter away from the lost track: still held back by confirmation.
+    tracker, ts = _run([[PERSON], [PERSON]] + [[]] * HIDDEN + [[CLUTTER]])
+    assert occupants(tracker.tracks, ts, tentative=tracker.tentative) == []
+    # A small box inside the lost person's box (a head, a cone): not them.
+    head = Detection("person", 0.9, (0.1, 0.12, 0.16, 0.16))
+    tracker, ts = _run([[PERSON], [PERSON]] + [[]] * HIDDEN + [[head]])
+    assert len(tracker.tentative) == 1
+    assert occupants(tracker.tracks, ts, tentative=tracker.tentative) == []
+    # Two new boxes on one lost person: one person back.
+    twin = Detection("person", 0.9, (0.1, 0.035, 0.3, 0.135))
+    tracker, ts = _run([[PERSON], [PERSON]] + [[]] * HIDDEN + [[BESIDE, twin]])
+    assert len(tracker.tentative) == 2
+    assert len(occupants(tracker.tracks, ts, tentative=tracker.tentative)) == 1
+    # Still coasting (lost for less than the coast): the old track counts them, once.
+    tracker, ts = _run([[PERSON], [PERSON], [], [BESIDE]])
+    assert len(occupants(tracker.tracks, ts, tentative=tracker.tentative)) == 1
+    # The lost person already picked up again by another track (confirmed now): a new box on the
+    # other side of their last box is no one back.
+    tracker, ts = _run([[PERSON], [PERSON]] + [[]] * HIDDEN + [[BESIDE], [BESIDE, twin]])
+    assert len(tracker.tracks) == 2  # the lost one and the one that picked them up
+    assert len(occupants(tracker.tracks, ts, tentative=tracker.tentative)) == 1
+
+
 def test_other_classes_do_not_hide_a_lost_person() -> None:
     bike = Detection("bicycle", 0.9, PERSON.box)
     tracker, ts = _run([[PERSON, bike], [PERSON, bike], [bike]])
