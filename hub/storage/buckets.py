@@ -44,8 +44,7 @@ class BucketSql(SqlBase):
         got: dict[str, int] = {}
         # Each statement is atomic on its own (autocommit) and keys are independent: no BEGIN/COMMIT
         # round trips around it. One statement per INSERT_CHUNK keys (one for any real batch).
-        with self._lock:
-            cur = self._connection().cursor()
+        with self._statements() as cur:
             for i in range(0, len(items), INSERT_CHUNK):
                 got.update(self._take(cur, items[i : i + INSERT_CHUNK], rate, burst, now))
             self._bucket_writes += 1
