@@ -6,6 +6,7 @@ in a temporary folder that account can read. The system service is never started
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -15,11 +16,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import psutil
-
 from vigie.netutil import free_port, wait_for_port
 
-__all__ = ["Bouncer", "pgbouncer_binary", "running_pgbouncer", "server_ports"]
+__all__ = ["Bouncer", "descendants", "pgbouncer_binary", "running_pgbouncer", "server_ports"]
 
 
 def pgbouncer_binary() -> str | None:
@@ -45,12 +44,42 @@ class Bouncer:
 
 def server_ports(pid: int, server_port: int = 5432) -> set[int]:
     """Local ports of the process's TCP connections to PostgreSQL: its server connections, as the
-    kernel sees them (``pg_stat_activity.client_port`` names the same ports)."""
+    kernel sees them (Linux ``/proc``; ``pg_stat_activity.client_port`` names the same ports)."""
+    inodes: set[str] = set()
     try:
-        conns = psutil.Process(pid).net_connections(kind="tcp")
-    except psutil.NoSuchProcess:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            with contextlib.suppress(OSError):  # closed meanwhile
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                if target.startswith("socket:["):
+                    inodes.add(target[8:-1])
+    except OSError:  # the process is gone
         return set()
-    return {c.laddr.port for c in conns if c.raddr and c.raddr.port == server_port}
+    ports: set[int] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                local, remote, inode = fields[1], fields[2], fields[9]
+                if inode in inodes and int(remote.rsplit(":", 1)[1], 16) == server_port:
+                    ports.add(int(local.rsplit(":", 1)[1], 16))
+    return ports
+
+
+def descendants(pid: int) -> list[int]:
+    """``pid`` and every process under it (uvicorn's workers), from ``/proc``."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                stat = (entry / "stat").read_text()
+                parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found, todo = [pid], [pid]
+    while todo:
+        parent = todo.pop()
+        children = [child for child, p in parents.items() if p == parent]
+        found += children
+        todo += children
+    return found
 
 
 @contextmanager
