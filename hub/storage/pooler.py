@@ -11,8 +11,6 @@ transaction only), in the same round trip as its ``BEGIN``.
 
 from __future__ import annotations
 
-import shlex
-
 import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
@@ -44,6 +42,28 @@ class PooledDsn:
         return first if first and first != "$user" else None
 
 
+def _words(options: str) -> list[str]:
+    """The server's split of ``options``: whitespace separates, a backslash keeps the next character."""
+    words: list[str] = []
+    word: list[str] | None = None
+    escaped = False
+    for char in options:
+        if escaped:
+            word = [*(word or []), char]
+            escaped = False
+        elif char == "\\":
+            escaped, word = True, word or []
+        elif char.isspace():
+            if word is not None:
+                words.append("".join(word))
+            word = None
+        else:
+            word = [*(word or []), char]
+    if word is not None:
+        words.append("".join(word))
+    return words
+
+
 def split_options(dsn: str) -> PooledDsn:
     """``dsn`` less its ``options`` (``-c name=value`` pairs), and those pairs as settings.
 
@@ -56,7 +76,7 @@ def split_options(dsn: str) -> PooledDsn:
         raise VigieError(f"database DSN cannot be parsed: {exc}") from None
     options = str(params.pop("options", None) or "")
     settings: dict[str, str] = {}
-    words = shlex.split(options)
+    words = _words(options)
     i = 0
     while i < len(words):
         word = words[i]
