@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
+import psycopg
 import pytest
 
 from hub.retention import JOB
@@ -208,3 +209,30 @@ def test_four_api_workers_and_writers_share_three_server_connections(
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+def test_no_session_state_leaks_between_stores_sharing_server_connections(
+    bouncer: Bouncer, pg_store: Any
+) -> None:
+    """Two stores on two schemas through one server connection; prepared statements, a failed read."""
+    from hub.storage.readonly import ReadOnlyPostgresStore
+
+    with running_pgbouncer(pool_size=1) as one:
+        mine = PostgresStore(_pooled_url(one, pg_store.schema), pooler="pgbouncer")
+        # A plain client of the same PgBouncer: the server's default schema, whoever ran before it.
+        default = psycopg.connect(one.url(), autocommit=True, prepare_threshold=None)
+        reader = ReadOnlyPostgresStore(_pooled_url(one, pg_store.schema), pooler="pgbouncer")
+        try:
+            for _ in range(12):  # psycopg would prepare from the 5th run on, on whichever server connection
+                assert mine.current_schema() == pg_store.schema
+                assert default.execute("SELECT current_schema()").fetchone() == ("public",)
+                assert reader.schema_version() == pg_store.schema_version()
+            with pytest.raises(Exception, match="read-only"):
+                reader._query("INSERT INTO job_leases VALUES ('x', 'y', 1, 1, 1) RETURNING 1")
+            with pytest.raises(Exception, match="no_such_table"):
+                mine._query("SELECT * FROM no_such_table")
+            assert mine.ping()  # the failed read's transaction was ended
+            assert len(server_ports(one.pid)) == 1
+        finally:
+            for s in (mine, default, reader):
+                s.close()
