@@ -17,7 +17,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from vigie.exceptions import VigieError
 
-__all__ = ["POOLERS", "PooledDsn", "begin_parts", "begin_statement", "split_options"]
+__all__ = ["POOLERS", "PooledDsn", "begin_statement", "split_options"]
 
 #: The values of the hub's ``db_pooler`` setting.
 POOLERS = ("none", "pgbouncer")
@@ -96,24 +96,19 @@ def split_options(dsn: str) -> PooledDsn:
     return PooledDsn(make_conninfo("", **params), settings)
 
 
-def begin_parts(pooled: PooledDsn, schema: str | None) -> tuple[str, sql.Composed | None]:
-    """``BEGIN`` (``READ ONLY`` when asked), and the ``SELECT set_config(...)`` of the DSN's settings
-    for this transaction only (None: none). ``schema`` (the store's own) wins over the DSN's."""
+def begin_statement(pooled: PooledDsn, schema: str | None) -> sql.Composed:
+    """``BEGIN`` (``READ ONLY`` when asked) and the DSN's settings for this transaction only.
+
+    ``schema`` (the store's own, when given) wins over the DSN's ``search_path``.
+    """
     settings = {k: v for k, v in pooled.settings.items() if k != "default_transaction_read_only"}
     if schema:
         settings["search_path"] = schema
-    begin = "BEGIN READ ONLY" if pooled.read_only else "BEGIN"
+    begin = sql.SQL("BEGIN READ ONLY" if pooled.read_only else "BEGIN")
     if not settings:
-        return begin, None
+        return sql.Composed([begin])
     calls = sql.SQL(", ").join(
         sql.SQL("set_config({}, {}, true)").format(sql.Literal(k), sql.Literal(v))
         for k, v in settings.items()
     )
-    return begin, sql.Composed([sql.SQL("SELECT "), calls])
-
-
-def begin_statement(pooled: PooledDsn, schema: str | None) -> sql.Composed:
-    """Both :func:`begin_parts` as one simple query: one round trip."""
-    begin, settings = begin_parts(pooled, schema)
-    parts = [sql.SQL(begin)] if settings is None else [sql.SQL(begin), sql.SQL("; "), settings]
-    return sql.Composed(parts)
+    return sql.Composed([begin, sql.SQL("; SELECT "), calls])

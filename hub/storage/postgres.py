@@ -24,7 +24,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from hub.storage.buckets import PostgresBucketSql
 from hub.storage.cubelevels import POSTGRES_MONTH_OF, backfill_sql
 from hub.storage.live import EventNotifySql
-from hub.storage.pooler import POOLERS, begin_parts, begin_statement, split_options
+from hub.storage.pooler import POOLERS, begin_statement, split_options
 from hub.storage.rollup import RollupRow
 from hub.storage.sql import SqlStore
 from hub.storage.sqlite import Migration
@@ -282,10 +282,8 @@ class PostgresStore(EventNotifySql, PostgresBucketSql, SqlStore):
         self.pooler = pooler
         self._pooled = split_options(dsn) if pooler != "none" else None
         self._begin_sql: str | pgsql.Composed = "BEGIN"
-        self._read_parts: tuple[str, pgsql.Composed | None] = ("BEGIN", None)
         if self._pooled is not None:
             self._begin_sql = begin_statement(self._pooled, schema)
-            self._read_parts = begin_parts(self._pooled, schema)
         #: Settings sent with each BEGIN (pooled): a lone statement then needs a transaction too.
         self._per_transaction = self._pooled is not None and bool(self._pooled.settings or schema)
         self._sync_cancelled = False
@@ -382,12 +380,20 @@ class PostgresStore(EventNotifySql, PostgresBucketSql, SqlStore):
 
     def _query(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
         """A read; on a lost connection, connect again once and read again (a read is safe to repeat)."""
+        if self._per_transaction:  # BEGIN with the settings, the read, COMMIT: three round trips
+            for attempt in (1, 2):
+                try:
+                    with self._tx() as cur:
+                        cur.execute(self._sql(sql), tuple(args))
+                        return list(cur.fetchall())
+                except StoreUnavailableError:
+                    if attempt == 2:
+                        raise
+            raise AssertionError("unreachable")
         with self._lock:
             for attempt in (1, 2):
                 self._reconnect_if_closed()
                 try:
-                    if self._per_transaction:
-                        return self._read_in_transaction(sql, args)
                     cur = self._db.cursor()
                     cur.execute(self._sql(sql), tuple(args))
                     return list(cur.fetchall())
@@ -399,25 +405,6 @@ class PostgresStore(EventNotifySql, PostgresBucketSql, SqlStore):
                             f"PostgreSQL at {redact(self.dsn)!r} failed a read twice: {exc}"
                         ) from exc
             raise AssertionError("unreachable")
-
-    def _read_in_transaction(self, sql: str, args: Sequence[Any]) -> list[Any]:
-        """Behind PgBouncer: BEGIN, the settings, the read and COMMIT sent at once (psycopg's pipeline),
-        one round trip as a read without a pooler; the lock is held."""
-        db = self._db
-        begin, settings = self._read_parts
-        try:
-            with db.pipeline():
-                db.execute(begin)
-                if settings is not None:
-                    db.execute(settings)
-                cur = db.cursor()
-                cur.execute(self._sql(sql), tuple(args))
-                db.execute("COMMIT")
-            return list(cur.fetchall())
-        except psycopg.Error:
-            if not db.closed and db.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-                db.execute("ROLLBACK")  # the read failed inside its transaction: end it here
-            raise
 
     def _migrate(self, migrations: list[tuple[int, list[Migration]]]) -> None:
         with self._tx() as cur:
