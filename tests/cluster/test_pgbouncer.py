@@ -199,6 +199,7 @@ def test_four_api_workers_and_writers_share_three_server_connections(
         assert jobs[JOB]["runs"] == 1, jobs
         assert len(pg_store.list_purges()) == 1
         assert "live streams poll" not in log.read_text()
+        print(f"checks done at {time.monotonic() - t0:.1f} s")
     finally:
         for r in opened:  # the hub's graceful shutdown would wait for an open stream
             r.close()
@@ -209,6 +210,7 @@ def test_four_api_workers_and_writers_share_three_server_connections(
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             proc.kill()
+        print(f"hub stopped at {time.monotonic() - t0:.1f} s")
 
 
 def test_no_session_state_leaks_between_stores_sharing_server_connections(
