@@ -59,6 +59,16 @@ class HubSettings(BaseSettings):
         "exports), e.g. a streaming standby: "
         "`postgresql://vigie@standby,primary/vigie?target_session_attrs=prefer-standby`; unset: `db`.",
     )
+    db_pooler: Literal["none", "pgbouncer"] = Field(
+        default="none",
+        description="`pgbouncer`: `db` (and `read_db`) is a PgBouncer in transaction mode; the store then "
+        "keeps no session state (schema and options sent per transaction, no prepared statements).",
+    )
+    live_db: str | None = Field(
+        default=None,
+        description="PostgreSQL URL the live streams LISTEN on, straight to PostgreSQL (LISTEN needs a "
+        "session, which PgBouncer in transaction mode does not keep); unset: `db`, or polling with a pooler.",
+    )
     ingest: bool = Field(default=True, description="Run the MQTT ingest inside the API process.")
     share_group: str | None = Field(
         default=None, description="MQTT v5 shared-subscription group, to split ingest across processes."
@@ -178,6 +188,21 @@ class HubSettings(BaseSettings):
             return None
         parts = urlsplit(self.tile_url)
         return f"{parts.scheme}://{parts.netloc}"
+
+    @model_validator(mode="after")
+    def _pooler_on_postgres(self) -> HubSettings:
+        """A pooler and a LISTEN URL are PostgreSQL's: on SQLite they would be ignored, silently."""
+        pg = ("postgresql://", "postgres://")
+        if self.live_db is not None and not self.live_db.startswith(pg):
+            raise ValueError(
+                f"live_db {self.live_db!r} is not a PostgreSQL URL; e.g. postgresql://vigie@db-primary:5432/vigie"
+            )
+        if self.db_pooler != "none" and not self.db.startswith(pg):
+            raise ValueError(
+                f"db_pooler is {self.db_pooler} but db {self.db!r} is SQLite: set db to the PgBouncer's "
+                "postgresql:// URL, or unset db_pooler"
+            )
+        return self
 
     @model_validator(mode="after")
     def _read_db_on_postgres(self) -> HubSettings:

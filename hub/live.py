@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import threading
 from typing import Any
 
 __all__ = ["POLL_S", "EventWaker"]
+
+log = logging.getLogger(__name__)
 
 #: How often a stream reads the store when nothing can wake it.
 POLL_S = 1.0
@@ -32,11 +35,26 @@ class EventWaker:
         self._thread: threading.Thread | None = None
 
     @classmethod
-    def for_store(cls, store: Any) -> EventWaker:
-        """Listening on PostgreSQL (a store with ``current_schema``), polling otherwise."""
-        if getattr(store, "backend", None) == "postgres" and hasattr(store, "current_schema"):
-            return cls(store.dsn, store.current_schema())
-        return cls()
+    def for_store(cls, store: Any, live_db: str | None = None) -> EventWaker:
+        """Listening on PostgreSQL (a store with ``current_schema``), polling otherwise.
+
+        ``live_db``: where to LISTEN when not the store's own DSN. Behind PgBouncer in transaction
+        mode a LISTEN would hold a server connection for one transaction only: without ``live_db``
+        (PostgreSQL itself) streams poll.
+        """
+        if getattr(store, "backend", None) != "postgres" or not hasattr(store, "current_schema"):
+            return cls()
+        if live_db:
+            return cls(live_db, store.current_schema())
+        if getattr(store, "pooler", "none") != "none":
+            log.warning(
+                "db_pooler is %s and live_db is unset: live streams poll every %s s; set VIGIE_HUB_LIVE_DB "
+                "to PostgreSQL itself (not PgBouncer) so that they wake at once",
+                store.pooler,
+                POLL_S,
+            )
+            return cls()
+        return cls(store.dsn, store.current_schema())
 
     async def start(self) -> None:
         """Call on the event loop the streams run on."""

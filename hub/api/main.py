@@ -107,9 +107,11 @@ def create_app(settings: HubSettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        store = open_store(settings.db)
+        store = open_store(settings.db, pooler=settings.db_pooler)
         # Opened after the primary, which migrates: the standby then only has to catch up.
-        read_store = open_read_store(settings.read_db) if settings.read_db else store
+        read_store = (
+            open_read_store(settings.read_db, pooler=settings.db_pooler) if settings.read_db else store
+        )
         if settings.read_db and (unsafe := primary_durability(store)):
             log.warning(unsafe)  # a standby is in use: say when it does not guard the receipts
         ingestor = (
@@ -156,7 +158,7 @@ def create_app(settings: HubSettings | None = None) -> FastAPI:
             crl_job.start()
         app.state.ingestor = ingestor
         # Live streams wake on PostgreSQL's NOTIFY from whichever process stored events (hub/live.py).
-        app.state.waker = EventWaker.for_store(store)
+        app.state.waker = EventWaker.for_store(store, live_db=settings.live_db)
         await app.state.waker.start()
         if ingestor is not None:
             ingestor.start()

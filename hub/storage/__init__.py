@@ -17,18 +17,21 @@ from hub.storage.sqlite import SQLiteStore
 __all__ = [*base.__all__, "SQLiteStore", "open_read_store", "open_store"]
 
 
-def open_store(url: str | Path) -> Store:
-    """``postgresql://…`` (or ``postgres://…``) opens PostgreSQL; anything else is a SQLite file."""
+def open_store(url: str | Path, *, pooler: str = "none") -> Store:
+    """``postgresql://…`` (or ``postgres://…``) opens PostgreSQL; anything else is a SQLite file.
+
+    ``pooler="pgbouncer"``: ``url`` is a PgBouncer in transaction mode (``hub/storage/pooler.py``).
+    """
     text = str(url)
     if text.startswith(("postgresql://", "postgres://")):
         from hub.storage.postgres import PostgresStore
 
-        return PostgresStore(text)
+        return PostgresStore(text, pooler=pooler)
     return SQLiteStore(text.removeprefix("sqlite:///"))
 
 
-def open_read_store(url: str) -> Store:
+def open_read_store(url: str, *, pooler: str = "none") -> Store:
     """A read-only PostgreSQL store for analysts' routes (``read_db``): never migrated, schema checked."""
     from hub.storage.readonly import ReadOnlyPostgresStore
 
-    return ReadOnlyPostgresStore(url)
+    return ReadOnlyPostgresStore(url, pooler=pooler)

@@ -43,9 +43,9 @@ class BucketSql(SqlBase):
         items = sorted((key, max(0, int(n))) for key, n in wanted.items())
         got: dict[str, int] = {}
         # Each statement is atomic on its own (autocommit) and keys are independent: no BEGIN/COMMIT
-        # round trips around it. One statement per INSERT_CHUNK keys (one for any real batch).
-        with self._lock:
-            cur = self._connection().cursor()
+        # round trips around it (but behind PgBouncer, where the schema comes with a transaction).
+        # One statement per INSERT_CHUNK keys (one for any real batch).
+        with self._statements() as cur:
             for i in range(0, len(items), INSERT_CHUNK):
                 got.update(self._take(cur, items[i : i + INSERT_CHUNK], rate, burst, now))
             self._bucket_writes += 1

@@ -39,8 +39,7 @@ class LeaseSql(SqlBase):
         if lease_s <= 0 or every_s <= 0:
             raise ValueError(f"a job lease needs lease_s > 0 and every_s > 0 (got {lease_s}, {every_s})")
         due_before = now - every_s
-        with self._lock:
-            cur = self._db.cursor()
+        with self._statements() as cur:
             cur.execute(self._sql(_CLAIM), (name, holder, now + lease_s, now, due_before, due_before))
             rows = cur.fetchall()  # all of them: SQLite ends the statement, and its write lock, here
         if not rows:
@@ -51,9 +50,11 @@ class LeaseSql(SqlBase):
                         runs=int(runs))  # fmt: skip
 
     def release_job(self, name: str, holder: str) -> None:
-        with self._lock:
-            sql = "UPDATE job_leases SET expires_at = 0 WHERE name = ? AND holder = ?"
-            self._db.cursor().execute(self._sql(sql), (name, holder))
+        with self._statements() as cur:
+            cur.execute(
+                self._sql("UPDATE job_leases SET expires_at = 0 WHERE name = ? AND holder = ?"),
+                (name, holder),
+            )
 
     def list_jobs(self) -> list[dict[str, Any]]:
         rows = self._query("SELECT name, holder, expires_at, ran_at, runs FROM job_leases ORDER BY name")

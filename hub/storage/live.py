@@ -32,8 +32,8 @@ class EventNotifySql(EventSql):
         inserted = super().add_events(events, received_at)
         if inserted:
             try:
-                with self._lock:  # autocommit: sent at once, after the batch's own commit
-                    self._connection().execute("SELECT pg_notify(%s, current_schema())", (CHANNEL,))
+                with self._statements() as cur:  # autocommit: sent at once, after the batch's own commit
+                    cur.execute("SELECT pg_notify(%s, current_schema())", (CHANNEL,))
             except Exception:  # the events are stored: a missed wake-up only delays streams
                 log.warning("could not notify the live streams", exc_info=True)
         return inserted

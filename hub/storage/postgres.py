@@ -18,11 +18,13 @@ from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 import psycopg
+from psycopg import sql as pgsql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from hub.storage.buckets import PostgresBucketSql
 from hub.storage.cubelevels import POSTGRES_MONTH_OF, backfill_sql
 from hub.storage.live import EventNotifySql
+from hub.storage.pooler import POOLERS, begin_statement, split_options
 from hub.storage.rollup import RollupRow
 from hub.storage.sql import SqlStore
 from hub.storage.sqlite import Migration
@@ -260,7 +262,6 @@ class PostgresStore(EventNotifySql, PostgresBucketSql, SqlStore):
     _greatest = "GREATEST"
     _placeholder = "%s"
     _for_update = " FOR UPDATE"
-    _vacuum_rollups = "VACUUM (ANALYZE) rollups"
 
     def __init__(
         self,
@@ -268,12 +269,23 @@ class PostgresStore(EventNotifySql, PostgresBucketSql, SqlStore):
         *,
         schema: str | None = None,
         migrations: list[tuple[int, list[Migration]]] | None = None,
+        pooler: str = "none",
     ) -> None:
         super().__init__()
         self.dsn = dsn
         if schema and not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", schema):
             raise VigieError(f"schema name {schema!r} must be lower-case letters, digits and '_'")
         self.schema = schema
+        if pooler not in POOLERS:
+            raise VigieError(f"db_pooler {pooler!r} is not one of {', '.join(POOLERS)}")
+        #: Behind PgBouncer in transaction mode (pooler.py): no session state, settings per transaction.
+        self.pooler = pooler
+        self._pooled = split_options(dsn) if pooler != "none" else None
+        self._begin_sql: str | pgsql.Composed = "BEGIN"
+        if self._pooled is not None:
+            self._begin_sql = begin_statement(self._pooled, schema)
+        #: Settings sent with each BEGIN (pooled): a lone statement then needs a transaction too.
+        self._per_transaction = self._pooled is not None and bool(self._pooled.settings or schema)
         self._sync_cancelled = False
         self._db = self._connect()
         self._partitions: set[str] = set()
@@ -283,13 +295,18 @@ class PostgresStore(EventNotifySql, PostgresBucketSql, SqlStore):
     def _connect(self) -> Any:
         """A new connection (a multi-host DSN with ``target_session_attrs`` picks the node here)."""
         try:
-            db = psycopg.connect(self.dsn, autocommit=True, connect_timeout=10)
+            if self._pooled is not None:  # no prepared statements: the next transaction is elsewhere
+                db = psycopg.connect(
+                    self._pooled.dsn, autocommit=True, connect_timeout=10, prepare_threshold=None
+                )
+            else:
+                db = psycopg.connect(self.dsn, autocommit=True, connect_timeout=10)
         except psycopg.OperationalError as exc:
             raise StoreUnavailableError(
                 f"cannot connect to PostgreSQL at {redact(self.dsn)!r}: {exc}".strip()
             ) from None
         db.add_notice_handler(self._on_notice)
-        if self.schema:  # created by _migrate (a standby cannot create it)
+        if self.schema and self._pooled is None:  # created by _migrate (a standby cannot create it)
             db.execute(f"SET search_path TO {self.schema}")
         return db
 
@@ -321,14 +338,14 @@ class PostgresStore(EventNotifySql, PostgresBucketSql, SqlStore):
             self._reconnect_if_closed()
             cur = self._db.cursor()
             try:
-                cur.execute("BEGIN")
+                cur.execute(self._begin_sql)
             except psycopg.OperationalError:
                 if not self._db.closed:
                     raise
                 # It died while idle (a restart, a failover): nothing was sent, so connect again.
                 self._reconnect_if_closed()
                 cur = self._db.cursor()
-                cur.execute("BEGIN")
+                cur.execute(self._begin_sql)
             self._sync_cancelled = False
             try:
                 yield cur
@@ -352,8 +369,27 @@ class PostgresStore(EventNotifySql, PostgresBucketSql, SqlStore):
                     "only, not acknowledged; retry"
                 )
 
+    @contextmanager
+    def _statements(self) -> Iterator[Any]:
+        if not self._per_transaction:
+            with super()._statements() as cur:
+                yield cur
+            return
+        with self._tx() as cur:
+            yield cur
+
     def _query(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
         """A read; on a lost connection, connect again once and read again (a read is safe to repeat)."""
+        if self._per_transaction:  # BEGIN with the settings, the read, COMMIT: three round trips
+            for attempt in (1, 2):
+                try:
+                    with self._tx() as cur:
+                        cur.execute(self._sql(sql), tuple(args))
+                        return list(cur.fetchall())
+                except StoreUnavailableError:
+                    if attempt == 2:
+                        raise
+            raise AssertionError("unreachable")
         with self._lock:
             for attempt in (1, 2):
                 self._reconnect_if_closed()
@@ -465,7 +501,20 @@ class PostgresStore(EventNotifySql, PostgresBucketSql, SqlStore):
         # The hot table is emptied hour by hour: vacuum it here rather than rely on the server's
         # autovacuum (issue 24 met a server with it off), so that its space is reused.
         with self._lock:
-            self._connection().execute("VACUUM (ANALYZE) events_hot")
+            self._connection().execute(f"VACUUM (ANALYZE) {self._table('events_hot')}")
+
+    def _table(self, name: str) -> str:
+        """``name``, schema-qualified when pooled: VACUUM runs outside a transaction, so without the
+        search_path that a transaction sets."""
+        schema = self.schema or (self._pooled.schema() if self._pooled is not None else None)
+        if self._pooled is None or not schema:
+            return name
+        return str(pgsql.Identifier(schema, name).as_string(self._db))
+
+    def maintain_rollups(self) -> None:
+        """VACUUM (ANALYZE) the roll-ups: their in-place updates leave dead rows (rollupsql.py)."""
+        with self._lock:
+            self._connection().execute(f"VACUUM (ANALYZE) {self._table('rollups')}")
 
     def event_bytes(self) -> int:
         """Bytes the stored events take: tables, TOAST and indexes (partitions included)."""

@@ -12,6 +12,7 @@ import time
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from hub.storage.pooler import split_options
 from hub.storage.postgres import PostgresStore, redact
 from hub.storage.sqlite import Migration
 from vigie.exceptions import VigieError
@@ -33,12 +34,14 @@ def read_only_dsn(dsn: str) -> str:
     return make_conninfo("", **params)
 
 
-def check_reachable(dsn: str) -> None:
+def check_reachable(dsn: str, *, pooler: str = "none") -> None:
     """Connect once and leave: ``vigie hub serve`` says at start that a read database is unreachable.
 
     Raises:
         VigieError: naming the DSN (without its password), libpq's reason and the setting to fix.
     """
+    if pooler != "none":  # PgBouncer refuses the options start-up parameter (pooler.py)
+        dsn = split_options(dsn).dsn
     try:
         psycopg.connect(dsn, connect_timeout=10).close()
     except psycopg.OperationalError as exc:
@@ -50,10 +53,13 @@ def check_reachable(dsn: str) -> None:
 class ReadOnlyPostgresStore(PostgresStore):
     """A :class:`PostgresStore` on a standby (or any node), opened read-only, never migrated."""
 
-    def __init__(self, dsn: str, *, schema: str | None = None, wait_s: float = 10.0) -> None:
+    def __init__(
+        self, dsn: str, *, schema: str | None = None, wait_s: float = 10.0, pooler: str = "none"
+    ) -> None:
         self._wait_s = wait_s
         self._given_dsn = dsn
-        super().__init__(read_only_dsn(dsn), schema=schema)
+        # Behind PgBouncer the read-only option becomes BEGIN READ ONLY on every transaction.
+        super().__init__(read_only_dsn(dsn), schema=schema, pooler=pooler)
 
     def _migrate(self, migrations: list[tuple[int, list[Migration]]]) -> None:
         """Wait (``wait_s``) for replication to bring the primary's latest schema, or say what is wrong."""

@@ -55,6 +55,13 @@ class SqlBase:
                 cur.execute("ROLLBACK")
                 raise
 
+    @contextmanager
+    def _statements(self) -> Iterator[Any]:
+        """A cursor for statements each atomic on its own (autocommit), under the lock. PostgreSQL
+        behind PgBouncer wraps them in a transaction: that is where its settings (the schema) are."""
+        with self._lock:
+            yield self._connection().cursor()
+
     def _query(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
         with self._lock:
             cur = self._db.cursor()

@@ -122,7 +122,7 @@ def _serve(args: argparse.Namespace) -> int:
     if settings.read_db is not None:  # unreachable: one line now, not a traceback per worker
         from hub.storage.readonly import check_reachable
 
-        check_reachable(settings.read_db)
+        check_reachable(settings.read_db, pooler=settings.db_pooler)
     print(f"vigie hub: API on http://{args.host}:{args.port}/v1/events (docs at /docs)", file=sys.stderr)
     if not scaled:
         settings = settings.model_copy(update={"ingest": not args.no_ingest, "broker": broker_config(args)})
@@ -203,7 +203,7 @@ def _ingest(args: argparse.Namespace) -> int:
     shared = args.workers > 1 or args.worker_index is not None
     broker = broker_config(args, protocol="5" if shared else "3.1.1")
     index = args.worker_index or 0
-    store = open_store(settings.db)
+    store = open_store(settings.db, pooler=settings.db_pooler)
     # Scaled out, the fusion job runs here, in one process of all those on the store (its lease,
     # hub/jobs.py); built first, so a bad zones file stops the process before it ingests.
     fusion = None if args.retire else _fusion_job(store, settings)
