@@ -187,11 +187,37 @@ def hub(
             stdout=log, stderr=subprocess.STDOUT, env=env,
         )  # fmt: skip
     store = open_store(db)
+    try:  # whatever happens (a failure, ^C), the hub and the publishers are stopped
+        return _measure(port, total, publishers, store, ingest, workers, log_path, timeout)
+    finally:
+        publishers.kill()
+        _stop(ingest)
+        store.close()  # before the schema is dropped: an open transaction would block the DROP
 
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()  # the parent of several workers passes it on to them
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _measure(
+    port: int,
+    total: int,
+    publishers: Publishers,
+    store: Any,
+    ingest: subprocess.Popen[bytes],
+    workers: int,
+    log_path: Path,
+    timeout: float,
+) -> tuple[float, float]:
     def fail(message: str) -> NoReturn:
         publishers.kill()
-        ingest.terminate()
-        ingest.wait(30)
+        _stop(ingest)
         tail = log_path.read_text(errors="replace").splitlines()[-15:]
         print("\n".join(["--- hub ingest log (tail) ---", *tail, "---"]), file=sys.stderr)
         raise SystemExit(message)
@@ -227,17 +253,11 @@ def hub(
     publishers.join(timeout)
     if published_s is None:
         published_s = time.perf_counter() - t0
-    ingest.terminate()
-    try:
-        ingest.wait(30)
-    except subprocess.TimeoutExpired:
-        ingest.kill()
-        ingest.wait()
+    _stop(ingest)
     if quarantined := store.quarantine_count():
         raise SystemExit(
             f"hub ingest quarantined {quarantined} messages: the benchmark's events must all be valid"
         )
-    store.close()
     print(f"    ({workers} worker(s): subscribed in {ready_s:.1f} s, publishers done in {published_s:.2f} s)")
     return total / elapsed, total / published_s
 
