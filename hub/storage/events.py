@@ -4,10 +4,10 @@ Writes are idempotent on the event id (the hot rows' key, and a look-up in the h
 and roll-ups are incremented only for the events really inserted, in the same transaction: a
 redelivered message changes nothing, twice over.
 
-Longer than 400 lines because the events' write path (de-duplication across hot rows and
-segments, the hour locks) and their read path (keyset pages over both) share their private
-helpers; the devices', quarantine's and ingest status's methods (the last ~120 lines) are the
-next to move into a module of their own.
+Pages of events (the read path) are in ``eventpages.py``. Longer than 400 lines because the
+events' write path (de-duplication across hot rows and segments, the hour locks) needs its
+private helpers together; the devices', quarantine's and ingest status's methods (the last ~120
+lines) are the next to move into a module of their own.
 """
 
 from __future__ import annotations
@@ -24,14 +24,12 @@ from hub.storage.segments import (
     HOUR,
     Item,
     StreamKey,
-    expand,
     hot_part,
     hour_of,
     pack_segment,
     part_of,
     start_of,
     stream_key,
-    unpack_part,
     unpack_segment,
 )
 from hub.storage.sqlbase import INSERT_CHUNK, SqlBase
@@ -42,7 +40,6 @@ __all__ = ["SEGMENT_MIN", "EventSql", "clock_skew_s", "index_columns"]
 #: A group of one stream and one hour this large is packed at once (a bulk load, a backlog);
 #: smaller ones (a live batch holds one event per stream) wait in ``events_hot`` for ``compact``.
 SEGMENT_MIN = 16
-_FAR = 2**62  # beyond any window start, with room for an hour more within 64 bits
 
 
 def index_columns(e: wire.Event) -> tuple[str, str, str, str, str, int, int]:
@@ -373,93 +370,10 @@ class EventSql(SqlBase):
         rows = self._query(f"SELECT stream, site, device, kind, place FROM event_streams{where}", args)
         return {int(r[0]): StreamKey(r[1], r[2], r[3], r[4]) for r in rows}
 
-    def list_events(self, query: EventQuery) -> tuple[list[dict[str, Any]], tuple[int, str] | None]:
-        """Newest first by (window start, id); the cursor is that key of the page's last event.
-
-        Hour by hour, newest first: an hour's hot rows through their index, its segments decoded
-        whole (only those of the streams asked for), until the page is full.
-        """
-        filtered = any(v is not None for v in (query.site, query.device, query.kind, query.place))
-        streams = self._stream_map(query)
-        if filtered and not streams:
-            return [], None
-        only = sorted(streams) if filtered else None
-        bound: tuple[int, str] | None = query.cursor
-        if query.until is not None and (bound is None or query.until <= bound[0]):
-            bound = (query.until, "")  # every id sorts after "": ws < until
-        # Clamped: a cursor's window start may be any signed 64-bit integer, SQLite's limit too.
-        top = None if bound is None else hour_of(min(bound[0], _FAR))
-        floor = None if query.since is None else hour_of(max(query.since, -_FAR))
-        found: list[tuple[int, str, float, int, dict[str, Any]]] = []
-        while len(found) <= query.limit:
-            hour = self._newest_hour(top, floor, only)
-            if hour is None:
-                break
-            rows = self._hour_rows(hour, bound, only, query.limit + 1)
-            rows = [r for r in rows if query.since is None or r[0] >= query.since]
-            rows.sort(key=lambda r: (r[0], r[1]), reverse=True)
-            found += rows[: query.limit + 1 - len(found)]
-            top = hour - HOUR
-            if floor is not None and top < floor:
-                break
-        page = found[: query.limit]
-        missing = {r[3] for r in page} - set(streams)
-        if missing:  # a stream added since the map was read
-            streams = self._stream_map()
-        data = [{**expand(streams[r[3]], r[1], r[0], r[4]), "received_at": r[2]} for r in page]
-        more = len(found) > query.limit and page
-        return data, ((page[-1][0], page[-1][1]) if more else None)
-
     def _in_streams(self, only: list[int] | None) -> tuple[str, list[int]]:
         if only is None:
             return "", []
         return f" AND stream IN ({','.join(['?'] * len(only))})", only
-
-    def _newest_hour(self, top: int | None, floor: int | None, only: list[int] | None) -> int | None:
-        """The newest hour at or before ``top`` (and at or after ``floor``) holding any event."""
-        clause, args = self._in_streams(only)
-        hi = _FAR if top is None else top
-        lo = -_FAR if floor is None else floor
-        seg = self._query(
-            f"SELECT max(hour) FROM event_segments WHERE hour <= ? AND hour >= ?{clause}", [hi, lo, *args]
-        )[0][0]
-        hot = self._query(
-            f"SELECT max(window_start) FROM events_hot WHERE window_start < ? AND window_start >= ?{clause}",
-            [hi + HOUR, lo, *args],
-        )[0][0]
-        hours = [int(seg)] if seg is not None else []
-        if hot is not None:
-            hours.append(hour_of(int(hot)))
-        return max(hours) if hours else None
-
-    def _hour_rows(
-        self, hour: int, bound: tuple[int, str] | None, only: list[int] | None, limit: int
-    ) -> list[tuple[int, str, float, int, dict[str, Any]]]:
-        """(window start, id, received at, stream, part) of one hour's events below ``bound``."""
-        clause, args = self._in_streams(only)
-        keyset = ""
-        kargs: list[Any] = []
-        if bound is not None and bound[0] < hour + HOUR:
-            if bound[1]:
-                keyset, kargs = " AND (window_start, id) < (?, ?)", [bound[0], self._id_in(bound[1])]
-            else:
-                keyset, kargs = " AND window_start < ?", [bound[0]]
-        hot = self._query(
-            "SELECT window_start, id, received_at, stream, part FROM events_hot"
-            f" WHERE window_start >= ? AND window_start < ?{keyset}{clause}"
-            " ORDER BY window_start DESC, id DESC LIMIT ?",
-            [hour, hour + HOUR, *kargs, *args, limit],
-        )
-        rows = [
-            (int(r[0]), self._id_out(r[1]), float(r[2]), int(r[3]), unpack_part(bytes(r[4]))) for r in hot
-        ]
-        segs = self._query(f"SELECT stream, body FROM event_segments WHERE hour = ?{clause}", [hour, *args])
-        for sid, body in segs:
-            for item in unpack_segment(bytes(body), hour):
-                key = (item.window_start, item.id)
-                if bound is None or key < bound:
-                    rows.append((item.window_start, item.id, item.received_at, int(sid), item.part))
-        return rows
 
     def event_ids(self, site: str | None = None, device: str | None = None) -> list[str]:
         """Every stored event id, once per stored copy (tests count duplicates with it)."""

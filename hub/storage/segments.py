@@ -12,7 +12,6 @@ The wire model stays the one schema: :func:`expand` gives back the dict that
 
 from __future__ import annotations
 
-import json
 import uuid
 import zlib
 from collections.abc import Sequence
@@ -20,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import msgpack
+import pydantic_core
 
 from vigie import wire
 
@@ -39,6 +39,7 @@ __all__ = [
     "stream_key",
     "time_field",
     "unpack_part",
+    "unpack_rows",
     "unpack_segment",
 ]
 
@@ -46,6 +47,7 @@ HOUR = 3600
 #: Fields every event of a stream shares, or that the id carries: left out of the stored part.
 _IMPLIED = ("site", "device", "kind", "id")
 _FORMAT = 1  # bumped if the layout changes; a segment says which it is
+_ID_TIME_MAX = 2**48 // 1000  # window starts an id can carry (its first 48 bits, in ms)
 
 
 class StreamKey(NamedTuple):
@@ -130,8 +132,9 @@ def hot_part(e: wire.Event) -> bytes:
 
 
 def unpack_part(raw: bytes) -> dict[str, Any]:
-    """``hot_part``'s inverse: the part as ``part_of`` gives it."""
-    part: dict[str, Any] = json.loads(raw)
+    """``hot_part``'s inverse: the part as ``part_of`` gives it (pydantic's own JSON parser: three
+    times ``json.loads``'s speed, and a page of hot rows parses one part per row)."""
+    part: dict[str, Any] = pydantic_core.from_json(raw)
     return part
 
 
@@ -195,25 +198,61 @@ def pack_segment(items: Sequence[Item], hour: int) -> bytes:
 
 def unpack_segment(blob: bytes, hour: int) -> list[Item]:
     """``pack_segment``'s inverse (pure)."""
+    return [
+        Item(event_id, ws, received_at, part) for ws, event_id, received_at, part in unpack_rows(blob, hour)
+    ]
+
+
+def unpack_rows(blob: bytes, hour: int) -> list[tuple[int, str, float, dict[str, Any]]]:
+    """``unpack_segment`` as (window start, id, received at, part) tuples (pure): what a page of
+    events reads, without an ``Item`` per event. Sorted by (window start, id)."""
     doc = msgpack.unpackb(zlib.decompress(blob), raw=False, strict_map_key=False)
     if doc.get("f") != _FORMAT:
         raise ValueError(f"event segment of format {doc.get('f')!r}; this hub reads format {_FORMAT}")
-    n = len(doc["ws"])
     starts: list[int] = []
     prev = hour
     for d in doc["ws"]:
         prev += d
         starts.append(prev)
-    low: bytes = doc["id"]
-    ids = [
-        str(uuid.UUID(bytes=(ws * 1000).to_bytes(6, "big") + low[10 * i : 10 * i + 10]))
-        for i, ws in enumerate(starts)
-    ]
+    ids = _ids(starts, doc["id"])
     received = [(ws * 1000 + ms) / 1000 for ws, ms in zip(starts, doc["ra"], strict=True)]
     if "rows" in doc:
         parts: list[dict[str, Any]] = doc["rows"]
     else:
         scaled = set(doc["scaled"])
-        cols = {k: _scale(col, False) if k in scaled else col for k, col in doc["cols"].items()}
-        parts = [{k: col[i] for k, col in cols.items()} for i in range(n)]
-    return [Item(ids[i], starts[i], received[i], parts[i]) for i in range(n)]
+        cols = {k: [_unscale(v) for v in col] if k in scaled else col for k, col in doc["cols"].items()}
+        keys = list(cols)
+        parts = [dict(zip(keys, values, strict=True)) for values in zip(*cols.values(), strict=True)]
+        if not keys:  # parts without a field (zip of no column gives no row)
+            parts = [{} for _ in starts]
+    return list(zip(starts, ids, received, parts, strict=True))
+
+
+def _ids(starts: list[int], low: bytes) -> list[str]:
+    """The events' ids: the window start in milliseconds (48 bits) and the 80 stored bits."""
+    if not all(0 <= ws < _ID_TIME_MAX for ws in starts):
+        # Out of the id's time range: ``to_bytes`` raises, as it always did for such a segment.
+        return [
+            str(uuid.UUID(bytes=(ws * 1000).to_bytes(6, "big") + low[10 * i : 10 * i + 10]))
+            for i, ws in enumerate(starts)
+        ]
+    tail = low.hex()
+    # str(uuid.UUID(...)) formatted by hand: lower-case hex, 8-4-4-4-12 (a test compares both).
+    out = []
+    for i, ws in enumerate(starts):
+        t = f"{ws * 1000:012x}"
+        r = tail[20 * i : 20 * i + 20]
+        out.append(f"{t[:8]}-{t[8:]}-{r[:4]}-{r[4:8]}-{r[8:]}")
+    return out
+
+
+def _unscale(value: Any) -> Any:
+    """``_scale(value, False)``, by exact type (msgpack gives plain ints, floats, dicts, lists)."""
+    kind = type(value)
+    if kind is int:
+        return value / _SCALE
+    if kind is dict:
+        return {k: v / _SCALE if type(v) is int else _unscale(v) for k, v in value.items()}
+    if kind is list:
+        return [_unscale(v) for v in value]
+    return value

@@ -5,6 +5,7 @@ connection, dialect and migrations (``sqlite.py``, ``postgres.py``).
 |---|---|---|
 | events | ``events.py`` | event_streams, events_hot, event_segments, rollups, devices, quarantine, |
 | | | ingest_workers |
+| | ``eventpages.py`` | (pages of events: hot rows and segments merged, newest first) |
 | | ``compaction.py`` | (packs event_segments; converts the old events at migration 11) |
 | roll-ups | ``rollupsql.py`` | rollups: paged reads, maintenance |
 | retention | ``retention.py`` | purges (and deletes from the above) |
@@ -26,6 +27,7 @@ from hub.storage.audit import AuditSql
 from hub.storage.buckets import BucketSql
 from hub.storage.campaigns import CampaignSql
 from hub.storage.compaction import CompactionSql
+from hub.storage.eventpages import EventPageSql
 from hub.storage.events import clock_skew_s, index_columns
 from hub.storage.fusion import FusionSql
 from hub.storage.leases import LeaseSql
@@ -40,6 +42,7 @@ __all__ = ["SqlStore", "clock_skew_s", "index_columns"]
 
 class SqlStore(
     CompactionSql,
+    EventPageSql,
     RollupSql,
     RetentionSql,
     RegistrySql,

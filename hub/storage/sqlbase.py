@@ -70,6 +70,10 @@ class SqlBase:
             self._after_read()
             return list(rows)
 
+    def _queries(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[list[Any]]:
+        """Several reads' rows; PostgreSQL sends them in one round trip (a pipeline)."""
+        return [self._query(sql, args) for sql, args in statements]
+
     def _connection(self) -> Any:
         """The connection for statements outside ``_tx``/``_query`` (hold the lock): PostgreSQL
         connects a lost one again first."""
