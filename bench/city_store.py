@@ -11,7 +11,8 @@ size to the next is measured on the same data) it prints bytes per event (events
 roll-ups and the cube apart) and p50/p99 over ``--runs`` runs of each query:
 
 * events by device × hour, and by device + zone × day (first page of 1,000);
-* roll-ups of one zone × one month (every page);
+* roll-ups of one zone (a camera's) × one month, and of one district's zones of that name × one month
+  (every page);
 * the cube for the city × one week by district and by cell, from the week level: first page and the
   whole walk by cursor; and the same week's hourly rows by cell (what the disclosure layer reads);
 * the devices list.
@@ -295,7 +296,12 @@ def queries(
         return len(rows)
 
     def zone_month() -> int:
-        site, _ = some_device()
+        site, device = some_device()  # a zone is a camera's: (site, device, zone)
+        q = RollupQuery(site=site, device=device, place="parvis", since=START, until=START + 30 * DAY)
+        return sum(1 for _ in walk_rollups(store, q))
+
+    def district_month() -> int:
+        site, _ = some_device()  # every camera's "parvis" of one district: ~100 zones
         q = RollupQuery(site=site, place="parvis", since=START, until=START + 30 * DAY, limit=10_000)
         return sum(1 for _ in walk_rollups(store, q))
 
@@ -315,6 +321,7 @@ def queries(
         ("events device×hour", device_hour, runs),
         ("events device+zone×day (page 1)", zone_day, runs),
         ("roll-ups zone×month (all pages)", zone_month, runs),
+        ("roll-ups district's zones×month (all pages)", district_month, runs),
         ("cube city×week by district, first page", week("poly:", "week", True), runs),
         ("cube city×week by district, walk", week("poly:", "week", False), runs),
         ("cube city×week by cell, first page", week("h3:", "week", True), runs),
