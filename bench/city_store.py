@@ -19,7 +19,7 @@ roll-ups and the cube apart) and p50/p99 over ``--runs`` runs of each query:
 Usage::
 
     python bench/city_store.py --rows 1e6,1e7 --backends sqlite,postgres [--keep] [--dir /var/tmp/city]
-        [--cube-rows 2e6] [--compact-every 300 --compact-grace 300]
+        [--cube-rows 2e6] [--compact-every 120 --compact-grace 120]
 
 ``--keep`` reuses a store filled earlier (``--dir`` for SQLite, the schema ``city_store`` for
 PostgreSQL) and only adds what is missing. Progress goes to stderr; the table to stdout.
@@ -339,8 +339,8 @@ def run(
     keep: bool,
     cube_max: int | None = None,
     bulk: bool = True,
-    compact_every: int = 300,
-    compact_grace: int = 300,
+    compact_every: int = 120,
+    compact_grace: int = 120,
 ) -> None:
     rng = random.Random(24)
     store, where = open_backend(backend, folder, keep)
@@ -453,11 +453,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument(
         "--compact-every",
         type=int,
-        default=300,
+        default=120,
         help="Seconds of data between runs of the compaction job (compact_every_s); 0: only the"
         " hourly compact of the purge job, as before it.",
     )
-    ap.add_argument("--compact-grace", type=int, default=300, help="The job's compact_grace_s.")
+    ap.add_argument("--compact-grace", type=int, default=120, help="The job's compact_grace_s.")
     ap.add_argument("--cube-rows", type=float, help="Cap the cube's rows (default: as many as events).")
     ap.add_argument("--schema", default=SCHEMA, help="PostgreSQL schema (dropped unless --keep).")
     args = ap.parse_args(argv)

@@ -68,13 +68,13 @@ class HubSettings(BaseSettings):
     )
     purge_every_s: float = Field(default=3600, gt=0, description="How often the retention purge runs.")
     compact_every_s: float = Field(
-        default=300,
+        default=120,
         gt=0,
         description="How often recent events are packed into segments (a few minutes of them stay as "
         "one row each, ~10× the bytes).",
     )
     compact_grace_s: float = Field(
-        default=300,
+        default=120,
         ge=0,
         description="Events are packed once their window started this long ago (late ones are packed "
         "at the next run).",

@@ -261,7 +261,7 @@ class EventStore(Protocol):
         """Pack the hours that ended ``grace_s`` before ``now`` into one segment per stream and hour."""
         ...
 
-    def compact_recent(self, now: float, grace_s: float = 300) -> int:
+    def compact_recent(self, now: float, grace_s: float = 120) -> int:
         """Pack every hot event whose window started ``grace_s`` before ``now``: closed hours into one
         segment per stream and hour, the hour in progress into one more segment per stream."""
         ...

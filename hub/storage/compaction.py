@@ -25,7 +25,8 @@ __all__ = ["COMPACT_GRACE_S", "COMPACT_RECENT_GRACE_S", "COMPACT_STREAMS", "Comp
 COMPACT_GRACE_S = 3600
 #: The compaction job packs windows that started this long ago: longer than a window (10-60 s),
 #: the agents' publishing delay and the ingest's batching, so that most events are in by then.
-COMPACT_RECENT_GRACE_S = 300
+#: Shorter leaves fewer hot rows but more, smaller segments (measured in docs/performance.md).
+COMPACT_RECENT_GRACE_S = 120
 #: Streams packed per transaction: bounds the memory and the time an hour stays locked.
 COMPACT_STREAMS = 256
 
