@@ -196,6 +196,21 @@ def _scale(value: Any, down: bool) -> Any:
     return value
 
 
+# What every segment's msgpack repeats (its keys, the wire fields, the usual labels and model), as a
+# preset dictionary for zlib: ~100 bytes less per segment, which counts when the compaction job
+# packs a stream's last two minutes (~12 events). Never edit these words: a segment names its
+# dictionary by checksum; a new list goes into _SEG_DICTS beside this one.
+_SEG_WORDS = (
+    "f", "ws", "id", "ra", "cols", "scaled", "rows", "v", "window_s", "k", "noise_epsilon", "model",
+    "zone", "line", "frames", "counts", "mean_counts", "sd_counts", "forward", "backward", "person",
+    "car", "bicycle", "bus", "<3", "sensor", "quantity", "unit", "samples", "stats", "rule", "value",
+    "threshold", "sound_level", "dB(A)", "mean", "max", "min", "crowd_density",
+    "ssd-mobilenet-v2-coco-quant@1.0.0",
+)  # fmt: skip
+_SEG_DICT = b"".join(msgpack.packb(w) for w in _SEG_WORDS)
+_SEG_DICTS = {zlib.adler32(_SEG_DICT): _SEG_DICT}
+
+
 def pack_segment(items: Sequence[Item], hour: int) -> bytes:
     """Events of one stream and one hour as one blob (pure); ``unpack_segment`` gives them back.
 
@@ -218,12 +233,25 @@ def pack_segment(items: Sequence[Item], hour: int) -> bytes:
         doc = {"f": _FORMAT, "ws": starts, "id": low, "ra": received, "cols": body, "scaled": scaled}
     else:  # parts of differing shapes (never from one stream of one schema): row by row
         doc = {"f": _FORMAT, "ws": starts, "id": low, "ra": received, "rows": [r.part for r in rows]}
-    return zlib.compress(msgpack.packb(doc, use_bin_type=True), 9)
+    packer = zlib.compressobj(9, zlib.DEFLATED, 15, 9, zlib.Z_DEFAULT_STRATEGY, _SEG_DICT)
+    return packer.compress(msgpack.packb(doc, use_bin_type=True)) + packer.flush()
+
+
+def _inflate(blob: bytes) -> bytes:
+    """A segment's msgpack: zlib names a preset dictionary by its checksum (FDICT, RFC 1950)."""
+    if not blob[1] & 0x20:
+        return zlib.decompress(blob)  # no dictionary: the segments of the first compact store
+    dict_id = int.from_bytes(blob[2:6], "big")
+    if dict_id not in _SEG_DICTS:
+        raise ValueError(
+            f"event segment packed with dictionary {dict_id:#x}; this hub knows {sorted(_SEG_DICTS)}"
+        )
+    return zlib.decompressobj(zdict=_SEG_DICTS[dict_id]).decompress(blob)
 
 
 def unpack_segment(blob: bytes, hour: int) -> list[Item]:
     """``pack_segment``'s inverse (pure)."""
-    doc = msgpack.unpackb(zlib.decompress(blob), raw=False, strict_map_key=False)
+    doc = msgpack.unpackb(_inflate(blob), raw=False, strict_map_key=False)
     if doc.get("f") != _FORMAT:
         raise ValueError(f"event segment of format {doc.get('f')!r}; this hub reads format {_FORMAT}")
     n = len(doc["ws"])

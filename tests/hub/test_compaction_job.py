@@ -206,3 +206,36 @@ def test_concurrent_writers_and_the_job_store_each_event_once_on_postgres() -> N
         a.drop_schema()
         a.close()
         b.close()
+
+
+def test_hot_parts_and_segments_are_deflated_against_a_dictionary_and_old_ones_still_read() -> None:
+    """Issue 24: a hot part is ~200 bytes of JSON, deflated against a preset dictionary; segments
+    too. What older hubs wrote (plain JSON parts, segments without a dictionary) reads the same."""
+    import zlib
+
+    import msgpack
+
+    from hub.storage.segments import Item, hot_part, pack_segment, part_of, unpack_part, unpack_segment
+
+    e = event(window_start=START, id=wire.new_event_id(START))
+    packed = hot_part(e)
+    plain = e.model_dump_json(exclude={"site", "device", "kind", "id", "window_start"}).encode()
+    assert len(packed) < len(plain) / 2
+    assert unpack_part(packed) == unpack_part(plain) == part_of(e)
+    with pytest.raises(ValueError, match="hot event part of format 9"):
+        unpack_part(b"\x09" + packed[1:])
+    items = [Item(e.id, START, START + 12.5, part_of(e))]
+    blob = pack_segment(items, START)
+    old = zlib.compress(zlib.decompressobj(zdict=_seg_dict()).decompress(blob), 9)
+    assert unpack_segment(blob, START) == unpack_segment(old, START) == items
+    assert len(blob) < len(old)
+    other = zlib.compressobj(9, zlib.DEFLATED, 15, 9, zlib.Z_DEFAULT_STRATEGY, b"another dictionary")
+    foreign = other.compress(msgpack.packb({"f": 1})) + other.flush()
+    with pytest.raises(ValueError, match="dictionary"):
+        unpack_segment(foreign, START)
+
+
+def _seg_dict() -> bytes:
+    from hub.storage import segments
+
+    return segments._SEG_DICT
