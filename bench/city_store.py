@@ -20,7 +20,7 @@ roll-ups and the cube apart) and p50/p99 over ``--runs`` runs of each query:
 Usage::
 
     python bench/city_store.py --rows 1e6,1e7 --backends sqlite,postgres [--keep] [--dir /var/tmp/city]
-        [--cube-rows 2e6]
+        [--cube-rows 2e6] [--compact-every 120 --compact-grace 120]
 
 ``--keep`` reuses a store filled earlier (``--dir`` for SQLite, the schema ``city_store`` for
 PostgreSQL) and only adds what is missing. Progress goes to stderr; the table to stdout.
@@ -388,6 +388,8 @@ def run(
     cube_max: int | None = None,
     bulk: bool = True,
     jobs: int = 1,
+    compact_every: int = 120,
+    compact_grace: int = 120,
 ) -> None:
     rng = random.Random(24)
     store, where = open_backend(backend, folder, keep)
@@ -424,19 +426,29 @@ def run(
             batch = batch[: size - stored]
             added += store.add_events(batch, time.time())
             stored += len(batch)
-            if tick // HOUR != last_job // HOUR:
-                # The hub's periodic job (hub/retention.py, every purge_every_s, an hour by default)
-                # packs the hours that ended over an hour ago; the hot table's space is then reused.
+            if compact_every and tick // compact_every != last_job // compact_every:
+                # The hub's compaction job (hub/compact_job.py, every compact_every_s) packs what
+                # started compact_grace_s ago; the hot table's space is then reused.
+                last_job = tick
+                store.compact_recent(float(tick), compact_grace)
+            elif not compact_every and tick // HOUR != last_job // HOUR:
+                # Before it (--compact-every 0): only the purge job's hourly ``compact``, which packs
+                # the hours that ended over an hour ago.
                 last_job = tick
                 store.compact(float(tick))
             if added and added % (BATCH * 25) < len(batch):
                 rate = added / (time.perf_counter() - t0 - gen)
                 log(f"{backend}: {stored:,} events, store {rate:,.0f} events/s")
         fill_s = time.perf_counter() - t0 - gen
-        # The job once more at the end, at the data's own clock: hours that ended over an hour
-        # before the newest window are in segments, the rest stay hot (as on a live hub).
+        # The job once more at the end, at the data's own clock (as on a live hub just after a run);
+        # the bytes just before it are the other end of the job's cycle.
+        analyse(store)
+        before_job = split_bytes(table_bytes(store, where))["events"] / max(1, store.count_events())
         k0 = time.perf_counter()
-        packed = store.compact(float(tick))
+        if compact_every:
+            packed = store.compact_recent(float(tick), compact_grace)
+        else:
+            packed = store.compact(float(tick))
         log(f"{backend}: {packed:,} events packed into segments in {time.perf_counter() - k0:.0f} s")
         c0 = time.perf_counter()
         cube_rows = size if cube_max is None else min(size, cube_max)
@@ -451,7 +463,8 @@ def run(
         now = {"B/event": parts["events"] / events}
         print(f"\n## {backend}, {events:,} events, {cube_rows:,} cube rows")
         ev, ru, cu = parts["events"], parts["rollups"], parts["cube"]
-        print(f"events+indexes {ev / events:.0f} B/event ({ev / 1e6:.0f} MB);"
+        print(f"events+indexes {ev / events:.0f} B/event ({ev / 1e6:.0f} MB; {before_job:.0f} B/event"
+              f" just before the job's last run);"
               f" roll-ups {ru / events:.0f} B/event ({ru / 1e6:.0f} MB);"
               f" cube+levels {cu / 1e6:.0f} MB ({cu / cube_rows:.0f} B per cube row)")  # fmt: skip
         if added:
@@ -482,6 +495,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="history: whole past hours stream-major (packed on write), the last hours live;"
         " live: every event through the live, time-major path (slower, same final layout).",
     )
+    ap.add_argument(
+        "--compact-every",
+        type=int,
+        default=120,
+        help="Seconds of data between runs of the compaction job (compact_every_s); 0: only the"
+        " hourly compact of the purge job, as before it.",
+    )
+    ap.add_argument("--compact-grace", type=int, default=120, help="The job's compact_grace_s.")
     ap.add_argument("--cube-rows", type=float, help="Cap the cube's rows (default: as many as events).")
     ap.add_argument("--jobs", type=int, default=1, help="Processes writing history hours at once.")
     ap.add_argument("--schema", default=SCHEMA, help="PostgreSQL schema (dropped unless --keep).")
@@ -500,6 +521,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             cube_max,
             args.fill == "history",
             args.jobs,
+            args.compact_every,
+            args.compact_grace,
         )
 
 

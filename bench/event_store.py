@@ -2,10 +2,12 @@
 
     python bench/event_store.py --backend sqlite --mode live --events 20000
     python bench/event_store.py --backend postgres --mode bulk --events 1000000 --batch 20000
+    python bench/event_store.py --backend postgres --mode live --events 300000 --compact-every 120
 
 ``live``: 500-event batches, time-major, as the ingest workers write them (one event per stream
-and batch). ``bulk``: device-major hours of the city in large batches, as a benchmark fill writes
-them. Prints events/s of ``add_events`` and, after ``compact``, bytes per event (events with their
+and batch; ``--compact-every``: with the compaction job run at the data's clock, timed apart).
+``bulk``: device-major hours of the city in large batches, as a benchmark fill writes them.
+Prints events/s of ``add_events`` and, after ``compact``, bytes per event (events with their
 indexes). PostgreSQL: a schema of its own, dropped at the end.
 """
 
@@ -53,6 +55,13 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=20_000)
     ap.add_argument("--batch", type=int, default=500)
     ap.add_argument("--cameras", type=int, default=1600, help="cameras of the city (1,600)")
+    ap.add_argument(
+        "--compact-every",
+        type=int,
+        default=0,
+        help="live: run the compaction job (compact_recent) every this many seconds of data (0: never)",
+    )
+    ap.add_argument("--compact-grace", type=int, default=120, help="the job's compact_grace_s")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         store = _open(args.backend, Path(tmp))
@@ -60,13 +69,26 @@ def main() -> None:
             events = _events(args.mode, args.events, args.cameras)
             spent = 0.0
             total = 0
+            jobs: list[tuple[float, int]] = []  # (seconds, events packed) of each compaction run
+            last_job = START
             while batch := list(itertools.islice(events, args.batch)):  # made outside the timing
+                clock = max(e.ts if isinstance(e, wire.Alert) else e.window_start for e in batch) + 12
+                if args.compact_every and clock // args.compact_every != last_job // args.compact_every:
+                    last_job = clock
+                    t0 = time.perf_counter()
+                    packed = store.compact_recent(float(clock), args.compact_grace)
+                    jobs.append((time.perf_counter() - t0, packed))
                 t0 = time.perf_counter()
                 store.add_events(batch, float(START + total // 300 + 12))
                 spent += time.perf_counter() - t0
                 total += len(batch)
             print(f"{args.backend} {args.mode}: {total} events in batches of {args.batch}:"
                   f" {total / spent:,.0f} events/s ({spent:.1f} s in add_events)")  # fmt: skip
+            if jobs:
+                print(
+                    f"compaction job: {len(jobs)} runs, {sum(p for _, p in jobs):,} events packed in"
+                    f" {sum(t for t, _ in jobs):.1f} s (longest run {max(t for t, _ in jobs):.1f} s)"
+                )
             if hasattr(store, "compact"):
                 t0 = time.perf_counter()
                 store.compact(time.time() + 10 * 365 * 86_400)

@@ -77,6 +77,18 @@ class HubSettings(BaseSettings):
         default_factory=Retention, description="Days each data class is kept (`forever` or null: kept)."
     )
     purge_every_s: float = Field(default=3600, gt=0, description="How often the retention purge runs.")
+    compact_every_s: float = Field(
+        default=120,
+        gt=0,
+        description="How often recent events are packed into segments (a few minutes of them stay as "
+        "one row each, ~10× the bytes).",
+    )
+    compact_grace_s: float = Field(
+        default=120,
+        ge=0,
+        description="Events are packed once their window started this long ago (late ones are packed "
+        "at the next run).",
+    )
     fusion_every_s: float = Field(
         default=60,
         gt=0,
@@ -85,8 +97,8 @@ class HubSettings(BaseSettings):
     job_lease_s: float = Field(
         default=30,
         gt=0,
-        description="Periodic jobs (purge, fusion) run in one hub process at a time: a dead one's go to "
-        "another after this long.",
+        description="Periodic jobs (purge, compaction, fusion) run in one hub process at a time: a dead "
+        "one's go to another after this long.",
     )
     broker: BrokerConfig = Field(default_factory=BrokerConfig, description="MQTT broker the ingest reads.")
     broker_backend: Literal["mosquitto", "nats"] = Field(

@@ -31,6 +31,7 @@ from hub.api.routes import (
 )
 from hub.audit import AuditMiddleware, require_purpose
 from hub.auth import require
+from hub.compact_job import CompactJob
 from hub.config import HubSettings
 from hub.disclosure.calendar import CityCalendar
 from hub.ingest import Ingestor
@@ -130,6 +131,9 @@ def create_app(settings: HubSettings | None = None) -> FastAPI:
         )
         # Every API process may run the periodic jobs: their leases in the store pick one (hub/jobs.py).
         purge = PurgeJob(store, settings.retention, settings.purge_every_s, lease_s=settings.job_lease_s)
+        compaction = CompactJob(
+            store, settings.compact_every_s, settings.compact_grace_s, lease_s=settings.job_lease_s
+        )
         app.state.store = store
         app.state.read_store = read_store
         app.state.calendar = CityCalendar(settings.tz)
@@ -163,6 +167,7 @@ def create_app(settings: HubSettings | None = None) -> FastAPI:
         if ingestor is not None:
             ingestor.start()
         purge.start()
+        compaction.start()
         # The fusion job runs where events come in: here with the in-process ingest, else in the
         # ingest processes (`vigie hub ingest`, which `vigie hub serve --workers N` starts).
         fusion_job = None
@@ -184,6 +189,7 @@ def create_app(settings: HubSettings | None = None) -> FastAPI:
             if campaign_service is not None:
                 campaign_service.stop()
             purge.stop()
+            compaction.stop()
             if crl_job is not None:
                 crl_job.stop()
             if ingestor is not None:

@@ -261,6 +261,11 @@ class EventStore(Protocol):
         """Pack the hours that ended ``grace_s`` before ``now`` into one segment per stream and hour."""
         ...
 
+    def compact_recent(self, now: float, grace_s: float = 120) -> int:
+        """Pack every hot event whose window started ``grace_s`` before ``now``: closed hours into one
+        segment per stream and hour, the hour in progress into one more segment per stream."""
+        ...
+
     def list_rollups(self, query: RollupQuery) -> Page[RollupKey]:
         """Roll-ups in (hour, site, device, place, metric) order, ``query.limit`` at most per page."""
         ...

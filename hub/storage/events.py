@@ -112,12 +112,25 @@ class EventSql(SqlBase):
         with self._tx() as cur:
             streams = self._stream_ids(cur, {k for k, _ in groups})
             hours = sorted({h for _, h in groups})
+            oldest = {  # each (stream, hour)'s oldest window in this batch
+                (streams[k], h): min(start_of(e) for e in group) for (k, h), group in groups.items()
+            }
             with self._pipeline():  # PostgreSQL: the locks and the look-up in one round trip
                 self._lock_hours(cur, hours, {h for _, h in direct})
-                with_segments = self._hours_with_segments(cur, hours)
-            stored, next_seg = self._segment_ids(
-                cur, {(streams[k], h) for k, h in groups if h in with_segments}
-            )
+                newest = self._hours_newest_segment(
+                    cur, {h: min(ws for (_, hh), ws in oldest.items() if hh == h) for h in hours}
+                )
+            # Segments are looked in only where one may hold a window of this batch (a late event, a
+            # redelivery), or where a group is packed (its ``seg`` must follow theirs): live
+            # events are newer than every segment of their hour, which the compaction job packs
+            # up to a few minutes ago (hub/compact_job.py).
+            packed_now = {(streams[k], h) for k, h in direct}
+            look = {
+                pair: ws
+                for pair, ws in oldest.items()
+                if pair[1] in newest and (ws <= newest[pair[1]] or pair in packed_now)
+            }
+            stored, next_seg = self._segment_ids(cur, look)
             hot = [
                 (*parts[e.id][:1], streams[key], parts[e.id][1], received_at, parts[e.id][2])
                 for (key, hour), group in groups.items()
@@ -164,7 +177,9 @@ class EventSql(SqlBase):
                 continue
             items = [Item(e.id, start_of(e), received_at, part_of(e)) for e in fresh]
             sid = streams[key]
-            rows.append((sid, hour, next_seg.get((sid, hour), 0), len(items), pack_segment(items, hour)))
+            hi = max(i.window_start for i in items)
+            seg = next_seg.get((sid, hour), 0)
+            rows.append((sid, hour, seg, len(items), hi, pack_segment(items, hour)))
             written += fresh
         self._insert_segments(cur, rows)
         return written
@@ -189,40 +204,46 @@ class EventSql(SqlBase):
         return known
 
     def _segment_ids(
-        self, cur: Any, pairs: set[tuple[int, int]]
+        self, cur: Any, pairs: dict[tuple[int, int], int]
     ) -> tuple[set[str], dict[tuple[int, int], int]]:
-        """Ids packed in the segments of these (stream, hour)s already, and each pair's next ``seg``."""
-        todo = sorted(pairs)
+        """Ids packed already in the segments of these (stream, hour)s that reach the pair's oldest
+        window (``hi``: only those can hold one of its ids, which carry their window start), and
+        each pair's next ``seg``."""
+        todo = sorted(pairs.items())
         stored: set[str] = set()
         next_seg: dict[tuple[int, int], int] = {}
         for i in range(0, len(todo), INSERT_CHUNK):
             chunk = todo[i : i + INSERT_CHUNK]
-            values = ",".join(["(?,?)"] * len(chunk))
+            values = ",".join(["(?,?,?)"] * len(chunk))
             cur.execute(
                 self._sql(
-                    "SELECT stream, hour, seg, body FROM event_segments"
-                    f" WHERE (stream, hour) IN (VALUES {values})"
+                    "SELECT s.stream, s.hour, s.seg, CASE WHEN s.hi >= v.column3 THEN s.body END"
+                    f" FROM event_segments s JOIN (VALUES {values}) AS v"
+                    " ON s.stream = v.column1 AND s.hour = v.column2"
                 ),
-                [v for p in chunk for v in p],
+                [v for (sid, hour), ws in chunk for v in (sid, hour, ws)],
             )
             for sid, hour, seg, body in cur.fetchall():
-                stored.update(item.id for item in unpack_segment(bytes(body), int(hour)))
+                if body is not None:
+                    stored.update(item.id for item in unpack_segment(bytes(body), int(hour)))
                 key = (int(sid), int(hour))
                 next_seg[key] = max(next_seg.get(key, 0), int(seg) + 1)
         return stored, next_seg
 
-    def _hours_with_segments(self, cur: Any, hours: list[int]) -> set[int]:
-        """Which of these hours hold any segment (live hours have none yet: one index probe each)."""
-        if not hours:
-            return set()
+    def _hours_newest_segment(self, cur: Any, oldest: dict[int, int]) -> dict[int, int]:
+        """Of these hours (each with the batch's oldest window in it), those holding a segment, with
+        their segments' newest window (``hi``); live hours have none newer than the batch: one
+        probe each in ``event_segments_hour`` (hour, hi)."""
+        if not oldest:
+            return {}
         cur.execute(
             self._sql(
-                f"SELECT column1 FROM (VALUES {','.join(['(?)'] * len(hours))}) AS h"
-                " WHERE EXISTS (SELECT 1 FROM event_segments WHERE hour = column1)"
+                "SELECT column1, (SELECT hi FROM event_segments WHERE hour = column1"
+                f" ORDER BY hi DESC LIMIT 1) FROM (VALUES {','.join(['(?)'] * len(oldest))}) AS h"
             ),
-            hours,
+            sorted(oldest),
         )
-        return {int(r[0]) for r in cur.fetchall()}
+        return {int(r[0]): int(r[1]) for r in cur.fetchall() if r[1] is not None}
 
     def _hot_ids(self, cur: Any, hours: set[int], ids: list[str]) -> set[str]:
         """Which of these ids are hot rows already (looked up only in hours that have hot rows)."""
@@ -256,9 +277,11 @@ class EventSql(SqlBase):
         return [r[0] for r in cur.fetchall()]
 
     def _insert_segments(self, cur: Any, rows: list[tuple[Any, ...]]) -> None:
+        """Rows of (stream, hour, seg, n, hi: the newest window start, body)."""
         if rows:
             cur.executemany(
-                self._sql("INSERT INTO event_segments (stream, hour, seg, n, body) VALUES (?,?,?,?,?)"), rows
+                self._sql("INSERT INTO event_segments (stream, hour, seg, n, hi, body) VALUES (?,?,?,?,?,?)"),
+                rows,
             )
 
     def _add_rollups(self, cur: Any, events: Sequence[wire.Event]) -> None:

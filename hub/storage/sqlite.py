@@ -172,6 +172,17 @@ MIGRATIONS: list[tuple[int, list[Migration]]] = [
             name TEXT PRIMARY KEY, holder TEXT NOT NULL, expires_at REAL NOT NULL, ran_at REAL NOT NULL,
             runs INTEGER NOT NULL)""",
     ]),
+    (16, [
+        # Issue 24: the compaction job packs the current hour every few minutes (hub/compact_job.py),
+        # so an hour holds several segments per stream. ``hi`` is a segment's newest window start:
+        # ingest looks for duplicates only in segments whose ``hi`` reaches the batch's windows
+        # (none for live events), instead of decoding every segment of the hour. The default (the
+        # largest integer: "any window of its hour") keeps older segments always looked in. Indexed
+        # with the hour: one probe tells whether an hour holds a segment as new as a batch.
+        "ALTER TABLE event_segments ADD COLUMN hi INTEGER NOT NULL DEFAULT 9223372036854775807",
+        "DROP INDEX event_segments_hour",
+        "CREATE INDEX event_segments_hour ON event_segments (hour, hi)",
+    ]),
 ]  # fmt: skip
 
 
