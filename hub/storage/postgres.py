@@ -13,9 +13,9 @@ import threading
 import time
 import uuid
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg import sql as pgsql
@@ -33,6 +33,7 @@ from vigie.exceptions import VigieError
 __all__ = ["MIGRATIONS", "PostgresStore", "StoreUnavailableError", "astuple_rollup", "month_bounds", "redact"]
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 #: The server's warning when a commit stopped waiting for its synchronous standby (a cancel): the
 #: transaction is committed on the primary alone, so a failover now could lose it.
 _SYNC_WAIT_CANCELLED = "synchronous replication"
@@ -393,14 +394,14 @@ class PostgresStore(EventNotifySql, PostgresBucketSql, SqlStore):
         with self._tx() as cur:
             yield cur
 
-    def _query(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
-        """A read; on a lost connection, connect again once and read again (a read is safe to repeat)."""
-        if self._per_transaction:  # BEGIN with the settings, the read, COMMIT: three round trips
+    def _read(self, run: Callable[[Any], _T]) -> _T:
+        """``run(cursor)``, a read; on a lost connection, connect again once and run it again (a read
+        is safe to repeat). Behind a pooler, in a transaction that carries the session's settings."""
+        if self._per_transaction:  # BEGIN with the settings, the read, COMMIT
             for attempt in (1, 2):
                 try:
                     with self._tx() as cur:
-                        cur.execute(self._sql(sql), tuple(args))
-                        return list(cur.fetchall())
+                        return run(cur)
                 except StoreUnavailableError:
                     if attempt == 2:
                         raise
@@ -409,9 +410,7 @@ class PostgresStore(EventNotifySql, PostgresBucketSql, SqlStore):
             for attempt in (1, 2):
                 self._reconnect_if_closed()
                 try:
-                    cur = self._db.cursor()
-                    cur.execute(self._sql(sql), tuple(args))
-                    return list(cur.fetchall())
+                    return run(self._db.cursor())
                 except psycopg.OperationalError as exc:
                     if not self._db.closed:  # a timeout, a cancel: the connection lives
                         raise
@@ -421,27 +420,26 @@ class PostgresStore(EventNotifySql, PostgresBucketSql, SqlStore):
                         ) from exc
             raise AssertionError("unreachable")
 
+    def _query(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
+        def run(cur: Any) -> list[Any]:
+            cur.execute(self._sql(sql), tuple(args))
+            return list(cur.fetchall())
+
+        return self._read(run)
+
     def _queries(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[list[Any]]:
-        """Reads sent together in a pipeline: one round trip; on a lost connection, as ``_query``."""
-        with self._lock:
-            for attempt in (1, 2):
-                self._reconnect_if_closed()
-                try:
-                    with self._db.pipeline():
-                        cursors = []
-                        for sql, args in statements:
-                            cur = self._db.cursor()
-                            cur.execute(self._sql(sql), tuple(args))
-                            cursors.append(cur)
-                    return [list(cur.fetchall()) for cur in cursors]
-                except psycopg.OperationalError as exc:
-                    if not self._db.closed:
-                        raise
-                    if attempt == 2:
-                        raise StoreUnavailableError(
-                            f"PostgreSQL at {redact(self.dsn)!r} failed a read twice: {exc}"
-                        ) from exc
-            raise AssertionError("unreachable")
+        """Reads sent together in a pipeline: one round trip (as ``_query`` on a lost connection)."""
+
+        def run(_: Any) -> list[list[Any]]:
+            with self._db.pipeline():
+                cursors = []
+                for sql, args in statements:
+                    cur = self._db.cursor()
+                    cur.execute(self._sql(sql), tuple(args))
+                    cursors.append(cur)
+            return [list(cur.fetchall()) for cur in cursors]
+
+        return self._read(run)
 
     def _migrate(self, migrations: list[tuple[int, list[Migration]]]) -> None:
         with self._tx() as cur:

@@ -23,6 +23,7 @@ import psycopg
 import pytest
 
 from hub.retention import JOB
+from hub.storage import EventQuery
 from hub.storage.live import APP_NAME
 from hub.storage.postgres import PostgresStore
 from tests.conftest import IN_CI, cli
@@ -237,6 +238,12 @@ def test_no_session_state_leaks_between_stores_sharing_server_connections(
             with pytest.raises(Exception, match="no_such_table"):
                 mine._query("SELECT * FROM no_such_table")
             assert mine.ping()  # the failed read's transaction was ended
+            # A page of events reads in a pipeline (hot rows and hour counts in one round trip): it
+            # must carry the schema as well.
+            stored = _event("cam-page", int(time.time()) // 10 * 10)
+            mine.add_events([stored], time.time())
+            rows, _ = mine.list_events(EventQuery(device="cam-page", limit=10))
+            assert [r["id"] for r in rows] == [stored.id]
             assert len(server_ports(one.pid)) == 1
         finally:
             for s in (mine, default, reader):
